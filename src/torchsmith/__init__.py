@@ -1,0 +1,37 @@
+"""torchsmith: build, initialise, inspect, check, train, save and export PyTorch models."""
+
+from __future__ import annotations
+
+from torchsmith.errors import (
+    ConfigError,
+    InitError,
+    ModelLoadError,
+    ShapeError,
+    TorchsmithError,
+    UnknownNameError,
+)
+from torchsmith.init import InitRecord, InitReport, init_weights
+from torchsmith.registry import create_model, list_models, register_model
+from torchsmith.resolve import resolve_model
+from torchsmith.views import count_parameters, module_tree
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "TorchsmithError",
+    "ConfigError",
+    "UnknownNameError",
+    "ShapeError",
+    "InitError",
+    "ModelLoadError",
+    "create_model",
+    "list_models",
+    "register_model",
+    "resolve_model",
+    "init_weights",
+    "InitReport",
+    "InitRecord",
+    "count_parameters",
+    "module_tree",
+]

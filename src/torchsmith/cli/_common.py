@@ -1,0 +1,50 @@
+"""Options and helpers shared by several commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+import yaml
+from torch import nn
+
+from torchsmith.errors import ConfigError
+from torchsmith.resolve import parse_input_size, resolve_model
+
+F = Callable[..., Any]
+
+
+def model_options(fn: F) -> F:
+    """``--opt key=value`` (repeatable): keyword options for the model's builder."""
+    return click.option(
+        "--opt", "opts", multiple=True, metavar="KEY=VALUE",
+        help="Model option, repeatable (e.g. --opt num_classes=100 --opt stem=cifar).",
+    )(fn)
+
+
+def input_option(required: bool = False, default: str | None = None) -> Callable[[F], F]:
+    return click.option("--input", "input_size", default=default, required=required, metavar="CxHxW",
+                        help="Input size without the batch dimension, e.g. 3x32x32.")
+
+
+def parse_opts(opts: tuple[str, ...]) -> dict[str, Any]:
+    """``("num_classes=100", "stem=cifar")`` -> ``{"num_classes": 100, "stem": "cifar"}``."""
+    out: dict[str, Any] = {}
+    for item in opts:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--opt {item!r} is not KEY=VALUE, e.g. --opt num_classes=100")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def load_model(ref: str, opts: tuple[str, ...]) -> nn.Module:
+    return resolve_model(ref, **parse_opts(opts))
+
+
+def parse_input(text: str | None) -> tuple[int, ...] | None:
+    return parse_input_size(text) if text else None

@@ -1,0 +1,73 @@
+"""The torchsmith error hierarchy.
+
+Every error a user can cause (bad names, bad shapes, bad files, bad specs) is a
+:class:`TorchsmithError`. The CLI turns these into a one-line message and a
+non-zero exit code; anything else is a bug in torchsmith.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "TorchsmithError",
+    "UnknownNameError",
+    "ConfigError",
+    "ShapeError",
+    "InitError",
+    "ModelLoadError",
+    "did_you_mean",
+]
+
+
+class TorchsmithError(Exception):
+    """Base class of every error torchsmith raises on purpose."""
+
+
+class ConfigError(TorchsmithError, ValueError):
+    """An option, argument or flag has a value that cannot work."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name (model, initialiser, layer type, ...) is not known.
+
+    The message carries close matches, so the user can fix a typo at once.
+    """
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str], hint: str = "") -> None:
+        self.kind = kind
+        self.name = name
+        self.choices = sorted(set(choices))
+        self.suggestions = did_you_mean(name, self.choices)
+        msg = f"unknown {kind} {name!r}"
+        if self.suggestions:
+            msg += "; did you mean " + " or ".join(repr(s) for s in self.suggestions) + "?"
+        elif self.choices and len(self.choices) <= 20:
+            msg += "; known: " + ", ".join(self.choices)
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # KeyError would repr() the message otherwise
+        return str(self.args[0])
+
+
+class ShapeError(TorchsmithError, ValueError):
+    """A tensor reached a layer with a shape that layer cannot take."""
+
+
+class InitError(TorchsmithError, ValueError):
+    """An initialisation policy or scheme cannot be applied."""
+
+
+class ModelLoadError(TorchsmithError):
+    """A model reference (``file.py:Class``, ``module:attr``, ...) could not be loaded."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` close matches of ``name`` among ``choices``."""
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    matches = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)
+    return [lowered[m] for m in matches]

@@ -1,0 +1,126 @@
+"""Turn a model reference from the command line into an ``nn.Module``.
+
+A reference is a zoo name (``lenet``), a file and attribute
+(``path/to/net.py:Net``), an importable module and attribute
+(``package.module:make_net``), a spec file (``net.yaml``, ``net.json``; built
+by :func:`torchsmith.spec.build_file`) or a checkpoint (``model.safetensors``;
+rebuilt by :func:`torchsmith.checkpoint.load`). The attribute may be an ``nn.Module`` instance,
+a class or a factory; classes and factories are called with the options given.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from torchsmith.errors import ConfigError, ModelLoadError, UnknownNameError
+from torchsmith.registry import create_model, list_models
+
+__all__ = ["resolve_model", "parse_input_size"]
+
+
+def parse_input_size(text: str) -> tuple[int, ...]:
+    """``"3x32x32"`` (or ``"3,32,32"``) -> ``(3, 32, 32)``."""
+    parts = text.replace(",", "x").replace("X", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise ConfigError(f"input size {text!r} is not a list of integers like 3x32x32") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise ConfigError(f"input size {text!r} must be positive integers like 3x32x32")
+    return dims
+
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+CHECKPOINT_SUFFIXES = (".safetensors",)
+
+
+def resolve_model(ref: str, **kwargs: Any) -> nn.Module:
+    """Build the model that ``ref`` names (see module docstring)."""
+    lowered = ref.lower()
+    if lowered.endswith(SPEC_SUFFIXES):
+        if kwargs:
+            raise ConfigError(f"options {sorted(kwargs)} do not apply to a spec file; edit {ref} instead")
+        from torchsmith.spec import build_file
+
+        return build_file(ref)
+    if lowered.endswith(CHECKPOINT_SUFFIXES):
+        if kwargs:
+            raise ConfigError(f"options {sorted(kwargs)} do not apply to a checkpoint ({ref})")
+        from torchsmith.checkpoint import load
+
+        return load(ref)
+    if ":" in ref and not _looks_like_windows_path(ref):
+        target, _, attr = ref.rpartition(":")
+        obj = _load_attr(target, attr)
+        return _instantiate(obj, ref, kwargs)
+    if ref.endswith(".py"):
+        raise ModelLoadError(f"{ref!r} names a file but no class or factory in it; write it as {ref}:ClassName")
+    try:
+        return create_model(ref, **kwargs)
+    except UnknownNameError as e:
+        if e.kind == "model":
+            raise UnknownNameError(
+                "model", ref, list_models(),
+                hint="give a zoo name, path/to/file.py:Class or package.module:attr",
+            ) from None
+        raise
+
+
+def _looks_like_windows_path(ref: str) -> bool:
+    return len(ref) > 2 and ref[1] == ":" and ref[2] in "\\/"
+
+
+def _load_attr(target: str, attr: str) -> Any:
+    if not attr:
+        raise ModelLoadError(f"model reference {target}: names no attribute; write it as {target}:ClassName")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise ModelLoadError(f"model file {target!r} does not exist")
+        name = f"_torchsmith_user_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ModelLoadError(f"cannot import {target!r} as Python source")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look the module up by name
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            sys.modules.pop(name, None)
+            raise ModelLoadError(f"importing {target!r} failed: {type(e).__name__}: {e}") from e
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise ModelLoadError(f"cannot import module {target!r}: {e}") from e
+        except Exception as e:
+            raise ModelLoadError(f"importing {target!r} failed: {type(e).__name__}: {e}") from e
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        public = [n for n in dir(module) if not n.startswith("_")]
+        raise UnknownNameError(f"attribute of {target}", attr, public) from None
+
+
+def _instantiate(obj: Any, ref: str, kwargs: dict[str, Any]) -> nn.Module:
+    if isinstance(obj, nn.Module):
+        if kwargs:
+            raise ConfigError(f"{ref} is a model instance; options {sorted(kwargs)} cannot be applied to it")
+        return obj
+    if not callable(obj):
+        raise ModelLoadError(f"{ref} is a {type(obj).__name__}, not an nn.Module, class or factory")
+    try:
+        model = obj(**kwargs)
+    except TypeError as e:
+        raise ModelLoadError(f"calling {ref} failed: {e}") from e
+    except Exception as e:
+        raise ModelLoadError(f"building {ref} failed: {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"{ref} returned a {type(model).__name__}, not an nn.Module")
+    return model
