@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from torchsmith.errors import (
+    CheckpointError,
     ConfigError,
+    DataError,
+    ExportError,
     InitError,
     ModelLoadError,
     ShapeError,
+    SpecError,
+    SummaryError,
     TorchsmithError,
+    TrainingError,
     UnknownNameError,
 )
 from torchsmith.init import InitRecord, InitReport, init_weights
@@ -25,6 +31,12 @@ __all__ = [
     "ShapeError",
     "InitError",
     "ModelLoadError",
+    "SummaryError",
+    "CheckpointError",
+    "SpecError",
+    "ExportError",
+    "DataError",
+    "TrainingError",
     "create_model",
     "list_models",
     "register_model",

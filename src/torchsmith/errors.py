@@ -17,6 +17,12 @@ __all__ = [
     "ShapeError",
     "InitError",
     "ModelLoadError",
+    "SummaryError",
+    "CheckpointError",
+    "SpecError",
+    "ExportError",
+    "DataError",
+    "TrainingError",
     "did_you_mean",
 ]
 
@@ -63,6 +69,30 @@ class InitError(TorchsmithError, ValueError):
 
 class ModelLoadError(TorchsmithError):
     """A model reference (``file.py:Class``, ``module:attr``, ...) could not be loaded."""
+
+
+class SummaryError(TorchsmithError):
+    """A model could not be summarised (its forward failed on every device tried)."""
+
+
+class CheckpointError(TorchsmithError):
+    """A checkpoint is missing, malformed, unsafe, or does not fit the model."""
+
+
+class SpecError(TorchsmithError, ValueError):
+    """A declarative model spec is invalid; the message points at the place."""
+
+
+class ExportError(TorchsmithError):
+    """Export failed, or the exported model does not compute what the eager one does."""
+
+
+class DataError(TorchsmithError):
+    """A dataset is missing, malformed or does not fit the model."""
+
+
+class TrainingError(TorchsmithError):
+    """Training cannot start or cannot go on (bad options, diverged loss, dead rank)."""
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
