@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from torchsmith.errors import ConfigError, UnknownNameError
@@ -20,7 +21,7 @@ from torchsmith.init import init_weights
 from torchsmith.layers import norm_layer_factory
 from torchsmith.registry import register_model
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet"]
+__all__ = ["BasicBlock", "Bottleneck", "PadShortcut", "ResNet"]
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -33,10 +34,35 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
-def _shortcut(in_planes: int, out_planes: int, stride: int, norm: NormFactory) -> nn.Module | None:
-    """1x1 conv + norm when the block changes resolution or width (the paper's option B)."""
+class PadShortcut(nn.Module):
+    """The paper's option A: subsample by ``stride`` and zero-pad the new channels; no parameters.
+
+    He et al. use it for their CIFAR ResNets (section 4.2), which is why their
+    table's parameter counts (0.27M for ResNet-20, ...) have no projection weights.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.extra = out_planes - in_planes
+        if self.extra < 0:
+            raise ConfigError(f"a padding shortcut cannot reduce width ({in_planes} -> {out_planes})")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]  # (B, C, H/s, W/s)
+        half = self.extra // 2
+        return F.pad(x, (0, 0, 0, 0, half, self.extra - half))  # (B, C + extra, H/s, W/s)
+
+
+SHORTCUTS = ("conv", "pad")
+
+
+def _shortcut(in_planes: int, out_planes: int, stride: int, norm: NormFactory, kind: str = "conv") -> nn.Module | None:
+    """Identity when shape is kept; else 1x1 conv + norm (option B, torchvision) or zero padding (option A)."""
     if stride == 1 and in_planes == out_planes:
         return None
+    if kind == "pad":
+        return PadShortcut(in_planes, out_planes, stride)
     return nn.Sequential(conv1x1(in_planes, out_planes, stride), norm(out_planes))
 
 
@@ -45,7 +71,8 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, norm_layer: NormFactory | None = None) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, norm_layer: NormFactory | None = None,
+                 shortcut: str = "conv") -> None:
         super().__init__()
         norm = norm_layer or nn.BatchNorm2d
         self.conv1 = conv3x3(in_planes, planes, stride)
@@ -53,7 +80,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = norm(planes)
-        self.downsample = _shortcut(in_planes, planes * self.expansion, stride, norm)
+        self.downsample = _shortcut(in_planes, planes * self.expansion, stride, norm, shortcut)
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +96,8 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, norm_layer: NormFactory | None = None) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, norm_layer: NormFactory | None = None,
+                 shortcut: str = "conv") -> None:
         super().__init__()
         norm = norm_layer or nn.BatchNorm2d
         self.conv1 = conv1x1(in_planes, planes)
@@ -79,7 +107,7 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = norm(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_planes, planes * self.expansion, stride, norm)
+        self.downsample = _shortcut(in_planes, planes * self.expansion, stride, norm, shortcut)
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,6 +142,7 @@ class ResNet(nn.Module):
         stem: str = "imagenet",
         zero_init_residual: bool = False,
         norm_layer: str | NormFactory | None = None,
+        shortcut: str = "conv",
     ) -> None:
         super().__init__()
         if isinstance(block, str):
@@ -125,6 +154,9 @@ class ResNet(nn.Module):
                               f"widths={list(widths)}")
         if stem not in ("imagenet", "cifar"):
             raise UnknownNameError("ResNet stem", stem, ["imagenet", "cifar"])
+        if shortcut not in SHORTCUTS:
+            raise UnknownNameError("ResNet shortcut", shortcut, SHORTCUTS)
+        self.shortcut = shortcut
         norm = norm_layer_factory(norm_layer)
         self.in_planes = widths[0]
         self.stem = stem
@@ -140,7 +172,7 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         stages: list[nn.Module] = []
         for i, (width, depth) in enumerate(zip(widths, layers)):
-            stages.append(self._make_stage(block, width, depth, stride=1 if i == 0 else 2, norm=norm))
+            stages.append(self._make_stage(block, width, depth, stride=1 if i == 0 else 2, norm=norm))  # type: ignore[arg-type]
         stages += [nn.Identity() for _ in range(4 - len(stages))]
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))  # any input size the strides allow
@@ -158,9 +190,9 @@ class ResNet(nn.Module):
 
     def _make_stage(self, block: type[nn.Module], planes: int, blocks: int, stride: int,
                     norm: NormFactory) -> nn.Sequential:
-        layers = [block(self.in_planes, planes, stride, norm)]
+        layers = [block(self.in_planes, planes, stride, norm, self.shortcut)]
         self.in_planes = planes * block.expansion  # type: ignore[attr-defined]
-        layers += [block(self.in_planes, planes, 1, norm) for _ in range(1, blocks)]
+        layers += [block(self.in_planes, planes, 1, norm, self.shortcut) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,42 +264,45 @@ def resnet152(*, num_classes: int = 1000, in_channels: int = 3, stem: str = "ima
 
 
 def _cifar(depth: int, num_classes: int, in_channels: int, zero_init_residual: bool,
-           norm_layer: str | NormFactory | None) -> ResNet:
+           norm_layer: str | NormFactory | None, shortcut: str) -> ResNet:
     n = (depth - 2) // 6  # 6n + 2 layers: three stages of n BasicBlocks
     return ResNet(BasicBlock, (n, n, n), widths=(16, 32, 64), num_classes=num_classes, in_channels=in_channels,
-                  stem="cifar", zero_init_residual=zero_init_residual, norm_layer=norm_layer)
+                  stem="cifar", zero_init_residual=zero_init_residual, norm_layer=norm_layer, shortcut=shortcut)
 
 
 @register_model
 def resnet20(*, num_classes: int = 10, in_channels: int = 3, zero_init_residual: bool = False,
-             norm_layer: str | NormFactory | None = None) -> ResNet:
-    """CIFAR ResNet-20 (He et al. 2015, table 6): 16/32/64 channels, 3 blocks a stage; 0.27M parameters."""
-    return _cifar(20, num_classes, in_channels, zero_init_residual, norm_layer)
+             norm_layer: str | NormFactory | None = None, shortcut: str = "pad") -> ResNet:
+    """CIFAR ResNet-20 (He et al. 2015, table 6): 16/32/64 channels, 3 blocks a stage; 0.27M parameters.
+
+    ``shortcut="pad"`` is the paper's parameter-free option A; ``"conv"`` uses 1x1 conv + BN projections.
+    """
+    return _cifar(20, num_classes, in_channels, zero_init_residual, norm_layer, shortcut)
 
 
 @register_model
 def resnet32(*, num_classes: int = 10, in_channels: int = 3, zero_init_residual: bool = False,
-             norm_layer: str | NormFactory | None = None) -> ResNet:
+             norm_layer: str | NormFactory | None = None, shortcut: str = "pad") -> ResNet:
     """CIFAR ResNet-32: 5 blocks a stage; 0.46M parameters."""
-    return _cifar(32, num_classes, in_channels, zero_init_residual, norm_layer)
+    return _cifar(32, num_classes, in_channels, zero_init_residual, norm_layer, shortcut)
 
 
 @register_model
 def resnet44(*, num_classes: int = 10, in_channels: int = 3, zero_init_residual: bool = False,
-             norm_layer: str | NormFactory | None = None) -> ResNet:
+             norm_layer: str | NormFactory | None = None, shortcut: str = "pad") -> ResNet:
     """CIFAR ResNet-44: 7 blocks a stage; 0.66M parameters."""
-    return _cifar(44, num_classes, in_channels, zero_init_residual, norm_layer)
+    return _cifar(44, num_classes, in_channels, zero_init_residual, norm_layer, shortcut)
 
 
 @register_model
 def resnet56(*, num_classes: int = 10, in_channels: int = 3, zero_init_residual: bool = False,
-             norm_layer: str | NormFactory | None = None) -> ResNet:
+             norm_layer: str | NormFactory | None = None, shortcut: str = "pad") -> ResNet:
     """CIFAR ResNet-56: 9 blocks a stage; 0.85M parameters."""
-    return _cifar(56, num_classes, in_channels, zero_init_residual, norm_layer)
+    return _cifar(56, num_classes, in_channels, zero_init_residual, norm_layer, shortcut)
 
 
 @register_model
 def resnet110(*, num_classes: int = 10, in_channels: int = 3, zero_init_residual: bool = False,
-              norm_layer: str | NormFactory | None = None) -> ResNet:
+             norm_layer: str | NormFactory | None = None, shortcut: str = "pad") -> ResNet:
     """CIFAR ResNet-110: 18 blocks a stage; 1.7M parameters."""
-    return _cifar(110, num_classes, in_channels, zero_init_residual, norm_layer)
+    return _cifar(110, num_classes, in_channels, zero_init_residual, norm_layer, shortcut)
