@@ -1,0 +1,304 @@
+"""Meta-device model summary: :func:`summary` returns a :class:`ModelSummary`.
+
+The forward runs on the meta device (shapes and dtypes, no storage), on a meta
+copy of the caller's model, so the model is never moved, modified or kept alive
+and peak memory does not grow with the parameter count. Ops that meta cannot
+run (``.item()``, ``nonzero``) fall back to fake tensors, then to real tensors
+at batch 1; the summary says which ran. Named input dims (``("B", 3, 32, 32)``)
+trace symbolically with torch's ShapeEnv, so shapes and FLOPs are formulas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError
+from torchsmith.resolve import resolve_model
+from torchsmith.summary._inputs import InputSpec, Namer
+from torchsmith.summary._trace import Trace, meta_copy, module_modes, restore_modes, run_trace
+from torchsmith.summary.render import render_summary, rich_summary
+from torchsmith.summary.result import FlowEvent, LayerRow, MemoryEstimate, ModelSummary
+
+__all__ = ["summary", "ModelSummary", "LayerRow", "MemoryEstimate", "FlowEvent", "render_summary",
+           "rich_summary", "parse_dtype"]
+
+RUN_META, RUN_FAKE, RUN_REAL = "meta", "fake tensors", "real tensors (batch 1)"
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
+    "int64": torch.int64, "long": torch.int64, "int32": torch.int32, "int": torch.int32,
+    "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool,
+}
+
+
+def parse_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
+    """``"bf16"`` -> ``torch.bfloat16``; a dtype passes through; unknown names get close matches."""
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    key = str(value).lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        from torchsmith.errors import UnknownNameError
+
+        raise UnknownNameError("dtype", str(value), _DTYPES)
+    return _DTYPES[key]
+
+
+def summary(
+    model_or_name: nn.Module | str,
+    input_size: Any = None,
+    *,
+    input_data: Any = None,
+    input_dtype: torch.dtype | str | None = None,
+    depth: int | None = 3,
+    device: str = "meta",
+    dtype: torch.dtype | str | None = None,
+    mode: str = "eval",
+    backward: bool = True,
+    **model_options: Any,
+) -> ModelSummary:
+    """Summarise a model layer by layer without allocating its weights.
+
+    ``model_or_name`` is an ``nn.Module`` or any reference :func:`torchsmith.resolve_model`
+    takes (zoo name, ``file.py:Class``, ``module:attr``), built directly on meta with
+    ``model_options``. ``input_size`` includes the batch dim; dims may be names (``"B"``,
+    ``"T=128"``) to keep them symbolic; default: the model's ``default_input_size`` at batch 1.
+    ``input_data`` (a tensor, a tuple of arguments or a dict of keyword arguments) is used
+    for its shapes and dtypes. ``dtype`` is the dtype of the memory estimate. ``mode`` is
+    ``"eval"`` or ``"train"``; ``backward`` also runs a backward pass to count training FLOPs.
+    ``depth`` is how deep ``str()`` renders the table (every row is kept).
+    ``device="meta"`` tries meta, then fake tensors, then real ones; any other device runs
+    the model itself there (under ``no_grad``, at the given size).
+
+    Raises :class:`ShapeError` when the input does not fit the model, naming the first module
+    that failed, what it expected and the shape flow up to it; the rows that ran are on the
+    error's ``partial`` attribute.
+    """
+    if mode not in ("eval", "train"):
+        raise ConfigError(f"mode must be 'eval' or 'train', not {mode!r}")
+    if depth is not None and depth < 0:
+        raise ConfigError(f"depth must be 0 or more, not {depth}")
+    mem_dtype = parse_dtype(dtype)
+    in_dtype = parse_dtype(input_dtype)
+    notes: list[str] = []
+    ref: str | None = None
+    if isinstance(model_or_name, str):
+        ref = model_or_name
+        model, built_on = _build_on_meta(ref, model_options)
+        if built_on != "meta":
+            notes.append(f"built on {built_on}: {ref} could not be built on the meta device")
+        label = f"{type(model).__name__} ({ref})"
+    elif isinstance(model_or_name, nn.Module):
+        if model_options:
+            raise ConfigError(f"options {sorted(model_options)} apply only when the model is given by name")
+        model = model_or_name
+        label = type(model).__name__
+    else:
+        raise ConfigError(f"summary() takes an nn.Module or a model name, not {type(model_or_name).__name__}")
+
+    spec = InputSpec.build(model, input_size, input_data, in_dtype)
+    if device == "meta":
+        attempts = [RUN_FAKE, RUN_REAL] if spec.symbolic else [RUN_META, RUN_FAKE, RUN_REAL]
+    else:
+        attempts = [device]
+    trace: Trace | None = None
+    for i, how in enumerate(attempts):
+        trace = _attempt(how, model, ref, model_options, spec, mode, backward and how in (RUN_META, RUN_FAKE))
+        if trace.error is None:
+            break
+        if i + 1 < len(attempts) and _device_limited(trace.error):
+            notes.append(f"{how} could not run the forward ({_first_line(trace.error)}); tried {attempts[i + 1]}")
+            continue
+        result = _build(trace, model, label, spec, how, mem_dtype, notes, depth)
+        raise _failure(trace, result) from trace.error
+    assert trace is not None
+    if attempts[-1] == RUN_REAL and how == RUN_REAL and spec.symbolic:
+        notes.append("symbolic dims were traced at their values: real tensors cannot keep them symbolic")
+    return _build(trace, model, label, spec, how, mem_dtype, notes, depth)
+
+
+# --------------------------------------------------------------------------- building and running
+def _build_on_meta(ref: str, options: dict[str, Any]) -> tuple[nn.Module, str]:
+    """The named model on meta (no weight memory); on CPU if its constructor cannot run on meta."""
+    try:
+        with torch.device("meta"):
+            return resolve_model(ref, **options), "meta"
+    except TorchsmithError:
+        raise
+    except Exception:  # a constructor that reads tensor values (.item(), numpy) cannot run on meta
+        return resolve_model(ref, **options), "cpu"
+
+
+def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any], spec: InputSpec,
+             mode: str, backward: bool) -> Trace:
+    if how == RUN_META:
+        copy = meta_copy(model).train(mode == "train")
+        args, kwargs = spec.meta_args()
+        return run_trace(copy, args, kwargs, Namer(), backward=backward)
+    if how == RUN_FAKE:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+        try:
+            env = ShapeEnv(duck_shape=False, allow_scalar_outputs=True, allow_dynamic_output_shape_ops=True)
+        except TypeError:  # older/newer torch without these switches
+            env = ShapeEnv()
+        fake_mode = FakeTensorMode(shape_env=env, allow_non_fake_inputs=True)
+        copy = meta_copy(model).train(mode == "train")
+        args, kwargs, namer = spec.fake_args(fake_mode, env)
+        return run_trace(copy, args, kwargs, namer, backward=backward, context=fake_mode)
+    # Real tensors: the caller's own model, under no_grad, its modes restored afterwards.
+    target = model
+    if _on_meta(model):
+        if ref is None:
+            raise SummaryError(
+                f"{type(model).__name__} needs real tensors for its forward (meta and fake tensors could not run "
+                "it) but its weights are on the meta device; pass a model with real weights")
+        target = resolve_model(ref, **options)
+    device = torch.device("cpu") if how == RUN_REAL else torch.device(how)
+    if how != RUN_REAL and _device_of(target) != device:
+        raise ConfigError(f"device={how!r} runs the model where it is, but its weights are on "
+                          f"{_device_of(target)}; move it first or use device='meta'")
+    args, kwargs = spec.real_args(device) if how == RUN_REAL else _full_size_args(spec, device)
+    modes = module_modes(target)
+    try:
+        target.train(mode == "train")
+        with torch.no_grad():
+            return run_trace(target, args, kwargs, Namer(), backward=False)
+    finally:
+        restore_modes(modes)
+
+
+def _full_size_args(spec: InputSpec, device: torch.device) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    args, kwargs = spec.meta_args()
+    conv = [torch.zeros(a.shape, dtype=a.dtype, device=device) if isinstance(a, torch.Tensor) else a for a in args]
+    return tuple(conv), {k: torch.zeros(v.shape, dtype=v.dtype, device=device) if isinstance(v, torch.Tensor) else v
+                         for k, v in kwargs.items()}
+
+
+def _on_meta(model: nn.Module) -> bool:
+    return any(t.is_meta for t in model.parameters()) or any(t.is_meta for t in model.buffers())
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    return torch.device("cpu")
+
+
+_LIMIT_NAMES = {
+    "DataDependentOutputException", "DynamicOutputShapeException", "UnsupportedOperatorException",
+    "GuardOnDataDependentSymNode", "UnsupportedFakeTensorException", "PendingUnbackedSymbolNotFound",
+    "DataDependentOutputError",
+}
+
+
+def _device_limited(e: BaseException) -> bool:
+    """True when the error says meta/fake tensors cannot run an op (not that the input is wrong)."""
+    seen = 0
+    while e is not None and seen < 5:
+        if isinstance(e, NotImplementedError) or any(c.__name__ in _LIMIT_NAMES for c in type(e).__mro__):
+            return True
+        msg = str(e).lower()
+        if ("meta" in msg and ("meta tensor" in msg or "meta device" in msg or "device meta" in msg
+                               or "'meta'" in msg)) or "data-dependent" in msg or "data dependent" in msg \
+                or "fake tensor" in msg or "faketensor" in msg or "symbolic" in msg:
+            return True
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+        seen += 1
+    return False
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+
+
+def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str, mem_dtype: torch.dtype | None,
+           notes: list[str], depth: int | None) -> ModelSummary:
+    params = list(model.parameters())  # unique: a tied tensor is one entry
+    buffers = [b for b in model.buffers() if b is not None]
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    float_params = [p for p in params if p.is_floating_point()]
+    dt = mem_dtype or (float_params[0].dtype if float_params else torch.get_default_dtype())
+    size = torch.empty((), dtype=dt).element_size()
+
+    def nbytes(ts: list[torch.Tensor]) -> int:
+        return sum(t.numel() * (size if t.is_floating_point() else t.element_size()) for t in ts)
+
+    namer = trace.namer
+    ffl = trace.forward_flops
+    measured = trace.backward_ran
+    training = ffl + trace.backward_flops if measured else ffl * 3
+    if not measured:
+        notes = notes + [f"training FLOPs estimated as 3x forward ({trace.backward_note or 'no backward run'})"]
+    symbols = {}
+    if spec.sizes:
+        symbols = {d[0]: d[1] for s in spec.sizes for d in s if not isinstance(d, int)}
+    memory = MemoryEstimate(
+        dtype=str(dt).removeprefix("torch."), parameters=nbytes(params), buffers=nbytes(buffers),
+        gradients=trainable * size, sgd_momentum=trainable * size, adam_state=2 * trainable * size,
+        activations=namer.value(trace.activation_elements * size), inputs=_input_bytes(spec))
+    ran = how if how in (RUN_META, RUN_FAKE, RUN_REAL) else f"real tensors on {how}"
+    return ModelSummary(
+        model=label, input=spec.describe(), rows=trace.rows, total_params=total, trainable_params=trainable,
+        buffer_elements=sum(b.numel() for b in buffers), forward_flops=namer.value(ffl),
+        forward_macs=namer.value(ffl // 2), training_flops=namer.value(training), training_flops_measured=measured,
+        uncounted_ops=dict(trace.uncounted), memory=memory, ran_on=ran, symbols=symbols,
+        notes=notes, output_shapes=trace.output, events=trace.events, depth=depth)
+
+
+def _input_bytes(spec: InputSpec) -> int | str:
+    if spec.data is not None:
+        from torchsmith.summary._trace import _tensors
+
+        return sum(t.numel() * t.element_size() for t in _tensors(spec.data))
+    total = 0
+    text = []
+    for s, dt in zip(spec.sizes, spec.dtypes):
+        n = 1
+        names = []
+        for d in s:
+            if isinstance(d, int):
+                n *= d
+            else:
+                names.append(d[0])
+        n *= torch.empty((), dtype=dt).element_size()
+        if names:
+            text.append("*".join([str(n)] + names))
+        else:
+            total += n
+    if text:
+        return " + ".join(text + ([str(total)] if total else []))
+    return total
+
+
+def _failure(trace: Trace, partial: ModelSummary) -> TorchsmithError:
+    """One error naming the first module that failed, what it expected, what it got, and the flow so far."""
+    e = trace.error
+    assert e is not None
+    innermost = trace.rows[trace.failed_rows[-1]] if trace.failed_rows else None
+    where = "the model" if innermost is None else (
+        f"{innermost.name} ({innermost.type})" if innermost.name else innermost.type)
+    from torchsmith.summary.render import format_shapes
+
+    got = "" if innermost is None else f" on input {format_shapes(innermost.input_shapes)}"
+    expected = f"; it expects {trace.expected}" if trace.expected else ""
+    flow = partial.flow()
+    msg = (f"{where} failed{got}{expected}: {_first_line(e) if not isinstance(e, TorchsmithError) else str(e)}"
+           + (f"; shape flow up to it: {flow}" if flow else ""))
+    partial.error = msg
+    partial.failed_module = None if innermost is None else innermost.name
+    err: TorchsmithError
+    if isinstance(e, (RuntimeError, ValueError, IndexError)) and not isinstance(e, NotImplementedError):
+        err = ShapeError(msg)
+    else:
+        err = SummaryError(msg)
+    err.partial = partial  # type: ignore[attr-defined]
+    return err

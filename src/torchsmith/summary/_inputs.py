@@ -1,0 +1,211 @@
+"""Inputs for a summary run: parse sizes, name symbolic dims, build meta / fake / real tensors.
+
+``input_size`` includes the batch dimension, as torchinfo's does: ``(1, 3, 32, 32)``.
+A dimension may be a name (``"B"``) or a name with the value used to trace it
+(``"T=128"``); such dims stay symbolic (torch's ShapeEnv) and shapes and FLOPs
+come out as formulas in them. Several inputs are given as a list of sizes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.errors import ConfigError
+
+__all__ = ["InputSpec", "Namer", "parse_dim"]
+
+#: Value a symbolic dim takes while tracing when none is given (``"B"``): not 0 or 1,
+#: which torch would specialise on, and small enough to pass checks like ``T <= block_size``.
+DEFAULT_HINT = 8
+
+_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\s*=\s*(\d+))?$")
+
+Dim = int | tuple[str, int]  # a fixed size, or (symbol name, tracing value)
+
+
+def parse_dim(d: Any) -> Dim:
+    """``3`` -> 3; ``"B"`` -> ("B", 8); ``"T=128"`` -> ("T", 128); anything else is an error."""
+    if isinstance(d, bool):
+        raise ConfigError(f"input dimension {d!r} is not a size; use a positive int or a name like 'B'")
+    if isinstance(d, int):
+        if d <= 0:
+            raise ConfigError(f"input dimension {d} must be positive")
+        return d
+    if isinstance(d, str):
+        if d.strip().isdigit():
+            return parse_dim(int(d))
+        m = _NAME.match(d.strip())
+        if not m:
+            raise ConfigError(f"input dimension {d!r} is neither a positive int nor a name like 'B' or 'T=128'")
+        hint = int(m.group(2)) if m.group(2) else DEFAULT_HINT
+        if hint < 2:
+            raise ConfigError(f"symbolic dimension {d!r} needs a tracing value of at least 2 (torch fixes 0 and 1)")
+        return (m.group(1), hint)
+    raise ConfigError(f"input dimension {d!r} must be an int or a name like 'B', not {type(d).__name__}")
+
+
+class Namer:
+    """Turns SymInts (or plain ints) into ints or formula strings in the user's names."""
+
+    def __init__(self, symbols: Mapping[Any, str] | None = None) -> None:
+        self.symbols = dict(symbols or {})  # sympy.Symbol -> "B"
+
+    @property
+    def symbolic(self) -> bool:
+        return bool(self.symbols)
+
+    def value(self, v: Any) -> int | float | str:
+        """An int, or a formula string such as ``"18816*B"``."""
+        if isinstance(v, (torch.SymInt, torch.SymFloat)):
+            expr = v.node.expr
+            if getattr(expr, "is_number", False):
+                return int(expr) if isinstance(v, torch.SymInt) else float(expr)
+            return self.formula(expr)
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        return v
+
+    def formula(self, expr: Any) -> str:
+        import sympy
+
+        renamed = expr.xreplace({s: sympy.Symbol(n, positive=True, integer=True) for s, n in self.symbols.items()})
+        return str(sympy.expand(renamed)) if isinstance(renamed, sympy.Add) else str(renamed)
+
+
+@dataclass
+class InputSpec:
+    """What to feed the model: sizes (with dtypes) or given data."""
+
+    sizes: list[tuple[Dim, ...]] = field(default_factory=list)
+    dtypes: list[torch.dtype] = field(default_factory=list)
+    data: Any = None  # user's input_data (tensor, tuple of args, or dict of kwargs)
+
+    @property
+    def symbolic(self) -> bool:
+        return any(not isinstance(d, int) for size in self.sizes for d in size)
+
+    @classmethod
+    def build(cls, model: nn.Module, input_size: Any, input_data: Any,
+              input_dtype: torch.dtype | Sequence[torch.dtype] | None) -> InputSpec:
+        if input_data is not None:
+            if input_size is not None:
+                raise ConfigError("give input_size or input_data, not both")
+            return cls(data=input_data)
+        if input_size is None:
+            default = getattr(model, "default_input_size", None)
+            if default is None:
+                raise ConfigError(
+                    f"{type(model).__name__} has no default_input_size; give the input size, e.g. "
+                    "input_size=(1, 3, 32, 32) in Python or --input 3x32x32 at the command line")
+            input_size = (1, *tuple(default))
+        if isinstance(input_size, (torch.Size, tuple)) or (
+                isinstance(input_size, list) and input_size and not isinstance(input_size[0], (list, tuple))):
+            raw_sizes = [tuple(input_size)]
+        elif isinstance(input_size, list) and input_size:
+            raw_sizes = [tuple(s) for s in input_size]
+        else:
+            raise ConfigError(f"input_size {input_size!r} must be a tuple such as (1, 3, 32, 32) "
+                              "or a list of such tuples, one per input")
+        sizes = [tuple(parse_dim(d) for d in s) for s in raw_sizes]
+        if any(not s for s in sizes):
+            raise ConfigError("an input size is empty; give at least one dimension, e.g. (1, 16)")
+        if input_dtype is None:
+            dtypes = [torch.get_default_dtype()] * len(sizes)
+        elif isinstance(input_dtype, torch.dtype):
+            dtypes = [input_dtype] * len(sizes)
+        else:
+            dtypes = list(input_dtype)
+            if len(dtypes) != len(sizes):
+                raise ConfigError(f"{len(dtypes)} input dtypes for {len(sizes)} inputs; give one per input")
+        return cls(sizes=sizes, dtypes=dtypes)
+
+    def describe(self) -> str:
+        if self.data is not None:
+            return "given data"
+        return ", ".join("(" + ", ".join(_dim_text(d) for d in s) + ")" for s in self.sizes)
+
+    # ------------------------------------------------------------------ tensors
+    def meta_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Inputs on the meta device: shapes and dtypes only, no storage."""
+        if self.data is not None:
+            return _split(_map_tensors(self.data, lambda t: torch.empty_like(t, device="meta")))
+        args = tuple(torch.empty(tuple(_hint(d) for d in s), dtype=dt, device="meta")
+                     for s, dt in zip(self.sizes, self.dtypes))
+        return args, {}
+
+    def fake_args(self, fake_mode: Any, shape_env: Any) -> tuple[tuple[Any, ...], dict[str, Any], Namer]:
+        """Fake tensors on meta whose named dims are SymInts of ``shape_env``."""
+        symbols: dict[str, Any] = {}
+        names: dict[Any, str] = {}
+
+        def dim(d: Dim) -> Any:
+            if isinstance(d, int):
+                return d
+            name, hint = d
+            if name not in symbols:
+                from torch._dynamo.source import ConstantSource
+                from torch.fx.experimental.symbolic_shapes import DimDynamic
+
+                sym = shape_env.create_symbol(hint, ConstantSource(f"torchsmith_{name}"),
+                                              dynamic_dim=DimDynamic.DYNAMIC)
+                names[sym] = name
+                symbols[name] = shape_env.create_symintnode(sym, hint=hint)
+            return symbols[name]
+
+        with fake_mode:
+            if self.data is not None:
+                args, kwargs = _split(_map_tensors(self.data, lambda t: torch.empty_like(t, device="meta")))
+            else:
+                args = tuple(torch.empty(tuple(dim(d) for d in s), dtype=dt, device="meta")
+                             for s, dt in zip(self.sizes, self.dtypes))
+                kwargs = {}
+        return args, kwargs, Namer(names)
+
+    def real_args(self, device: torch.device | str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Real tensors at batch 1 (the first dim), seeded; integer inputs are zeros (valid indices)."""
+        if self.data is not None:
+            return _split(_map_tensors(self.data, lambda t: t.to(device)))
+        gen = torch.Generator().manual_seed(0)
+        args = []
+        for s, dt in zip(self.sizes, self.dtypes):
+            shape = (1, *(_hint(d) for d in s[1:]))
+            if dt.is_floating_point or dt.is_complex:
+                args.append(torch.randn(shape, generator=gen).to(device=device, dtype=dt))
+            else:
+                args.append(torch.zeros(shape, dtype=dt, device=device))
+        return tuple(args), {}
+
+
+def _hint(d: Dim) -> int:
+    return d if isinstance(d, int) else d[1]
+
+
+def _dim_text(d: Dim) -> str:
+    return str(d) if isinstance(d, int) else d[0]
+
+
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, tuple):
+        return tuple(_map_tensors(o, fn) for o in obj)
+    if isinstance(obj, list):
+        return [_map_tensors(o, fn) for o in obj]
+    if isinstance(obj, Mapping):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    return obj
+
+
+def _split(data: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A tensor is one argument, a tuple/list is the positional arguments, a dict the keyword arguments."""
+    if isinstance(data, Mapping):
+        return (), dict(data)
+    if isinstance(data, (tuple, list)):
+        return tuple(data), {}
+    return (data,), {}

@@ -1,0 +1,412 @@
+"""One forward (and backward) pass under module hooks and a dispatch mode.
+
+Module hooks give one row per module *call*; a ``TorchDispatchMode`` sees every
+aten op, so functional ops (``F.linear``, matmul, attention) are counted and
+attributed to the innermost module running when they ran. FLOP formulas are
+torch's own (``torch.utils.flop_counter``), so the counts equal its counter's.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils import flop_counter
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from torchsmith.summary._inputs import Namer
+from torchsmith.summary.result import FlowEvent, LayerRow
+
+__all__ = ["Trace", "meta_copy", "run_trace", "module_modes", "restore_modes"]
+
+aten = torch.ops.aten
+
+#: torch's formulas, keyed by overload packet, plus CPU's fused attention kernels, which have
+#: the same arguments as the CUDA ones but are missing from torch's table.
+FLOP_FORMULAS: dict[Any, Any] = dict(flop_counter.flop_registry)
+for _cpu, _cuda in (("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention"),
+                    ("_scaled_dot_product_flash_attention_for_cpu_backward",
+                     "_scaled_dot_product_flash_attention_backward")):
+    if hasattr(aten, _cpu) and getattr(aten, _cuda) in FLOP_FORMULAS:
+        FLOP_FORMULAS[getattr(aten, _cpu)] = FLOP_FORMULAS[getattr(aten, _cuda)]
+
+# Metadata queries and allocations: no arithmetic, so not worth listing as "not counted".
+_QUIET = {
+    "size", "sym_size", "stride", "sym_stride", "storage_offset", "sym_storage_offset", "numel", "sym_numel",
+    "dim", "is_contiguous", "sym_is_contiguous", "is_strides_like_format", "is_non_overlapping_and_dense",
+    "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
+    "arange", "detach", "copy_", "clone", "_to_copy", "lift_fresh", "lift_fresh_copy", "new_empty",
+    "new_zeros", "new_ones", "new_full", "new_empty_strided", "contiguous", "scalar_tensor", "_local_scalar_dense", "device",
+}
+
+_POOL_WORDS = ("pool",)
+_RESHAPE_OPS = {"view", "_unsafe_view", "reshape", "flatten", "_reshape_alias", "squeeze", "unsqueeze"}
+
+
+def _is_view(func: Any) -> bool:
+    returns = func._schema.returns
+    return bool(returns) and returns[0].alias_info is not None and not returns[0].alias_info.is_write
+
+
+def _first_tensor(obj: Any) -> torch.Tensor | None:
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        for o in obj:
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    if isinstance(obj, dict):
+        for o in obj.values():
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    return None
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
+
+
+@dataclass
+class _ModuleInfo:
+    name: str
+    type: str
+    params: int
+    trainable: int
+    buffers: int
+    leaf: bool
+    note: str  # aliases and tied weights, e.g. "also decoder; tied: weight = embed.weight"
+
+
+@dataclass
+class Trace:
+    """Everything one pass recorded; converted into a ModelSummary by the caller."""
+
+    namer: Namer
+    rows: list[LayerRow] = field(default_factory=list)
+    events: list[FlowEvent] = field(default_factory=list)
+    uncounted: Counter[str] = field(default_factory=Counter)
+    forward_flops: Any = 0
+    activation_elements: Any = 0
+    backward_flops: Any = 0
+    backward_ran: bool = False
+    backward_note: str = ""
+    error: BaseException | None = None
+    failed_rows: list[int] = field(default_factory=list)
+    expected: str | None = None  # what the innermost failing module takes, e.g. "input of shape (*, 400)"
+    output: Any = None  # the described output of the model
+    # Raw per-row accumulators (ints or SymInts) before rollup and naming.
+    _self_flops: list[Any] = field(default_factory=list)
+    _out_bytes: list[Any] = field(default_factory=list)
+
+
+class _Recorder(TorchDispatchMode):
+    """Counts FLOPs per aten op into the innermost module on the trace's stack."""
+
+    def __init__(self, tracer: _Tracer) -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        packet = func._overloadpacket
+        name = packet.__name__
+        if name in _QUIET:
+            return func(*args, **kwargs)
+        if packet not in FLOP_FORMULAS and func is not torch.ops.prim.device.default:
+            # Composite ops reach us whole on some backends; count through their decomposition, as torch does.
+            with self:
+                r = func.decompose(*args, **kwargs)
+            if r is not NotImplemented:
+                return r
+        out = func(*args, **kwargs)
+        self.tracer.on_op(func, name, packet, args, kwargs, out)
+        return out
+
+
+class _Tracer:
+    def __init__(self, model: nn.Module, namer: Namer) -> None:
+        self.model = model
+        self.trace = Trace(namer=namer)
+        self.stack: list[int] = []
+        self.modules: list[nn.Module] = []  # parallel to stack; dropped when the pass ends
+        self.calls: Counter[int] = Counter()
+        self.phase = "forward"
+        self.info = _module_infos(model)
+        self.handles: list[Any] = []
+
+    # ---------------------------------------------------------------- hooks
+    def attach(self) -> None:
+        seen: set[int] = set()
+        for module in self.model.modules():  # unique modules: a shared one is hooked once
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            self.handles.append(module.register_forward_pre_hook(self._pre, with_kwargs=True))
+            self.handles.append(module.register_forward_hook(self._post, with_kwargs=True))
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def _pre(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        info = self.info[id(module)]
+        self.calls[id(module)] += 1
+        call = self.calls[id(module)]
+        notes = [info.note] if info.note else []
+        if call > 1:
+            notes.insert(0, f"call {call}")
+        t = self.trace
+        row = LayerRow(
+            name=info.name, type=info.type, depth=len(self.stack),
+            parent=self.stack[-1] if self.stack else None,
+            input_shapes=self.describe(list(args) + list(kwargs.values()) if kwargs else list(args)),
+            output_shapes=None, params=info.params, trainable=info.trainable, buffers=info.buffers,
+            is_leaf=info.leaf, call=call, note="; ".join(notes),
+        )
+        self.stack.append(len(t.rows))
+        self.modules.append(module)
+        t.rows.append(row)
+        t._self_flops.append(0)
+        t._out_bytes.append(0)
+        first = _first_tensor((args, kwargs))
+        row.first_input = None if first is None else self.shape(first)
+
+    def _post(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        if not self.stack:
+            return
+        idx = self.stack.pop()
+        self.modules.pop()
+        row = self.trace.rows[idx]
+        row.output_shapes = self.describe(output)
+        self.trace._out_bytes[idx] = sum((t.numel() * t.element_size() for t in _tensors(output)), 0)
+        first = _first_tensor(output)
+        self.trace.events.append(FlowEvent(
+            depth=row.depth, name=row.name, kind="module", type=row.type, leaf=row.is_leaf,
+            before=row.first_input, after=None if first is None else self.shape(first)))
+
+    # ---------------------------------------------------------------- ops
+    def on_op(self, func: Any, name: str, packet: Any, args: Any, kwargs: Any, out: Any) -> None:
+        t = self.trace
+        view = _is_view(func)
+        if self.phase == "forward" and not view:
+            # Every op's fresh output counts towards activation memory (an upper bound of what backward keeps).
+            for o in _tensors(out):
+                if o.is_floating_point():
+                    t.activation_elements = t.activation_elements + o.numel()
+        formula = FLOP_FORMULAS.get(packet)
+        if formula is not None:
+            flops = formula(*args, **kwargs, out_val=out)
+            if self.phase == "forward":
+                t.forward_flops = t.forward_flops + flops
+                if self.stack:
+                    i = self.stack[-1]
+                    t._self_flops[i] = t._self_flops[i] + flops
+            else:
+                t.backward_flops = t.backward_flops + flops
+            return
+        if self.phase != "forward":
+            return
+        if not view:
+            t.uncounted[f"aten.{name}"] += 1
+        # A functional op that changes the shape of the tensor flowing through: a step of the shape flow
+        # (ops inside a leaf module are that module's step).
+        if not self.stack or t.rows[self.stack[-1]].is_leaf:
+            return
+        first_in, first_out = _first_tensor(args), _first_tensor(out)
+        if first_in is not None and first_out is not None:
+            before, after = self.shape(first_in), self.shape(first_out)
+            if before != after:
+                t.events.append(FlowEvent(depth=len(self.stack), name=_op_label(name, before, after), kind="op",
+                                          type=f"aten.{name}", leaf=True, before=before, after=after))
+
+    # ---------------------------------------------------------------- shapes
+    def shape(self, t: torch.Tensor) -> tuple[Any, ...]:
+        if not self.trace.namer.symbolic:
+            return tuple(t.shape)
+        return tuple(self.trace.namer.value(d) for d in t.shape)
+
+    def describe(self, obj: Any) -> Any:
+        """Shapes of the tensors in ``obj``, keeping its tuple/list/dict structure; non-tensors dropped."""
+        if isinstance(obj, torch.Tensor):
+            return self.shape(obj)
+        if isinstance(obj, (list, tuple)):
+            items = [self.describe(o) for o in obj]
+            items = [i for i in items if i is not None]
+            if len(items) == 1 and isinstance(obj, (list, tuple)) and len(obj) == 1:
+                return items
+            return items or None
+        if isinstance(obj, dict):
+            d = {str(k): self.describe(v) for k, v in obj.items()}
+            return {k: v for k, v in d.items() if v is not None} or None
+        return None
+
+
+def expected_input(m: nn.Module) -> str | None:
+    """What a common layer takes, for error messages; None when there is nothing simple to say."""
+    if isinstance(m, nn.Linear):
+        return f"input of shape (*, {m.in_features})"
+    if isinstance(m, nn.modules.conv._ConvNd):
+        spatial = ", ".join("HWD"[: len(m.kernel_size)][::-1][i] if len(m.kernel_size) > 1 else "L"
+                            for i in range(len(m.kernel_size)))
+        return f"input of shape (B, {m.in_channels}, {spatial})"
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return f"{m.num_features} channels in dim 1"
+    if isinstance(m, nn.GroupNorm):
+        return f"{m.num_channels} channels in dim 1"
+    if isinstance(m, nn.LayerNorm):
+        return f"last dims {tuple(m.normalized_shape)}"
+    if isinstance(m, nn.Embedding):
+        return f"integer indices below {m.num_embeddings}"
+    if isinstance(m, nn.MultiheadAttention):
+        return f"embedding dim {m.embed_dim}"
+    return None
+
+
+def _op_label(name: str, before: tuple[Any, ...], after: tuple[Any, ...]) -> str:
+    if any(w in name for w in _POOL_WORDS):
+        return "pool"
+    if name in _RESHAPE_OPS:
+        return "flatten" if len(after) == 2 and len(before) > 2 else "reshape"
+    return name
+
+
+def _module_infos(model: nn.Module) -> dict[int, _ModuleInfo]:
+    """Name, type, parameter counts and sharing notes of every unique module."""
+    aliases: dict[int, list[str]] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        aliases.setdefault(id(m), []).append(name)
+    first_owner: dict[int, str] = {}
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        first_owner.setdefault(id(p), pname)
+    infos: dict[int, _ModuleInfo] = {}
+    for name, m in model.named_modules():
+        notes = []
+        others = [a for a in aliases[id(m)] if a != name]
+        if others:
+            notes.append("shared: also " + ", ".join(others))
+        for pname, p in m.named_parameters(recurse=False, remove_duplicate=False):
+            full = f"{name}.{pname}" if name else pname
+            owner = first_owner.get(id(p), full)
+            if owner != full:
+                notes.append(f"tied: {pname} = {owner}")
+        params = list(m.parameters())
+        infos[id(m)] = _ModuleInfo(
+            name=name, type=type(m).__name__,
+            params=sum(p.numel() for p in params),
+            trainable=sum(p.numel() for p in params if p.requires_grad),
+            buffers=sum(b.numel() for b in m.buffers()),
+            leaf=next(iter(m.children()), None) is None, note="; ".join(notes))
+    return infos
+
+
+# --------------------------------------------------------------------------- copies and modes
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose tensors are on meta: no weight memory, ties kept, original untouched.
+
+    Every parameter, buffer and plain tensor attribute is mapped to a meta tensor of the same
+    shape and dtype in deepcopy's memo, so the copy never duplicates storage.
+    """
+    memo: dict[int, Any] = {}
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if id(t) not in memo and t is not None:
+            m = torch.empty_like(t, device="meta")
+            memo[id(t)] = nn.Parameter(m, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else m
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and id(value) not in memo:
+                memo[id(value)] = torch.empty_like(value, device="meta")
+    return copy.deepcopy(model, memo)
+
+
+def module_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    return [(m, m.training) for m in model.modules()]
+
+
+def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for m, training in modes:
+        m.training = training
+
+
+# --------------------------------------------------------------------------- the pass
+def run_trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], namer: Namer, *,
+              backward: bool, context: AbstractContextManager[Any] | None = None) -> Trace:
+    """Run ``model(*args, **kwargs)`` (and a backward pass if asked) under hooks; hooks are removed on exit.
+
+    A failure in the forward is stored in ``Trace.error`` with the rows that ran and the
+    modules that were running (``failed_rows``), not raised: the caller decides what it means.
+    """
+    tracer = _Tracer(model, namer)
+    t = tracer.trace
+    tracer.attach()
+    try:
+        with context if context is not None else nullcontext(), _Recorder(tracer):
+            try:
+                out = model(*args, **kwargs)
+            except Exception as e:
+                t.error = e
+                t.failed_rows = list(tracer.stack)
+                t.expected = expected_input(tracer.modules[-1]) if tracer.modules else None
+                for i in t.failed_rows:
+                    t.rows[i].failed = True
+            else:
+                t.output = tracer.describe(out)
+                if backward:
+                    tracer.phase = "backward"
+                    with _grad_enabled():
+                        _backward(out, t)
+    finally:
+        tracer.detach()
+        tracer.modules.clear()
+    _rollup(t)
+    return t
+
+
+@contextmanager
+def _grad_enabled() -> Iterator[None]:
+    with torch.enable_grad():
+        yield
+
+
+def _backward(out: Any, t: Trace) -> None:
+    roots = [o for o in _tensors(out) if o.requires_grad and (o.is_floating_point() or o.is_complex())]
+    if not roots:
+        t.backward_note = "no output requires grad"
+        return
+    try:
+        loss = sum((r.sum() for r in roots[1:]), roots[0].sum())
+        loss.backward()
+        t.backward_ran = True
+    except Exception as e:  # a model whose backward cannot run here still gets its forward summary
+        t.backward_note = f"backward failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+
+
+def _rollup(t: Trace) -> None:
+    """Inclusive FLOPs: each row's own plus its children's (rows come in call order, children after parents)."""
+    total = list(t._self_flops)
+    for i in range(len(t.rows) - 1, -1, -1):
+        p = t.rows[i].parent
+        if p is not None:
+            total[p] = total[p] + total[i]
+    value = t.namer.value
+    for i, row in enumerate(t.rows):
+        row.flops = value(total[i])
+        row.self_flops = value(t._self_flops[i])
+        row.macs = value(total[i] // 2) if not isinstance(total[i], int) else total[i] // 2
+        row.output_bytes = value(t._out_bytes[i])

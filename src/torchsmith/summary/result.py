@@ -1,0 +1,175 @@
+"""The result of :func:`torchsmith.summary`: plain data, no references to the model.
+
+A :class:`ModelSummary` holds one :class:`LayerRow` per module call, the totals,
+the memory estimate and the shape flow; rendering lives in ``render.py``.
+Numbers are ints, or formula strings (``"18816*B"``) when the input had symbolic dims.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Union
+
+__all__ = ["LayerRow", "FlowEvent", "MemoryEstimate", "ModelSummary", "Num", "format_flow_shape"]
+
+Num = Union[int, str]  # a count, or a formula in the input's symbolic dims
+
+
+@dataclass
+class LayerRow:
+    """One call of one module."""
+
+    name: str  # dotted path ("" for the model itself); a shared module keeps its first name
+    type: str
+    depth: int  # 0 for the model, 1 for its children, ...
+    parent: int | None  # index of the calling module's row
+    input_shapes: Any  # shapes of the tensors passed in, keeping list/tuple/dict structure
+    output_shapes: Any
+    params: int  # parameters of the module and its children, each tensor once
+    trainable: int
+    buffers: int  # buffer elements
+    is_leaf: bool
+    call: int = 1  # 2 for the second call of the same module, ...
+    note: str = ""  # "call 2", "shared: also x", "tied: weight = embed.weight"
+    failed: bool = False  # the forward raised while this module was running
+    flops: Num = 0  # FLOPs of this call, children included
+    self_flops: Num = 0  # FLOPs of ops run directly by this module
+    macs: Num = 0  # multiply-accumulates (flops // 2 for matmul/conv/attention)
+    output_bytes: Num = 0
+    first_input: Any = field(default=None, repr=False)  # shape of the first input tensor, for the flow
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("first_input")
+        return d
+
+
+@dataclass
+class FlowEvent:
+    """A step of the shape flow: a module call or a shape-changing functional op."""
+
+    depth: int
+    name: str
+    kind: str  # "module" or "op"
+    type: str
+    leaf: bool  # a module with no children, or an op run outside any leaf module
+    before: tuple[Any, ...] | None
+    after: tuple[Any, ...] | None
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes needed for a chosen dtype; activations are every forward op's output (an upper bound)."""
+
+    dtype: str
+    parameters: int
+    buffers: int
+    gradients: int
+    sgd_momentum: int  # one state tensor per trainable parameter
+    adam_state: int  # exp_avg and exp_avg_sq
+    activations: Num
+    inputs: Num
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModelSummary:
+    """Everything :func:`torchsmith.summary` found out about a model; render with ``str()`` or ``render()``."""
+
+    model: str  # "LeNet (lenet)"
+    input: str  # "(1, 3, 32, 32)"
+    rows: list[LayerRow]
+    total_params: int
+    trainable_params: int
+    buffer_elements: int
+    forward_flops: Num
+    forward_macs: Num
+    training_flops: Num  # forward + backward
+    training_flops_measured: bool  # False when estimated as 3x forward
+    uncounted_ops: dict[str, int]
+    memory: MemoryEstimate
+    ran_on: str  # "meta", "fake tensors" or "real tensors (batch 1)"
+    symbols: dict[str, int] = field(default_factory=dict)  # symbolic dim -> the value it was traced with
+    notes: list[str] = field(default_factory=list)
+    output_shapes: Any = None
+    events: list[FlowEvent] = field(default_factory=list, repr=False)
+    error: str | None = None  # set on a partial summary: why the forward stopped
+    failed_module: str | None = None
+    depth: int | None = 3  # default depth of render() and str()
+
+    @property
+    def non_trainable_params(self) -> int:
+        return self.total_params - self.trainable_params
+
+    # ------------------------------------------------------------------ flow
+    def flow(self, depth: int | None = None) -> str:
+        """The one-line shape flow, e.g. ``32x32x3 -> conv1 -> 28x28x6 -> pool -> 14x14x6 -> ...``.
+
+        Shapes drop the batch dim and show images as HxWxC, as the classic tutorial does.
+        ``depth`` stops at modules of that depth (their insides are one step).
+        """
+        if not self.rows or self.rows[0].first_input is None:
+            return ""
+        d = float("inf") if depth is None else depth
+        current = self.rows[0].first_input
+        parts = [format_flow_shape(current)]
+        for ev in self.events:
+            if ev.before is None or ev.after is None or ev.depth == 0:
+                continue
+            visible = (ev.depth == d or (ev.leaf and ev.depth < d)) if ev.kind == "module" else ev.depth <= d
+            if not visible or tuple(ev.before) != tuple(current) or tuple(ev.after) == tuple(current):
+                continue
+            after = format_flow_shape(ev.after)
+            if ev.name == "flatten":
+                parts.append(f"flatten {after}")
+            elif len(ev.before) == 2 and len(ev.after) == 2:
+                parts.append(after)  # feature vector -> feature vector (a Linear): the size says it all
+            else:
+                parts += [ev.name, after]
+            current = ev.after
+        return " -> ".join(parts)
+
+    # ------------------------------------------------------------------ export
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "input": self.input, "ran_on": self.ran_on, "symbols": self.symbols,
+            "total_params": self.total_params, "trainable_params": self.trainable_params,
+            "non_trainable_params": self.non_trainable_params, "buffer_elements": self.buffer_elements,
+            "forward_flops": self.forward_flops, "forward_macs": self.forward_macs,
+            "training_flops": self.training_flops, "training_flops_measured": self.training_flops_measured,
+            "uncounted_ops": dict(self.uncounted_ops), "memory": self.memory.to_dict(),
+            "output_shapes": self.output_shapes, "flow": self.flow(), "notes": list(self.notes),
+            "error": self.error, "failed_module": self.failed_module,
+            "layers": [r.to_dict() for r in self.rows],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def render(self, format: str = "text", depth: int | None | str = "default", collapse: bool = True) -> str:
+        """``text`` (aligned plain text), ``markdown``, ``csv`` or ``json``; ``depth=None`` shows every row."""
+        from torchsmith.summary.render import render_summary
+
+        d = self.depth if depth == "default" else depth
+        return render_summary(self, format=format, depth=d, collapse=collapse)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        return self.render("text")
+
+    def __rich__(self) -> Any:
+        from torchsmith.summary.render import rich_summary
+
+        return rich_summary(self, depth=self.depth)
+
+
+def format_flow_shape(shape: Any) -> str:
+    """Batch dim dropped; (C, H, W) shown as HxWxC, anything else in order: (1, 6, 28, 28) -> 28x28x6."""
+    dims = [str(d) for d in tuple(shape)[1:]]
+    if not dims:
+        return "scalar" if not shape else str(shape[0])
+    if len(dims) == 3:
+        dims = [dims[1], dims[2], dims[0]]
+    return "x".join(d if d.replace("_", "").isalnum() else f"({d})" for d in dims)
