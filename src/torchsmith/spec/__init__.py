@@ -1,0 +1,126 @@
+"""Models as data: declarative specs with shape inference.
+
+A spec names what each layer does; torchsmith infers every size by
+propagating the input shape, the way Keras does and PyTorch does not::
+
+    input: [3, 32, 32]
+    layers:
+      - conv: {out: 6, kernel: 5}      # in_channels 3, from the input
+      - relu
+      - maxpool: 2
+      - conv: {out: 16, kernel: 5}
+      - relu
+      - maxpool: 2
+      - flatten                        # 16 * 5 * 5 = 400, never written down
+      - linear: 120
+      - relu
+      - linear: 10
+
+Nesting and reuse: ``sequential``, ``repeat: {times: N, body: [...]}``,
+``residual: {body: [...], shortcut: auto, act: relu}`` and named ``blocks``
+with arguments (``$out`` in a block body is replaced by the value given at each
+use). ``init`` takes the policy format of :func:`torchsmith.init_weights`.
+
+Layer types come only from the registry (:func:`register_layer`); a spec never
+imports or calls anything by a dotted path, and YAML is read with a safe
+loader. Errors name the entry's path, its line, the shape that arrived, what
+the layer needs and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.errors import TorchsmithError
+from torchsmith.init import init_weights, resolve_policy
+from torchsmith.registry import ARCH_ATTR
+from torchsmith.spec.builder import Builder, default_init
+from torchsmith.spec.loader import Where, dump_spec, line_of, load_spec, plain
+from torchsmith.spec.modules import Residual, SpecModel, SpecSequential
+from torchsmith.spec.registry import LayerType, get_layer_type, layer_types, register_layer
+from torchsmith.spec.report import SpecReport, SpecRow
+from torchsmith.spec.writer import copy_weights, to_spec
+
+__all__ = [
+    "build",
+    "build_file",
+    "load_spec",
+    "check_spec",
+    "register_layer",
+    "to_spec",
+    "dump_spec",
+    "copy_weights",
+    "layer_types",
+    "get_layer_type",
+    "LayerType",
+    "SpecReport",
+    "SpecRow",
+    "SpecModel",
+    "SpecSequential",
+    "Residual",
+]
+
+
+def build(spec: Mapping[str, Any], *, generator: torch.Generator | None = None) -> nn.Module:
+    """Build the model a spec describes, initialised by its ``init`` policy (or Kaiming/Xavier by activation).
+
+    The model carries ``torchsmith_arch = {"spec": <the spec as plain JSON data>}``
+    (so a checkpoint can rebuild it), ``default_input_size`` (the spec's
+    ``input``) and ``init_policy``. Same ``generator`` seed, same weights.
+    """
+    model, _ = _build(spec, generator=generator, meta=False)
+    return model
+
+
+def build_file(path: str | Path, *, generator: torch.Generator | None = None) -> nn.Module:
+    """:func:`build` the spec in a ``.yaml``/``.yml``/``.json`` file; errors name the file and line."""
+    return build(load_spec(path), generator=generator)
+
+
+def check_spec(spec: Mapping[str, Any] | str | Path) -> SpecReport:
+    """Validate a spec (a dict or a file) and trace its shapes without allocating any weights.
+
+    The model is built on the meta device, so checking a spec of any size is
+    instant; every error :func:`build` would raise is raised here too.
+    """
+    source = None
+    if isinstance(spec, (str, Path)):
+        source = str(spec)
+        spec = load_spec(spec)
+    model, builder = _build(spec, generator=None, meta=True)
+    return SpecReport(
+        name=spec.get("name"), source=source or getattr(spec, "source", None), input=builder.input,
+        output=builder.rows[-1].out_shape if builder.rows else builder.input,
+        params=sum(p.numel() for p in model.parameters()), init_policy=model.init_policy, rows=builder.rows,
+    )
+
+
+def _build(spec: Mapping[str, Any], *, generator: torch.Generator | None, meta: bool) -> tuple[nn.Module, Builder]:
+    builder = Builder(spec)
+    canonical = plain(spec)  # refuses anything a checkpoint could not store as JSON
+    init_where = Where("init", line_of(spec, "init"), builder.source)
+    policy = spec.get("init")
+    if policy is not None:
+        try:
+            resolve_policy(policy)  # a bad policy fails before any layer is built
+        except TorchsmithError as e:
+            raise init_where.error(str(e)) from e
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        children, _ = builder.build_root()
+        model = SpecModel(children, name=spec.get("name"))
+    policy = plain(policy, "init") if policy is not None else default_init(builder.activations)
+    try:
+        init_weights(model, policy, generator=generator)  # on meta it only checks the policy against the model
+    except TorchsmithError as e:
+        raise init_where.error(str(e)) from e
+    model.init_policy = policy
+    model.default_input_size = builder.input
+    object.__setattr__(model, ARCH_ATTR, {"spec": canonical})
+    return model, builder
+

@@ -1,0 +1,267 @@
+"""Model -> spec: write a zoo model (or a spec-built one, or an ``nn.Sequential``) as a spec.
+
+Every spec written here is checked by building it on the meta device and
+comparing its ``state_dict`` names and shapes with the model's, so a spec is
+only returned when it builds exactly that model. Zoo models are written with
+their own module names (``conv1``, ``layer1.0``, ``fc``), so the model's
+weights load into the spec-built one with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.errors import SpecError
+from torchsmith.registry import ARCH_ATTR, create_model
+
+__all__ = ["to_spec", "copy_weights"]
+
+_EXPRESSIBLE = "torchsmith writes LeNet, ResNet, spec-built models and nn.Sequential models of standard layers"
+
+
+def to_spec(model_or_name: nn.Module | str, *, input_size: tuple[int, ...] | None = None,
+            **options: Any) -> dict[str, Any]:
+    """The spec of a model: a zoo name (with its ``options``) or a model instance.
+
+    ``input_size`` (C, H, W) is needed only for a model without ``default_input_size``.
+    Raises :class:`SpecError` when the model cannot be expressed as a spec.
+    """
+    if isinstance(model_or_name, str):
+        with torch.device("meta"):  # structure only: no memory, no init work, any size
+            model = create_model(model_or_name, **options)
+    elif options:
+        raise SpecError(f"options {sorted(options)} apply to a zoo name, not to a model instance")
+    else:
+        model = model_or_name
+    if not isinstance(model, nn.Module):
+        raise SpecError(f"to_spec needs an nn.Module or a zoo name, not {type(model).__name__}")
+    arch = getattr(model, ARCH_ATTR, None)
+    if isinstance(arch, dict) and isinstance(arch.get("spec"), dict):
+        from torchsmith.spec.loader import plain
+
+        return plain(arch["spec"])
+    from torchsmith.models.lenet import LeNet
+    from torchsmith.models.resnet import ResNet
+
+    name = arch.get("name") if isinstance(arch, dict) else None
+    size = input_size or getattr(model, "default_input_size", None)
+    if size is None:
+        raise SpecError(f"{type(model).__name__} has no default_input_size; give input_size=(C, H, W)")
+    if isinstance(model, LeNet):
+        layers = _lenet(model)
+    elif isinstance(model, ResNet):
+        layers = _resnet(model)
+    elif type(model) in (nn.Sequential,):
+        layers = _sequential(model)
+    else:
+        raise SpecError(f"{type(model).__name__} cannot be written as a spec: {_EXPRESSIBLE}")
+    spec: dict[str, Any] = {"name": name or type(model).__name__.lower(), "input": [int(d) for d in size]}
+    policy = getattr(model, "init_policy", None)
+    if isinstance(policy, dict):
+        spec["init"] = policy
+    spec["layers"] = layers
+    _verify(model, spec)
+    return spec
+
+
+def _verify(model: nn.Module, spec: dict[str, Any]) -> None:
+    """Build ``spec`` on the meta device and insist on the model's exact state_dict names and shapes."""
+    from torchsmith.spec import _build
+
+    built, _ = _build(spec, generator=None, meta=True)
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    if want != got:
+        diff = sorted(set(want.items()) ^ set(got.items()))[:3]
+        raise SpecError(f"{type(model).__name__} cannot be written as a spec exactly (first differences: {diff}); "
+                        f"{_EXPRESSIBLE}")
+
+
+# --------------------------------------------------------------------------- zoo families
+def _lenet(m: nn.Module) -> list[Any]:
+    act = m.act_name  # type: ignore[attr-defined]
+    if not isinstance(m.fc3, nn.Linear):  # type: ignore[attr-defined]
+        raise SpecError("this LeNet has no classifier (reset_classifier(0)); a spec needs a last layer")
+    return [
+        {"conv": {"out": 6, "kernel": 5, "name": "conv1"}}, act, {"maxpool": 2},
+        {"conv": {"out": 16, "kernel": 5, "name": "conv2"}}, act, {"maxpool": 2},
+        "flatten",
+        {"linear": {"out": 120, "name": "fc1"}}, act,
+        {"linear": {"out": 84, "name": "fc2"}}, act,
+        {"linear": {"out": m.fc3.out_features, "name": "fc3"}},  # type: ignore[attr-defined]
+    ]
+
+
+def _norm_name(norm: nn.Module) -> str:
+    if type(norm) is nn.BatchNorm2d:
+        return "batchnorm"
+    if type(norm) is nn.GroupNorm and norm.num_groups == min(32, norm.num_channels):
+        return "groupnorm"
+    if type(norm) is nn.InstanceNorm2d and norm.affine:
+        return "instancenorm"
+    raise SpecError(f"{type(norm).__name__} is not a norm a spec can name (batchnorm, groupnorm, instancenorm)")
+
+
+def _resnet(m: Any) -> list[Any]:
+    from torchsmith.models.resnet import Bottleneck
+
+    c1 = m.conv1
+    stem: dict[str, Any] = {"out": c1.out_channels, "kernel": c1.kernel_size[0]}
+    stem.update({k: v for k, v in (("stride", c1.stride[0]), ("padding", c1.padding[0])) if v != (k == "stride")})
+    layers: list[Any] = [{"conv": {**stem, "bias": False, "name": "conv1"}}]
+    stem_norm = _norm_name(m.bn1)
+    if stem_norm == "batchnorm":
+        layers.append({"batchnorm": {"name": "bn1"}})
+    elif stem_norm == "groupnorm":
+        layers.append({"groupnorm": {"groups": m.bn1.num_groups, "name": "bn1"}})
+    else:
+        raise SpecError("a ResNet with an instancenorm stem cannot be written as a spec (no instancenorm layer type)")
+    layers.append({"relu": {"name": "relu"}})
+    if isinstance(m.maxpool, nn.MaxPool2d):
+        layers.append({"maxpool": {"kernel": 3, "stride": 2, "padding": 1, "name": "maxpool"}})
+    for i in range(1, 5):
+        stage = getattr(m, f"layer{i}")
+        if not isinstance(stage, nn.Sequential):
+            continue  # an unused stage is an Identity without parameters
+        blocks = []
+        for j, blk in enumerate(stage):
+            kind, arg = ("bottleneck", "planes") if isinstance(blk, Bottleneck) else ("basic_block", "out")
+            entry = {arg: blk.conv1.out_channels, "name": j}
+            if blk.stride != 1:
+                entry["stride"] = blk.stride
+            if _norm_name(blk.bn1) != "batchnorm":
+                entry["norm"] = _norm_name(blk.bn1)
+            if blk.downsample is not None and type(blk.downsample).__name__ == "PadShortcut":
+                entry["shortcut"] = "pad"  # option A of the CIFAR zoo
+            blocks.append({kind: entry})
+        layers.append({"sequential": {"name": f"layer{i}", "layers": blocks}})
+    layers += [{"adaptive_avgpool": {"size": 1, "name": "avgpool"}}, "flatten"]
+    if isinstance(m.fc, nn.Linear):
+        layers.append({"linear": {"out": m.fc.out_features, "name": "fc"}})
+    return layers
+
+
+# --------------------------------------------------------------------------- plain nn.Sequential
+def _pick(mod: nn.Module, **defaults: Any) -> dict[str, Any]:
+    """The arguments of ``mod`` that differ from their defaults (short, readable specs)."""
+    out = {}
+    for arg, (attr, default) in defaults.items():
+        value = getattr(mod, attr)
+        if isinstance(value, tuple) and len(set(value)) == 1:
+            value = value[0]
+        value = list(value) if isinstance(value, tuple) else value
+        if value != default:
+            out[arg] = value
+    return out
+
+
+def _conv(m: Any) -> dict[str, Any]:
+    if m.padding_mode != "zeros" or getattr(m, "transposed", False):
+        raise SpecError(f"{type(m).__name__} with padding_mode={m.padding_mode!r} has no spec layer type")
+    args = {"out": m.out_channels, "kernel": _pick(m, k=("kernel_size", None))["k"]}
+    args.update(_pick(m, stride=("stride", 1), padding=("padding", 0), dilation=("dilation", 1),
+                      groups=("groups", 1)))
+    if m.bias is None:
+        args["bias"] = False
+    return {"conv": args}
+
+
+def _pool(kind: str) -> Callable[[Any], dict[str, Any]]:
+    def write(m: Any) -> dict[str, Any]:
+        if getattr(m, "dilation", 1) not in (1, (1, 1)) or getattr(m, "return_indices", False) \
+                or getattr(m, "count_include_pad", True) is not True or getattr(m, "divisor_override", None):
+            raise SpecError(f"{type(m).__name__} with these options has no spec layer type")
+        args = _pick(m, kernel=("kernel_size", None))
+        if m.stride != m.kernel_size:
+            args.update(_pick(m, stride=("stride", None)))
+        args.update(_pick(m, padding=("padding", 0), ceil_mode=("ceil_mode", False)))
+        return {kind: args}
+
+    return write
+
+
+def _bn(m: Any) -> dict[str, Any]:
+    if m.momentum is None or not m.track_running_stats:
+        raise SpecError("BatchNorm with momentum=None or without running stats has no spec layer type")
+    return {"batchnorm": _pick(m, eps=("eps", 1e-5), momentum=("momentum", 0.1), affine=("affine", True))}
+
+
+_WRITERS: dict[type, Callable[[Any], Any]] = {
+    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv,
+    nn.Linear: lambda m: {"linear": {"out": m.out_features, **({} if m.bias is not None else {"bias": False})}},
+    nn.BatchNorm1d: _bn, nn.BatchNorm2d: _bn, nn.BatchNorm3d: _bn,
+    nn.LayerNorm: lambda m: {"layernorm": {"dims": len(m.normalized_shape),
+                                           **_pick(m, eps=("eps", 1e-5), affine=("elementwise_affine", True))}},
+    nn.GroupNorm: lambda m: {"groupnorm": {"groups": m.num_groups,
+                                           **_pick(m, eps=("eps", 1e-5), affine=("affine", True))}},
+    nn.ReLU: lambda m: "relu", nn.SiLU: lambda m: "silu", nn.Sigmoid: lambda m: "sigmoid", nn.Tanh: lambda m: "tanh",
+    nn.Identity: lambda m: "identity",
+    nn.GELU: lambda m: {"gelu": _pick(m, approximate=("approximate", "none"))},
+    nn.ELU: lambda m: {"elu": _pick(m, alpha=("alpha", 1.0))},
+    nn.LeakyReLU: lambda m: {"leaky_relu": _pick(m, slope=("negative_slope", 0.01))},
+    nn.Softmax: lambda m: {"softmax": {"dim": -1 if m.dim is None else m.dim}},
+    nn.Dropout: lambda m: {"dropout": _pick(m, p=("p", 0.5))},
+    nn.MaxPool1d: _pool("maxpool"), nn.MaxPool2d: _pool("maxpool"), nn.MaxPool3d: _pool("maxpool"),
+    nn.AvgPool1d: _pool("avgpool"), nn.AvgPool2d: _pool("avgpool"), nn.AvgPool3d: _pool("avgpool"),
+    nn.AdaptiveAvgPool1d: lambda m: {"adaptive_avgpool": {"size": m.output_size}},
+    nn.AdaptiveAvgPool2d: lambda m: {"adaptive_avgpool": {"size": _size(m.output_size)}},
+    nn.AdaptiveMaxPool2d: lambda m: {"adaptive_maxpool": {"size": _size(m.output_size)}},
+}
+
+
+def _size(size: Any) -> Any:
+    if isinstance(size, tuple):
+        if None in size:
+            raise SpecError("adaptive pooling with a None size has no spec layer type")
+        return size[0] if len(set(size)) == 1 else list(size)
+    return size
+
+
+def _sequential(seq: nn.Sequential) -> list[Any]:
+    layers: list[Any] = []
+    for name, mod in seq.named_children():
+        if type(mod) is nn.Sequential:
+            entry: Any = {"sequential": {"layers": _sequential(mod)}}
+        elif type(mod) is nn.Flatten:
+            if mod.end_dim != -1:
+                raise SpecError("nn.Flatten with end_dim other than -1 has no spec layer type")
+            entry = {"flatten": {"start": mod.start_dim}} if mod.start_dim != 1 else "flatten"
+        elif type(mod) in _WRITERS:
+            entry = _WRITERS[type(mod)](mod)
+        else:
+            raise SpecError(f"{name}: {type(mod).__name__} has no spec layer type; register one with "
+                            f"@torchsmith.register_layer and write the spec by hand")
+        if isinstance(entry, str):
+            entry = {entry: {}}
+        kind = next(iter(entry))
+        entry[kind]["name"] = int(name) if name.isdigit() else name
+        layers.append(entry)
+    return layers
+
+
+# --------------------------------------------------------------------------- weights
+def copy_weights(src: nn.Module, dst: nn.Module) -> list[tuple[str, str]]:
+    """Copy ``src``'s state_dict into ``dst`` by position, every shape checked; return the (src, dst) name pairs.
+
+    For two models with the same layers in the same order but different names,
+    e.g. a zoo model and the spec that reproduces it.
+    """
+    a, b = src.state_dict(), dst.state_dict()
+    if len(a) != len(b):
+        raise SpecError(f"the models have {len(a)} and {len(b)} tensors in their state_dict; copying by position "
+                        f"needs the same layers in the same order")
+    pairs: OrderedDict[str, torch.Tensor] = OrderedDict()
+    names = []
+    for (ka, va), (kb, vb) in zip(a.items(), b.items()):
+        if va.shape != vb.shape:
+            raise SpecError(f"tensor {len(names)}: {ka} has shape {list(va.shape)} but {kb} has "
+                            f"{list(vb.shape)}; the layers differ at this point")
+        pairs[kb] = va
+        names.append((ka, kb))
+    dst.load_state_dict(pairs, strict=True)
+    return names
