@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,7 +43,7 @@ from torchsmith.errors import InitError, UnknownNameError
 
 __all__ = ["init_weights", "InitReport", "InitRecord", "PRESETS", "SCHEMES", "resolve_policy", "Policy"]
 
-Policy = Union[str, Mapping[str, Any]]
+Policy = str | Mapping[str, Any]
 
 
 # --------------------------------------------------------------------------- schemes
@@ -353,6 +353,10 @@ def _seeded_from(generator: torch.Generator | None) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- main entry
+# (full name, tensor, "parameter"/"buffer", scheme, args, rule that chose it)
+_Plan = tuple[str, torch.Tensor, str, str, dict[str, Any], str]
+
+
 def init_weights(model: nn.Module, policy: Policy = "kaiming", *,
                  generator: torch.Generator | None = None,
                  only: Iterable[str] | None = None) -> InitReport:
@@ -372,44 +376,56 @@ def init_weights(model: nn.Module, policy: Policy = "kaiming", *,
     used_globs: set[str] = set()
     seen: set[int] = set()
 
-    with torch.no_grad():
-        for mod_name, module in model.named_modules():
-            tensors = [(n, t, "parameter") for n, t in module.named_parameters(recurse=False)]
-            tensors += [(n, t, "buffer") for n, t in module.named_buffers(recurse=False)]
-            tensors = [(n, t, k) for n, t, k in tensors if t is not None and id(t) not in seen
-                       and (only_set is None or (f"{mod_name}.{n}" if mod_name else n) in only_set)]
-            if not tensors:
+    # Plan everything first and validate it, so a refused policy leaves the model untouched.
+    work: list[tuple[nn.Module, list[_Plan]]] = []
+    for mod_name, module in model.named_modules():
+        tensors = [(n, t, "parameter") for n, t in module.named_parameters(recurse=False)]
+        tensors += [(n, t, "buffer") for n, t in module.named_buffers(recurse=False)]
+        tensors = [(n, t, k) for n, t, k in tensors if t is not None and id(t) not in seen
+                   and (only_set is None or (f"{mod_name}.{n}" if mod_name else n) in only_set)]
+        if not tensors:
+            continue
+        type_match = _type_rule(module, types)
+        plans: list[_Plan] = []
+        for local, tensor, kind in tensors:
+            seen.add(id(tensor))
+            full = f"{mod_name}.{local}" if mod_name else local
+            spec, rule_name = None, ""
+            for glob, glob_spec in names.items():
+                if fnmatch.fnmatchcase(full, glob):
+                    spec, rule_name = glob_spec, f"names[{glob!r}]"
+                    used_globs.add(glob)
+            if spec is None and type_match is not None and kind == "parameter":
+                spec = _spec_for(local, type_match[1])
+                rule_name = f"types[{type_match[0]!r}]"
+            if spec is None:
+                if kind == "buffer" and type_match is not None and _is_running_stat(module, local):
+                    plans.append((full, tensor, kind, "reset_running_stats", {}, f"types[{type_match[0]!r}]"))
+                else:
+                    why = "buffer kept as computed by the module" if kind == "buffer" else "no rule matches"
+                    report.uncovered.append((full, why))
                 continue
-            type_match = _type_rule(module, types)
-            plans: list[tuple[str, torch.Tensor, str, str, dict[str, Any], str]] = []
-            for local, tensor, kind in tensors:
-                seen.add(id(tensor))
-                full = f"{mod_name}.{local}" if mod_name else local
-                spec, rule_name = None, ""
-                for glob, glob_spec in names.items():
-                    if fnmatch.fnmatchcase(full, glob):
-                        spec, rule_name = glob_spec, f"names[{glob!r}]"
-                        used_globs.add(glob)
-                if spec is None and type_match is not None and kind == "parameter":
-                    spec = _spec_for(local, type_match[1])
-                    rule_name = f"types[{type_match[0]!r}]"
-                if spec is None:
-                    if kind == "buffer" and type_match is not None and _is_running_stat(module, local):
-                        plans.append((full, tensor, kind, "reset_running_stats", {}, f"types[{type_match[0]!r}]"))
-                    else:
-                        why = "buffer kept as computed by the module" if kind == "buffer" else "no rule matches"
-                        report.uncovered.append((full, why))
-                    continue
-                scheme, args = _parse_spec(spec, where=rule_name)
-                plans.append((full, tensor, kind, scheme, args, rule_name))
-            _apply(module, plans, generator, report)
+            scheme, args = _parse_spec(spec, where=rule_name)
+            info = SCHEMES[scheme]
+            if info.fan_based and tensor.dim() < 2:
+                raise InitError(
+                    f"{scheme} computes fan-in/fan-out and needs a tensor with at least 2 dimensions, "
+                    f"but {full!r} has shape {tuple(tensor.shape)}; use zeros, constant, normal or uniform for it"
+                )
+            if info.random and generator is not None and not tensor.is_meta and generator.device != tensor.device:
+                raise InitError(f"the generator is on {generator.device} but {full!r} is on {tensor.device}")
+            plans.append((full, tensor, kind, scheme, args, rule_name))
+        work.append((module, plans))
 
     unused = [g for g in names if g not in used_globs]
     if unused and only_set is None:
         all_names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
-        glob = unused[0]
-        raise UnknownNameError("tensor name in init policy", glob, all_names,
+        raise UnknownNameError("tensor name in init policy", unused[0], all_names,
                                hint="names rules are globs over names like 'fc1.weight' or '*.bias'")
+
+    with torch.no_grad():
+        for module, plans in work:
+            _apply(module, plans, generator, report)
     return report
 
 
@@ -424,13 +440,13 @@ def _validate_type_keys(model: nn.Module, types: Mapping[str, Any]) -> None:
             raise UnknownNameError("layer type in init policy", key, list(FAMILIES) + sorted(class_names))
 
 
-def _apply(module: nn.Module, plans: list[tuple[str, torch.Tensor, str, str, dict[str, Any], str]],
+def _apply(module: nn.Module, plans: list[_Plan],
            generator: torch.Generator | None, report: InitReport) -> None:
     # The module's own reset_parameters() first, so explicit schemes on its other tensors win.
     if any(p[3] == "default" for p in plans):
         reset = getattr(module, "reset_parameters", None)
         if reset is None:
-            for full, _, kind, scheme, _, _ in plans:
+            for full, _, _kind, scheme, _, _ in plans:
                 if scheme == "default":
                     report.uncovered.append((full, f"{type(module).__name__} has no reset_parameters() for 'default'"))
             plans = [p for p in plans if p[3] != "default"]
@@ -441,16 +457,8 @@ def _apply(module: nn.Module, plans: list[tuple[str, torch.Tensor, str, str, dic
         module.reset_running_stats()  # type: ignore[operator]
     for full, tensor, kind, scheme, args, rule in plans:
         info = SCHEMES.get(scheme)
-        if info is not None and info.fan_based and tensor.dim() < 2:
-            raise InitError(
-                f"{scheme} computes fan-in/fan-out and needs a tensor with at least 2 dimensions, "
-                f"but {full!r} has shape {tuple(tensor.shape)}; use zeros, constant, normal or uniform for it"
-            )
         if info is not None and scheme != "default" and not tensor.is_meta:
-            g = generator if (generator is not None and generator.device == tensor.device) else None
-            if generator is not None and g is None:
-                raise InitError(f"the generator is on {generator.device} but {full!r} is on {tensor.device}")
-            info.fn(tensor, g, **args)
+            info.fn(tensor, generator if info.random else None, **args)
         std = None
         if not tensor.is_meta and tensor.is_floating_point() and tensor.numel() > 1:
             std = float(tensor.float().std())
