@@ -16,9 +16,11 @@ from torchsmith.errors import (
     TrainingError,
     UnknownNameError,
 )
+from torchsmith.checkpoint import LoadReport, load, load_into, load_training_state, save
 from torchsmith.init import InitRecord, InitReport, init_weights
 from torchsmith.registry import create_model, list_models, register_model
 from torchsmith.resolve import resolve_model
+from torchsmith.spec import build, build_file, load_spec, register_layer, to_spec
 from torchsmith.views import count_parameters, module_tree
 
 __version__ = "0.1.0"
@@ -46,4 +48,14 @@ __all__ = [
     "InitRecord",
     "count_parameters",
     "module_tree",
+    "build",
+    "build_file",
+    "load_spec",
+    "register_layer",
+    "to_spec",
+    "save",
+    "load",
+    "load_into",
+    "load_training_state",
+    "LoadReport",
 ]

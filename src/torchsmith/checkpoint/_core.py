@@ -1,0 +1,355 @@
+"""``save`` / ``load`` / ``load_training_state``: self-describing, atomic, pickle-free checkpoints.
+
+A checkpoint is one safetensors file whose metadata describes it (format
+version, torchsmith and torch versions, the architecture, input size, sha256 of
+the tensor data and of the tensor table, tied-weight aliases). Training state
+(optimizer, scheduler, RNG states, ``extra``) goes to a companion safetensors
+file, ``<stem>.train<suffix>`` next to it, whose metadata records the hash of
+the weights it belongs to, so a stale or mismatched pair is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from torchsmith.checkpoint import _format
+from torchsmith.checkpoint._codec import decode, encode
+from torchsmith.errors import CheckpointError, TorchsmithError
+from torchsmith.registry import ARCH_ATTR, create_model
+
+__all__ = ["save", "load", "load_training_state", "training_state_path", "FORMAT", "FORMAT_VERSION",
+           "build_from_arch", "read_arch", "tie_groups", "set_tensor"]
+
+FORMAT = "torchsmith.checkpoint"
+TRAIN_FORMAT = "torchsmith.training_state"
+FORMAT_VERSION = "1"
+PathLike = str | os.PathLike[str]
+
+
+def training_state_path(path: PathLike) -> Path:
+    """``run/model.safetensors`` -> ``run/model.train.safetensors`` (the companion file)."""
+    path = Path(path)
+    if path.name.endswith(".train" + path.suffix):
+        return path
+    return path.with_name(f"{path.stem}.train{path.suffix}")
+
+
+def _target(path: PathLike) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; give a file path like {path / 'model.safetensors'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CheckpointError(f"cannot save {path}: directory {parent} does not exist (create it first)")
+    return path
+
+
+# --------------------------------------------------------------------------- save
+def tie_groups(model: nn.Module) -> list[list[str]]:
+    """Names that refer to the same parameter or buffer object, e.g. [['emb.weight', 'head.weight']]."""
+    by_id: dict[int, list[str]] = {}
+    for name, t in model.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(t), []).append(name)
+    for name, t in model.named_buffers(remove_duplicate=False):
+        if t is not None:
+            by_id.setdefault(id(t), []).append(name)
+    return [names for names in by_id.values() if len(names) > 1]
+
+
+def _dedupe(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Store each shared tensor once: identical views of the same memory become aliases of the first name."""
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.numel() > 0 and not t.is_meta and t.layout == torch.strided:
+            key = (t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+            if key in seen:
+                aliases[name] = seen[key]
+                continue
+            seen[key] = name
+        unique[name] = t
+    return unique, aliases
+
+
+def _arch_metadata(model: nn.Module) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    arch = getattr(model, ARCH_ATTR, None)
+    if arch is not None:
+        if not isinstance(arch, Mapping) or not ({"name"} <= set(arch) or "spec" in arch):
+            raise CheckpointError(f"model.{ARCH_ATTR} must be {{'name': ..., 'kwargs': {{...}}}} or "
+                                  f"{{'spec': {{...}}}}, not {arch!r:.80}")
+        where = f"model option of {arch.get('name', 'spec')!r}"
+        meta["arch"] = json.dumps(encode(dict(arch), None, where), allow_nan=False)
+    size = getattr(model, "default_input_size", None)
+    if isinstance(size, (tuple, list)) and all(isinstance(d, int) for d in size):
+        meta["input_size"] = json.dumps(list(size))
+    policy = getattr(model, "init_policy", None)
+    if policy is not None:
+        try:  # informational: only stored when it is plain data
+            meta["init_policy"] = json.dumps(encode(policy, None, "init_policy"), allow_nan=False)
+        except (CheckpointError, ValueError):
+            pass
+    meta["class"] = f"{type(model).__module__}.{type(model).__qualname__}"
+    return meta
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer | None = None,
+         scheduler: Any = None, extra: Mapping[str, Any] | None = None) -> Path:
+    """Save ``model``'s weights to ``path`` (safetensors) atomically; return the path.
+
+    With ``optimizer``, ``scheduler`` or ``extra`` the training state (their
+    state dicts, the torch/CUDA/numpy/python RNG states and ``extra``, e.g.
+    ``{"epoch": 3, "step": 120}``) goes to :func:`training_state_path` ``(path)``;
+    without them a companion left from an earlier save is removed, so the pair
+    on disk always belongs together. Everything that could fail on the model's
+    contents (unstorable options or dtypes) fails before any file is touched.
+    """
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f"save needs an nn.Module, not {type(model).__name__}")
+    path = _target(path)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "torch_version": torch.__version__,
+            "torchsmith_version": _version()}
+    meta.update(_arch_metadata(model))
+    unique, aliases = _dedupe(model.state_dict())
+    tensors = {name: _format.prepare_tensor(name, t) for name, t in unique.items()}
+    if aliases:
+        meta["aliases"] = json.dumps(aliases, sort_keys=True)
+
+    train_tensors: dict[str, torch.Tensor] | None = None
+    train_doc = ""
+    if optimizer is not None or scheduler is not None or extra is not None:
+        train_tensors = {}
+        if extra is not None and not isinstance(extra, Mapping):
+            raise CheckpointError(f"extra must be a dict such as {{'epoch': 3}}, not {type(extra).__name__}")
+        doc = {
+            "optimizer": None if optimizer is None else encode(optimizer.state_dict(), train_tensors, "optimizer"),
+            "optimizer_class": None if optimizer is None else type(optimizer).__name__,
+            "scheduler": None if scheduler is None else encode(scheduler.state_dict(), train_tensors, "scheduler"),
+            "scheduler_class": None if scheduler is None else type(scheduler).__name__,
+            "rng": encode(_rng_state(), train_tensors, "rng"),
+            "extra": encode(dict(extra or {}), train_tensors, "extra"),
+        }
+        train_doc = json.dumps(doc, allow_nan=False)
+        train_tensors = {k: _format.prepare_tensor(k, t) for k, t in train_tensors.items()}
+
+    digest = _format.write_safetensors(path, tensors, meta, aliases=aliases)
+    companion = training_state_path(path)
+    if train_tensors is not None:
+        train_meta = {"format": TRAIN_FORMAT, "format_version": FORMAT_VERSION, "torch_version": torch.__version__,
+                      "torchsmith_version": _version(), "model_sha256": digest, "model_file": path.name,
+                      "state": train_doc}
+        _format.write_safetensors(companion, train_tensors, train_meta)
+    elif companion != path and companion.exists():
+        companion.unlink()  # it described the weights this save replaced
+    return path
+
+
+def _version() -> str:
+    from torchsmith import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- load
+def read_arch(header: _format.Header) -> dict[str, Any] | None:
+    """The architecture recorded in a checkpoint's metadata, decoded; None if there is none."""
+    raw = header.metadata.get("arch")
+    if raw is None:
+        return None
+    try:
+        arch = decode(json.loads(raw), None, f"{header.path} arch")
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{header.path}: metadata 'arch' is not valid JSON") from None
+    if not isinstance(arch, dict) or not (isinstance(arch.get("name"), str) or isinstance(arch.get("spec"), dict)):
+        raise CheckpointError(f"{header.path}: metadata 'arch' must hold a model name or a spec, not {arch!r:.80}")
+    if "name" in arch and not isinstance(arch.get("kwargs", {}), dict):
+        raise CheckpointError(f"{header.path}: metadata 'arch' kwargs must be a dict")
+    return arch
+
+
+def build_from_arch(arch: Mapping[str, Any], *, meta: bool, source: Any = "checkpoint") -> nn.Module:
+    """Build the model ``arch`` describes; on the meta device (no memory, no init) when ``meta``."""
+    def build() -> nn.Module:
+        if "spec" in arch:
+            from torchsmith.spec import build as build_spec  # written alongside; imported only when needed
+
+            model = build_spec(arch["spec"])
+        else:
+            model = create_model(arch["name"], **dict(arch.get("kwargs") or {}))
+        object.__setattr__(model, ARCH_ATTR, dict(arch))
+        return model
+
+    what = f"model {arch['name']!r}" if "name" in arch else "its spec"
+    try:
+        if meta:
+            with torch.device("meta"):
+                return build()
+        return build()
+    except TorchsmithError as e:
+        raise CheckpointError(f"{source} cannot be rebuilt from {what}: {e}") from e
+    except Exception as e:
+        if meta:  # a builder that needs real data (e.g. calls .item()); build it for real instead
+            return build_from_arch(arch, meta=False, source=source)
+        raise CheckpointError(f"{source} cannot be rebuilt from {what}: {type(e).__name__}: {e}") from e
+
+
+def set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Point parameter or buffer ``name`` of ``model`` at ``value`` (used to re-tie shared weights)."""
+    owner_name, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = value  # type: ignore[assignment]
+    else:
+        owner._buffers[leaf] = value
+
+
+def _fill(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, aliases: Mapping[str, str]) -> nn.Module:
+    groups = tie_groups(model)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    shapes = [f"{k} {list(tensors[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
+              if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
+                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shape (file vs model)", shapes))
+                 if items]
+        raise CheckpointError(f"{path} does not fit the model its metadata names ({'; '.join(parts)}); the "
+                              "architecture changed since it was saved: build the model and use "
+                              "torchsmith.load_into(model, path, strict=False) to see and load what fits")
+    on_meta = any(t.is_meta for t in expected.values())
+    model.load_state_dict(tensors, strict=True, assign=on_meta)
+    if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
+        return _fill(build_from_arch(getattr(model, ARCH_ATTR), meta=False, source=path), tensors, path, aliases)
+    # Tie again what the builder tied (assign replaced each name separately) and what the file says was tied.
+    for names in groups:
+        first = model.get_parameter(names[0]) if names[0] in dict(model.named_parameters()) else None
+        if first is None:
+            first = model.get_buffer(names[0])
+        for other in names[1:]:
+            set_tensor(model, other, first)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    buffers = dict(model.named_buffers(remove_duplicate=False))
+    for alias, target in aliases.items():
+        source = params.get(target, buffers.get(target))
+        if source is not None and alias in (params.keys() | buffers.keys()):
+            set_tensor(model, alias, source)
+    return model
+
+
+def load(path: PathLike, *, map_location: str | torch.device = "cpu", verify: bool = True) -> nn.Module:
+    """Rebuild the model saved at ``path``: its architecture from the metadata, its weights from the file.
+
+    No class is unpickled: the model is built by ``create_model`` (or the spec
+    builder) on the meta device and its tensors are memory-mapped views of the
+    file, so loading costs neither an initialisation nor a copy. The sha256 of
+    the data is checked first (``verify=False`` skips it, for trusted files).
+    """
+    path = Path(path)
+    header = _format.read_header(path)
+    arch = read_arch(header)
+    if arch is None:
+        raise CheckpointError(f"{path} holds weights but no architecture (it was not written by torchsmith.save "
+                              "from a zoo or spec model); build the model and use torchsmith.load_into(model, path)")
+    tensors, _ = _format.open_tensors(header, verify_hash=verify)
+    model = build_from_arch(arch, meta=True, source=path)
+    model = _fill(model, tensors, path, _format._aliases(header))
+    object.__setattr__(model, ARCH_ATTR, arch)
+    device = torch.device(map_location)
+    if device.type != "cpu":
+        model = model.to(device)
+    return model
+
+
+# --------------------------------------------------------------------------- training state
+def _restore_rng(rng: Mapping[str, Any], where: str) -> None:
+    try:
+        torch.set_rng_state(rng["torch"].clone())
+        np_state = rng["numpy"]
+        np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                             np_state["has_gauss"], np_state["cached_gaussian"]))
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in rng and torch.cuda.is_available():
+            states = rng["cuda"][: torch.cuda.device_count()]
+            torch.cuda.set_rng_state_all([s.clone() for s in states])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise CheckpointError(f"{where}: the RNG states cannot be restored ({type(e).__name__}: {e})") from e
+
+
+def load_training_state(path: PathLike, *, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+                        restore_rng: bool = True) -> dict[str, Any]:
+    """Load the training state saved with ``path`` into ``optimizer``/``scheduler`` (in place); return ``extra``.
+
+    ``path`` is the checkpoint (``model.safetensors``) or its companion
+    (``model.train.safetensors``). The companion must belong to the weights at
+    ``path`` (their hashes are compared), so resuming never mixes two saves.
+    With ``restore_rng`` the torch, CUDA, numpy and python RNGs continue
+    exactly where the saved run was, making a resumed run bit-identical.
+    """
+    path = Path(path)
+    companion = training_state_path(path)
+    if not companion.exists() and path.exists():
+        raise CheckpointError(f"{path} has no training state ({companion.name} does not exist); save it with "
+                              "torchsmith.save(model, path, optimizer=..., scheduler=..., extra=...)")
+    header = _format.read_header(companion)
+    if header.metadata.get("format") != TRAIN_FORMAT:
+        raise CheckpointError(f"{companion} is not a torchsmith training state file")
+    tensors, _ = _format.open_tensors(header, verify_hash=True)
+    weights = companion.with_name(header.metadata.get("model_file", "")) if header.metadata.get("model_file") else None
+    if weights is not None and weights != companion and weights.exists():
+        recorded = _format.read_header(weights).metadata.get(_format.HASH_KEY)
+        if recorded != header.metadata.get("model_sha256"):
+            raise CheckpointError(f"{companion} belongs to a different save of {weights.name} (the weights were "
+                                  "overwritten after it was written); resume from a checkpoint whose files match")
+    try:
+        state = decode(json.loads(header.metadata.get("state", "")), tensors, str(companion))
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{companion}: metadata 'state' is not valid JSON") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{companion}: metadata 'state' must be an object")
+    for obj, key in ((optimizer, "optimizer"), (scheduler, "scheduler")):
+        if obj is None:
+            continue
+        saved = state.get(key)
+        if saved is None:
+            raise CheckpointError(f"{companion} holds no {key} state; it was saved without {key}=")
+        saved_class = state.get(f"{key}_class")
+        if saved_class and saved_class != type(obj).__name__:
+            raise CheckpointError(f"{companion} holds a {saved_class} {key} state, which cannot be loaded into a "
+                                  f"{type(obj).__name__}; build the same {key} as the saved run")
+        try:
+            obj.load_state_dict(saved)
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
+            raise CheckpointError(f"the {key} state in {companion} does not fit the given {key}: {e}") from e
+    if restore_rng:
+        if not isinstance(state.get("rng"), dict):
+            raise CheckpointError(f"{companion} holds no RNG states")
+        _restore_rng(state["rng"], str(companion))
+    extra = state.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{companion}: 'extra' must be a dict")
+    return extra

@@ -1,0 +1,335 @@
+"""``load_into``: load a state dict into a model and say exactly what happened (:class:`LoadReport`).
+
+Key mismatches are the everyday pain of checkpoints: ``module.`` from
+DistributedDataParallel, ``_orig_mod.`` from ``torch.compile``, renamed layers,
+a new head. Here wrapper prefixes are detected and stripped with their cause
+named, every unmatched key gets its closest candidate, and nothing is loaded
+unless the whole load can succeed (``strict=True`` never loads partially).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from torchsmith.checkpoint._core import tie_groups
+from torchsmith.checkpoint._sources import read_state_dict
+from torchsmith.errors import CheckpointError, ConfigError, UnknownNameError
+
+__all__ = ["LoadReport", "ShapeMismatch", "Remapped", "load_into", "KNOWN_PREFIXES"]
+
+Remap = Union[Mapping[str, str], Callable[[str], Union[str, None]]]
+
+#: Prefixes that wrappers add to every key, and the wrapper that adds them.
+KNOWN_PREFIXES: dict[str, str] = {
+    "module.": "DistributedDataParallel/DataParallel wrapper",
+    "_orig_mod.": "torch.compile wrapper",
+}
+ON_MISMATCH = ("raise", "skip", "reinit")
+
+
+@dataclass(frozen=True)
+class ShapeMismatch:
+    name: str
+    source_shape: tuple[int, ...]
+    model_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Remapped:
+    source: str  # the key as the source has it
+    target: str  # the model's name it was loaded into
+    cause: str   # e.g. "stripped 'module.' (DistributedDataParallel/DataParallel wrapper)" or "remap"
+
+
+@dataclass
+class LoadReport:
+    """What ``load_into`` matched, loaded, skipped and re-initialised, and why the rest did not fit."""
+
+    source: str
+    model: str
+    matched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)        # in the model, not in the source
+    unexpected: list[str] = field(default_factory=list)     # in the source, not in the model
+    shape_mismatched: list[ShapeMismatch] = field(default_factory=list)
+    remapped: list[Remapped] = field(default_factory=list)
+    prefixes: list[tuple[str, str]] = field(default_factory=list)  # (what was done, cause)
+    suggestions: dict[str, str] = field(default_factory=dict)      # unmatched key -> closest candidate
+    tied: list[str] = field(default_factory=list)           # filled through a tied (shared) tensor
+    cast: list[tuple[str, str, str]] = field(default_factory=list)  # (name, source dtype, model dtype)
+    skipped: list[str] = field(default_factory=list)        # shape-mismatched, left as they were
+    reinitialised: list[str] = field(default_factory=list)
+    init_policy: str | None = None                          # which policy re-initialised them
+    notes: list[str] = field(default_factory=list)
+    verified: bool | None = None                            # sha256 checked (None: the source records none)
+    loaded: bool = False                                    # False for a dry run or a refused load
+
+    @property
+    def ok(self) -> bool:
+        """True when every model tensor was found with the right shape and nothing was left over."""
+        return not (self.missing or self.unexpected or self.shape_mismatched)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+    def summary(self) -> str:
+        """One line: the counts, for errors and logs."""
+        parts = [f"{len(self.matched)} matched"]
+        for label, items in (("missing", self.missing), ("unexpected", self.unexpected),
+                             ("shape-mismatched", self.shape_mismatched), ("remapped", self.remapped),
+                             ("re-initialised", self.reinitialised), ("skipped", self.skipped)):
+            if items:
+                parts.append(f"{len(items)} {label}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        state = "loaded" if self.loaded else "not loaded"
+        check = {True: "sha256 verified", None: "no hash recorded", False: "hash not checked"}[self.verified]
+        lines = [f"{self.source} -> {self.model}: {state}; {self.summary()} ({check})"]
+        lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  prefix: {what} ({cause})" for what, cause in self.prefixes]
+        by_cause = Counter(r.cause for r in self.remapped)
+        for cause, n in by_cause.items():
+            if not cause.startswith("stripped") and not cause.startswith("added"):
+                lines.append(f"  remapped ({cause}): " + ", ".join(
+                    f"{r.source} -> {r.target}" for r in self.remapped if r.cause == cause))
+        for label, items in (("missing", self.missing), ("unexpected", self.unexpected)):
+            for k in items:
+                hint = f"  (closest: {self.suggestions[k]})" if k in self.suggestions else ""
+                lines.append(f"  {label}: {k}{hint}")
+        for m in self.shape_mismatched:
+            lines.append(f"  shape mismatch: {m.name}: source {list(m.source_shape)} vs model {list(m.model_shape)}")
+        if self.tied:
+            lines.append(f"  filled through tied weights: {', '.join(self.tied)}")
+        if self.cast:
+            lines.append("  cast: " + ", ".join(f"{n} {a}->{b}" for n, a, b in self.cast[:8])
+                         + (" ..." if len(self.cast) > 8 else ""))
+        if self.skipped:
+            lines.append(f"  skipped (kept the model's values): {', '.join(self.skipped)}")
+        if self.reinitialised:
+            lines.append(f"  re-initialised with {self.init_policy}: {', '.join(self.reinitialised)}")
+        return "\n".join(lines)
+
+
+def _apply_remap(keys: list[str], remap: Remap) -> dict[str, tuple[str, str]]:
+    """source key -> (new key, cause) for the keys ``remap`` renames; a callable may return None to drop."""
+    out: dict[str, tuple[str, str]] = {}
+    for key in keys:
+        if callable(remap):
+            new = remap(key)
+            if new is not None and not isinstance(new, str):
+                raise ConfigError(f"remap returned {new!r} for {key!r}; return a name or None")
+            out[key] = (new if new is not None else "", "remap")
+            continue
+        for old, new in remap.items():
+            if key == old or (old.endswith(".") and key.startswith(old)) or (old == "" and new):
+                out[key] = (new + key[len(old):] if key != old else new, f"remap {old!r} -> {new!r}")
+                break
+    return out
+
+
+def _detect_prefixes(source: list[str], target: set[str]) -> list[tuple[str, str, str]]:
+    """[(kind, prefix, cause)]: wrapper prefixes to strip from (or add to) every source key."""
+    steps: list[tuple[str, str, str]] = []
+    keys = list(source)
+    for _ in range(4):  # e.g. module._orig_mod.
+        if not keys or any(k in target for k in keys):
+            break
+        for prefix, cause in KNOWN_PREFIXES.items():
+            if all(k.startswith(prefix) for k in keys):
+                steps.append(("strip", prefix, cause))
+                keys = [k[len(prefix):] for k in keys]
+                break
+            if target and all(t.startswith(prefix) for t in target) and \
+                    any(prefix + k in target for k in keys):
+                steps.append(("add", prefix, cause))
+                keys = [prefix + k for k in keys]
+                break
+        else:
+            break
+    return steps
+
+
+def _closest(name: str, candidates: list[str]) -> str | None:
+    if not candidates:
+        return None
+    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+    if match:
+        return match[0]
+    leaf = name.rsplit(".", 1)[-1]  # same tensor kind (weight, bias, running_mean) as a weaker hint
+    same_leaf = [c for c in candidates if c.rsplit(".", 1)[-1] == leaf]
+    match = difflib.get_close_matches(name, same_leaf, n=1, cutoff=0.0)
+    return match[0] if match else None
+
+
+def _prefix_hint(unexpected: list[str], missing: list[str]) -> str | None:
+    """Unexpected keys that all share a first component which, stripped, would match: suggest a remap."""
+    if not unexpected or not missing:
+        return None
+    counts = Counter(k.split(".", 1)[0] + "." for k in unexpected if "." in k)
+    missing_set = set(missing)
+    for prefix, _ in counts.most_common(3):
+        hits = sum(1 for k in unexpected if k.startswith(prefix) and k[len(prefix):] in missing_set)
+        if hits >= max(1, len(missing) // 2):
+            return f"source keys carry the prefix {prefix!r}; pass remap={{{prefix!r}: ''}} to strip it"
+    return None
+
+
+def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch: str = "raise",
+              remap: Remap | None = None, verify: bool = True, dry_run: bool = False) -> LoadReport:
+    """Load ``source`` into ``model`` in place and return a :class:`LoadReport`.
+
+    ``source``: a path (``.safetensors``; ``.pt``/``.pth``/``.bin`` through
+    ``torch.load(weights_only=True)`` only) or a state dict. ``module.`` and
+    ``_orig_mod.`` prefixes are stripped (or added) and named. ``remap`` renames
+    source keys after that: ``{"old.name": "new.name", "backbone.": ""}`` (a key
+    ending in ``.`` is a prefix) or a function ``key -> new key | None`` (None drops it).
+
+    ``strict=True``: a missing or unexpected key raises CheckpointError and
+    nothing is loaded. ``on_mismatch`` decides shape-mismatched tensors:
+    ``"raise"`` (nothing is loaded), ``"skip"`` (keep the model's values) or
+    ``"reinit"`` (re-initialise them, and with ``strict=False`` the missing ones
+    too, with ``model.init_policy``; the ``kaiming`` preset, named in the report,
+    when the model has none). ``dry_run`` only reports. The raised error carries
+    the report as ``error.report``.
+    """
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f"load_into needs an nn.Module, not {type(model).__name__}")
+    if on_mismatch not in ON_MISMATCH:
+        raise UnknownNameError("on_mismatch", str(on_mismatch), ON_MISMATCH)
+    if remap is not None and not (callable(remap) or isinstance(remap, Mapping)):
+        raise ConfigError(f"remap must be a dict of old -> new names or a function, not {type(remap).__name__}")
+    src = read_state_dict(source, verify=verify)
+    target = model.state_dict()
+    report = LoadReport(source=src.label, model=type(model).__name__, notes=list(src.notes), verified=src.verified)
+
+    # 1. Wrapper prefixes, then the user's remap: source key -> model key.
+    names = {k: k for k in src.tensors}
+    for kind, prefix, cause in _detect_prefixes(list(names), set(target)):
+        verb = "stripped" if kind == "strip" else "added"
+        report.prefixes.append((f"{verb} {prefix!r} {'from' if kind == 'strip' else 'to'} every key", cause))
+        names = {orig: (cur[len(prefix):] if kind == "strip" else prefix + cur) for orig, cur in names.items()}
+        for orig, cur in names.items():
+            report.remapped.append(Remapped(orig, cur, f"{verb} {prefix!r} ({cause})"))
+    if remap is not None:
+        renamed = _apply_remap(list(names.values()), remap)
+        by_current = {cur: orig for orig, cur in names.items()}
+        for cur, (new, cause) in renamed.items():
+            orig = by_current[cur]
+            if new == "":
+                report.notes.append(f"remap dropped {orig!r}")
+                del names[orig]
+                continue
+            names[orig] = new
+            report.remapped = [r for r in report.remapped if r.source != orig] + [Remapped(orig, new, cause)]
+    mapped: dict[str, torch.Tensor] = {}
+    for orig, new in names.items():
+        if new in mapped:
+            raise CheckpointError(f"two source keys map to {new!r} (one is {orig!r}); fix remap so names stay unique")
+        mapped[new] = src.tensors[orig]
+
+    # 2. Match by name, then by shape.
+    groups = tie_groups(model)
+    for key, value in target.items():
+        if key not in mapped:
+            report.missing.append(key)
+        elif tuple(mapped[key].shape) != tuple(value.shape):
+            report.shape_mismatched.append(ShapeMismatch(key, tuple(mapped[key].shape), tuple(value.shape)))
+        else:
+            report.matched.append(key)
+            if mapped[key].dtype != value.dtype:
+                report.cast.append((key, str(mapped[key].dtype).replace("torch.", ""),
+                                    str(value.dtype).replace("torch.", "")))
+    matched = set(report.matched)
+    for names_group in groups:  # a tied tensor is filled when any of its names is
+        if any(n in matched for n in names_group):
+            for n in names_group:
+                if n in report.missing:
+                    report.missing.remove(n)
+                    report.tied.append(n)
+    report.unexpected = [k for k in mapped if k not in target]
+    for k in report.missing:
+        hint = _closest(k, report.unexpected)
+        if hint:
+            report.suggestions[k] = hint
+    for k in report.unexpected:
+        hint = _closest(k, report.missing)
+        if hint:
+            report.suggestions[k] = hint
+    prefix_hint = _prefix_hint(report.unexpected, report.missing)
+    if prefix_hint:
+        report.notes.append(prefix_hint)
+
+    # 3. Decide: all or nothing.
+    problems = []
+    if strict and (report.missing or report.unexpected):
+        problems.append("strict=True and keys differ")
+    if report.shape_mismatched and on_mismatch == "raise":
+        problems.append("shapes differ and on_mismatch='raise'")
+    if dry_run:
+        return report
+    if problems:
+        raise _refusal(report, problems)
+    to_reinit = []
+    if on_mismatch in ("skip", "reinit"):
+        report.skipped = [m.name for m in report.shape_mismatched] if on_mismatch == "skip" else []
+        if on_mismatch == "reinit":
+            to_reinit = [m.name for m in report.shape_mismatched] + list(report.missing)
+
+    # 4. Load what matched (load_state_dict runs the modules' own load hooks), then re-initialise.
+    state = {k: mapped[k] for k in report.matched}
+    on_meta = any(t.is_meta for t in target.values())
+    try:
+        result = model.load_state_dict(state, strict=False, assign=on_meta)
+    except RuntimeError as e:
+        raise CheckpointError(f"loading {src.label} into {report.model} failed: {e}") from e
+    if result.unexpected_keys:
+        raise CheckpointError(f"internal error: the model refused keys it listed: {result.unexpected_keys[:3]}")
+    if to_reinit:
+        from torchsmith.init import init_weights
+
+        policy = getattr(model, "init_policy", None)
+        if policy is None:
+            policy = "kaiming"
+            report.init_policy = "the 'kaiming' preset (the model has no init_policy)"
+        else:
+            report.init_policy = "the model's init_policy"
+        init_weights(model, policy, only=to_reinit)
+        report.reinitialised = to_reinit
+    report.loaded = True
+    return report
+
+
+def _refusal(report: LoadReport, problems: list[str]) -> CheckpointError:
+    def show(items: list[str]) -> str:
+        parts = [f"{k} (closest: {report.suggestions[k]})" if k in report.suggestions else k for k in items[:3]]
+        return ", ".join(parts) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+    details = []
+    if report.missing:
+        details.append(f"missing {show(report.missing)}")
+    if report.unexpected:
+        details.append(f"unexpected {show(report.unexpected)}")
+    if report.shape_mismatched:
+        m = report.shape_mismatched[0]
+        details.append(f"shape of {m.name}: source {list(m.source_shape)} vs model {list(m.model_shape)}"
+                       + (f" and {len(report.shape_mismatched) - 1} more" if len(report.shape_mismatched) > 1 else ""))
+    fixes = []
+    if report.missing or report.unexpected:
+        fixes.append("strict=False to load what matches" + (" or remap={old: new} to rename keys"))
+    if report.shape_mismatched:
+        fixes.append("on_mismatch='reinit' (or 'skip') for a new head")
+    hint = next((n for n in report.notes if n.startswith("source keys carry")), None)
+    msg = (f"{report.source} does not fit {report.model} ({report.summary()}): {'; '.join(details)}; "
+           f"nothing was loaded. {('Hint: ' + hint + '. ') if hint else ''}Pass {', or '.join(fixes)}")
+    err = CheckpointError(msg)
+    err.report = report  # type: ignore[attr-defined]
+    return err
