@@ -97,7 +97,14 @@ class TrainingError(TorchsmithError):
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """Return up to ``n`` close matches of ``name`` among ``choices``."""
-    choices = list(choices)
     lowered = {c.lower(): c for c in choices}
-    matches = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)
-    return [lowered[m] for m in matches]
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, name.lower(), c).ratio(), c) for c in lowered),
+        key=lambda sc: (-sc[0], sc[1]),
+    )
+    scored = [(s, c) for s, c in scored if s >= 0.6]
+    if not scored:
+        return []
+    # Only the matches about as close as the best one: "did you mean X?" beats a list of maybes.
+    best = scored[0][0]
+    return [lowered[c] for s, c in scored[:n] if s >= best - 0.05]

@@ -1,0 +1,118 @@
+"""The CLI: real commands, real subprocesses for exit codes; every command has help and is in the README."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from torchsmith import __version__
+from torchsmith.cli import main
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "torchsmith", *args], capture_output=True, text=True, timeout=120)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_models_lists_and_filters():
+    result = invoke("models")
+    assert result.exit_code == 0
+    assert "lenet" in result.output and "62,006" in result.output
+    only = invoke("models", "resnet5*")
+    assert only.output.splitlines()[0].startswith("resnet50") and "lenet" not in only.output
+
+
+def test_show_lenet_tree_and_total():
+    result = invoke("show", "lenet")
+    assert result.exit_code == 0, result.output
+    assert "62,006" in result.output
+    for layer in ("conv1", "conv2", "fc1", "fc2", "fc3"):
+        assert layer in result.output
+
+
+def test_show_with_options():
+    result = invoke("show", "resnet18", "--opt", "stem=cifar", "--opt", "num_classes=10")
+    assert result.exit_code == 0, result.output
+    assert "11,173,962" in result.output
+
+
+def test_python_dash_m_and_unknown_model_is_one_line_no_traceback():
+    proc = run("show", "resnet81")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "error: unknown model 'resnet81'; did you mean 'resnet18'? "
+        "(give a zoo name, path/to/file.py:Class or package.module:attr)"
+    )
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("args,match", [
+    (("show", "lenet", "--opt", "num_clases=3"), "did you mean 'num_classes'"),
+    (("show", "lenet", "--opt", "oops"), "is not KEY=VALUE"),
+    (("show", "missing.py:Net"), "model file 'missing.py' does not exist"),
+    (("show", "net.py"), "names a file but no class"),
+    (("show", "no_such_pkg_xyz:Net"), "cannot import module 'no_such_pkg_xyz'"),
+])
+def test_bad_input_gives_one_clear_line(args, match):
+    proc = run(*args)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_user_code_file_and_module_references(tmp_path: Path):
+    (tmp_path / "mynet.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+
+        class Net(nn.Module):
+            def __init__(self, width=8):
+                super().__init__()
+                self.fc = nn.Linear(4, width)
+
+            def forward(self, x):
+                return self.fc(x)
+
+        def make(width=3):
+            return Net(width)
+
+        not_a_model = 42
+    """))
+    result = invoke("show", f"{tmp_path / 'mynet.py'}:Net")
+    assert result.exit_code == 0 and "40" in result.output  # 4*8 + 8
+    result = invoke("show", f"{tmp_path / 'mynet.py'}:make", "--opt", "width=5")
+    assert "25" in result.output  # 4*5 + 5
+    proc = subprocess.run([sys.executable, "-m", "torchsmith", "show", "mynet:Net"], capture_output=True,
+                          text=True, cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0 and "40" in proc.stdout, proc.stderr
+    bad = run("show", f"{tmp_path / 'mynet.py'}:not_a_model")
+    assert bad.returncode == 1 and "not an nn.Module" in bad.stderr
+    typo = run("show", f"{tmp_path / 'mynet.py'}:Nett")
+    assert typo.returncode == 1 and "did you mean 'Net'" in typo.stderr
+
+
+def _commands() -> list[str]:
+    return sorted(main.commands)
+
+
+@pytest.mark.parametrize("name", _commands())
+def test_every_command_has_help_with_an_example_and_is_in_readme(name):
+    result = invoke(name, "--help")
+    assert result.exit_code == 0
+    assert "Example" in result.output, f"`torchsmith {name} --help` shows no example"
+    assert f"torchsmith {name}" in README.read_text(), f"README.md does not show `torchsmith {name}`"
