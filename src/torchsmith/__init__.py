@@ -17,6 +17,7 @@ from torchsmith.errors import (
     UnknownNameError,
 )
 from torchsmith.checkpoint import LoadReport, load, load_into, load_training_state, save
+from torchsmith.export import ExportReport, ExportVerificationError, export
 from torchsmith.init import InitRecord, InitReport, init_weights
 from torchsmith.registry import create_model, list_models, register_model
 from torchsmith.resolve import resolve_model
@@ -37,6 +38,9 @@ __all__ = [
     "CheckpointError",
     "SpecError",
     "ExportError",
+    "ExportVerificationError",
+    "export",
+    "ExportReport",
     "DataError",
     "TrainingError",
     "create_model",

@@ -1,0 +1,339 @@
+"""Export that proves itself: write a model as torch.export ``.pt2``, ONNX or TorchScript, then check it.
+
+:func:`export` writes the file into a private temporary folder beside the
+target, loads it back with the runtime a deployment would use
+(``torch.export.load``, onnxruntime, ``torch.jit.load``), runs it and the eager
+model on the same fresh random inputs at several batch sizes, and only then
+moves it to ``path``. A file that does not match eager within tolerance never
+reaches ``path`` (an existing file there is left untouched); with
+``keep_failed=True`` it is kept as ``<path>.failed`` for inspection.
+
+The model is exported in eval mode (BatchNorm with its running statistics,
+Dropout off) and put back in the mode each of its modules was in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError
+from torchsmith.export.formats import FORMATS, SUFFIXES, Runner, flatten_outputs
+from torchsmith.export.report import BatchCheck, ExportReport, ExportVerificationError, format_bytes
+
+__all__ = ["export", "ExportReport", "BatchCheck", "ExportVerificationError", "FORMAT_NAMES", "format_bytes"]
+
+FORMAT_NAMES = tuple(FORMATS)
+DEFAULT_BATCH = 2  # not 1: torch.export specialises size-1 dimensions, so a dynamic batch must trace at >= 2
+OTHER_BATCHES = (1, 5)  # checked besides the export batch when the batch is dynamic
+_LATENCY_BUDGET_S = 2.0  # per runtime and batch size: enough for a median, bounded for big models
+
+
+def export(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    input_size: Sequence[int] | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    dynamic_batch: bool = True,
+    opset: int | None = None,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    trace: bool = False,
+    check_batch_sizes: Sequence[int] | None = None,
+    timing_runs: int = 5,
+    seed: int = 0,
+    keep_failed: bool = False,
+) -> ExportReport:
+    """Export ``model`` to ``path`` and verify the written file against the eager model.
+
+    ``format`` is ``"exported"`` (``torch.export`` ``.pt2``), ``"onnx"`` or
+    ``"torchscript"``; by default it follows the suffix (``.onnx``, ``.ts``,
+    ``.pt``) and is ``"exported"`` otherwise. ``input_size`` is (C, H, W)
+    without the batch, by default ``model.default_input_size``. The example
+    batch has ``batch_size`` rows; with ``dynamic_batch`` the file accepts any
+    batch and is checked at ``batch_size``, 1 and 5 (or ``check_batch_sizes``).
+    A check passes when ``max|exported - eager| <= atol + rtol * max|eager|``
+    for every output. ``trace=True`` uses ``torch.jit.trace`` instead of
+    ``torch.jit.script`` (TorchScript only). Latency is the median of up to
+    ``timing_runs`` forwards of each runtime on the same inputs.
+
+    Raises :class:`ExportError` naming the module and op when the exporter
+    fails, :class:`ExportVerificationError` (with ``.report``) when the file
+    does not match eager, and :class:`ConfigError` for bad arguments.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"export needs an nn.Module, not {type(model).__name__}")
+    target = Path(path)
+    fmt = _resolve_format(format, target)
+    size = _resolve_input_size(model, input_size)
+    batches = _resolve_batches(batch_size, dynamic_batch, check_batch_sizes)
+    _check_options(fmt, atol, rtol, opset, trace, timing_runs, target)
+    writer, loader, runtime = FORMATS[fmt]
+
+    device, dtype = _device_and_dtype(model)
+    generator = torch.Generator().manual_seed(seed)
+    example = torch.randn(batch_size, *size, generator=generator).to(device=device, dtype=dtype)
+    modes = {m: m.training for m in model.modules()}
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".torchsmith-export", dir=target.parent))
+    try:
+        model.eval()
+        _eager_forward(model, example)
+        scratch = tmpdir / target.name  # same name as the target: an ONNX .data file refers to it by name
+        exporter_warnings: list[str] = []
+        start = time.perf_counter()
+        with _quiet_exporters(exporter_warnings):
+            written = writer(model, example, scratch, dynamic_batch, opset, trace)
+        export_seconds = time.perf_counter() - start
+        files = [scratch, *written.extra_files]
+        try:
+            with _quiet_exporters([]):
+                runner = loader(scratch, device)
+        except TorchsmithError:
+            raise
+        except Exception as e:
+            raise ExportError(f"the {fmt} file was written but {runtime} cannot load it: "
+                              f"{type(e).__name__}: {e}".replace("\n", " ")) from e
+        checks = [_check(model, runner, b, size, generator, device, dtype, atol, rtol, timing_runs)
+                  for b in batches]
+        report = ExportReport(
+            format=fmt, path=str(target), exporter=written.exporter, input_shape=tuple(example.shape),
+            dynamic_batch=dynamic_batch, atol=atol, rtol=rtol, checks=checks,
+            files=[str(target.with_name(f.name)) for f in files],
+            file_size=sum(f.stat().st_size for f in files), export_seconds=export_seconds,
+            opset=written.opset, seed=seed, notes=[_mode_note(model, modes), *written.notes],
+            warnings=exporter_warnings,
+        )
+        del runner  # an ONNX session holds the file open; let it go before the file moves
+        if not report.passed:
+            _fail(report, files, target, keep_failed)
+        for f in files:
+            os.replace(f, target.with_name(f.name))
+        return report
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# ---- arguments -------------------------------------------------------------------------------------------
+
+
+def _resolve_format(format: str | None, target: Path) -> str:
+    suffix = target.suffix.lower()
+    if format is None:
+        return SUFFIXES.get(suffix, "torchscript" if suffix == ".pt" else "exported")
+    if format not in FORMATS:
+        raise UnknownNameError("export format", format, FORMATS)
+    implied = SUFFIXES.get(suffix)
+    if implied is not None and implied != format:
+        raise ConfigError(f"{target.name} has the {suffix} suffix of format {implied!r} but format is {format!r}; "
+                          f"name the file for its format (e.g. {target.stem}{_suffix_for(format)}) or pass "
+                          f"format={implied!r}")
+    return format
+
+
+def _suffix_for(fmt: str) -> str:
+    return {"exported": ".pt2", "onnx": ".onnx", "torchscript": ".ts"}[fmt]
+
+
+def _resolve_input_size(model: nn.Module, input_size: Sequence[int] | None) -> tuple[int, ...]:
+    if input_size is None:
+        input_size = getattr(model, "default_input_size", None)
+        if input_size is None:
+            raise ConfigError(f"{type(model).__name__} has no default_input_size; give the input size without "
+                              "the batch dimension, e.g. input_size=(3, 32, 32) (--input 3x32x32)")
+    try:
+        size = tuple(int(d) for d in input_size)
+    except (TypeError, ValueError):
+        raise ConfigError(f"input_size must be a sequence of integers like (3, 32, 32), not {input_size!r}") from None
+    if not size or any(d <= 0 for d in size):
+        raise ConfigError(f"input_size must be positive integers like (3, 32, 32), not {size}")
+    return size
+
+
+def _resolve_batches(batch_size: int, dynamic: bool, check: Sequence[int] | None) -> list[int]:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
+    if dynamic and batch_size == 1:
+        raise ConfigError("a dynamic batch cannot be exported from batch_size=1: torch.export specialises "
+                          "size-1 dimensions; use batch_size=2 or more, or dynamic_batch=False")
+    sizes = [batch_size, *(check if check is not None else (OTHER_BATCHES if dynamic else ()))]
+    if any(not isinstance(b, int) or b < 1 for b in sizes):
+        raise ConfigError(f"check_batch_sizes must be positive integers, not {list(check or [])}")
+    if not dynamic and any(b != batch_size for b in sizes):
+        raise ConfigError(f"a static-batch export only runs at batch {batch_size}; drop check_batch_sizes or "
+                          "use dynamic_batch=True")
+    return list(dict.fromkeys(sizes))  # export batch first, each size once
+
+
+def _check_options(fmt: str, atol: float, rtol: float, opset: int | None, trace: bool, timing_runs: int,
+                   target: Path) -> None:
+    if atol < 0 or rtol < 0:
+        raise ConfigError(f"tolerances must be >= 0, got atol={atol}, rtol={rtol}")
+    if opset is not None and fmt != "onnx":
+        raise ConfigError(f"opset applies to ONNX only, not to format {fmt!r}")
+    if opset is not None and opset < 7:
+        raise ConfigError(f"ONNX opset {opset} is too old; use 17 or later")
+    if trace and fmt != "torchscript":
+        raise ConfigError(f"trace applies to TorchScript only, not to format {fmt!r}")
+    if timing_runs < 1:
+        raise ConfigError(f"timing_runs must be at least 1, got {timing_runs}")
+    if target.is_dir():
+        raise ConfigError(f"{target} is a directory; give a file path such as {target / ('model' + _suffix_for(fmt))}")
+    if not target.parent.is_dir():
+        raise ConfigError(f"the folder {target.parent} does not exist; create it first (mkdir -p {target.parent})")
+
+
+def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for p in model.parameters():
+        return p.device, (p.dtype if p.is_floating_point() else torch.float32)
+    return torch.device("cpu"), torch.float32
+
+
+# ---- running and comparing -------------------------------------------------------------------------------
+
+
+def _eager_forward(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    try:
+        with torch.no_grad():
+            return flatten_outputs(model(x))
+    except TorchsmithError:
+        raise  # already says what is wrong and how to fix it (e.g. a ShapeError)
+    except Exception as e:
+        shape = "x".join(str(d) for d in x.shape)
+        raise ExportError(f"{type(model).__name__} fails in eager mode on a {shape} input, so there is nothing "
+                          f"to export: {type(e).__name__}: {e}; give the input size it takes "
+                          "(input_size=..., --input CxHxW)".replace("\n", " ")) from e
+
+
+def _check(model: nn.Module, runner: Runner, batch: int, size: tuple[int, ...], generator: torch.Generator,
+           device: torch.device, dtype: torch.dtype, atol: float, rtol: float, runs: int) -> BatchCheck:
+    """Fresh random inputs of ``batch`` rows through eager and the loaded export; errors and latencies."""
+    x = torch.randn(batch, *size, generator=generator).to(device=device, dtype=dtype)
+    expected = _eager_forward(model, x)
+    try:
+        with torch.no_grad():
+            got = runner(x)
+    except Exception as e:
+        problem = f"the export fails at batch {batch}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return BatchCheck(batch, float("inf"), float("inf"), False, float("nan"), float("nan"), problem.strip())
+    max_abs, max_rel, passed, problem = _compare(expected, got, atol, rtol)
+    eager_ms = _median_ms(lambda: _eager_forward(model, x), runs)
+    exported_ms = _median_ms(lambda: runner(x), runs)
+    return BatchCheck(batch, max_abs, max_rel, passed, eager_ms, exported_ms, problem)
+
+
+def _compare(expected: list[torch.Tensor], got: list[torch.Tensor], atol: float,
+             rtol: float) -> tuple[float, float, bool, str]:
+    """Worst absolute and scale-relative error over all outputs; see :class:`BatchCheck`."""
+    if len(got) != len(expected):
+        return float("inf"), float("inf"), False, f"{len(got)} outputs where eager gives {len(expected)}"
+    worst_abs, worst_rel, passed = 0.0, 0.0, True
+    for i, (e, g) in enumerate(zip(expected, got)):
+        if tuple(g.shape) != tuple(e.shape):
+            return float("inf"), float("inf"), False, f"output {i} has shape {list(g.shape)}, eager {list(e.shape)}"
+        e64, g64 = e.detach().cpu().double(), g.detach().cpu().double()
+        if e64.numel() == 0:
+            continue
+        nan_e, nan_g = torch.isnan(e64), torch.isnan(g64)
+        if not torch.equal(nan_e, nan_g):
+            return float("inf"), float("inf"), False, f"output {i} has NaN where eager does not (or the reverse)"
+        same = (e64 == g64) | nan_e  # equal infinities and shared NaNs count as exact
+        diff = torch.where(same, torch.zeros_like(e64), (g64 - e64).abs())
+        scale = float(torch.where(torch.isfinite(e64), e64.abs(), torch.zeros_like(e64)).max())
+        max_abs = float(diff.max())
+        rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+        worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, rel)
+        passed = passed and max_abs <= atol + rtol * scale
+    return worst_abs, worst_rel, passed, ""
+
+
+def _median_ms(fn: Callable[[], object], runs: int) -> float:
+    """Median wall time of ``fn`` in ms; stops early once the latency budget is spent (big models)."""
+    times: list[float] = []
+    spent = 0.0
+    for _ in range(runs):
+        start = time.perf_counter()
+        with torch.no_grad():
+            fn()
+        elapsed = time.perf_counter() - start
+        times.append(elapsed)
+        spent += elapsed
+        if spent > _LATENCY_BUDGET_S:
+            break
+    return statistics.median(times) * 1000.0
+
+
+# ---- outcome ---------------------------------------------------------------------------------------------
+
+
+def _mode_note(model: nn.Module, modes: dict[nn.Module, bool]) -> str:
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    drops = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    kinds = sorted({type(m).__name__ for m in norms + drops})
+    note = (f"exported in eval mode: BatchNorm uses its running statistics ({len(norms)} BatchNorm module(s)) "
+            f"and Dropout is off ({len(drops)} Dropout module(s))")
+    if kinds:
+        note += f"; types: {', '.join(kinds)}"
+    if any(modes.values()):
+        note += "; the model was in training mode and has been put back in it"
+    return note
+
+
+def _fail(report: ExportReport, files: list[Path], target: Path, keep_failed: bool) -> None:
+    if keep_failed:
+        kept = [target.with_name(f.name + ".failed") for f in files]
+        for f, dest in zip(files, kept):
+            os.replace(f, dest)
+        fate = f"kept as {kept[0]} for inspection"
+        report.files = [str(k) for k in kept]
+    else:
+        fate = f"not written to {target} (keep_failed=True / --keep-failed keeps it as {target.name}.failed)"
+        report.files = []
+    raise ExportVerificationError(
+        f"{report.format} export of the model does not match eager: {report.summary_line()}; the file was "
+        f"{fate}. Loosen atol/rtol (--atol/--rtol) only if this error is expected for the runtime", report)
+
+
+@contextmanager
+def _quiet_exporters(collected: list[str]) -> Iterator[None]:
+    """Silence torch/ONNX loggers below ERROR and record Python warnings, for the report.
+
+    Exporters log graphs and notices on stderr; a library returns them instead.
+    Levels are restored afterwards, and other libraries' loggers are untouched.
+    """
+    prefixes = ("torch", "onnx", "onnxscript", "onnx_ir", "onnxruntime")
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in prefixes] + ["torch"]
+    loggers = [logging.getLogger(n) for n in dict.fromkeys(names)]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        noise = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+        for w in caught:
+            if issubclass(w.category, noise):
+                continue
+            text = " ".join(str(w.message).split())
+            text = text if len(text) <= 200 else text[:197] + "..."
+            line = f"{w.category.__name__}: {text}"
+            if line not in collected and len(collected) < 8:
+                collected.append(line)
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
