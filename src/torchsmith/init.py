@@ -61,7 +61,7 @@ def _gain(value: Any) -> float:
         return float(value)
     if isinstance(value, str):
         try:
-            return float(nn.init.calculate_gain(value))
+            return float(nn.init.calculate_gain(value))  # type: ignore[arg-type]
         except ValueError:
             raise UnknownNameError(
                 "nonlinearity for gain", value,
@@ -86,13 +86,13 @@ def _check_mode(mode: str) -> None:
 def _kaiming_uniform(t: torch.Tensor, g: torch.Generator | None, a: float, mode: str, nonlinearity: str) -> None:
     _check_mode(mode)
     _gain(nonlinearity if nonlinearity != "leaky_relu" else 1.0)  # validates the name
-    nn.init.kaiming_uniform_(t, a=a, mode=mode, nonlinearity=nonlinearity, generator=g)
+    nn.init.kaiming_uniform_(t, a=a, mode=mode, nonlinearity=nonlinearity, generator=g)  # type: ignore[arg-type]
 
 
 def _kaiming_normal(t: torch.Tensor, g: torch.Generator | None, a: float, mode: str, nonlinearity: str) -> None:
     _check_mode(mode)
     _gain(nonlinearity if nonlinearity != "leaky_relu" else 1.0)
-    nn.init.kaiming_normal_(t, a=a, mode=mode, nonlinearity=nonlinearity, generator=g)
+    nn.init.kaiming_normal_(t, a=a, mode=mode, nonlinearity=nonlinearity, generator=g)  # type: ignore[arg-type]
 
 
 def _uniform(t: torch.Tensor, g: torch.Generator | None, a: float, b: float) -> None:

@@ -148,7 +148,7 @@ class ResNet(nn.Module):
         if isinstance(block, str):
             if block not in _BLOCKS:
                 raise UnknownNameError("residual block", block, _BLOCKS)
-            block = _BLOCKS[block]  # type: ignore[assignment]
+        block_cls: type[BasicBlock] | type[Bottleneck] = _BLOCKS[block] if isinstance(block, str) else block  # type: ignore[assignment]
         if not 1 <= len(layers) <= 4 or len(layers) != len(widths):
             raise ConfigError(f"ResNet takes 1 to 4 stages with one width each, got layers={list(layers)}, "
                               f"widths={list(widths)}")
@@ -172,11 +172,11 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         stages: list[nn.Module] = []
         for i, (width, depth) in enumerate(zip(widths, layers)):
-            stages.append(self._make_stage(block, width, depth, stride=1 if i == 0 else 2, norm=norm))  # type: ignore[arg-type]
+            stages.append(self._make_stage(block_cls, width, depth, stride=1 if i == 0 else 2, norm=norm))
         stages += [nn.Identity() for _ in range(4 - len(stages))]
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))  # any input size the strides allow
-        self.num_features = widths[-1] * block.expansion
+        self.num_features = widths[-1] * block_cls.expansion
         self.num_classes = num_classes
         self.fc: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -184,7 +184,7 @@ class ResNet(nn.Module):
         self.init_policy: dict = {"preset": "kaiming"}
         if zero_init_residual:
             # Each block starts as the identity (Goyal et al., 2017): zero the last norm's weight.
-            last_bn = "bn3" if block is Bottleneck else "bn2"
+            last_bn = "bn3" if block_cls is Bottleneck else "bn2"
             self.init_policy["names"] = {f"layer*.{last_bn}.weight": "zeros"}
         init_weights(self, self.init_policy)
 
