@@ -59,7 +59,7 @@ def summary(
     device: str = "meta",
     dtype: torch.dtype | str | None = None,
     mode: str = "eval",
-    backward: bool = True,
+    replay: bool = True,
     **model_options: Any,
 ) -> ModelSummary:
     """Summarise a model layer by layer without allocating its weights.
@@ -70,7 +70,8 @@ def summary(
     ``"T=128"``) to keep them symbolic; default: the model's ``default_input_size`` at batch 1.
     ``input_data`` (a tensor, a tuple of arguments or a dict of keyword arguments) is used
     for its shapes and dtypes. ``dtype`` is the dtype of the memory estimate. ``mode`` is
-    ``"eval"`` or ``"train"``; ``backward`` also runs a backward pass to count training FLOPs.
+    ``"eval"`` or ``"train"``. ``replay`` runs each distinct block once and replays identical
+    repeats (a transformer's layers), which is what makes a 65B model take a second.
     ``depth`` is how deep ``str()`` renders the table (every row is kept).
     ``device="meta"`` tries meta, then fake tensors, then real ones; any other device runs
     the model itself there (under ``no_grad``, at the given size).
@@ -108,7 +109,7 @@ def summary(
         attempts = [device]
     trace: Trace | None = None
     for i, how in enumerate(attempts):
-        trace = _attempt(how, model, ref, model_options, spec, mode, backward and how in (RUN_META, RUN_FAKE))
+        trace = _attempt(how, model, ref, model_options, spec, mode, replay)
         if trace.error is None:
             break
         if i + 1 < len(attempts) and _device_limited(trace.error):
@@ -135,11 +136,11 @@ def _build_on_meta(ref: str, options: dict[str, Any]) -> tuple[nn.Module, str]:
 
 
 def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any], spec: InputSpec,
-             mode: str, backward: bool) -> Trace:
+             mode: str, replay: bool) -> Trace:
     if how == RUN_META:
         copy = meta_copy(model).train(mode == "train")
         args, kwargs = spec.meta_args()
-        return run_trace(copy, args, kwargs, Namer(), backward=backward)
+        return run_trace(copy, args, kwargs, Namer(), replay=replay)
     if how == RUN_FAKE:
         from torch._subclasses.fake_tensor import FakeTensorMode
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
@@ -151,7 +152,7 @@ def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any
         fake_mode = FakeTensorMode(shape_env=env, allow_non_fake_inputs=True)
         copy = meta_copy(model).train(mode == "train")
         args, kwargs, namer = spec.fake_args(fake_mode, env)
-        return run_trace(copy, args, kwargs, namer, backward=backward, context=fake_mode)
+        return run_trace(copy, args, kwargs, namer, context=fake_mode, replay=replay)
     # Real tensors: the caller's own model, under no_grad, its modes restored afterwards.
     target = model
     if _on_meta(model):
@@ -168,8 +169,7 @@ def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any
     modes = module_modes(target)
     try:
         target.train(mode == "train")
-        with torch.no_grad():
-            return run_trace(target, args, kwargs, Namer(), backward=False)
+        return run_trace(target, args, kwargs, Namer())
     finally:
         restore_modes(modes)
 
@@ -234,10 +234,9 @@ def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str
 
     namer = trace.namer
     ffl = trace.forward_flops
-    measured = trace.backward_ran
-    training = ffl + trace.backward_flops if measured else ffl * 3
-    if not measured:
-        notes = notes + [f"training FLOPs estimated as 3x forward ({trace.backward_note or 'no backward run'})"]
+    training = ffl + trace.backward_flops
+    if trace.replayed:
+        notes = notes + [f"{trace.replayed} repeated module calls were replayed from their first run"]
     symbols = {}
     if spec.sizes:
         symbols = {d[0]: d[1] for s in spec.sizes for d in s if not isinstance(d, int)}
@@ -247,9 +246,9 @@ def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str
         activations=namer.value(trace.activation_elements * size), inputs=_input_bytes(spec))
     ran = how if how in (RUN_META, RUN_FAKE, RUN_REAL) else f"real tensors on {how}"
     return ModelSummary(
-        model=label, input=spec.describe(), rows=trace.rows, total_params=total, trainable_params=trainable,
+        model=label, input=spec.describe() + (" at batch 1" if how == RUN_REAL and spec.data is None else ""), rows=trace.rows, total_params=total, trainable_params=trainable,
         buffer_elements=sum(b.numel() for b in buffers), forward_flops=namer.value(ffl),
-        forward_macs=namer.value(ffl // 2), training_flops=namer.value(training), training_flops_measured=measured,
+        forward_macs=namer.value(ffl // 2), training_flops=namer.value(training),
         uncounted_ops=dict(trace.uncounted), memory=memory, ran_on=ran, symbols=symbols,
         notes=notes, output_shapes=trace.output, events=trace.events, depth=depth)
 

@@ -1,9 +1,10 @@
-"""One forward (and backward) pass under module hooks and a dispatch mode.
+"""One forward pass under module hooks and a dispatch mode.
 
 Module hooks give one row per module *call*; a ``TorchDispatchMode`` sees every
 aten op, so functional ops (``F.linear``, matmul, attention) are counted and
 attributed to the innermost module running when they ran. FLOP formulas are
-torch's own (``torch.utils.flop_counter``), so the counts equal its counter's.
+torch's own (see ``_flops.py``); backward FLOPs are worked out per op, so no
+backward pass runs. Identical blocks are run once and replayed (``_cache.py``).
 """
 
 from __future__ import annotations
@@ -12,30 +13,20 @@ import copy
 import itertools
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from torchsmith.summary._cache import BlockCache
+from torchsmith.summary._flops import FLOP_FORMULAS, op_flops
 from torchsmith.summary._inputs import Namer
 from torchsmith.summary.result import FlowEvent, LayerRow
 
-__all__ = ["Trace", "meta_copy", "run_trace", "module_modes", "restore_modes"]
-
-aten = torch.ops.aten
-
-#: torch's formulas, keyed by overload packet, plus CPU's fused attention kernels, which have
-#: the same arguments as the CUDA ones but are missing from torch's table.
-FLOP_FORMULAS: dict[Any, Any] = dict(flop_counter.flop_registry)
-for _cpu, _cuda in (("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention"),
-                    ("_scaled_dot_product_flash_attention_for_cpu_backward",
-                     "_scaled_dot_product_flash_attention_backward")):
-    if hasattr(aten, _cpu) and getattr(aten, _cuda) in FLOP_FORMULAS:
-        FLOP_FORMULAS[getattr(aten, _cpu)] = FLOP_FORMULAS[getattr(aten, _cuda)]
+__all__ = ["Trace", "meta_copy", "run_trace", "module_modes", "restore_modes", "expected_input"]
 
 # Metadata queries and allocations: no arithmetic, so not worth listing as "not counted".
 _QUIET = {
@@ -104,8 +95,7 @@ class Trace:
     forward_flops: Any = 0
     activation_elements: Any = 0
     backward_flops: Any = 0
-    backward_ran: bool = False
-    backward_note: str = ""
+    replayed: int = 0  # module calls answered by the block cache
     error: BaseException | None = None
     failed_rows: list[int] = field(default_factory=list)
     expected: str | None = None  # what the innermost failing module takes, e.g. "input of shape (*, 400)"
@@ -210,16 +200,14 @@ class _Tracer:
             for o in _tensors(out):
                 if o.is_floating_point():
                     t.activation_elements = t.activation_elements + o.numel()
-        formula = FLOP_FORMULAS.get(packet)
-        if formula is not None:
-            flops = formula(*args, **kwargs, out_val=out)
+        counted = op_flops(packet, args, kwargs, out) if packet in FLOP_FORMULAS else None
+        if counted is not None:
             if self.phase == "forward":
-                t.forward_flops = t.forward_flops + flops
+                t.forward_flops = t.forward_flops + counted[0]
+                t.backward_flops = t.backward_flops + counted[1]
                 if self.stack:
                     i = self.stack[-1]
-                    t._self_flops[i] = t._self_flops[i] + flops
-            else:
-                t.backward_flops = t.backward_flops + flops
+                    t._self_flops[i] = t._self_flops[i] + counted[0]
             return
         if self.phase != "forward":
             return
@@ -238,9 +226,9 @@ class _Tracer:
 
     # ---------------------------------------------------------------- shapes
     def shape(self, t: torch.Tensor) -> tuple[Any, ...]:
-        if not self.trace.namer.symbolic:
-            return tuple(t.shape)
-        return tuple(self.trace.namer.value(d) for d in t.shape)
+        # SymInts become ints or formula strings here, so comparing shapes never guards on a symbol.
+        value = self.trace.namer.value
+        return tuple(d if type(d) is int else value(d) for d in t.shape)
 
     def describe(self, obj: Any) -> Any:
         """Shapes of the tensors in ``obj``, keeping its tuple/list/dict structure; non-tensors dropped."""
@@ -263,8 +251,7 @@ def expected_input(m: nn.Module) -> str | None:
     if isinstance(m, nn.Linear):
         return f"input of shape (*, {m.in_features})"
     if isinstance(m, nn.modules.conv._ConvNd):
-        spatial = ", ".join("HWD"[: len(m.kernel_size)][::-1][i] if len(m.kernel_size) > 1 else "L"
-                            for i in range(len(m.kernel_size)))
+        spatial = {1: "L", 2: "H, W", 3: "D, H, W"}.get(len(m.kernel_size), "...")
         return f"input of shape (B, {m.in_channels}, {spatial})"
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
         return f"{m.num_features} channels in dim 1"
@@ -346,17 +333,23 @@ def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
 
 # --------------------------------------------------------------------------- the pass
 def run_trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], namer: Namer, *,
-              backward: bool, context: AbstractContextManager[Any] | None = None) -> Trace:
-    """Run ``model(*args, **kwargs)`` (and a backward pass if asked) under hooks; hooks are removed on exit.
+              context: AbstractContextManager[Any] | None = None, replay: bool = False) -> Trace:
+    """Run ``model(*args, **kwargs)`` under hooks (removed on exit) and the counting mode.
 
-    A failure in the forward is stored in ``Trace.error`` with the rows that ran and the
-    modules that were running (``failed_rows``), not raised: the caller decides what it means.
+    Grad mode is on so that ``requires_grad`` flows and backward FLOPs can be worked out;
+    no backward pass runs. ``replay`` answers repeated identical blocks from a cache (only
+    for a model that is ours to patch, e.g. a meta copy). A failure in the forward is stored
+    in ``Trace.error`` with the rows that ran and the modules that were running
+    (``failed_rows``), not raised: the caller decides what it means.
     """
     tracer = _Tracer(model, namer)
     t = tracer.trace
+    cache = BlockCache(tracer, model) if replay else None
     tracer.attach()
     try:
-        with context if context is not None else nullcontext(), _Recorder(tracer):
+        if cache is not None:
+            cache.attach()
+        with context if context is not None else nullcontext(), torch.enable_grad(), _Recorder(tracer):
             try:
                 out = model(*args, **kwargs)
             except Exception as e:
@@ -367,34 +360,14 @@ def run_trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], n
                     t.rows[i].failed = True
             else:
                 t.output = tracer.describe(out)
-                if backward:
-                    tracer.phase = "backward"
-                    with _grad_enabled():
-                        _backward(out, t)
     finally:
         tracer.detach()
+        if cache is not None:
+            t.replayed = cache.hits
+            cache.detach()
         tracer.modules.clear()
     _rollup(t)
     return t
-
-
-@contextmanager
-def _grad_enabled() -> Iterator[None]:
-    with torch.enable_grad():
-        yield
-
-
-def _backward(out: Any, t: Trace) -> None:
-    roots = [o for o in _tensors(out) if o.requires_grad and (o.is_floating_point() or o.is_complex())]
-    if not roots:
-        t.backward_note = "no output requires grad"
-        return
-    try:
-        loss = sum((r.sum() for r in roots[1:]), roots[0].sum())
-        loss.backward()
-        t.backward_ran = True
-    except Exception as e:  # a model whose backward cannot run here still gets its forward summary
-        t.backward_note = f"backward failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
 
 
 def _rollup(t: Trace) -> None:

@@ -130,8 +130,7 @@ def footer(s: ModelSummary) -> list[str]:
         f"Buffers: {s.buffer_elements:,} elements",
         f"Forward FLOPs: {_commas(s.forward_flops)} ({human_count(s.forward_flops)}; "
         f"MACs {human_count(s.forward_macs)})",
-        f"Training FLOPs (forward + backward): {_commas(s.training_flops)} ({human_count(s.training_flops)}"
-        + ("" if s.training_flops_measured else ", estimated as 3x forward") + ")",
+        f"Training FLOPs (forward + backward): {_commas(s.training_flops)} ({human_count(s.training_flops)})",
         f"Memory ({m.dtype}): parameters {human_bytes(m.parameters)}, buffers {human_bytes(m.buffers)}, "
         f"gradients {human_bytes(m.gradients)}, SGD momentum {human_bytes(m.sgd_momentum)}, "
         f"Adam state {human_bytes(m.adam_state)}, activations {human_bytes(m.activations)}",

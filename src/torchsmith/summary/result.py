@@ -87,8 +87,7 @@ class ModelSummary:
     buffer_elements: int
     forward_flops: Num
     forward_macs: Num
-    training_flops: Num  # forward + backward
-    training_flops_measured: bool  # False when estimated as 3x forward
+    training_flops: Num  # forward + backward (backward worked out per op from what needs a gradient)
     uncounted_ops: dict[str, int]
     memory: MemoryEstimate
     ran_on: str  # "meta", "fake tensors" or "real tensors (batch 1)"
@@ -139,7 +138,7 @@ class ModelSummary:
             "total_params": self.total_params, "trainable_params": self.trainable_params,
             "non_trainable_params": self.non_trainable_params, "buffer_elements": self.buffer_elements,
             "forward_flops": self.forward_flops, "forward_macs": self.forward_macs,
-            "training_flops": self.training_flops, "training_flops_measured": self.training_flops_measured,
+            "training_flops": self.training_flops,
             "uncounted_ops": dict(self.uncounted_ops), "memory": self.memory.to_dict(),
             "output_shapes": self.output_shapes, "flow": self.flow(), "notes": list(self.notes),
             "error": self.error, "failed_module": self.failed_module,
