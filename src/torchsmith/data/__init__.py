@@ -1,0 +1,55 @@
+"""Datasets and the in-memory device loader.
+
+``load_dataset(name, ...)`` returns :class:`DataSplits` (train and test
+:class:`ImageDataset`, uint8 images in memory). Names: ``digits`` (embedded,
+from scikit-learn), ``cifar10``, ``mnist``, ``fashion-mnist`` (official files
+from ``data_dir``), ``synthetic`` (random, for benchmarks) or a directory of
+class sub-folders. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from torchsmith.data.base import AUGMENTS, DataSplits, ImageDataset, channel_stats, stratified_split
+from torchsmith.data.digits import load_digits
+from torchsmith.data.files import load_cifar10, load_fashion_mnist, load_mnist, read_idx
+from torchsmith.data.folder import load_image_folder
+from torchsmith.data.loader import DeviceLoader, default_padding
+from torchsmith.data.synthetic import load_synthetic
+from torchsmith.errors import UnknownNameError
+
+__all__ = [
+    "load_dataset", "DATASETS", "AUGMENTS", "DataSplits", "ImageDataset", "DeviceLoader", "default_padding",
+    "load_digits", "load_cifar10", "load_mnist", "load_fashion_mnist", "load_synthetic", "load_image_folder",
+    "read_idx", "stratified_split", "channel_stats",
+]
+
+#: Dataset names ``load_dataset`` knows; a directory path is read as an image folder.
+DATASETS = ("digits", "cifar10", "mnist", "fashion-mnist", "synthetic")
+
+
+def load_dataset(name: str, *, data_dir: str | Path | None = None, input_size: Sequence[int] | None = None,
+                 num_classes: int = 10, num_samples: int = 10_000, seed: int = 0) -> DataSplits:
+    """Load dataset ``name``, fitted to ``input_size`` (C, H, W) when given.
+
+    ``num_classes``, ``num_samples`` and ``seed`` shape the ``synthetic`` data only.
+    """
+    key = name.lower().replace("_", "-")
+    if key == "digits":
+        splits = load_digits()
+    elif key in ("cifar10", "cifar-10"):
+        splits = load_cifar10(data_dir)
+    elif key == "mnist":
+        splits = load_mnist(data_dir)
+    elif key in ("fashion-mnist", "fashionmnist"):
+        splits = load_fashion_mnist(data_dir)
+    elif key == "synthetic":
+        return load_synthetic(tuple(input_size) if input_size else (3, 32, 32), num_classes,
+                              num_samples=num_samples, seed=seed)
+    elif Path(name).expanduser().is_dir():
+        return load_image_folder(name, input_size)
+    else:
+        raise UnknownNameError("dataset", name, DATASETS, hint="or give a folder of class sub-folders")
+    return splits.fitted_to(input_size)

@@ -1,0 +1,120 @@
+"""``TrainConfig``: every training option in one dataclass, validated before anything runs."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from torchsmith.data.base import AUGMENTS
+from torchsmith.errors import ConfigError, UnknownNameError
+
+__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "DEVICES", "TRAJECTORY_FIELDS"]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine", "constant")
+AMP_MODES = ("off", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+#: Options that change what the weights become. ``--resume`` refuses to continue a run
+#: with any of them changed, because the result would then match neither run.
+TRAJECTORY_FIELDS = (
+    "data", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule",
+    "warmup_epochs", "label_smoothing", "seed", "augment", "crop_padding", "amp", "channels_last", "init",
+    "num_samples", "sync_batchnorm", "grad_clip",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Options for :func:`torchsmith.fit`. Defaults train LeNet on digits to about 99% in seconds.
+
+    ``batch_size`` is the global batch (split evenly among ranks under torchrun).
+    ``lr`` is the peak learning rate; the schedule warms up to it over
+    ``warmup_epochs`` and then follows ``schedule``. ``augment="auto"`` takes the
+    dataset's own default (crop for digits, crop+flip for CIFAR-10).
+    """
+
+    data: str = "digits"
+    data_dir: str | None = None
+    epochs: int = 15
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    warmup_epochs: float | None = None  # None: 30% of training for onecycle, else 0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "off"
+    channels_last: bool = False
+    compile: bool = False
+    init: Any = None  # an init policy (preset name or dict) applied before training; None keeps the weights
+    augment: str = "auto"
+    crop_padding: int | None = None  # None: height / 8 (4 pixels at 32x32)
+    out_dir: str | None = None
+    resume: str | None = None
+    max_steps: int | None = None  # stop (and checkpoint) after this many steps in all
+    save_every_steps: int | None = None  # also checkpoint every N steps, for crash-safe long epochs
+    log_every: int = 50  # steps between progress reads (each read is one device sync)
+    eval_batch_size: int = 1024
+    num_samples: int = 10_000  # synthetic data only
+    sync_batchnorm: bool = False
+    grad_clip: float | None = None
+    plot: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first option that cannot work."""
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("amp", AMP_MODES),
+                              ("device", DEVICES), ("augment", ("auto", *AUGMENTS))):
+            value = getattr(self, name)
+            if value not in choices:
+                raise UnknownNameError(name, str(value), choices)
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "log_every": self.log_every,
+                    "eval_batch_size": self.eval_batch_size, "num_samples": self.num_samples}
+        for name, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("max_steps", "save_every_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
+        if self.crop_padding is not None and self.crop_padding < 0:
+            raise ConfigError(f"crop_padding must be >= 0, got {self.crop_padding}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip must be positive, got {self.grad_clip}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a dict (e.g. a saved ``config.json``); unknown keys are an error, not ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                raise UnknownNameError("training option", key, known)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        for key in changes:
+            if key not in {f.name for f in dataclasses.fields(self)}:
+                raise UnknownNameError("training option", key, [f.name for f in dataclasses.fields(self)])
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,167 @@
+"""Evaluation: loss, accuracy, per-class accuracy and the confusion matrix.
+
+Metrics accumulate on the device (a running loss sum, a confusion matrix by
+``bincount``) and are read once at the end: one sync per evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchsmith.data import DataSplits, DeviceLoader, load_dataset
+from torchsmith.errors import CheckpointError, ConfigError, DataError
+from torchsmith.train.distributed import DistInfo, all_reduce_sum
+
+__all__ = ["EvalResult", "evaluate", "evaluate_checkpoint", "run_eval"]
+
+
+@dataclass
+class EvalResult:
+    """How a model did on one split. ``confusion[i][j]``: samples of class i predicted as j."""
+
+    loss: float
+    accuracy: float
+    num_samples: int
+    classes: tuple[str, ...]
+    confusion: list[list[int]]
+    dataset: str = ""
+    split: str = "test"
+    source: str | None = None  # the checkpoint evaluated, when there is one
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def per_class_accuracy(self) -> list[float]:
+        """Recall per class (correct / samples of that class); NaN for a class with no samples."""
+        out = []
+        for i, row in enumerate(self.confusion):
+            total = sum(row)
+            out.append(row[i] / total if total else float("nan"))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "split": self.split, "source": self.source, "loss": self.loss,
+                "accuracy": self.accuracy, "num_samples": self.num_samples, "classes": list(self.classes),
+                "per_class_accuracy": self.per_class_accuracy, "confusion": self.confusion}
+
+    def __str__(self) -> str:
+        head = f"{self.dataset} {self.split}" + (f" ({self.source})" if self.source else "")
+        lines = [f"{head}: {self.num_samples} samples, loss {self.loss:.4f}, accuracy {100 * self.accuracy:.2f}%",
+                 "", "per-class accuracy:"]
+        width = max(len(c) for c in self.classes)
+        for name, acc, row in zip(self.classes, self.per_class_accuracy, self.confusion):
+            lines.append(f"  {name.ljust(width)}  {100 * acc:6.2f}%  ({row[self.classes.index(name)]}/{sum(row)})")
+        lines += ["", "confusion matrix (rows: true class, columns: predicted):"]
+        cell = max(4, max(len(str(v)) for row in self.confusion for v in row) + 1,
+                   max(len(c) for c in self.classes[:30]) + 1)
+        if len(self.classes) <= 30:
+            lines.append(" " * (width + 2) + "".join(c[:cell - 1].rjust(cell) for c in self.classes))
+            for name, row in zip(self.classes, self.confusion):
+                lines.append(f"  {name.ljust(width)}" + "".join(str(v).rjust(cell) for v in row))
+        else:
+            lines.append(f"  ({len(self.classes)} classes: too many to print; see to_dict()['confusion'])")
+        return "\n".join(lines)
+
+
+def run_eval(model: nn.Module, loader: DeviceLoader, num_classes: int, *, autocast: Any = None,
+             dist: DistInfo | None = None) -> tuple[float, int, int, torch.Tensor]:
+    """(loss sum, correct, count, confusion (K, K) on the CPU) over ``loader``, summed over ranks.
+
+    The model is put in eval mode and given back in the mode it was in.
+    """
+    device = loader.device
+    k = num_classes
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(k * k, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), (autocast if autocast is not None else contextlib.nullcontext()):
+            for x, y in loader.epoch():
+                logits = model(x)
+                if logits.dim() != 2 or logits.shape[1] != k:
+                    raise DataError(f"the model gives outputs of shape {tuple(logits.shape)} but the data has "
+                                    f"{k} classes; build it with num_classes={k}")
+                loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+                confusion += torch.bincount(y * k + logits.argmax(1), minlength=k * k)
+    finally:
+        model.train(was_training)
+    if dist is not None and dist.enabled:
+        all_reduce_sum(loss_sum, dist)
+        all_reduce_sum(confusion, dist)
+    matrix = confusion.view(k, k).cpu()
+    count = int(matrix.sum())
+    return float(loss_sum), int(matrix.diag().sum()), count, matrix
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def evaluate(model: nn.Module, data: DataSplits, *, split: str = "test", batch_size: int = 1024,
+             mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> EvalResult:
+    """Evaluate ``model`` on ``data``'s ``split`` on the device the model is on.
+
+    ``mean``/``std`` are the normalisation the model was trained with (the
+    trainer stores them in its checkpoints); by default, the data's own.
+    """
+    if split not in ("train", "test"):
+        raise ConfigError(f"split must be 'train' or 'test', not {split!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    part = data.train if split == "train" else data.test
+    loader = DeviceLoader(part, batch_size=batch_size, mean=mean or data.mean, std=std or data.std,
+                          device=_model_device(model))
+    loss_sum, correct, count, matrix = run_eval(model, loader, data.num_classes)
+    return EvalResult(loss=loss_sum / max(count, 1), accuracy=correct / max(count, 1), num_samples=count,
+                      classes=data.classes, confusion=matrix.tolist(), dataset=data.name, split=split,
+                      notes=list(data.notes))
+
+
+def evaluate_checkpoint(path: str | Path, data: str | DataSplits = "digits", *, data_dir: str | None = None,
+                        split: str = "test", batch_size: int = 1024, device: str = "cpu") -> EvalResult:
+    """Rebuild the model saved at ``path`` (or in run directory ``path``) and evaluate it on ``data``.
+
+    The normalisation statistics the trainer saved with the checkpoint are used, so
+    the evaluation sees exactly the inputs training did.
+    """
+    from torchsmith import checkpoint
+
+    ckpt = Path(path)
+    if ckpt.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (ckpt / name).is_file():
+                ckpt = ckpt / name
+                break
+        else:
+            raise CheckpointError(f"{path} is a directory without best.safetensors or last.safetensors; "
+                                  f"give the checkpoint file or a `torchsmith train --out` directory")
+    model = checkpoint.load(ckpt, map_location="cpu")
+    extra: dict[str, Any] = {}
+    try:
+        extra = checkpoint.load_training_state(ckpt, restore_rng=False) or {}
+    except CheckpointError:
+        extra = {}  # weights-only checkpoint: fall back to the data's own statistics
+    saved = extra.get("data", {}) if isinstance(extra, dict) else {}
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but CUDA is not available; use --device cpu")
+    model.to(device)
+    if isinstance(data, str):
+        data = load_dataset(data, data_dir=data_dir, input_size=getattr(model, "default_input_size", None))
+    mean = tuple(saved["mean"]) if saved.get("mean") else None
+    std = tuple(saved["std"]) if saved.get("std") else None
+    result = evaluate(model, data, split=split, batch_size=batch_size, mean=mean, std=std)
+    result.source = str(ckpt)
+    return result

@@ -1,0 +1,78 @@
+"""Per-epoch metrics on disk: ``metrics.jsonl``, ``metrics.csv`` and a PNG of the curves.
+
+The files are rewritten whole from the run's history after every epoch, so a
+resumed run's files hold every epoch exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_metrics", "plot_metrics", "METRIC_COLUMNS"]
+
+METRIC_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_s",
+                  "seconds")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_metrics(out_dir: Path, history: Sequence[dict[str, Any]]) -> tuple[Path, Path]:
+    """Write ``metrics.jsonl`` and ``metrics.csv`` for ``history`` (one dict per epoch)."""
+    jsonl = out_dir / "metrics.jsonl"
+    table = out_dir / "metrics.csv"
+    _atomic_write(jsonl, "".join(json.dumps(row, sort_keys=False) + "\n" for row in history))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(METRIC_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow(row)
+    _atomic_write(table, buf.getvalue())
+    return jsonl, table
+
+
+def plot_metrics(out_dir: Path, history: Sequence[dict[str, Any]], title: str = "") -> Path | None:
+    """``curves.png``: loss and accuracy per epoch, train and test. None when matplotlib is missing."""
+    if not history:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)  # files only; never open a window
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    try:
+        ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
+        ax_loss.plot(epochs, [r["test_loss"] for r in history], marker="o", label="test")
+        ax_loss.set_xlabel("epoch")
+        ax_loss.set_ylabel("loss")
+        ax_loss.legend()
+        ax_loss.grid(alpha=0.3)
+        ax_acc.plot(epochs, [100 * r["train_acc"] for r in history], marker="o", label="train")
+        ax_acc.plot(epochs, [100 * r["test_acc"] for r in history], marker="o", label="test")
+        ax_acc.set_xlabel("epoch")
+        ax_acc.set_ylabel("accuracy (%)")
+        ax_acc.legend()
+        ax_acc.grid(alpha=0.3)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        path = out_dir / "curves.png"
+        tmp = out_dir / f".curves.tmp{os.getpid()}.png"
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+        return path
+    finally:
+        plt.close(fig)

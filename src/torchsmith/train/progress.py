@@ -1,0 +1,146 @@
+"""How a training run shows itself: a rich progress bar on a terminal, plain log lines elsewhere.
+
+The trainer calls a :class:`Reporter`; the library's default reports nothing
+(library functions never print). The CLI picks :class:`RichReporter` when
+stderr is a terminal and :class:`PlainReporter` when it is not (CI logs,
+files, pipes), where a redrawn bar would be noise.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+__all__ = ["Reporter", "NullReporter", "PlainReporter", "RichReporter", "make_reporter"]
+
+
+class Reporter:
+    """Receives the run's events. Every method is optional; the base class ignores them all."""
+
+    def start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int,
+              notes: list[str]) -> None:
+        pass
+
+    def update(self, *, epoch: int, step: int, loss: float, acc: float, images_per_s: float) -> None:
+        """``epoch`` is 1-based; ``step`` counts steps done in this epoch."""
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+NullReporter = Reporter
+
+
+def _fmt_rate(rate: float) -> str:
+    return f"{rate / 1000:.1f}k img/s" if rate >= 1000 else f"{rate:.0f} img/s"
+
+
+class PlainReporter(Reporter):
+    """One line per log interval and per epoch, for logs and pipes."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.epochs = self.steps = 0
+        self.t0 = time.perf_counter()
+        self.done_at_start = 0
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int,
+              notes: list[str]) -> None:
+        self.epochs, self.steps = epochs, steps_per_epoch
+        self.t0 = time.perf_counter()
+        self.done_at_start = start_epoch * steps_per_epoch + start_step
+        for note in notes:
+            self._write(note)
+        if self.done_at_start:
+            self._write(f"resuming at epoch {start_epoch + 1}, step {start_step}")
+
+    def _eta(self, epoch: int, step: int) -> str:
+        done = (epoch - 1) * self.steps + step - self.done_at_start
+        left = self.epochs * self.steps - (epoch - 1) * self.steps - step
+        if done <= 0:
+            return "?"
+        seconds = (time.perf_counter() - self.t0) / done * left
+        return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+    def update(self, *, epoch: int, step: int, loss: float, acc: float, images_per_s: float) -> None:
+        self._write(f"epoch {epoch}/{self.epochs} step {step}/{self.steps} loss {loss:.4f} "
+                    f"acc {100 * acc:.2f}% {_fmt_rate(images_per_s)} eta {self._eta(epoch, step)}")
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        self._write(f"epoch {row['epoch']}/{self.epochs} done: train loss {row['train_loss']:.4f} "
+                    f"acc {100 * row['train_acc']:.2f}% | test loss {row['test_loss']:.4f} "
+                    f"acc {100 * row['test_acc']:.2f}% | {_fmt_rate(row['images_per_s'])} | {row['seconds']:.1f}s")
+
+    def message(self, text: str) -> None:
+        self._write(text)
+
+
+class RichReporter(Reporter):
+    """A live progress bar: epoch, step, loss, accuracy, images/s and ETA, with a line per epoch above it."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        from rich.console import Console
+
+        self.console = Console(file=stream or sys.stderr)
+        self.progress: Any = None
+        self.task: Any = None
+        self.epochs = self.steps = 0
+
+    def start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int,
+              notes: list[str]) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.epochs, self.steps = epochs, steps_per_epoch
+        for note in notes:
+            self.console.print(note, markup=False, highlight=False)
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}/" + str(epochs)), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}  {task.fields[rate]}"),
+            TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=False,
+        )
+        self.progress.start()
+        done = start_epoch * steps_per_epoch + start_step
+        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, completed=done,
+                                           epoch=start_epoch + 1, loss="-", acc="-", rate="-")
+
+    def update(self, *, epoch: int, step: int, loss: float, acc: float, images_per_s: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=(epoch - 1) * self.steps + step, epoch=epoch,
+                                 loss=f"{loss:.4f}", acc=f"{100 * acc:.2f}%", rate=_fmt_rate(images_per_s))
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        text = (f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f} "
+                f"acc {100 * row['train_acc']:6.2f}%  test loss {row['test_loss']:.4f} "
+                f"acc {100 * row['test_acc']:6.2f}%  {_fmt_rate(row['images_per_s'])}  {row['seconds']:.1f}s")
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+
+    def message(self, text: str) -> None:
+        (self.progress.console if self.progress is not None else self.console).print(text, markup=False,
+                                                                                      highlight=False)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def make_reporter(mode: str = "auto", stream: TextIO | None = None) -> Reporter:
+    """``auto`` (rich on a terminal, plain otherwise), ``rich``, ``plain`` or ``none``."""
+    stream = stream or sys.stderr
+    if mode == "none":
+        return NullReporter()
+    if mode == "rich" or (mode == "auto" and hasattr(stream, "isatty") and stream.isatty()):
+        return RichReporter(stream)
+    return PlainReporter(stream)

@@ -1,0 +1,57 @@
+"""``resume(run_dir)``: continue a run from its directory alone (model, options and all)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from torchsmith.errors import CheckpointError, ConfigError
+from torchsmith.train.config import TrainConfig
+from torchsmith.train.loop import fit
+from torchsmith.train.progress import Reporter
+from torchsmith.train.result import TrainResult
+from torchsmith.train.state import resume_checkpoint
+
+__all__ = ["resume", "run_config"]
+
+
+def run_config(run_dir: str | Path) -> TrainConfig:
+    """The options a run was started with, from its ``config.json``."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} holds no config.json; is it the --out directory of `torchsmith train`?")
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not readable JSON: {e}") from e
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path} must hold a JSON object of training options")
+    return TrainConfig.from_dict(values)
+
+
+def resume(run_dir: str | Path, model: nn.Module | None = None, *, reporter: Reporter | None = None,
+           **overrides: Any) -> TrainResult:
+    """Continue the run in ``run_dir`` exactly where its last checkpoint left it.
+
+    Without ``model`` the model is rebuilt from the checkpoint's metadata (zoo
+    and spec models); a model from user code must be passed in. ``overrides``
+    may change options that do not alter the result (``max_steps``,
+    ``log_every``, ``device``, ...); the others are refused.
+    """
+    ckpt = resume_checkpoint(run_dir)
+    cfg = run_config(run_dir)
+    # max_steps stops one invocation; a resumed run goes on to the end unless it is given again.
+    overrides.setdefault("max_steps", None)
+    cfg = cfg.replace(**{**overrides, "resume": str(run_dir), "out_dir": str(run_dir)})
+    if model is None:
+        from torchsmith.checkpoint import load
+
+        try:
+            model = load(ckpt)
+        except CheckpointError as e:
+            raise ConfigError(f"{e}; pass the model to resume(run_dir, model) or give MODEL on the command line") \
+                from e
+    return fit(model, None, cfg, reporter=reporter)

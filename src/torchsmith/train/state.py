@@ -1,0 +1,148 @@
+"""A run's resumable state and its checkpoints on disk.
+
+A run directory holds ``last.safetensors`` (every epoch, and every
+``save_every_steps`` steps), ``best.safetensors`` (the best test accuracy so
+far), their training-state companions, ``config.json`` and the metrics files.
+Everything the loop needs to continue exactly is in the checkpoint's ``extra``:
+epoch and step reached, the data generator's state, the history, the best
+epoch and the GradScaler's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.data import DataSplits, DeviceLoader
+from torchsmith.errors import CheckpointError, ConfigError
+from torchsmith.train.config import TRAJECTORY_FIELDS, TrainConfig
+
+__all__ = ["RunState", "LAST", "BEST", "resume_checkpoint", "check_fresh_out_dir", "load_weights", "restore",
+           "extra_for", "save_checkpoint", "files_in", "saved_config"]
+
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+_STATE_VERSION = 1
+
+
+@dataclass
+class RunState:
+    """Where the loop is. ``epoch`` counts finished epochs; ``step_in_epoch`` steps done in the next one."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    data_rng: list[int] | None = None
+    partial: list[float] | None = None  # this epoch's (loss sum, correct, seen) so far, mid-epoch only
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_acc: float | None = None
+    best_epoch: int | None = None
+
+
+def resume_checkpoint(run_dir: str | Path) -> Path:
+    """``DIR/last.safetensors``, or a clear error saying what ``--resume`` expects."""
+    path = Path(run_dir)
+    if path.is_file() and path.suffix == ".safetensors":
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"--resume {str(run_dir)!r}: no such run directory; give the --out directory of an "
+                              f"earlier `torchsmith train`")
+    if not (path / LAST).is_file():
+        raise CheckpointError(f"--resume {str(run_dir)!r}: the directory holds no {LAST}; the run saved nothing yet "
+                              f"(it stopped before its first checkpoint): start it again without --resume")
+    return path / LAST
+
+
+def check_fresh_out_dir(out_dir: Path) -> None:
+    """Refuse to train over an earlier run's checkpoints (nothing on disk is lost by accident)."""
+    if (out_dir / LAST).exists() or (out_dir / BEST).exists():
+        raise ConfigError(f"{out_dir} already holds a training run; continue it with --resume {out_dir}, "
+                          f"or choose another --out directory")
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load the checkpoint's tensors into ``model`` (strict: every name and shape must match)."""
+    try:
+        from torchsmith.checkpoint import load_into
+    except ImportError:  # the checkpoint module without load_into: read the safetensors file directly
+        load_into = None
+    if load_into is not None:
+        load_into(model, path, strict=True)
+        return
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+        model.load_state_dict(tensors, strict=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} does not fit the model being trained: {e}") from e
+
+
+def saved_config(extra: dict[str, Any], where: Path) -> dict[str, Any]:
+    saved = extra.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{where} was not written by torchsmith's trainer (its extra holds no 'config'); "
+                              f"it can be evaluated or loaded, but not resumed")
+    return saved
+
+
+def restore(path: Path, cfg: TrainConfig, splits: DataSplits, optimizer: torch.optim.Optimizer, scheduler: Any,
+            scaler: Any, loader: DeviceLoader) -> RunState:
+    """Restore optimizer, scheduler, RNGs and the loader's generator; return where to continue."""
+    from torchsmith.checkpoint import load_training_state
+
+    extra = load_training_state(path, optimizer=optimizer, scheduler=scheduler, restore_rng=True)
+    saved = saved_config(extra, path)
+    current = cfg.to_dict()
+    changed = [f"{k} (saved {saved.get(k)!r}, now {current.get(k)!r})" for k in TRAJECTORY_FIELDS
+               if k != "data" and saved.get(k) != current.get(k)]
+    data_name = (extra.get("data") or {}).get("name")
+    if data_name is not None and data_name != splits.name:
+        changed.append(f"data (saved {data_name!r}, now {splits.name!r})")
+    if changed:
+        raise ConfigError(f"--resume would continue {path.parent} with different options: {'; '.join(changed)}. "
+                          f"Resume with the run's own options, or start a new run in another --out directory")
+    tr = extra.get("trainer")
+    if not isinstance(tr, dict) or tr.get("version") != _STATE_VERSION:
+        raise CheckpointError(f"{path}: its trainer state is missing or from another torchsmith version")
+    st = RunState(epoch=int(tr["epoch"]), step_in_epoch=int(tr["step_in_epoch"]), global_step=int(tr["global_step"]),
+                  data_rng=list(tr["data_rng"]), partial=tr.get("partial"), history=list(tr.get("history") or []),
+                  best_acc=tr.get("best_acc"), best_epoch=tr.get("best_epoch"))
+    if st.step_in_epoch >= len(loader) > 0:
+        raise CheckpointError(f"{path}: saved at step {st.step_in_epoch} of an epoch of {len(loader)} steps; the "
+                              f"data changed since")
+    loader.set_rng_state(st.data_rng)
+    if scaler is not None and tr.get("scaler"):
+        scaler.load_state_dict(tr["scaler"])
+    return st
+
+
+def extra_for(st: RunState, cfg: TrainConfig, splits: DataSplits, scaler: Any) -> dict[str, Any]:
+    """The checkpoint's ``extra``: plain JSON data (the generator state as a list of byte values)."""
+    return {
+        "trainer": {"version": _STATE_VERSION, "epoch": st.epoch, "step_in_epoch": st.step_in_epoch,
+                    "global_step": st.global_step, "data_rng": st.data_rng, "partial": st.partial,
+                    "history": st.history, "best_acc": st.best_acc, "best_epoch": st.best_epoch,
+                    "scaler": scaler.state_dict() if scaler is not None else None},
+        "config": cfg.to_dict(),
+        "data": {"name": splits.name, "mean": list(splits.mean), "std": list(splits.std),
+                 "input_size": list(splits.input_size), "classes": list(splits.classes)},
+    }
+
+
+def save_checkpoint(model: nn.Module, path: Path, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    extra: dict[str, Any]) -> Path:
+    from torchsmith.checkpoint import save
+
+    return save(model, path, optimizer=optimizer, scheduler=scheduler, extra=extra)
+
+
+def files_in(out_dir: Path) -> dict[str, Path]:
+    """The run's files that exist, by role."""
+    names = {"last": LAST, "best": BEST, "metrics_jsonl": "metrics.jsonl", "metrics_csv": "metrics.csv",
+             "config": "config.json"}
+    return {role: out_dir / name for role, name in names.items() if (out_dir / name).is_file()}
