@@ -151,7 +151,7 @@ class Builder:
             kind, args, name = self._parse_entry(entry, w)
             if kind == "repeat" and name is None:
                 # An unnamed repeat is inlined: its repetitions join this container (conv1, conv2, conv3).
-                times, body = self._repeat_args(args, entry, w)
+                times, body = self._repeat_args(args, w)
                 for _ in range(times):
                     shape = self._extend(body, shape, w.child(".body", line_of(_args_of(entry), "body")), mpath,
                                          stack, children, counters)
@@ -242,6 +242,8 @@ class Builder:
                     stack: tuple[str, ...]) -> tuple[nn.Module, Shape]:
         """Build one entry (a container, a block use or a registered layer) for the incoming ``shape``."""
         raw = _args_of(entry)
+        if kind in _CONTAINER_ARGS:
+            args = {**{k: v for k, v in _CONTAINER_ARGS[kind].items() if v is not REQUIRED}, **args}
         row = SpecRow(where.path, kind, mpath, shape, shape, 0, where.line, len(stack))
         self.rows.append(row)  # before the children: the trace reads in model order
         module, out = self._entry(kind, args, raw, shape, where, mpath, stack)
@@ -255,7 +257,7 @@ class Builder:
                                             mpath, stack)
             module: nn.Module = SpecSequential(children)
         elif kind == "repeat":
-            times, body = self._repeat_args(args, entry, where)
+            times, body = self._repeat_args(args, where)
             reps: OrderedDict[str, nn.Module] = OrderedDict()
             out = shape
             for r in range(times):
@@ -288,7 +290,7 @@ class Builder:
             self.activations.append(lt.activation)
         return module, out
 
-    def _repeat_args(self, args: dict[str, Any], entry: Any, where: Where) -> tuple[int, list[Any]]:
+    def _repeat_args(self, args: dict[str, Any], where: Where) -> tuple[int, list[Any]]:
         times = args["times"]
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise where.error(f"`times` must be a positive integer, got {times!r}", "repeat")

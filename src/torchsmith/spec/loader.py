@@ -118,7 +118,7 @@ def load_spec(path: str | Path) -> dict[str, Any]:
             problem = getattr(e, "problem", None) or str(e).splitlines()[0]
             raise SpecError(f"{path}{where}: not valid YAML: {problem}") from e
     if not isinstance(data, dict):
-        kind = "empty" if data is None else f"a {type(data).__name__}"
+        kind = "empty" if data is None else "a list" if isinstance(data, list) else f"a {type(data).__name__}"
         raise SpecError(f"{path}: a spec is a mapping with `input` and `layers`, but the file is {kind}")
     if not isinstance(data, LineDict):
         data = LineDict(data)

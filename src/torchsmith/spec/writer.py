@@ -24,11 +24,12 @@ __all__ = ["to_spec", "copy_weights"]
 _EXPRESSIBLE = "torchsmith writes LeNet, ResNet, spec-built models and nn.Sequential models of standard layers"
 
 
-def to_spec(model_or_name: nn.Module | str, *, input_size: tuple[int, ...] | None = None,
+def to_spec(model_or_name: nn.Module | str, *, input_shape: tuple[int, ...] | None = None,
             **options: Any) -> dict[str, Any]:
     """The spec of a model: a zoo name (with its ``options``) or a model instance.
 
-    ``input_size`` (C, H, W) is needed only for a model without ``default_input_size``.
+    ``input_shape`` (C, H, W) is needed only for a model without ``default_input_size``
+    (named so as not to clash with zoo options such as LeNet's ``input_size``).
     Raises :class:`SpecError` when the model cannot be expressed as a spec.
     """
     if isinstance(model_or_name, str):
@@ -49,9 +50,9 @@ def to_spec(model_or_name: nn.Module | str, *, input_size: tuple[int, ...] | Non
     from torchsmith.models.resnet import ResNet
 
     name = arch.get("name") if isinstance(arch, dict) else None
-    size = input_size or getattr(model, "default_input_size", None)
+    size = input_shape or getattr(model, "default_input_size", None)
     if size is None:
-        raise SpecError(f"{type(model).__name__} has no default_input_size; give input_size=(C, H, W)")
+        raise SpecError(f"{type(model).__name__} has no default_input_size; give input_shape=(C, H, W)")
     if isinstance(model, LeNet):
         layers = _lenet(model)
     elif isinstance(model, ResNet):

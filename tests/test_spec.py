@@ -1,0 +1,377 @@
+"""Declarative specs: building with shape inference, the examples against the zoo, errors that point, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import torchsmith as ts
+from torchsmith.cli import main
+from torchsmith.errors import ConfigError, SpecError
+from torchsmith.registry import model_options
+from torchsmith.spec import check_spec, copy_weights, dump_spec, layer_types
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+LENET, RESNET20 = EXAMPLES / "lenet.yaml", EXAMPLES / "resnet20.yaml"
+
+MLP = {"input": [8], "layers": [{"linear": 16}, "relu", {"linear": 4}]}
+
+
+def write(tmp: Path, text: str, name: str = "net.yaml") -> Path:
+    path = tmp / name
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------- the examples reproduce the zoo
+def test_lenet_example_is_the_zoo_lenet():
+    spec_model, zoo = ts.build_file(LENET), ts.create_model("lenet")
+    assert ts.count_parameters(spec_model) == ts.count_parameters(zoo) == 62_006
+    spec_model.load_state_dict(zoo.state_dict(), strict=True)  # names chosen to match: conv1 ... fc3
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(spec_model(x), zoo(x), rtol=0, atol=0)
+
+
+def test_resnet20_example_is_the_zoo_resnet20():
+    spec_model, zoo = ts.build_file(RESNET20), ts.create_model("resnet20")
+    assert ts.count_parameters(spec_model) == ts.count_parameters(zoo)
+    pairs = copy_weights(zoo, spec_model)  # same layers in the same order, readable names of its own
+    assert ("layer2.0.conv1.weight", "stage2.basic1.body.conv1.weight") in pairs
+    spec_model.eval(), zoo.eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(spec_model(x), zoo(x))
+
+
+@pytest.mark.skipif("shortcut" not in model_options("resnet20"), reason="zoo resnet20 has no shortcut option")
+def test_resnet20_example_with_projection_shortcut_is_the_conv_variant():
+    spec = ts.load_spec(RESNET20)
+    spec["blocks"]["basic"]["args"]["shortcut"] = "auto"  # 1x1 conv + batchnorm where the shape changes
+    spec_model, zoo = ts.build(spec), ts.create_model("resnet20", shortcut="conv")
+    assert ts.count_parameters(spec_model) == ts.count_parameters(zoo) == 272_474
+    copy_weights(zoo, spec_model)
+    spec_model.eval(), zoo.eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(spec_model(x), zoo(x))
+
+
+def test_built_model_carries_spec_input_and_init_policy():
+    model = ts.build_file(LENET)
+    arch = model.torchsmith_arch
+    assert json.loads(json.dumps(arch)) == arch  # plain JSON: a checkpoint stores it as is
+    assert arch["spec"]["layers"][0] == {"conv": {"out": 6, "kernel": 5, "name": "conv1"}}
+    assert model.default_input_size == (3, 32, 32)
+    assert model.init_policy == {"preset": "kaiming", "nonlinearity": "relu"}
+    assert [n for n, _ in model.named_parameters()] == [
+        f"{layer}.{t}" for layer in ("conv1", "conv2", "fc1", "fc2", "fc3") for t in ("weight", "bias")]
+    assert not any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters())
+    assert ts.build(arch["spec"]).state_dict().keys() == model.state_dict().keys()
+
+
+@pytest.mark.parametrize("name", ts.list_models())
+def test_every_zoo_model_writes_a_spec_with_its_exact_names(name):
+    spec = ts.to_spec(name)  # verified inside: the spec builds the model's state_dict names and shapes
+    with torch.device("meta"):
+        zoo = ts.create_model(name)
+    assert check_spec(spec).params == ts.count_parameters(zoo)
+    assert ts.load_spec  # the written spec reads back through the same loader
+    assert json.loads(dump_spec(spec, "json")) == spec
+
+
+def test_zoo_spec_round_trips_through_yaml_and_loads_zoo_weights_strictly(tmp_path):
+    path = write(tmp_path, dump_spec(ts.to_spec("resnet20", num_classes=5)), "r20.yaml")
+    model, zoo = ts.build_file(path), ts.create_model("resnet20", num_classes=5)
+    model.load_state_dict(zoo.state_dict(), strict=True)
+    model.eval(), zoo.eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(x), zoo(x))
+
+
+def test_to_spec_of_plain_sequential_and_of_spec_model():
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Dropout(0.1), nn.Linear(4 * 4 * 4, 3))
+    spec = ts.to_spec(seq, input_shape=(1, 8, 8))
+    model = ts.build(spec)
+    model.load_state_dict(seq.state_dict(), strict=True)  # names "0", "1", ... kept
+    seq.eval(), model.eval()
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(model(x), seq(x))
+    assert ts.to_spec(model) == spec
+    with pytest.raises(SpecError, match="give input_shape"):
+        ts.to_spec(seq)
+    with pytest.raises(SpecError, match="LSTM has no spec layer type"):
+        ts.to_spec(nn.Sequential(nn.LSTM(4, 4)), input_shape=(3, 4))
+
+
+# --------------------------------------------------------------------------- script, export, compile
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [LENET, RESNET20], ids=["lenet", "resnet20"])
+def test_examples_script_export_and_compile(path):
+    model = ts.build_file(path).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), want)
+        batch = torch.export.Dim("batch", min=2, max=64)
+        exported = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+        x5 = torch.randn(5, 3, 32, 32)
+        torch.testing.assert_close(exported.module()(x5), model(x5))
+        compiled = torch.compile(model, fullgraph=True, backend="eager")  # graph capture, no C++ toolchain
+        torch.testing.assert_close(compiled(x), want)
+
+
+# --------------------------------------------------------------------------- inference, nesting, reuse, init
+def test_sizes_are_inferred_through_every_layer_type():
+    spec = {"input": "3x17x17", "layers": [
+        {"conv": {"out": 8, "kernel": 3, "stride": 2, "padding": "valid"}}, {"batchnorm": {}},
+        {"leaky_relu": 0.1}, {"conv": {"out": 8, "kernel": 3, "padding": "same", "groups": 2}},
+        {"groupnorm": 4}, "gelu", {"avgpool": {"kernel": 3, "stride": 2, "ceil_mode": True}},
+        {"maxpool": {"kernel": 2, "padding": 1}}, {"adaptive_maxpool": 2}, {"layernorm": {"dims": 3}},
+        "flatten", {"dropout": 0.2}, {"linear": 10}, "silu", "tanh", "elu", "sigmoid", {"softmax": -1}]}
+    report = check_spec(spec)
+    model = ts.build(spec)
+    with torch.no_grad():
+        y, x = model(torch.randn(2, 3, 17, 17)), torch.randn(2, 3, 17, 17)
+        for row in report.rows:  # the trace equals what really flows
+            sub = model.get_submodule(row.module)
+            x = sub(x)
+            assert tuple(x.shape[1:]) == row.out_shape, row
+    assert y.shape == (2, 10) and report.output == (10,)
+
+
+def test_conv_dimensionality_follows_the_input():
+    for shape, cls in (([2, 16], nn.Conv1d), ([2, 8, 8], nn.Conv2d), ([2, 4, 4, 4], nn.Conv3d)):
+        model = ts.build({"input": shape, "layers": [{"conv": {"out": 3, "kernel": 3}}]})
+        assert type(model.conv1) is cls
+
+
+def test_repeat_sequential_and_named_blocks_have_stable_readable_names():
+    spec = {
+        "input": [4, 8, 8],
+        "blocks": {"unit": {"args": {"out": None}, "layers": [{"conv": {"out": "$out", "kernel": 3, "padding": 1}},
+                                                               "relu"]}},
+        "layers": [
+            {"repeat": {"times": 2, "body": [{"unit": 4}]}},  # inlined: unit1, unit2
+            {"repeat": {"times": 2, "body": ["identity"], "name": "twice"}},  # named: twice.0, twice.1
+            {"sequential": [{"unit": {"out": 6, "name": "last"}}]},
+        ],
+    }
+    names = [n for n, _ in ts.build(spec).named_parameters()]
+    assert names == ["unit1.conv1.weight", "unit1.conv1.bias", "unit2.conv1.weight", "unit2.conv1.bias",
+                     "sequential1.last.conv1.weight", "sequential1.last.conv1.bias"]
+    assert ts.build(spec).state_dict().keys() == ts.build(spec).state_dict().keys()
+
+
+def test_residual_shortcuts():
+    body = [{"conv": {"out": 8, "kernel": 3, "stride": 2, "padding": 1}}]
+    auto = ts.build({"input": [4, 8, 8], "layers": [{"residual": {"body": body, "act": "relu"}}]})
+    assert [n for n, _ in auto.named_parameters()][-3:] == [
+        "residual1.shortcut.conv1.weight", "residual1.shortcut.batchnorm1.weight", "residual1.shortcut.batchnorm1.bias"]
+    pad = ts.build({"input": [4, 8, 8], "layers": [{"residual": {"body": body, "shortcut": "pad"}}]})
+    assert ts.count_parameters(pad) == 8 * 4 * 9 + 8
+    given = ts.build({"input": [4, 8, 8], "layers": [{"residual": {"body": body, "shortcut": [
+        {"conv": {"out": 8, "kernel": 1, "stride": 2}}]}}]})
+    assert given(torch.randn(1, 4, 8, 8)).shape == (1, 8, 4, 4)
+    mlp = ts.build({"input": [6], "layers": [{"residual": [{"linear": 6}, "relu"]}]})
+    assert isinstance(mlp.residual1.shortcut, nn.Identity)
+
+
+def test_same_generator_same_weights_and_default_init_by_activation():
+    a = ts.build(MLP, generator=torch.Generator().manual_seed(3))
+    b = ts.build(MLP, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert a.init_policy == {"preset": "kaiming", "nonlinearity": "relu"}
+    tanh = ts.build({"input": [8], "layers": [{"linear": 4}, "tanh"]})
+    assert tanh.init_policy == {"preset": "xavier", "nonlinearity": "tanh"}
+    zeroed = ts.build({**MLP, "init": {"preset": "kaiming", "names": {"linear2.weight": "zeros"}}})
+    assert not zeroed.linear2.weight.any() and zeroed.linear1.weight.std() > 0
+
+
+class Scale(nn.Module):
+    """Multiplies by a constant."""
+
+    def __init__(self, factor: float = 2.0) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+ts.register_layer(Scale, name="test_spec_scale", shorthand="factor")
+
+
+@ts.register_layer("test_spec_head")
+def _head(in_shape, *, classes: int):
+    """A user factory: sizes itself from the incoming shape; output shape probed on the meta device."""
+    if classes < 1:
+        raise ValueError("classes must be positive")
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(in_shape).prod()), classes))
+
+
+def test_user_layers_registered_from_python():
+    model = ts.build({"input": [2, 3, 3], "layers": [{"test_spec_scale": 3.0}, {"test_spec_head": {"classes": 5}},
+                                                     "relu"]})
+    assert model(torch.ones(1, 2, 3, 3)).shape == (1, 5)
+    assert model.test_spec_scale1.factor == 3.0
+    assert {"test_spec_scale", "test_spec_head", "conv", "residual"} <= set(layer_types())
+    with pytest.raises(ConfigError, match="already registered"):
+        ts.register_layer(Scale, name="test_spec_scale")
+    with pytest.raises(SpecError, match=r"layers\[0\] test_spec_head: input is \[N, 2, 3, 3\] and building it "
+                                        r"failed: ValueError: classes must be positive"):
+        ts.build({"input": [2, 3, 3], "layers": [{"test_spec_head": {"classes": 0}}]})
+
+
+# --------------------------------------------------------------------------- errors point at the place
+LENET_NO_FLATTEN = """\
+input: [3, 32, 32]
+layers:
+  - conv: {out: 6, kernel: 5}
+  - relu
+  - maxpool: 2
+  - conv: {out: 16, kernel: 5}
+  - relu
+  - maxpool: 2
+  - linear: 120
+"""
+
+
+def test_missing_flatten_names_layer_line_shape_and_fix(tmp_path):
+    path = write(tmp_path, LENET_NO_FLATTEN)
+    with pytest.raises(SpecError) as e:
+        ts.build_file(path)
+    assert str(e.value) == (f"{path}, line 9: layers[6] linear: input is [N, 16, 5, 5]; add `flatten` before it "
+                            "(or `adaptive_avgpool: 1` then `flatten` to pool the feature map first)")
+
+
+@pytest.mark.parametrize("layers, line, message", [
+    ("- convv: {out: 6, kernel: 5}", 3, r"layers\[0\]: unknown layer type 'convv'; did you mean `conv`\?"),
+    ("- conv: {out: 6, kernal: 5}", 3, r"layers\[0\] conv: unknown argument 'kernal'; did you mean `kernel`\?"),
+    ("- conv: {out: 6}", 3, r"layers\[0\] conv: needs the argument `kernel`"),
+    ("- conv: {out: 6, kernel: 40}", 3, r"input is \[N, 3, 32, 32\] but conv \(kernel 40, padding 0, dilation 1\) "
+                                     r"needs spatial sizes of at least 40"),
+    ("- flatten\n  - conv: {out: 6, kernel: 3}", 4, r"layers\[1\] conv: input is \[N, 3072\] but conv needs"),
+    ("- conv:\n      out: 6\n      kernel: 5\n      stride: two", 3, r"layers\[0\] conv: `stride` must be an integer"),
+    ("- conv:\n    out: 6", 3, r"it has the keys conv, out; indent the arguments under `conv:`"),
+    ("- torch.nn.Conv2d: {in_channels: 3}", 3, r"unknown layer type 'torch.nn.Conv2d'"),
+    ("- relu: 3", 3, r"layers\[0\] relu: takes no single value"),
+    ("- residual:\n      body: [conv: {out: 8, kernel: 1}]\n      shortcut: identity", 5,
+     r"identity: the body maps \[N, 3, 32, 32\] to \[N, 8, 32, 32\]"),
+    ("- batchnorm: {name: a.b}", 3, r"`name` must be a word without dots"),
+    ("- relu\n  - relu: {name: relu1}", 4, r"name 'relu1' is used twice"),
+])
+def test_errors_name_place_and_fix(tmp_path, layers, line, message):
+    path = write(tmp_path, f"input: [3, 32, 32]\nlayers:\n  {layers}\n")
+    with pytest.raises(SpecError, match=message) as e:
+        ts.build_file(path)
+    assert str(e.value).startswith(f"{path}, line {line}: layers[")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("input: [3, 32, 32]\nlayer: [relu]\n", r"line 2: layer: unknown top-level key 'layer'; did you mean `layers`"),
+    ("layers: [relu]\n", r"a spec needs `input`"),
+    ("input: [3, 0]\nlayers: [relu]\n", r"line 1: input: `input` must be 1 to 4 positive integers"),
+    ("input: [3]\ninput: [4]\nlayers: [relu]\n", r"line 2: key 'input' appears twice"),
+    ("input: [3\nlayers: [relu]\n", r"line 2: not valid YAML"),
+    ("!!python/object/apply:os.system ['true']\n", r"not valid YAML"),
+    ("- relu\n", r"the file is a list"),
+    ("input: [8]\nstamp: 2024-01-01\nlayers: [relu]\n", r"unknown top-level key 'stamp'"),
+    ("input: [8]\ndescription: 2024-01-01\nlayers: [relu]\n", r"spec.description: datetime.date\(2024, 1, 1\) is "
+                                                           r"a date"),
+    ("input: [8]\ninit: {preset: kaiming, names: {nope.weight: zeros}}\nlayers: [{linear: 2}]\n",
+     r"line 2: init: unknown tensor name in init policy 'nope.weight'"),
+    ("input: [8]\ninit: {preset: kaimin}\nlayers: [{linear: 2}]\n", r"line 2: init: unknown init preset 'kaimin'"),
+])
+def test_file_level_errors(tmp_path, text, message):
+    with pytest.raises(SpecError, match=message):
+        ts.build_file(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("blocks, layers, message", [
+    ({"b": {"args": {"out": None}, "layers": [{"linear": "$outt"}]}}, [{"b": 3}],
+     r"'\$outt' names no argument of the block; did you mean `out`"),
+    ({"b": {"args": {"out": None}, "layers": [{"linear": "$out"}]}}, ["b"], r"needs the argument `out`"),
+    ({"b": [{"b": {}}]}, ["b"], r"block 'b' uses itself \(b -> b\)"),
+    ({"conv": ["relu"]}, ["relu"], r"block name 'conv' is a built-in layer type"),
+    ({"b": {"args": {"out": 2}, "layers": [{"linear": "$out"}]}}, [{"b": {"width": 2}}],
+     r"unknown argument 'width'"),
+])
+def test_block_errors(blocks, layers, message):
+    with pytest.raises(SpecError, match=message):
+        ts.build({"input": [4], "blocks": blocks, "layers": layers})
+
+
+def test_errors_inside_a_block_name_the_use_site(tmp_path):
+    text = ("input: [4, 8, 8]\nblocks:\n  b:\n    args: {out: null}\n    layers:\n      - linear: $out\n"
+            "layers:\n  - b: 3\n")
+    with pytest.raises(SpecError, match=r"line 6: blocks.b.layers\[0\] linear \(in block used at layers\[0\] "
+                                        r"\(line 8\)\): input is \[N, 4, 8, 8\]; add `flatten`"):
+        ts.build_file(write(tmp_path, text))
+
+
+def test_json_specs_have_lines_too(tmp_path):
+    path = write(tmp_path, json.dumps({"input": [8], "layers": ["relu", {"linear": {"out": 2, "bogus": 1}}]},
+                                      indent=2), "net.json")
+    with pytest.raises(SpecError, match=r"net.json, line \d+: layers\[1\] linear: unknown argument 'bogus'"):
+        ts.build_file(path)
+    with pytest.raises(SpecError, match=r"line 1: not valid JSON"):
+        ts.build_file(write(tmp_path, "{input: [8]}", "bad.json"))
+
+
+def test_spec_never_imports_or_calls_by_dotted_path():
+    before = set(sys.modules)
+    with pytest.raises(SpecError, match="unknown layer type 'json.loads'"):
+        ts.build({"input": [8], "layers": [{"json.loads": {"s": "1"}}]})
+    with pytest.raises(SpecError, match="unknown layer type 'antigravity'"):
+        ts.build({"input": [8], "layers": ["antigravity"]})
+    assert "antigravity" not in set(sys.modules) - before
+
+
+# --------------------------------------------------------------------------- checkpoint, resolve, CLI
+def test_checkpoint_of_spec_model_rebuilds_from_its_spec(tmp_path):
+    pytest.importorskip("torchsmith.checkpoint")
+    model = ts.build_file(RESNET20).eval()
+    ts.save(model, tmp_path / "r20.safetensors")
+    loaded = ts.load(tmp_path / "r20.safetensors").eval()
+    assert loaded.torchsmith_arch == model.torchsmith_arch
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_resolve_model_builds_spec_files():
+    assert ts.count_parameters(ts.resolve_model(str(LENET))) == 62_006
+
+
+def test_cli_writes_checks_and_refuses_to_overwrite(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "r20.yaml"
+    result = runner.invoke(main, ["spec", "resnet20", "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert ts.count_parameters(ts.build_file(out)) == ts.count_parameters(ts.create_model("resnet20"))
+    before = out.read_text()
+    result = runner.invoke(main, ["spec", "lenet", "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 1 and "exists; pass --force" in result.output and out.read_text() == before
+    result = runner.invoke(main, ["spec", str(LENET), "--check"], catch_exceptions=False)
+    assert result.exit_code == 0 and "layers[6]   flatten  flatten1  [N, 400]" in result.output
+    assert "Total parameters: 62,006" in result.output
+    result = runner.invoke(main, ["spec", "lenet", "--opt", "in_channels=1", "--opt", "input_size=28",
+                                  "--format", "json"], catch_exceptions=False)
+    assert json.loads(result.output)["input"] == [1, 28, 28]
+    result = runner.invoke(main, ["show", str(LENET)], catch_exceptions=False)
+    assert result.exit_code == 0 and "Total parameters: 62,006" in result.output
+
+
+def test_cli_bad_spec_is_one_line_and_exit_1(tmp_path):
+    path = write(tmp_path, LENET_NO_FLATTEN)
+    proc = subprocess.run([sys.executable, "-m", "torchsmith", "spec", str(path), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {path}, line 9: layers[6] linear: input is [N, 16, 5, 5]; add `flatten` before it "
+        "(or `adaptive_avgpool: 1` then `flatten` to pool the feature map first)"]
