@@ -1,0 +1,177 @@
+"""``torchsmith.check``: the doctor for classic model-building mistakes.
+
+``check(model, input_size)`` runs the model (a deep copy of it) and reports
+what it finds as a :class:`CheckReport` of :class:`Finding` objects, each with
+a stable id (see :data:`FINDINGS`), a severity, the module path it concerns,
+what was observed and the fix. Every check is verified by running the model,
+never by reading its source. The user's model is only read: the copy is what
+runs, and the global random state is restored afterwards.
+
+One module per group of checks:
+
+* :mod:`.runtime` -- input mutation, determinism, NaN/Inf, devices/dtypes, unused parameters, hooks
+* :mod:`.sizes` -- hard-coded sizes (other batch and spatial sizes, samples mixing)
+* :mod:`.compile` -- torch.jit.script, torch.export, torch.compile graph breaks
+* :mod:`.registration` -- unregistered modules/tensors, state_dict round trip
+* :mod:`.signal` -- symmetric init, activation/gradient scale, dead/saturated units
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from torchsmith.check._context import Context, SkipCheck, describe_error, make_finding
+from torchsmith.check.compile import check_exportable, check_graph_breaks, check_scriptable
+from torchsmith.check.registration import check_registration, check_state_dict, scan_unregistered
+from torchsmith.check.report import CHECKS, DEFAULT_CHECKS, FINDINGS, CheckReport, Finding, LayerStat
+from torchsmith.check.runtime import (
+    check_determinism,
+    check_devices_dtypes,
+    check_hooks,
+    check_input_mutated,
+    check_non_finite,
+    check_unused_parameters,
+    collect_hooks,
+    strip_hooks,
+)
+from torchsmith.check.signal import check_init_symmetry, check_signal
+from torchsmith.check.sizes import check_input_sizes
+from torchsmith.errors import ConfigError, UnknownNameError
+from torchsmith.resolve import parse_input_size
+
+__all__ = ["check", "CheckReport", "Finding", "LayerStat", "CHECKS", "DEFAULT_CHECKS", "FINDINGS",
+           "resolve_checks"]
+
+# Execution order: the static checks first (they must see the copy before any forward
+# caches state on it), then the ones sharing the train-mode run, then the compilers.
+_RUNNERS: dict[str, Callable[[Context], list[Finding]]] = {
+    "devices-dtypes": check_devices_dtypes,
+    "hooks": check_hooks,
+    "registration": check_registration,
+    "non-finite": check_non_finite,
+    "input-mutated": check_input_mutated,
+    "unused-parameters": check_unused_parameters,
+    "init-symmetry": check_init_symmetry,
+    "signal": check_signal,
+    "determinism": check_determinism,
+    "state-dict": check_state_dict,
+    "input-sizes": check_input_sizes,
+    "scriptable": check_scriptable,
+    "exportable": check_exportable,
+    "graph-breaks": check_graph_breaks,
+}
+assert set(_RUNNERS) == set(CHECKS)  # a check without a runner (or the reverse) is a bug here
+
+
+def resolve_checks(checks: str | Iterable[str] | None) -> list[str]:
+    """Check names from ``None`` (the default set), ``"all"``, names or finding ids, or ``"a,b"``."""
+    if checks is None:
+        return list(DEFAULT_CHECKS)
+    items = [c.strip() for c in checks.split(",")] if isinstance(checks, str) else [str(c).strip() for c in checks]
+    items = [c for c in items if c]
+    if not items:
+        raise ConfigError("no checks named; give check names such as 'input-mutated,signal' or 'all'")
+    chosen: list[str] = []
+    for item in items:
+        if item == "all":
+            names = list(CHECKS)
+        elif item in CHECKS:
+            names = [item]
+        elif item in FINDINGS and FINDINGS[item][1]:
+            names = [FINDINGS[item][1]]
+        else:
+            raise UnknownNameError("check", item, list(CHECKS) + ["all"],
+                                   hint="see torchsmith.check.CHECKS or `torchsmith check --help`")
+        chosen += [n for n in names if n not in chosen]
+    return chosen
+
+
+def _input_size(model: nn.Module, input_size: str | Sequence[int] | None) -> tuple[int, ...]:
+    if input_size is None:
+        input_size = getattr(model, "default_input_size", None)
+        if input_size is None:
+            raise ConfigError(
+                f"check needs the input size of {type(model).__name__} (without the batch dimension): pass "
+                "input_size=(3, 32, 32), or --input 3x32x32 at the command line; the model has no default_input_size")
+    if isinstance(input_size, str):
+        return parse_input_size(input_size)
+    try:
+        dims = tuple(int(d) for d in input_size)
+    except (TypeError, ValueError):
+        raise ConfigError(f"input_size must be a sequence of positive integers like (3, 32, 32), "
+                          f"not {input_size!r}") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise ConfigError(f"input_size must be positive integers like (3, 32, 32), not {input_size!r}")
+    return dims
+
+
+def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    tensors = [t for t in list(model.parameters()) + list(model.buffers()) if not t.is_meta]
+    if not tensors and any(True for _ in model.parameters()):
+        raise ConfigError(f"{type(model).__name__}'s parameters are all on the meta device (no values); "
+                          "materialise it first, e.g. model.to_empty(device='cpu') and initialise it")
+    devices = [t.device for t in tensors]
+    device = max(set(devices), key=devices.count) if devices else torch.device("cpu")
+    # The first floating parameter's dtype: the first layer is the one that meets the input.
+    floats = [t.dtype for t in tensors if t.is_floating_point()]
+    dtype = floats[0] if floats else torch.float32
+    return device, dtype
+
+
+def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
+          checks: str | Iterable[str] | None = None, seed: int = 0) -> CheckReport:
+    """Run the model-building checks on a copy of ``model``; return a :class:`CheckReport`.
+
+    ``input_size`` is one sample's shape without the batch dimension, e.g.
+    ``(3, 32, 32)``; it defaults to ``model.default_input_size``. ``checks``
+    picks checks by name or finding id (``"input-mutated,signal"``, a list, or
+    ``"all"``); the default runs every check except the slow ``graph-breaks``.
+    The same ``seed`` gives the same probe inputs and the same report.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"check needs an nn.Module, not {type(model).__name__}")
+    size = _input_size(model, input_size)
+    names = resolve_checks(checks)
+    device, dtype = _device_dtype(model)
+    hooks = collect_hooks(model) if "hooks" in names else []
+    try:
+        work = copy.deepcopy(model)
+    except Exception as e:
+        raise ConfigError(f"check runs on a copy of the model, but copy.deepcopy({type(model).__name__}) failed: "
+                          f"{describe_error(e)}; keep objects that cannot be copied (open files, locks, "
+                          "generators) out of the model's attributes") from e
+    strip_hooks(work)
+    held = {id(obj): path for path, _, obj in scan_unregistered(work) if isinstance(obj, nn.Module)}
+    ctx = Context(model=work, original=model, input_size=size, device=device, dtype=dtype, seed=seed, hooks=hooks,
+                  held=held)
+    report = CheckReport(model=type(model).__name__, input_size=size, checks=names)
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices), torch.enable_grad():
+        torch.manual_seed(seed)
+        for name, runner in _RUNNERS.items():
+            if name not in names:
+                continue
+            start = time.perf_counter()
+            try:
+                report.findings += runner(ctx)
+            except SkipCheck as e:
+                report.skipped[name] = str(e)
+            except Exception as e:  # a model odd enough to break a check must not hide the other checks
+                report.skipped[name] = f"the check itself failed on this model: {describe_error(e)}"
+            report.seconds[name] = time.perf_counter() - start
+    failure = ctx.forward_error() if ctx._train is not None or ctx._train_error is not None else None
+    if failure is not None:
+        error, path = failure
+        report.findings.insert(0, make_finding(
+            "forward-failed", path,
+            f"forward fails on a batch of shape {tuple(ctx.x.shape)} in {path or '(model)'}: {describe_error(error)}",
+            "pass the input size the model takes (input_size=... / --input CxHxW) or fix the failing module",
+            error=describe_error(error), input_shape=tuple(ctx.x.shape)))
+    report.layer_stats = list(ctx.layer_stats)
+    report.seconds["total"] = sum(report.seconds.values())
+    return report

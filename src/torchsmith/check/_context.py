@@ -1,0 +1,177 @@
+"""The state one ``check`` shares between its checks: the copy, the input, the traced runs.
+
+The expensive runs (a train-mode forward+backward with statistics, two eval
+forwards) happen once, on first use, and every check reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.check._run import Tracer, flat_tensors
+from torchsmith.check.report import FINDINGS, Finding
+
+__all__ = ["Context", "SkipCheck", "HookInfo", "describe_error", "make_finding"]
+
+BATCH = 2  # samples in every probe batch: the smallest that BatchNorm accepts in train mode
+
+
+class SkipCheck(Exception):
+    """Raised by a check that cannot run on this model; the reason goes to ``report.skipped``."""
+
+
+@dataclass
+class HookInfo:
+    """One hook found on the model before the check stripped its copy."""
+
+    module: str
+    kind: str  # "forward_pre", "forward", "backward", "backward_pre", "tensor_grad", "global_forward", ...
+    name: str  # qualified name of the hook function
+
+
+def describe_error(e: BaseException, limit: int = 300) -> str:
+    """``TypeName: first line of the message`` cut to ``limit`` characters."""
+    text = str(e).strip().splitlines()
+    first = next((line.strip() for line in text if line.strip()), "")
+    out = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+def make_finding(id: str, module: str, message: str, fix: str, severity: str | None = None,
+                 **observed: Any) -> Finding:
+    """A :class:`Finding` with the severity from :data:`FINDINGS` unless given."""
+    sev = severity or FINDINGS[id][0]
+    return Finding(id=id, severity=sev, module=module, message=message, fix=fix,  # type: ignore[arg-type]
+                   observed={k: _plain(v) for k, v in observed.items()})
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (torch.Size,)):
+        return list(v)
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+@dataclass
+class Context:
+    """The model copy, its probe input and the runs every check shares."""
+
+    model: nn.Module  # a deep copy; the user's model is never run
+    original: nn.Module  # the user's model, read only (for fresh-instance construction)
+    input_size: tuple[int, ...]
+    device: torch.device
+    dtype: torch.dtype
+    seed: int = 0
+    hooks: list[HookInfo] = field(default_factory=list)
+    layer_stats: list[Any] = field(default_factory=list)  # filled by the signal check
+    held: dict[int, str] = field(default_factory=dict)  # id -> would-be path of modules in plain containers
+    _train: Tracer | None = None
+    _train_out: Any = None
+    _train_error: BaseException | None = None
+    _evals: list[tuple[Tracer, Any]] | None = None
+    _eval_error: str | None = None
+
+    def make_input(self, size: tuple[int, ...] | None = None, batch: int = BATCH, seed: int = 0) -> torch.Tensor:
+        """A standard-normal batch (batch, *size), reproducible from ``seed``."""
+        g = torch.Generator().manual_seed(self.seed + seed)
+        x = torch.randn((batch, *(size or self.input_size)), generator=g, dtype=torch.float32)
+        return x.to(device=self.device, dtype=self.dtype)
+
+    def tracer(self, x: torch.Tensor | None, **kwargs: Any) -> Tracer:
+        """A tracer for the copy that names unregistered modules by where they are held."""
+        return Tracer(self.model, x, held=self.held, **kwargs)
+
+    @property
+    def x(self) -> torch.Tensor:
+        if not hasattr(self, "_x"):
+            self._x = self.make_input()
+        return self._x
+
+    # -- the train-mode run: forward + backward with statistics ---------------------------
+    def train_run(self) -> Tracer:
+        """Forward + backward in train mode at initialisation, traced; raises SkipCheck if forward fails."""
+        if self._train is None and self._train_error is None:
+            self._do_train_run()
+        if self._train_error is not None:
+            raise SkipCheck("forward failed (see forward-failed)")
+        assert self._train is not None
+        return self._train
+
+    def forward_error(self) -> tuple[BaseException, str] | None:
+        """The exception of the train-mode forward and the module it came from, or None."""
+        if self._train is None and self._train_error is None:
+            self._do_train_run()
+        if self._train_error is None:
+            return None
+        return self._train_error, self._failed_in
+
+    def _do_train_run(self) -> None:
+        model = self.model
+        model.train()
+        model.zero_grad(set_to_none=True)
+        x = self.x.clone()
+        tracer = self.tracer(x, stats=True)
+        self._x_train = x
+        try:
+            out = tracer.run(model, x)
+        except Exception as e:
+            self._train_error = e
+            self._failed_in = tracer.failed_in or ""
+            tracer.remove_grad_hooks()
+            return
+        try:
+            outs = [t for t in flat_tensors(out) if t.is_floating_point() and t.requires_grad]
+            if outs:
+                # A random projection of the outputs: unlike .sum() it gives every output
+                # element a gradient even after softmax/normalisation (whose sum is constant).
+                g = torch.Generator().manual_seed(self.seed + 99)
+                loss = sum(
+                    (o.float() * torch.randn(o.shape, generator=g).to(o.device)).sum() / max(o.shape[0], 1)
+                    if o.dim() else o.float()
+                    for o in outs
+                )
+                loss.backward()  # type: ignore[union-attr]
+        finally:
+            tracer.remove_grad_hooks()
+        self._train = tracer
+        self._train_out = out
+
+    @property
+    def train_input(self) -> torch.Tensor:
+        self.train_run()
+        return self._x_train
+
+    # -- two eval-mode runs on the same input ------------------------------------------------
+    def eval_runs(self) -> list[tuple[Tracer, Any]]:
+        """Two traced eval-mode forwards on the same input (no grad); raises SkipCheck if forward fails."""
+        if self._eval_error is not None:
+            raise SkipCheck(self._eval_error)
+        if self._evals is None:
+            self.train_run()  # the same failure would repeat; report it once
+            self.model.eval()
+            runs = []
+            try:
+                for _ in range(2):
+                    x = self.x.clone()
+                    tracer = self.tracer(x)
+                    with torch.no_grad():
+                        out = tracer.run(self.model, x)
+                    runs.append((tracer, out))
+            except Exception as e:
+                self._eval_error = f"the eval-mode forward failed: {describe_error(e)}"
+                raise SkipCheck(self._eval_error) from e
+            finally:
+                self.model.train()
+            self._evals = runs
+        return self._evals

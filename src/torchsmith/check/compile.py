@@ -1,0 +1,208 @@
+"""Compilation paths: ``torch.jit.script``, ``torch.export.export`` and graph breaks under ``torch.compile``.
+
+Each is verified by trying it. When one fails, the failing module is found from
+the source locations torch reports (the innermost frame of the user's code that
+lies inside some module's method), so the finding names a module path and the
+reason, not just a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import io
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.check._context import Context, SkipCheck, describe_error, make_finding
+from torchsmith.check.report import Finding
+
+__all__ = ["check_scriptable", "check_exportable", "check_graph_breaks", "locate"]
+
+_LOCATION = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the warnings and log records torch emits while compiling; they belong in the finding."""
+    # Import first: torch configures its loggers' levels when these load, which would undo ours.
+    for name in ("torch.export", "torch._dynamo"):
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    manager = logging.Logger.manager
+    loggers = [lg for name, lg in list(manager.loggerDict.items())
+               if name.startswith("torch") and isinstance(lg, logging.Logger)]
+    levels = [lg.level for lg in loggers]
+    # torch.export prints the partial graph of a failed export straight to sys.stderr.
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def _spans(cls: type) -> Iterator[tuple[str, int, int]]:
+    """(file, first line, last line) of every function defined in ``cls`` itself."""
+    for value in vars(cls).values():
+        fn = getattr(value, "__func__", value)
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            continue
+        lines = [line for _, _, line in code.co_lines() if line is not None] if hasattr(code, "co_lines") else []
+        yield code.co_filename, code.co_firstlineno, max(lines, default=code.co_firstlineno)
+
+
+def locate(model: nn.Module, frames: list[tuple[str, int]]) -> str | None:
+    """The path of the module whose own method holds a frame, trying frames innermost first."""
+    owners: dict[type, list[tuple[str, int, int]]] = {}
+    for cls in {type(m) for m in model.modules()}:
+        owners[cls] = [s for k in cls.__mro__ if k not in (nn.Module, object) and not
+                       (k.__module__ or "").startswith("torch.") for s in _spans(k)]
+    for filename, line in frames:
+        for path, module in model.named_modules():
+            for f, first, last in owners.get(type(module), []):
+                if _same_file(f, filename) and first <= line <= last:
+                    return path
+    return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        import os
+
+        return os.path.realpath(a) == os.path.realpath(b)
+    except OSError:
+        return a == b
+
+
+def _frames(text: str, innermost_last: bool) -> list[tuple[str, int]]:
+    """Source locations in an error message, innermost first; frames inside torch itself are dropped."""
+    torch_dir = inspect.getfile(torch).rsplit("/", 1)[0]
+    found = [(f, int(n)) for f, n in _LOCATION.findall(text) if not f.startswith(torch_dir)]
+    return list(reversed(found)) if innermost_last else found
+
+
+def _user_frames_of(e: BaseException) -> list[tuple[str, int]]:
+    """Frames from the exception's traceback chain that lie outside torch, innermost first."""
+    torch_dir = inspect.getfile(torch).rsplit("/", 1)[0]
+    frames: list[tuple[str, int]] = []
+    seen: set[int] = set()
+    exc: BaseException | None = e
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        chain = []
+        while tb is not None:
+            chain.append((tb.tb_frame.f_code.co_filename, tb.tb_lineno))
+            tb = tb.tb_next
+        frames += [f for f in reversed(chain) if not f[0].startswith(torch_dir)]
+        exc = exc.__cause__ or exc.__context__
+    return frames
+
+
+def _reason(e: BaseException) -> str:
+    return describe_error(e, limit=400)
+
+
+# --------------------------------------------------------------------------- torch.jit.script
+def check_scriptable(ctx: Context) -> list[Finding]:
+    """``torch.jit.script`` the model; on failure name the module whose code it could not compile."""
+    if not hasattr(torch.jit, "script"):
+        raise SkipCheck("this torch has no torch.jit.script")
+    try:
+        with _quiet():
+            torch.jit.script(ctx.model)
+        return []
+    except Exception as e:
+        text = str(e)
+        module = locate(ctx.model, _frames(text, innermost_last=False)) or ""
+        loc = _LOCATION.search(text)
+        where = f" at {loc.group(1).rsplit('/', 1)[-1]}:{loc.group(2)}" if loc else ""
+        return [make_finding(
+            "not-scriptable", module,
+            f"torch.jit.script fails in {module or '(model)'}{where}: {_reason(e)}",
+            "keep forward to TorchScript's subset: type-annotate non-tensor arguments, no *args/**kwargs, "
+            "no data-dependent Python types; or mark helper methods @torch.jit.ignore. "
+            "Not needed if you deploy with torch.export instead",
+            error=_reason(e))]
+
+
+# --------------------------------------------------------------------------- torch.export
+def check_exportable(ctx: Context) -> list[Finding]:
+    """``torch.export.export`` the model in eval mode at the probe input; name the failing module."""
+    export = getattr(getattr(torch, "export", None), "export", None)
+    if export is None:
+        raise SkipCheck("this torch has no torch.export.export")
+    ctx.train_run()
+    model = ctx.model
+    model.eval()
+    try:
+        with _quiet():
+            export(model, (ctx.x.clone(),))
+        return []
+    except Exception as e:
+        text = str(e)
+        frames = _frames(text, innermost_last=True) + _user_frames_of(e)
+        module = locate(model, frames) or ""
+        data_dependent = any(k in text for k in ("data-dependent", "data dependent", "GuardOnDataDependent",
+                                                 "Dynamic control flow", "Could not guard"))
+        why = " (Python control flow that depends on tensor values)" if data_dependent else ""
+        return [make_finding(
+            "not-exportable", module,
+            f"torch.export.export fails in {module or '(model)'}{why}: {_reason(e)}",
+            "remove data-dependent Python control flow from forward (compute both branches and use torch.where, "
+            "or torch.cond), avoid .item()/.tolist()/numpy in forward, and keep shapes from x.shape",
+            error=_reason(e), data_dependent=data_dependent)]
+    finally:
+        model.train()
+
+
+# --------------------------------------------------------------------------- torch.compile
+def check_graph_breaks(ctx: Context) -> list[Finding]:
+    """Graph breaks under ``torch.compile`` via ``torch._dynamo.explain`` (no code generation)."""
+    try:
+        import torch._dynamo as dynamo
+    except Exception as e:  # pragma: no cover - platforms without dynamo
+        raise SkipCheck(f"torch._dynamo is not available here: {describe_error(e)}") from e
+    explain = getattr(dynamo, "explain", None)
+    if explain is None:
+        raise SkipCheck("this torch has no torch._dynamo.explain")
+    ctx.train_run()
+    model = ctx.model
+    model.eval()
+    try:
+        with _quiet(), torch.no_grad():
+            out: Any = explain(model)(ctx.x.clone())
+    except Exception as e:
+        raise SkipCheck(f"torch._dynamo.explain itself failed: {describe_error(e)}") from e
+    finally:
+        model.train()
+        with contextlib.suppress(Exception):
+            dynamo.reset()  # drop dynamo's caches, which would keep the copy alive
+    reasons = list(getattr(out, "break_reasons", []) or [])
+    count = int(getattr(out, "graph_break_count", len(reasons)) or 0)
+    if not count and not reasons:
+        return []
+    first = reasons[0] if reasons else None
+    frames = [(fs.filename, fs.lineno) for fs in reversed(getattr(first, "user_stack", []) or [])]
+    module = locate(model, frames) or ""
+    reason = str(getattr(first, "reason", "unknown")).strip().splitlines()[0] if first is not None else "unknown"
+    where = f" at {frames[0][0].rsplit('/', 1)[-1]}:{frames[0][1]}" if frames else ""
+    return [make_finding(
+        "graph-break", module,
+        f"torch.compile splits forward into {int(getattr(out, 'graph_count', count + 1))} graphs "
+        f"({count} graph break(s)); the first is in {module or '(model)'}{where}: {reason[:300]}",
+        "avoid print/.item()/numpy/data-dependent Python branches in forward; "
+        "torch.compile(fullgraph=True) shows each break as an error",
+        graph_breaks=count, reason=reason[:300])]

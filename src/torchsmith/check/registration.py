@@ -1,0 +1,213 @@
+"""Registration and state: modules and tensors the model holds but does not own, and the
+state_dict round trip (a fresh instance loaded with the state_dict must compute the same)."""
+
+from __future__ import annotations
+
+import inspect
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.check._context import Context, SkipCheck, describe_error, make_finding
+from torchsmith.check._run import Tracer
+from torchsmith.check.report import Finding
+from torchsmith.check.runtime import first_divergence, max_output_diff, outputs_close
+from torchsmith.errors import TorchsmithError
+
+__all__ = ["check_registration", "check_state_dict", "scan_unregistered"]
+
+_MODULE_ATTRS = frozenset(nn.Module().__dict__)  # _parameters, _buffers, _modules, hook dicts, training
+_MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+
+
+def _walk(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """Modules and tensors inside plain containers, with the dotted path they would have if registered."""
+    if isinstance(value, (nn.Module, torch.Tensor)):
+        yield path, value
+    elif depth < 4 and isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}.{i}", depth + 1)
+    elif depth < 4 and isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, f"{path}.{k}", depth + 1)
+
+
+def scan_unregistered(model: nn.Module) -> list[tuple[str, str, Any]]:
+    """(would-be path, owner path, object) for every module/tensor held outside the registration dicts."""
+    registered_modules = {id(m) for m in model.modules()}
+    registered_tensors = {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
+    found: list[tuple[str, str, Any]] = []
+    seen: set[int] = set()
+    for owner, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if attr in _MODULE_ATTRS:
+                continue
+            base = f"{owner}.{attr}" if owner else attr
+            for path, obj in _walk(value, base):
+                if id(obj) in seen:
+                    continue
+                if isinstance(obj, nn.Module) and id(obj) not in registered_modules:
+                    seen.add(id(obj))
+                    found.append((path, owner, obj))
+                elif isinstance(obj, torch.Tensor) and id(obj) not in registered_tensors:
+                    seen.add(id(obj))
+                    found.append((path, owner, obj))
+    return found
+
+
+def _owns_state(m: nn.Module) -> bool:
+    return any(True for _ in m.parameters()) or any(True for _ in m.buffers())
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "scalar"
+
+
+def check_registration(ctx: Context) -> list[Finding]:
+    """Modules in plain lists/dicts, tensors as plain attributes, layers created inside forward."""
+    held = scan_unregistered(ctx.model)  # before any run, so state forward caches is not counted
+    tracer = ctx.train_run()
+    called = {id(m): caller for m, caller in tracer.unregistered.values()}
+    findings: list[Finding] = []
+    for path, owner, obj in held:
+        if isinstance(obj, nn.Module):
+            ran = id(obj) in called
+            n = sum(p.numel() for p in obj.parameters())
+            stateful = _owns_state(obj) or any(isinstance(m, _MODE_DEPENDENT) for m in obj.modules())
+            findings.append(make_finding(
+                "unregistered-submodule", path,
+                f"{path} ({type(obj).__name__}, {n:,} parameters) is held in a plain Python container or attribute "
+                f"of {owner or '(model)'}{' and runs in forward' if ran else ''}: model.parameters(), .to(), "
+                ".train()/.eval() and state_dict do not see it",
+                "hold submodules in nn.ModuleList / nn.ModuleDict / nn.Sequential (or assign them as attributes)",
+                severity=None if stateful else "warning", type=type(obj).__name__, parameters=n, called=ran,
+            ))
+        else:
+            used = id(obj) in tracer.tensors_seen
+            learnable = obj.requires_grad or isinstance(obj, nn.Parameter)
+            kind = "parameter" if learnable else "buffer"
+            severe = learnable or (used and obj.dim() > 0)
+            findings.append(make_finding(
+                "unregistered-tensor", path,
+                f"{path} is a {'learnable ' if learnable else ''}tensor {_shape(obj)} ({obj.dtype}, {obj.device}) "
+                f"held as a plain attribute of {owner or '(model)'}{', read by forward' if used else ''}: "
+                ".parameters(), .to() and state_dict do not see it"
+                + (", so an optimiser never updates it" if learnable else ""),
+                ("make it an nn.Parameter (or put it in nn.ParameterList/ParameterDict)" if learnable else
+                 f"register it: self.register_buffer({path.rsplit('.', 1)[-1]!r}, tensor)"
+                 " (persistent=False if it should not be saved)"),
+                severity=None if severe else "warning", shape=list(obj.shape), used_in_forward=used, should_be=kind,
+            ))
+    listed = {id(obj) for _, _, obj in held}
+    for mid, (module, caller) in tracer.unregistered.items():
+        if mid in listed:
+            continue
+        n = sum(p.numel() for p in module.parameters())
+        findings.append(make_finding(
+            "unregistered-submodule", caller,
+            f"{caller or '(model)'} calls a {type(module).__name__} ({n:,} parameters) that it does not own: "
+            "it is created inside forward (a fresh, untrained layer on every call) or borrowed from elsewhere",
+            "create layers once in __init__ and assign them as attributes (self.fc = nn.Linear(...))",
+            severity=None if _owns_state(module) else "warning", type=type(module).__name__, parameters=n,
+        ))
+    return findings
+
+
+# --------------------------------------------------------------------------- state_dict round trip
+def _fresh_instance(ctx: Context) -> tuple[nn.Module, str]:
+    """A newly built model of the same kind, randomly initialised with another seed; and how it was built."""
+    original = ctx.original
+    arch = getattr(original, "torchsmith_arch", None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed + 1234)
+        if isinstance(arch, dict) and "name" in arch:
+            from torchsmith.registry import create_model
+
+            return create_model(arch["name"], **dict(arch.get("kwargs") or {})), "create_model"
+        cls = type(original)
+        try:
+            params = list(inspect.signature(cls).parameters.values())
+        except (TypeError, ValueError) as e:
+            raise SkipCheck(f"cannot inspect {cls.__name__}'s constructor to build a fresh instance") from e
+        needed = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if needed:
+            raise SkipCheck(f"{cls.__name__}() needs arguments ({', '.join(needed)}) and the model has no "
+                            "torchsmith_arch, so no fresh instance can be built")
+        try:
+            return cls(), "default-constructor"
+        except Exception as e:
+            raise SkipCheck(f"{cls.__name__}() failed: {describe_error(e)}") from e
+
+
+def check_state_dict(ctx: Context) -> list[Finding]:
+    """Save the state_dict, load it into a fresh instance, and compare eval outputs module by module."""
+    (ta, out_a), (_, out_b) = ctx.eval_runs()
+    if not outputs_close(out_a, out_b):
+        raise SkipCheck("eval-mode output is not deterministic (see nondeterministic-eval)")
+    fresh, how = _fresh_instance(ctx)
+    sd = ctx.model.state_dict()
+    buf = io.BytesIO()
+    try:
+        torch.save(sd, buf)
+        buf.seek(0)
+        sd = torch.load(buf, weights_only=True)
+    except Exception as e:
+        return [make_finding(
+            "state-dict-roundtrip", "",
+            f"the state_dict does not survive torch.save / torch.load(weights_only=True): {describe_error(e)}",
+            "keep only tensors (and plain numbers/strings) in state_dict; return plain data from get_extra_state")]
+    dtypes = {t.dtype for t in ctx.original.parameters() if t.is_floating_point()}
+    try:
+        fresh.to(device=ctx.device, **({"dtype": dtypes.pop()} if len(dtypes) == 1 else {}))
+    except Exception as e:
+        raise SkipCheck(f"cannot move the fresh instance to {ctx.device}: {describe_error(e)}") from e
+    fresh_keys, keys = set(fresh.state_dict()), set(sd)
+    if fresh_keys != keys:
+        missing, unexpected = sorted(fresh_keys - keys), sorted(keys - fresh_keys)
+        same_shapes = sorted(tuple(t.shape) for t in fresh.state_dict().values()) == \
+            sorted(tuple(t.shape) for t in sd.values())
+        if how == "default-constructor" and not same_shapes:
+            raise SkipCheck(f"{type(fresh).__name__}() with default arguments has other tensors than this model "
+                            "(it was built with other arguments)")
+        return [make_finding(
+            "state-dict-roundtrip", "",
+            f"a fresh {type(fresh).__name__} ({how}) has other state_dict keys: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}; names that differ between instances break save/load",
+            "derive module and parameter names from the architecture only (no counters, ids or random names)",
+            missing=missing, unexpected=unexpected)]
+    try:
+        fresh.load_state_dict(sd, strict=True)
+    except Exception as e:
+        if how == "default-constructor":
+            raise SkipCheck(f"{type(fresh).__name__}() with default arguments does not take this model's "
+                            f"state_dict (built with other arguments?): {describe_error(e)}") from e
+        return [make_finding("state-dict-roundtrip", "", f"load_state_dict into a fresh instance failed: "
+                             f"{describe_error(e)}", "keep tensor names and shapes a function of the constructor "
+                             "arguments only")]
+    fresh.eval()
+    tracer = Tracer(fresh, None)
+    x = ctx.x.clone()
+    try:
+        with torch.no_grad():
+            out_f = tracer.run(fresh, x)
+    except TorchsmithError:
+        raise
+    except Exception as e:
+        raise SkipCheck(f"the fresh instance's forward failed: {describe_error(e)}") from e
+    if outputs_close(out_a, out_f):
+        return []
+    module = first_divergence(ta.calls, tracer.calls) or ""
+    diff = max_output_diff(out_a, out_f)
+    call = ta.first_call(module)
+    kind = f" ({call.type})" if call is not None else ""
+    return [make_finding(
+        "state-dict-roundtrip", module,
+        f"a fresh {type(fresh).__name__} ({how}) loaded with this model's state_dict computes different "
+        f"outputs (largest difference {diff if diff is None else format(diff, '.3g')}); the first module that "
+        f"differs is {module or '(model)'}{kind}: it keeps state outside its parameters and buffers",
+        "register that state with register_buffer (or as an nn.Parameter if it is learned), "
+        "or save it through get_extra_state/set_extra_state",
+        max_output_diff=diff, built_with=how)]

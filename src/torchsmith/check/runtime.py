@@ -1,0 +1,319 @@
+"""Checks read off the shared runs: input mutation, determinism, NaN/Inf, devices and dtypes,
+unused parameters, and hooks left on the model."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.check._context import Context, HookInfo, SkipCheck, make_finding
+from torchsmith.check._run import flat_tensors
+from torchsmith.check.report import Finding
+
+__all__ = [
+    "check_input_mutated", "check_determinism", "check_non_finite", "check_devices_dtypes",
+    "check_unused_parameters", "check_hooks", "collect_hooks", "strip_hooks",
+]
+
+
+def _shape(t: torch.Tensor | tuple[int, ...] | None) -> str:
+    if t is None:
+        return "?"
+    dims = tuple(t.shape) if isinstance(t, torch.Tensor) else tuple(t)
+    return "x".join(map(str, dims)) or "scalar"
+
+
+def _owner(name: str) -> tuple[str, str]:
+    """``"layer1.0.conv1.weight"`` -> ``("layer1.0.conv1", "weight")``."""
+    mod, _, local = name.rpartition(".")
+    return mod, local
+
+
+# --------------------------------------------------------------------------- input mutation
+def check_input_mutated(ctx: Context) -> list[Finding]:
+    """Watch the input's version counter during a train and an eval forward; name the module."""
+    findings: list[Finding] = []
+    train = ctx.train_run()
+    runs = [("train", train, ctx.train_input)]
+    try:
+        tracer, _ = ctx.eval_runs()[0]
+        runs.append(("eval", tracer, tracer.x))
+    except SkipCheck:
+        pass
+    for mode, tracer, x in runs:
+        if tracer.mutated_by is None and torch.equal(x, ctx.x):
+            continue
+        module = tracer.mutated_by if tracer.mutated_by is not None else ""
+        with torch.no_grad():
+            diff = (x.detach().float() - ctx.x.float()).abs()
+            changed = float((diff > 0).float().mean())
+            max_change = float(diff.max()) if diff.numel() else 0.0
+        call = tracer.first_call(module)
+        what = f"{call.type} " if call is not None else ""
+        findings.append(make_finding(
+            "input-mutated", module,
+            f"forward modified its input in place in {mode} mode: the input's version counter went up by "
+            f"{tracer.version_delta} during the call of {what}{module or '(model)'}; "
+            f"{changed:.0%} of the input values changed (largest change {max_change:.3g})",
+            "do not write into the input: use out-of-place ops (x = x * 2, F.relu(x), "
+            "nn.ReLU(inplace=False) where it sees the input) or copy first (x = x.clone())",
+            mode=mode, version_delta=tracer.version_delta, changed_fraction=changed, max_change=max_change,
+        ))
+        break  # one finding is enough: the same code mutates in both modes
+    return findings
+
+
+# --------------------------------------------------------------------------- determinism
+def _close(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    scale = max(abs(a[1]), abs(b[1]), 1e-12)
+    return abs(a[0] - b[0]) <= 1e-6 * scale and abs(a[1] - b[1]) <= 1e-6 * scale
+
+
+def first_divergence(calls_a: list[Any], calls_b: list[Any]) -> str | None:
+    """Path of the first module call (in finishing order) whose output differs between two runs."""
+    for ca, cb in zip(calls_a, calls_b):
+        if ca.path != cb.path:
+            return ca.path  # different control flow: the divergence is here
+        if not _close(ca.fingerprint, cb.fingerprint):
+            return ca.path
+    return None
+
+
+def max_output_diff(out_a: Any, out_b: Any) -> float | None:
+    """Largest absolute difference between two outputs' tensors, or None when they do not pair up."""
+    ta, tb = list(flat_tensors(out_a)), list(flat_tensors(out_b))
+    if len(ta) != len(tb) or any(a.shape != b.shape for a, b in zip(ta, tb)):
+        return None
+    worst = 0.0
+    for a, b in zip(ta, tb):
+        if a.numel():
+            worst = max(worst, float((a.detach().double() - b.detach().double()).abs().max()))
+    return worst
+
+
+def outputs_close(out_a: Any, out_b: Any) -> bool:
+    ta, tb = list(flat_tensors(out_a)), list(flat_tensors(out_b))
+    if len(ta) != len(tb) or any(a.shape != b.shape for a, b in zip(ta, tb)):
+        return False
+    return all(
+        torch.allclose(a.detach().double(), b.detach().double(), rtol=1e-5, atol=1e-6, equal_nan=True)
+        for a, b in zip(ta, tb)
+    )
+
+
+def check_determinism(ctx: Context) -> list[Finding]:
+    """Two eval-mode calls on the same input must agree; name the first module that does not."""
+    (ta, out_a), (tb, out_b) = ctx.eval_runs()
+    if outputs_close(out_a, out_b):
+        return []
+    module = first_divergence(ta.calls, tb.calls) or ""
+    diff = max_output_diff(out_a, out_b)
+    call = ta.first_call(module)
+    kind = f" ({call.type})" if call is not None else ""
+    return [make_finding(
+        "nondeterministic-eval", module,
+        f"two eval-mode calls on the same input differ (largest output difference "
+        f"{diff if diff is None else format(diff, '.3g')}); the first module whose output differs is "
+        f"{module or '(model)'}{kind}",
+        "make eval-mode forward deterministic: register Dropout/BatchNorm as submodules so model.eval() reaches "
+        "them, pass training=self.training to F.dropout, and keep random noise behind `if self.training`",
+        max_output_diff=diff,
+    )]
+
+
+# --------------------------------------------------------------------------- NaN / Inf
+def check_non_finite(ctx: Context) -> list[Finding]:
+    """NaN/Inf in parameters and buffers (static), in module outputs and in gradients (run)."""
+    findings: list[Finding] = []
+    bad: dict[str, list[str]] = defaultdict(list)
+    for name, t in list(ctx.model.named_parameters()) + list(ctx.model.named_buffers()):
+        if (t.is_floating_point() or t.is_complex()) and not t.is_meta and not bool(torch.isfinite(t).all()):
+            n_bad = int((~torch.isfinite(t)).sum())
+            mod, local = _owner(name)
+            bad[mod].append(f"{local} ({n_bad} of {t.numel()})")
+    for mod, tensors in bad.items():
+        findings.append(make_finding(
+            "non-finite-parameter", mod,
+            f"NaN/Inf values in {', '.join(tensors)}",
+            "re-initialise these tensors (torchsmith.init_weights) or fix the code or checkpoint that wrote them",
+            tensors=tensors,
+        ))
+    train = ctx.train_run()
+    culprit = next((c for c in train.calls if not c.finite), None)
+    mode = "train"
+    if culprit is None:
+        try:
+            culprit = next((c for c in ctx.eval_runs()[0][0].calls if not c.finite), None)
+            mode = "eval"
+        except SkipCheck:
+            culprit = None
+    if culprit is not None:
+        ins = ", ".join(_shape(s) for s in culprit.in_shapes) or "no tensor"
+        findings.append(make_finding(
+            "non-finite-output", culprit.path,
+            f"NaN/Inf first appears in the output ({_shape(culprit.out_shape)}) of {culprit.path or '(model)'} "
+            f"({culprit.type}) in {mode} mode, from finite input ({ins})" if not bad else
+            f"NaN/Inf in the output of {culprit.path or '(model)'} ({culprit.type}) in {mode} mode",
+            "look for log/sqrt/division of values that can be zero or negative (add an epsilon, clamp) "
+            "and for NaN/Inf parameters",
+            mode=mode, shape=culprit.out_shape,
+        ))
+        return findings
+    grads: dict[str, list[str]] = defaultdict(list)
+    for name, p in ctx.model.named_parameters():
+        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+            mod, local = _owner(name)
+            grads[mod].append(local)
+    for mod, names in grads.items():
+        findings.append(make_finding(
+            "non-finite-gradient", mod,
+            f"the forward output is finite but the gradient of {', '.join(names)} has NaN/Inf "
+            "(a backward through sqrt(0), x/0, log(0) or a pow with a negative base)",
+            "add an epsilon inside sqrt/log/division, or clamp the argument away from the singular point",
+            tensors=names,
+        ))
+    return findings
+
+
+# --------------------------------------------------------------------------- devices / dtypes
+def check_devices_dtypes(ctx: Context) -> list[Finding]:
+    """Parameters and buffers on one device; floating ones in one dtype."""
+    findings: list[Finding] = []
+    tensors = list(ctx.original.named_parameters()) + list(ctx.original.named_buffers())
+    if not tensors:
+        return findings
+    for attr, fid in (("device", "mixed-devices"), ("dtype", "mixed-dtypes")):
+        groups: dict[str, list[str]] = defaultdict(list)
+        for name, t in tensors:
+            if attr == "dtype" and not t.is_floating_point():
+                continue  # integer buffers (num_batches_tracked, indices) are not a mix
+            groups[str(getattr(t, attr))].append(name)
+        if len(groups) < 2:
+            continue
+        majority = max(groups, key=lambda k: len(groups[k]))
+        for value, names in groups.items():
+            if value == majority:
+                continue
+            modules = sorted({_owner(n)[0] for n in names})
+            findings.append(make_finding(
+                fid, modules[0],
+                f"{len(names)} tensor(s) are on {attr} {value} while {len(groups[majority])} are on {majority}: "
+                + ", ".join(names[:6]) + (" ..." if len(names) > 6 else ""),
+                f"move the whole model at once (model.to({'device' if attr == 'device' else 'dtype'})) and "
+                "register every tensor as a parameter or buffer so .to() reaches it",
+                **{attr: value, "majority": majority, "tensors": names, "modules": modules},
+            ))
+    return findings
+
+
+# --------------------------------------------------------------------------- unused parameters
+def check_unused_parameters(ctx: Context) -> list[Finding]:
+    """After a train-mode backward, every trainable parameter should hold a gradient."""
+    ctx.train_run()
+    params = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
+    if not params:
+        raise SkipCheck("the model has no trainable parameters")
+    if all(p.grad is None for _, p in params):
+        out_ok = any(t.requires_grad for t in flat_tensors(ctx._train_out))
+        if not out_ok:
+            raise SkipCheck("no output depends on a trainable parameter, so there was no backward")
+    by_module: dict[str, list[tuple[str, torch.Tensor]]] = defaultdict(list)
+    for name, p in params:
+        if p.grad is None:
+            mod, local = _owner(name)
+            by_module[mod].append((local, p))
+    modules = dict(ctx.model.named_modules())
+    findings = []
+    for mod, items in by_module.items():
+        desc = ", ".join(f"{local} {_shape(p)}" for local, p in items)
+        kind = type(modules[mod]).__name__ if mod in modules else "?"
+        n = sum(p.numel() for _, p in items)
+        findings.append(make_finding(
+            "unused-parameter", mod,
+            f"{mod or '(model)'} ({kind}): {desc} got no gradient from a train-mode forward+backward "
+            f"({n:,} parameters that an optimiser would never change)",
+            "use the layer in forward, delete it, or freeze it on purpose with requires_grad_(False)",
+            parameters=[local for local, _ in items], numel=n,
+        ))
+    return findings
+
+
+# --------------------------------------------------------------------------- hooks
+_HOOK_DICTS = {
+    "_forward_pre_hooks": "forward_pre", "_forward_hooks": "forward",
+    "_backward_pre_hooks": "backward_pre", "_backward_hooks": "backward",
+}
+_GLOBAL_HOOKS = {
+    "_global_forward_pre_hooks": "global_forward_pre", "_global_forward_hooks": "global_forward",
+    "_global_backward_pre_hooks": "global_backward_pre", "_global_backward_hooks": "global_backward",
+}
+
+
+def _is_torch_machinery(hook: Any) -> bool:
+    """Hooks torch utilities install as part of a model (weight_norm, spectral_norm, pruning, lazy init)."""
+    owner = getattr(hook, "__self__", hook)
+    mod = type(owner).__module__ or ""
+    if mod.startswith(("torch.nn.utils", "torch.ao.", "torch.nn.modules.lazy")):
+        return True
+    return getattr(hook, "__name__", "") == "_infer_parameters"
+
+
+def _hook_name(hook: Any) -> str:
+    for attr in ("__qualname__", "__name__"):
+        if hasattr(hook, attr):
+            return str(getattr(hook, attr))
+    return type(hook).__qualname__
+
+
+def collect_hooks(model: nn.Module) -> list[HookInfo]:
+    """Every forward/backward hook on the model's modules and parameters, and process-wide module hooks."""
+    found: list[HookInfo] = []
+    for path, module in model.named_modules():
+        for attr, kind in _HOOK_DICTS.items():
+            for hook in (getattr(module, attr, None) or {}).values():
+                if not _is_torch_machinery(hook):
+                    found.append(HookInfo(path, kind, _hook_name(hook)))
+    for name, p in model.named_parameters():
+        for attr, kind in (("_backward_hooks", "tensor_grad"), ("_post_accumulate_grad_hooks", "post_accumulate")):
+            for hook in (getattr(p, attr, None) or {}).values():
+                found.append(HookInfo(name, kind, _hook_name(hook)))
+    glob = torch.nn.modules.module
+    for attr, kind in _GLOBAL_HOOKS.items():
+        for hook in (getattr(glob, attr, None) or {}).values():
+            found.append(HookInfo("", kind, _hook_name(hook)))
+    return found
+
+
+def strip_hooks(model: nn.Module) -> None:
+    """Remove forward/backward hooks from the check's copy, so the user's hook code never runs there."""
+    for module in model.modules():
+        for attr in _HOOK_DICTS:
+            hooks = getattr(module, attr, None)
+            if hooks:
+                keep = {k: h for k, h in hooks.items() if _is_torch_machinery(h)}
+                hooks.clear()
+                hooks.update(keep)
+
+
+def check_hooks(ctx: Context) -> list[Finding]:
+    """Hooks still registered when the model is handed over are usually leftovers of a capture."""
+    by_module: dict[tuple[str, bool], list[HookInfo]] = defaultdict(list)
+    for h in ctx.hooks:
+        by_module[(h.module, h.kind.startswith("global"))].append(h)
+    findings = []
+    for (module, is_global), hooks in by_module.items():
+        desc = ", ".join(f"{h.kind} hook {h.name}" for h in hooks)
+        where = "process-wide (every module)" if is_global else (module or "(model)")
+        findings.append(make_finding(
+            "hook-left", module,
+            f"{len(hooks)} hook(s) registered on {where}: {desc}",
+            "keep the handle that register_*_hook returns and call handle.remove() when done "
+            "(or use a context manager such as torchsmith's capture)",
+            hooks=[f"{h.kind}:{h.name}" for h in hooks], process_wide=is_global,
+        ))
+    return findings

@@ -1,0 +1,168 @@
+"""The model at initialisation: symmetric units, and the scale of activations and gradients.
+
+Both read the shared train-mode forward+backward (random input, a random
+projection of the outputs as the loss), so they measure the initialisation the
+user actually has, not the code that produced it.
+
+Thresholds (documented in the README, not tuned per model):
+
+* symmetric units: rows of a weight (output units, conv filters) that are
+  bit-identical *and* got gradients equal to 1e-3 relative: gradient descent
+  can never tell them apart. Identical rows whose gradients differ (a zero-init
+  classifier head) are only noted (``zero-init``, info).
+* activations: a weighted layer (one with parameters) whose output std falls
+  below ``VANISH`` or rises above ``EXPLODE`` times the input's std.
+* gradients: a weighted layer whose output-gradient std is below ``VANISH`` or
+  above ``EXPLODE`` times that of the last layer that got one.
+* dead ReLU: at least ``DEAD`` of a ReLU's outputs are exactly zero (half is
+  normal); saturated: at least ``SATURATED`` of a sigmoid/tanh's outputs are
+  within 0.01 of its limits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from torchsmith.check._context import Context, SkipCheck, make_finding
+from torchsmith.check._run import Call
+from torchsmith.check.report import Finding, LayerStat
+
+__all__ = ["check_init_symmetry", "check_signal", "layer_stats", "VANISH", "EXPLODE", "DEAD", "SATURATED"]
+
+VANISH = 1e-3
+EXPLODE = 1e3
+GRAD_VANISH = 1e-4
+GRAD_EXPLODE = 1e4
+DEAD = 0.9
+SATURATED = 0.5
+MIN_NUMEL = 32  # fewer outputs than this say nothing about a unit's fate
+
+
+def _owner(name: str) -> tuple[str, str]:
+    mod, _, local = name.rpartition(".")
+    return mod, local
+
+
+# --------------------------------------------------------------------------- symmetry
+def check_init_symmetry(ctx: Context) -> list[Finding]:
+    """Identical rows in a weight that also get identical gradients stay identical forever."""
+    ctx.train_run()
+    modules = dict(ctx.model.named_modules())
+    findings: list[Finding] = []
+    for name, p in ctx.model.named_parameters():
+        mod, local = _owner(name)
+        owner = modules.get(mod)
+        if (p.dim() < 2 or p.shape[0] < 2 or not p.is_floating_point() or p.grad is None
+                or isinstance(owner, (nn.Embedding, nn.EmbeddingBag))):
+            continue  # vectors (bias, norm scale) start equal on purpose; embeddings are tables, not units
+        w = p.detach().reshape(p.shape[0], -1)
+        uniq, inverse, counts = torch.unique(w, dim=0, return_inverse=True, return_counts=True)
+        if uniq.shape[0] == w.shape[0]:
+            continue
+        g = p.grad.detach().reshape(p.shape[0], -1).double()
+        tol = 1e-3 * float(g.abs().max()) + 1e-12
+        stuck = 0
+        for gi in torch.nonzero(counts > 1).flatten().tolist():
+            rows = torch.nonzero(inverse == gi).flatten()
+            grows = g[rows]
+            same = (grows - grows[0]).abs().max(dim=1).values <= tol
+            stuck += int(same.sum()) if int(same.sum()) > 1 else 0
+        all_zero = not bool(w.any())
+        constant = bool((w == w.flatten()[0]).all())
+        what = "all zero" if all_zero else f"all {float(w.flatten()[0]):.4g}" if constant else "copies of each other"
+        unit = "filters" if p.dim() > 2 else "rows (output units)"
+        kind = type(owner).__name__ if owner is not None else "?"
+        if stuck:
+            findings.append(make_finding(
+                "symmetric-init", mod,
+                f"{stuck} of {p.shape[0]} {unit} of {name} ({kind}, {'x'.join(map(str, p.shape))}) start "
+                f"identical ({what}) and receive identical gradients, so training can never make them differ",
+                "initialise weights randomly (torchsmith.init_weights(model, 'kaiming'), or the layer's own "
+                "reset_parameters); zeros or a constant are only safe for biases and norm scales",
+                parameter=local, identical_units=stuck, units=int(p.shape[0]), all_zero=all_zero, constant=constant))
+        elif all_zero:
+            findings.append(make_finding(
+                "zero-init", mod,
+                f"{name} ({kind}) starts all zero; its gradient differs between units, so it learns "
+                "(fine for a last layer or a residual branch, on purpose)",
+                "nothing to fix if intended (zero-initialised head or residual branch)",
+                parameter=local, units=int(p.shape[0])))
+    return findings
+
+
+# --------------------------------------------------------------------------- signal
+def layer_stats(calls: list[Call]) -> list[LayerStat]:
+    """Per-layer statistics of the leaf modules, in the order they ran."""
+    return [LayerStat(module=c.path, type=c.type, shape=c.out_shape or (), act_mean=float(c.act_mean),
+                      act_std=float(c.act_std), zero_frac=float(c.zero_frac or 0.0), grad_std=c.grad_std)
+            for c in calls if c.leaf and c.act_std is not None and c.act_mean is not None]
+
+
+def check_signal(ctx: Context) -> list[Finding]:
+    """Vanishing/exploding activations and gradients, dead ReLUs, saturated sigmoids/tanhs."""
+    tracer = ctx.train_run()
+    stats = layer_stats(tracer.calls)
+    ctx.layer_stats = stats
+    modules = dict(ctx.model.named_modules())
+    weighted = [s for s in stats if s.module in modules and any(True for _ in modules[s.module].parameters(False))]
+    ref = float(ctx.x.double().std()) or 1.0
+    findings: list[Finding] = []
+    stds = [s.act_std for s in weighted]
+    for s in weighted:
+        r = s.act_std / ref
+        if not math.isfinite(r):
+            break  # non-finite outputs are their own finding
+        if 0 < r < VANISH or r > EXPLODE:
+            fid = "vanishing-activations" if r < VANISH else "exploding-activations"
+            findings.append(make_finding(
+                fid, s.module,
+                f"the output std of {s.module} ({s.type}) is {s.act_std:.3g}, {r:.3g}x the input's: the signal "
+                f"{'vanishes' if r < VANISH else 'explodes'} at initialisation (output stds layer by layer: "
+                + ", ".join(f"{v:.2g}" for v in stds[:12]) + (" ..." if len(stds) > 12 else "") + ")",
+                "use an initialisation matched to the activation (torchsmith.init_weights(model, 'kaiming') for "
+                "ReLU, 'xavier' with the gain for tanh/sigmoid) or add normalisation layers",
+                std=s.act_std, ratio_to_input=r))
+            break
+    with_grad = [s for s in weighted if s.grad_std is not None and math.isfinite(s.grad_std)]
+    if with_grad and with_grad[-1].grad_std:
+        gref = with_grad[-1].grad_std
+        for s in with_grad[:-1]:
+            r = s.grad_std / gref  # type: ignore[operator]
+            if 0 < r < GRAD_VANISH or r > GRAD_EXPLODE:
+                fid = "vanishing-gradients" if r < GRAD_VANISH else "exploding-gradients"
+                findings.append(make_finding(
+                    fid, s.module,
+                    f"the gradient reaching {s.module} ({s.type}) has std {s.grad_std:.3g}, {r:.3g}x that at the "
+                    f"last layer ({with_grad[-1].module}): early layers would "
+                    f"{'barely learn' if r < GRAD_VANISH else 'take huge steps'}",
+                    "use a variance-preserving initialisation (Kaiming for ReLU, Xavier for tanh), "
+                    "normalisation layers or residual connections; avoid stacks of saturating activations",
+                    grad_std=s.grad_std, ratio_to_last=r))
+                break
+    reported: set[tuple[str, str]] = set()
+    for a in tracer.activations:
+        if a.numel < MIN_NUMEL:
+            continue
+        if a.func == "relu" and a.zero_frac >= DEAD and (a.module, "dead") not in reported:
+            reported.add((a.module, "dead"))
+            findings.append(make_finding(
+                "dead-relu", a.module,
+                f"a ReLU in {a.module or '(model)'} outputs exactly zero for {a.zero_frac:.0%} of its {a.numel} "
+                "values at initialisation: those units pass no gradient and may never recover",
+                "check the layer before it (a large negative bias, a badly scaled init); use Kaiming init, "
+                "zero biases, or LeakyReLU/GELU",
+                zero_fraction=a.zero_frac, numel=a.numel))
+        if a.func in ("sigmoid", "tanh") and a.saturated_frac >= SATURATED and (a.module, "sat") not in reported:
+            reported.add((a.module, "sat"))
+            findings.append(make_finding(
+                "saturated-activations", a.module,
+                f"a {a.func} in {a.module or '(model)'} is saturated for {a.saturated_frac:.0%} of its {a.numel} "
+                "values at initialisation: its gradient there is close to zero",
+                "scale the layer before it down: Xavier init with the activation's gain, or normalisation",
+                saturated_fraction=a.saturated_frac, numel=a.numel, function=a.func))
+    if not stats:
+        raise SkipCheck("no layer produced a floating-point output to measure")
+    return findings

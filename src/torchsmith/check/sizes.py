@@ -1,0 +1,216 @@
+"""Hard-coded sizes: run the model at other input sizes it should accept.
+
+What "should accept" means, so the check stays general:
+
+* every model: a batch of 1 (sizes that depend on the batch must come from
+  ``x.shape[0]``), and in eval mode a sample's output must not depend on the
+  other samples of its batch (``x.view(-1, n)`` mixes them);
+* a model with convolutions or pooling over the trailing dimensions of its
+  input (``(C, H, W)`` for 2-D): twice the spatial size, which keeps every
+  divisibility the original size had, so only a size that was fixed in code
+  can break. Models without convolutions (MLPs, sequence models) are only
+  probed on the batch size: their feature sizes are legitimately fixed.
+
+A model that *declares* its one input size (an ``input_size`` or
+``default_input_size`` attribute) and rejects others with a torchsmith
+:class:`~torchsmith.errors.TorchsmithError` (like the zoo LeNet) gets an
+``info`` finding, not an error: it says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.check._context import Context, describe_error, make_finding
+from torchsmith.check._run import Tracer, flat_tensors
+from torchsmith.check.report import Finding
+from torchsmith.check.runtime import outputs_close
+from torchsmith.errors import TorchsmithError
+
+__all__ = ["check_input_sizes", "spatial_dims"]
+
+_SPATIAL_TYPES: tuple[type, ...] = (
+    nn.modules.conv._ConvNd,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+)
+
+_FIX = ("take sizes from the input instead of writing them in: x.flatten(1) or x.view(x.size(0), -1) for the "
+        "batch, a global or adaptive pool (nn.AdaptiveAvgPool2d(1)) before the classifier, or nn.LazyLinear; "
+        "if the model supports one input size only, declare it (self.default_input_size = (C, H, W)) and raise "
+        "a torchsmith ShapeError that names the size")
+
+
+def spatial_dims(model: nn.Module, input_size: tuple[int, ...]) -> int:
+    """How many trailing input dims are spatial: the conv/pool dimensionality if it fits the input, else 0."""
+    dims = set()
+    for m in model.modules():
+        if isinstance(m, _SPATIAL_TYPES):
+            name = type(m).__name__
+            for d in (1, 2, 3):
+                if name.endswith(f"{d}d"):
+                    dims.add(d)
+    if len(dims) != 1:
+        return 0
+    d = dims.pop()
+    return d if len(input_size) == d + 1 else 0
+
+
+def _size(dims: tuple[int, ...]) -> str:
+    return "x".join(map(str, dims))
+
+
+def _declares_size(model: nn.Module) -> bool:
+    return any(hasattr(model, a) for a in ("input_size", "default_input_size"))
+
+
+def _run(ctx: Context, x: torch.Tensor) -> tuple[Tracer, Any, BaseException | None]:
+    tracer = ctx.tracer(x)
+    try:
+        with torch.no_grad():
+            return tracer, tracer.run(ctx.model, x), None
+    except Exception as e:
+        return tracer, None, e
+
+
+def _why(ctx: Context, tracer: Tracer, error: BaseException, base: Tracer, where_text: str) -> tuple[str, dict]:
+    """Explain a failure at another size; for a Linear, say what its in_features was computed for."""
+    path = tracer.failed_in or ""
+    modules = dict(ctx.model.named_modules())
+    module = modules.get(path)
+    observed: dict[str, Any] = {"error": describe_error(error)}
+    if isinstance(module, nn.Linear) and tracer.failed_shapes:
+        got = tracer.failed_shapes[0]
+        base_call = base.first_call(path)
+        base_in = base_call.in_shapes[0] if base_call is not None and base_call.in_shapes else None
+        observed.update(in_features=module.in_features, got=list(got), base_input=base_in)
+        made_of = f" (its input was {_size(base_in[1:])} per sample)" if base_in and len(base_in) > 2 else ""
+        text = (f"{path} (Linear) expects {module.in_features} input features, the size its input has at "
+                f"{_size(ctx.input_size)} input{made_of}; {where_text} it gets {got[-1] if got else '?'} "
+                f"(shape {_size(got)}): in_features was computed for one input size")
+        return text, observed
+    kind = f" ({type(module).__name__})" if module is not None else ""
+    return f"{where_text} the forward fails in {path or '(model)'}{kind}: {describe_error(error)}", observed
+
+
+def _wrong_batch(base: Tracer, tracer: Tracer, base_batch: int, batch: int) -> str | None:
+    """First module whose output's batch dimension is not the input's batch (a reshape that folds samples)."""
+    for cb, ct in zip(base.calls, tracer.calls):
+        if cb.path != ct.path:
+            return None
+        if (cb.out_shape and ct.out_shape and cb.out_shape[0] == base_batch and ct.out_shape[0] != batch):
+            if ct.in_shapes and ct.in_shapes[0] and ct.in_shapes[0][0] != batch:
+                return ct.path.rpartition(".")[0]  # it got the folded batch: the reshape is in its caller
+            return ct.path
+    return None
+
+
+def check_input_sizes(ctx: Context) -> list[Finding]:
+    """Batch of 1, batch independence in eval, and 2x the spatial size for conv models."""
+    ctx.train_run()
+    (base, base_out), (_, again) = ctx.eval_runs()
+    deterministic = outputs_close(base_out, again)  # if not, sample mixing cannot be told from noise
+    findings: list[Finding] = []
+    model = ctx.model
+    x = ctx.x
+    batch = x.shape[0]
+    model.eval()
+    try:
+        # -- a batch of one: sizes tied to the batch, and samples mixing in eval -------------
+        x1 = x[:1].clone()
+        tracer, out1, err = _run(ctx, x1)
+        if err is not None:
+            text, observed = _why(ctx, tracer, err, base, "with a batch of 1")
+            findings.append(make_finding("hard-coded-size", tracer.failed_in or "", text, _FIX,
+                                         batch=1, **observed))
+        else:
+            full = [t for t in flat_tensors(base_out) if t.dim() and t.shape[0] == batch]
+            one = [t for t in flat_tensors(out1) if t.dim()]
+            folded = _wrong_batch(base, tracer, batch, 1)
+            if folded is not None or len(one) != len(full) or any(t.shape[0] != 1 for t in one):
+                module = folded or ""
+                findings.append(make_finding(
+                    "hard-coded-size", module,
+                    f"with a batch of 1 the output of {module or '(model)'} does not have batch size 1 "
+                    f"(output shapes {[_size(tuple(t.shape)) for t in one]}): a reshape fixes the batch size",
+                    _FIX, batch=1, shapes=[list(t.shape) for t in one]))
+            else:
+                mixed = _mixing(full, one) if deterministic else None
+                if mixed is not None:
+                    module = _first_sample_divergence(base, tracer) or ""
+                    findings.append(make_finding(
+                        "batch-mixing", module,
+                        f"in eval mode the first sample's output changes by up to {mixed:.3g} when the other "
+                        f"samples of its batch are removed; the first module where it changes is "
+                        f"{module or '(model)'}: its output mixes samples (a reshape/view across the batch "
+                        "dimension, or statistics over the batch)",
+                        "keep the batch dimension apart: flatten with x.flatten(1) or x.view(x.size(0), -1), "
+                        "transpose/permute instead of view to reorder dimensions, and compute statistics per "
+                        "sample (dim=1...) in eval mode",
+                        max_change=mixed))
+        # -- twice the spatial size ---------------------------------------------------------
+        nd = spatial_dims(model, ctx.input_size)
+        batch_broken = any(f.id == "hard-coded-size" for f in findings)
+        if nd and not batch_broken:
+            # A batch of one: 2x the spatial size already costs 2**nd times the base sample.
+            size2 = (ctx.input_size[0], *(2 * s for s in ctx.input_size[1:]))
+            tracer, out2, err = _run(ctx, ctx.make_input(size2, batch=1, seed=7))
+            where = f"at {_size(size2)} input (the model works at {_size(ctx.input_size)})"
+            if err is not None:
+                text, observed = _why(ctx, tracer, err, base, where)
+                if isinstance(err, TorchsmithError) and _declares_size(model):
+                    findings.append(make_finding(
+                        "fixed-input-size", tracer.failed_in or "",
+                        f"the model accepts only the input size it was built for; {where} it raises "
+                        f"{describe_error(err)}",
+                        "nothing to fix if one input size is intended; rebuild the model for another size",
+                        size=list(size2), **observed))
+                else:
+                    findings.append(make_finding("hard-coded-size", tracer.failed_in or "", text, _FIX,
+                                                 size=list(size2), **observed))
+            else:
+                folded = _wrong_batch(base, tracer, batch, 1)
+                if folded is not None:
+                    call = tracer.first_call(folded)
+                    shape = _size(call.out_shape) if call is not None and call.out_shape else "?"
+                    findings.append(make_finding(
+                        "hard-coded-size", folded,
+                        f"{where} the output of {folded or '(model)'} has shape {shape}: its batch dimension is "
+                        "no longer 1 (the batch given), so a reshape with a fixed size folds spatial positions "
+                        "into the batch",
+                        _FIX, size=list(size2)))
+    finally:
+        model.train()
+    return findings
+
+
+def _mixing(full: list[torch.Tensor], one: list[torch.Tensor]) -> float | None:
+    """Largest change of sample 0 between the full batch and a batch of one, if beyond float noise."""
+    worst: float | None = None
+    for a, b in zip(full, one):
+        if not (a.is_floating_point() and b.is_floating_point()) or a.shape[1:] != b.shape[1:]:
+            continue
+        a0, b0 = a[:1].double(), b.double()
+        scale = float(a0.abs().max()) if a0.numel() else 0.0
+        diff = float((a0 - b0).abs().max()) if a0.numel() else 0.0
+        if diff > 1e-4 * scale + 1e-5:
+            worst = max(worst or 0.0, diff)
+    return worst
+
+
+def _first_sample_divergence(base: Tracer, one: Tracer) -> str | None:
+    for cb, c1 in zip(base.calls, one.calls):
+        if cb.path != c1.path:
+            return cb.path
+        a, b = cb.fingerprint0, c1.fingerprint0
+        if a is None or b is None:
+            continue
+        scale = max(abs(a[1]), abs(b[1]), 1e-12)
+        if abs(a[0] - b[0]) > 1e-4 * scale or abs(a[1] - b[1]) > 1e-4 * scale:
+            return cb.path
+    return None
