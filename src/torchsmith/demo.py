@@ -1,0 +1,148 @@
+"""The whole workflow on the embedded default, as one function: ``run_demo()`` -> :class:`DemoResult`.
+
+Build LeNet, initialise it (and say how), summarise it, train it on digits,
+save the checkpoint, then load it back into a fresh model in this process and
+in a fresh Python process and show that every copy scores the same test
+accuracy. This is what ``torchsmith demo`` and ``make demo`` run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchsmith.errors import TorchsmithError, TrainingError
+from torchsmith.init import InitReport, init_weights
+from torchsmith.registry import create_model
+from torchsmith.train.config import TrainConfig
+from torchsmith.train.eval import EvalResult, evaluate, evaluate_checkpoint
+from torchsmith.train.loop import fit
+from torchsmith.train.progress import Reporter
+from torchsmith.train.result import TrainResult
+
+__all__ = ["run_demo", "DemoResult", "demo_config", "model_summary_text"]
+
+
+def demo_config(out_dir: str | Path, *, epochs: int = 15, seed: int = 0) -> TrainConfig:
+    """LeNet on 32x32 digits: AdamW at 3e-3 with one-cycle, batch 64, random shifts.
+
+    Measured on this data: about 99% test accuracy after 15 epochs (450 test images).
+    """
+    return TrainConfig(data="digits", epochs=epochs, batch_size=64, optimizer="adamw", lr=3e-3,
+                       weight_decay=5e-4, schedule="onecycle", seed=seed, device="cpu", augment="crop",
+                       out_dir=str(out_dir), log_every=7)
+
+
+def model_summary_text(model: torch.nn.Module, input_size: tuple[int, ...]) -> str:
+    """``torchsmith.summary`` when that module is there; otherwise the module tree with parameter counts."""
+    try:
+        from torchsmith.summary import summary  # type: ignore[attr-defined]
+    except ImportError:
+        summary = None
+    if summary is not None:
+        try:
+            return str(summary(model, input_size))
+        except TorchsmithError:
+            pass
+    from torchsmith.views import format_tree, module_tree
+
+    return format_tree(module_tree(model), title=f"{type(model).__name__} (input {'x'.join(map(str, input_size))})")
+
+
+@dataclass
+class DemoResult:
+    """Every stage's outcome; ``str()`` renders the story."""
+
+    summary: str
+    init_report: InitReport
+    train: TrainResult
+    checkpoint: Path
+    trained: EvalResult  # the model as training left it, in memory
+    reloaded: EvalResult  # a fresh model rebuilt from the checkpoint in this process
+    fresh_process: dict[str, Any] | None  # `torchsmith eval --json` in a new Python process
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def accuracies(self) -> dict[str, float]:
+        out = {"trained": self.trained.accuracy, "reloaded": self.reloaded.accuracy}
+        if self.fresh_process is not None:
+            out["fresh process"] = float(self.fresh_process["accuracy"])
+        return out
+
+    @property
+    def consistent(self) -> bool:
+        """Every copy of the model scores exactly the same test accuracy."""
+        return len(set(self.accuracies.values())) == 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.checkpoint), "accuracies": self.accuracies, "consistent": self.consistent,
+                "seconds": self.seconds, "train": self.train.to_dict(), "notes": self.notes}
+
+    def __str__(self) -> str:
+        n = self.trained.num_samples
+        lines = [f"test accuracy on {n} held-out digits:"]
+        for name, acc in self.accuracies.items():
+            lines.append(f"  {name:<14} {100 * acc:6.2f}%  ({round(acc * n)}/{n})")
+        lines.append("same accuracy in every copy: " + ("yes" if self.consistent else "NO"))
+        lines.append(f"checkpoint: {self.checkpoint}")
+        lines.append(f"demo took {self.seconds:.1f}s")
+        return "\n".join(lines)
+
+
+def _eval_in_fresh_process(checkpoint: Path) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "torchsmith", "eval", str(checkpoint), "--data", "digits", "--json"]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")  # a 450-image evaluation needs no thread pool
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode != 0:
+        raise TrainingError(f"evaluating {checkpoint} in a fresh process failed: "
+                            f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout)
+
+
+def run_demo(out_dir: str | Path | None = None, *, epochs: int = 15, seed: int = 0, fresh_process: bool = True,
+             reporter: Reporter | None = None) -> DemoResult:
+    """Run the demo; files go to ``out_dir`` (default: a new temporary directory, kept and reported).
+
+    ``reporter`` receives the stages as messages and the training progress.
+    """
+    t0 = time.perf_counter()
+    rep = reporter or Reporter()
+    if out_dir is None:
+        out_dir = Path(tempfile.mkdtemp(prefix="torchsmith-demo-"))
+    out_dir = Path(out_dir)
+
+    rep.message("== 1. build LeNet (3x32x32 -> 10 classes)")
+    model = create_model("lenet")
+    rep.message("== 2. initialise it with its own policy (Kaiming for ReLU), seeded")
+    report = init_weights(model, model.init_policy, generator=torch.Generator().manual_seed(seed))
+    rep.message(f"   {len(report.records)} tensors initialised; uncovered: {len(report.uncovered)}")
+    summary = model_summary_text(model, tuple(model.default_input_size))
+    rep.message("== 3. summary\n" + summary)
+    rep.message(f"== 4. train on digits (1,347 train / 450 test images, resized 8x8 -> 32x32) for {epochs} epochs")
+    cfg = demo_config(out_dir, epochs=epochs, seed=seed)
+    result = fit(model, None, cfg, reporter=rep)
+    ckpt = out_dir / "last.safetensors"
+    rep.message(f"== 5. saved {ckpt} (+ training state, metrics, curves) in {out_dir}")
+
+    data_mean, data_std = result.data_mean, result.data_std
+    from torchsmith.data import load_dataset
+
+    data = load_dataset("digits", input_size=model.default_input_size)
+    trained = evaluate(model, data, mean=data_mean, std=data_std)
+    rep.message("== 6. load it back into a fresh model (and a fresh process) and evaluate")
+    reloaded = evaluate_checkpoint(ckpt, data)
+    fresh = _eval_in_fresh_process(ckpt) if fresh_process else None
+    notes = list(result.notes)
+    return DemoResult(summary=summary, init_report=report, train=result, checkpoint=ckpt, trained=trained,
+                      reloaded=reloaded, fresh_process=fresh, seconds=time.perf_counter() - t0, notes=notes)
