@@ -1,12 +1,23 @@
-"""Structural views of a model: the module tree with parameter counts."""
+"""Structural views of a model: the module tree, and its parameters, buffers and hooks.
+
+These are the four things the classic tutorial inspects by hand through
+``named_modules()``, ``named_parameters()``, ``named_buffers()`` and forward hooks.
+Each view returns plain data (a :class:`TableView` of dataclass records, or a
+:class:`ModuleNode` tree); rendering is separate and never prints.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
+import torch
 from torch import nn
 
-__all__ = ["ModuleNode", "module_tree", "count_parameters"]
+__all__ = ["ModuleNode", "module_tree", "format_tree", "count_parameters", "TableView", "ParamInfo",
+           "BufferInfo", "HookInfo", "param_view", "buffer_view", "hook_view", "tree_to_dict"]
 
 
 @dataclass
@@ -78,3 +89,184 @@ def format_tree(root: ModuleNode, title: str | None = None, max_depth: int | Non
     lines = [f"{a.ljust(w0)}  {b.ljust(w1)}  {c.rjust(w2)}".rstrip() for a, b, c in rows]
     lines.append(f"Total parameters: {root.total_params:,}")
     return "\n".join(lines)
+
+
+def tree_to_dict(node: ModuleNode) -> dict[str, Any]:
+    """The tree as nested dicts (for ``--format json``)."""
+    return asdict(node)
+
+
+# --------------------------------------------------------------------------- table views
+@dataclass
+class TableView:
+    """A list of records (dataclasses) with a title; ``render()`` gives text, markdown, csv or json."""
+
+    title: str
+    records: list[Any]
+    empty: str = "(none)"  # what text/markdown say when there are no records
+
+    def columns(self) -> list[str]:
+        if self.records:
+            return [f.name for f in fields(self.records[0])]
+        return []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "records": [asdict(r) for r in self.records]}
+
+    def render(self, format: str = "text") -> str:
+        from torchsmith.summary.render import render_table
+
+        if format == "json":
+            return json.dumps(self.to_dict(), indent=2, default=str)
+        cols = self.columns()
+        if not cols:
+            return self.empty if format == "csv" else f"{self.title}\n{self.empty}"
+        cell = _raw_cell if format == "csv" else _cell
+        rows = [[cell(getattr(r, c)) for c in cols] for r in self.records]
+        right = [i for i, c in enumerate(cols) if c in _NUMERIC]
+        table = render_table(cols, rows, format, right=right)
+        if format == "csv":
+            return table
+        return (f"**{self.title}**\n\n" if format == "markdown" else f"{self.title}\n") + table
+
+    def __str__(self) -> str:
+        return self.render("text")
+
+
+_NUMERIC = {"numel", "mean", "std"}
+
+
+def _raw_cell(v: Any) -> str:
+    """csv cells: full precision, no thousands separators."""
+    return "" if v is None else _cell(v) if isinstance(v, tuple) else str(v)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    if isinstance(v, tuple):
+        return "[" + ", ".join(str(x) for x in v) + "]"
+    return str(v)
+
+
+@dataclass
+class ParamInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    requires_grad: bool
+    numel: int
+    mean: float | None  # None when the weights are not real (meta) or not floating point
+    std: float | None
+    device: str
+    tied_to: str  # the first name of a tensor shared under several names, else ""
+
+
+@dataclass
+class BufferInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    numel: int
+    persistent: bool  # saved in state_dict
+    device: str
+
+
+@dataclass
+class HookInfo:
+    module: str  # dotted path ("" for the model, "(global)" for hooks on every module, "param x" for tensors)
+    kind: str  # forward, forward_pre, backward, backward_pre, state_dict, ...
+    hook: str  # qualified name of the callable
+    id: int  # the handle id, as torch stores it
+
+
+def _stats(t: torch.Tensor) -> tuple[float | None, float | None]:
+    if t.is_meta or not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
+        return None, None
+    with torch.no_grad():
+        x = t.detach().double()
+        return float(x.mean()), float(x.std()) if t.numel() > 1 else 0.0
+
+
+def param_view(model: nn.Module) -> TableView:
+    """Every named parameter: shape, dtype, requires_grad, numel and (real weights only) mean and std."""
+    first: dict[int, str] = {}
+    records = []
+    for name, p in model.named_parameters(remove_duplicate=False):
+        tied = first.setdefault(id(p), name)
+        mean, std = _stats(p) if tied == name else (None, None)
+        records.append(ParamInfo(name=name, shape=tuple(p.shape), dtype=str(p.dtype).removeprefix("torch."),
+                                 requires_grad=p.requires_grad, numel=p.numel(), mean=mean, std=std,
+                                 device=str(p.device), tied_to="" if tied == name else tied))
+    total = sum(p.numel() for p in model.parameters())
+    return TableView(f"Parameters of {type(model).__name__}: {total:,} (each shared tensor once)", records)
+
+
+def buffer_view(model: nn.Module) -> TableView:
+    """Every named buffer and whether it is persistent (saved in ``state_dict``)."""
+    records = []
+    for mod_name, m in model.named_modules():
+        for name, b in m.named_buffers(recurse=False):
+            if b is None:
+                continue
+            full = f"{mod_name}.{name}" if mod_name else name
+            records.append(BufferInfo(name=full, shape=tuple(b.shape), dtype=str(b.dtype).removeprefix("torch."),
+                                      numel=b.numel(), persistent=name not in m._non_persistent_buffers_set,
+                                      device=str(b.device)))
+    return TableView(f"Buffers of {type(model).__name__}", records)
+
+
+#: Module attribute holding each kind of hook.
+_HOOK_DICTS = (
+    ("forward_pre", "_forward_pre_hooks"), ("forward", "_forward_hooks"),
+    ("backward_pre", "_backward_pre_hooks"), ("backward", "_backward_hooks"),
+    ("state_dict_pre", "_state_dict_pre_hooks"), ("state_dict", "_state_dict_hooks"),
+    ("load_state_dict_pre", "_load_state_dict_pre_hooks"), ("load_state_dict_post", "_load_state_dict_post_hooks"),
+)
+_GLOBAL_HOOKS = (
+    ("forward_pre", "_global_forward_pre_hooks"), ("forward", "_global_forward_hooks"),
+    ("backward_pre", "_global_backward_pre_hooks"), ("backward", "_global_backward_hooks"),
+)
+
+
+def hook_name(fn: Any) -> str:
+    """``mymodule.log_shapes``, ``partial(mymodule.f)``, or the type of a callable object."""
+    inner = getattr(fn, "hook", None)  # torch wraps some state-dict hooks in an object with .hook
+    if inner is not None and callable(inner):
+        fn = inner
+    if isinstance(fn, functools.partial):
+        return f"partial({hook_name(fn.func)})"
+    qual = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    mod = getattr(fn, "__module__", None) or type(fn).__module__
+    return f"{mod}.{qual}" if mod else qual
+
+
+def hook_view(model: nn.Module) -> TableView:
+    """Every registered hook by module, so a hook left behind is visible.
+
+    Module hooks (forward, forward-pre, backward, backward-pre, state-dict and load-state-dict),
+    global module hooks (they run on every module), and hooks on parameter tensors.
+    """
+    from torch.nn.modules import module as module_mod
+
+    records: list[HookInfo] = []
+    for kind, attr in _GLOBAL_HOOKS:
+        for hid, fn in getattr(module_mod, attr, {}).items():
+            records.append(HookInfo(module="(global)", kind=kind, hook=hook_name(fn), id=int(hid)))
+    for mod_name, m in model.named_modules():
+        for kind, attr in _HOOK_DICTS:
+            hooks = getattr(m, attr, None) or {}
+            for hid, fn in hooks.items():
+                records.append(HookInfo(module=mod_name, kind=kind, hook=hook_name(fn), id=int(hid)))
+        for pname, p in m.named_parameters(recurse=False):
+            full = f"{mod_name}.{pname}" if mod_name else pname
+            for kind, attr in (("tensor_grad", "_backward_hooks"),
+                               ("post_accumulate_grad", "_post_accumulate_grad_hooks")):
+                for hid, fn in (getattr(p, attr, None) or {}).items():
+                    records.append(HookInfo(module=f"param {full}", kind=kind, hook=hook_name(fn), id=int(hid)))
+    return TableView(f"Hooks on {type(model).__name__}: {len(records)}", records,
+                     empty="(no hooks registered)")

@@ -1,0 +1,266 @@
+"""Hook-based feature capture as a context manager, with statistics and a feature-map plot.
+
+>>> with torchsmith.capture(model, "layer*") as feats:
+...     model(x)
+>>> feats["layer1"].shape
+
+Captured tensors are detached copies (an in-place ReLU later in the forward cannot
+change them), and every hook is removed on exit, also when the forward raises.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.errors import ConfigError, UnknownNameError
+
+__all__ = ["capture", "Captured", "FeatureStats", "feature_stats", "plot_features", "match_layers", "WHAT"]
+
+WHAT = ("output", "input", "grad")
+
+
+def match_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
+    """Module names matching the globs ``layers`` (``"layer*"``, ``"features.0"``), in model order.
+
+    ``*`` stays within one dotted component (``"layer*"`` is layer1 ... layer4, not their
+    insides), ``**`` crosses dots (``"layer1.**"`` is everything inside layer1), ``?`` is one
+    character; ``""`` names the model itself. A pattern that matches nothing is an error with
+    close matches.
+    """
+    patterns = [layers] if isinstance(layers, str) else list(layers)
+    if not patterns:
+        raise ConfigError("no layers given; name at least one, e.g. 'layer1' or 'layer*'")
+    names = [n for n, _ in model.named_modules()]
+    chosen: list[str] = []
+    for pat in patterns:
+        rx = _glob(pat)
+        hits = [n for n in names if (n == pat if pat == "" else rx.fullmatch(n) is not None and n != "")]
+        if not hits:
+            raise UnknownNameError("layer", pat, [n for n in names if n],
+                                   hint="see `torchsmith show MODEL --modules` for the names")
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        c = pattern[i]
+        out.append("[^.]*" if c == "*" else "[^.]" if c == "?" else re.escape(c))
+        i += 1
+    return re.compile("".join(out))
+
+
+class Captured(Mapping[str, Any]):
+    """Layer name -> what it produced on its last call; :meth:`calls` gives every call."""
+
+    def __init__(self, names: Sequence[str], what: str) -> None:
+        self.names = list(names)
+        self.what = what
+        self._calls: dict[str, list[Any]] = {n: [] for n in names}
+
+    def __getitem__(self, name: str) -> Any:
+        calls = self._calls[name]
+        if not calls:
+            raise KeyError(f"layer {name!r} has not run (yet) with {self.what} captured")
+        return calls[-1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n in self.names if self._calls[n])
+
+    def __len__(self) -> int:
+        return sum(1 for n in self.names if self._calls[n])
+
+    def calls(self, name: str) -> list[Any]:
+        """Everything captured for ``name``, one entry per call (a reused module runs several times)."""
+        return list(self._calls[name])
+
+    def clear(self) -> None:
+        for v in self._calls.values():
+            v.clear()
+
+
+def _detach(obj: Any) -> Any:
+    # A copy, not a view: in-place ops later in the forward (ReLU(inplace=True)) must not change it.
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_detach(o) for o in obj) if type(obj) in (list, tuple) else [_detach(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _detach(v) for k, v in obj.items()}
+    return obj
+
+
+def _single(obj: Any) -> Any:
+    """A lone tensor in a 1-tuple of positional inputs is stored as the tensor itself."""
+    return obj[0] if isinstance(obj, tuple) and len(obj) == 1 else obj
+
+
+@contextmanager
+def capture(model: nn.Module, layers: str | Sequence[str], *, what: str = "output") -> Iterator[Captured]:
+    """Record the outputs (``what="output"``), inputs (``"input"``) or output gradients (``"grad"``)
+    of the layers matching ``layers`` while the block runs; hooks are removed on exit.
+
+    Gradients arrive when ``backward()`` runs inside the block.
+    """
+    if what not in WHAT:
+        raise UnknownNameError("capture target", what, WHAT)
+    names = match_layers(model, layers)
+    result = Captured(names, what)
+    modules = dict(model.named_modules())
+    handles: list[Any] = []
+
+    def make_hook(name: str) -> Any:
+        store = result._calls[name]
+        if what == "input":
+            return lambda m, args: store.append(_detach(_single(args)))
+        if what == "output":
+            return lambda m, args, out: store.append(_detach(out))
+
+        def on_output(m: nn.Module, args: Any, out: Any) -> None:
+            # A hook on the output tensor itself: unlike a full backward hook it tolerates in-place ops.
+            t = out if isinstance(out, torch.Tensor) else next(
+                (o for o in (out if isinstance(out, (list, tuple)) else ()) if isinstance(o, torch.Tensor)), None)
+            if t is not None and t.requires_grad:
+                handles.append(t.register_hook(lambda g: store.append(g.detach().clone())))
+        return on_output
+
+    try:
+        for name in names:
+            m = modules[name]
+            if what == "input":
+                handles.append(m.register_forward_pre_hook(make_hook(name)))
+            else:
+                handles.append(m.register_forward_hook(make_hook(name)))
+        yield result
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# --------------------------------------------------------------------------- statistics
+@dataclass
+class FeatureStats:
+    layer: str
+    call: int
+    shape: tuple[int, ...]
+    dtype: str
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    zeros: float | None  # fraction of exact zeros (dead ReLUs)
+
+
+def _first_tensor(obj: Any) -> torch.Tensor | None:
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return next((t for t in map(_first_tensor, obj) if t is not None), None)
+    if isinstance(obj, dict):
+        return next((t for t in map(_first_tensor, obj.values()) if t is not None), None)
+    return None
+
+
+def feature_stats(captured: Captured) -> list[FeatureStats]:
+    """Shape and statistics of every captured tensor (the first tensor of a tuple/dict output)."""
+    out: list[FeatureStats] = []
+    for name in captured.names:
+        for i, obj in enumerate(captured.calls(name), start=1):
+            t = _first_tensor(obj)
+            if t is None:
+                continue
+            if t.numel() and not t.is_complex() and not t.is_meta:
+                x = t.double()
+                out.append(FeatureStats(name, i, tuple(t.shape), str(t.dtype).removeprefix("torch."),
+                                        float(x.mean()), float(x.std()) if t.numel() > 1 else 0.0,
+                                        float(x.min()), float(x.max()), float((x == 0).double().mean())))
+            else:
+                out.append(FeatureStats(name, i, tuple(t.shape), str(t.dtype).removeprefix("torch."),
+                                        None, None, None, None, None))
+    return out
+
+
+# --------------------------------------------------------------------------- plotting
+def _maps(t: torch.Tensor, max_maps: int) -> list[torch.Tensor]:
+    """2-D images to draw from one captured tensor of the first sample."""
+    t = t.detach().float().cpu()
+    if t.dim() >= 2:
+        t = t[0]  # first sample of the batch
+    if t.dim() == 3:  # (C, H, W): one map per channel
+        return [t[c] for c in range(min(t.shape[0], max_maps))]
+    if t.dim() == 2:  # (T, C) tokens, or (H, W)
+        return [t]
+    if t.dim() == 1:  # a feature vector: as a near-square image
+        n = t.numel()
+        side = math.ceil(math.sqrt(n))
+        padded = torch.full((side * side,), float("nan"))
+        padded[:n] = t
+        return [padded.view(side, side)]
+    return [t.reshape(1, -1)]
+
+
+def plot_features(captured: Captured, path: str | Path, *, image: torch.Tensor | None = None,
+                  max_maps: int = 8, title: str | None = None) -> Path:
+    """Draw the captured feature maps as an image grid (one row per layer) into ``path`` (PNG).
+
+    ``image`` (C, H, W), when given, is drawn first so the maps can be compared with it.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: never needs a display
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ConfigError("plotting needs matplotlib: pip install 'torchsmith[plot]'") from e
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
+        raise ConfigError(f"plot file {str(path)!r} should end in .png (or .jpg, .pdf, .svg)")
+    if not path.parent.exists():
+        raise ConfigError(f"folder {str(path.parent)!r} for the plot does not exist")
+    rows: list[tuple[str, list[torch.Tensor]]] = []
+    if image is not None:
+        img = image.detach().float().cpu()
+        lo, hi = float(img.min()), float(img.max())
+        img = (img - lo) / (hi - lo) if hi > lo else img * 0
+        rows.append(("input", [img.permute(1, 2, 0) if img.shape[0] == 3 else img[0]]))
+    for name in captured.names:
+        for i, obj in enumerate(captured.calls(name), start=1):
+            t = _first_tensor(obj)
+            if t is not None and t.numel():
+                label = name if len(captured.calls(name)) == 1 else f"{name} (call {i})"
+                rows.append((f"{label} {list(t.shape)}", _maps(t, max_maps)))
+    if not rows:
+        raise ConfigError("nothing was captured to plot; did the forward run?")
+    ncols = max(len(m) for _, m in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.6 * ncols + 1, 1.7 * len(rows) + 0.5), squeeze=False)
+    try:
+        for r, (label, maps) in enumerate(rows):
+            for c in range(ncols):
+                ax = axes[r][c]
+                ax.axis("off")
+                if c < len(maps):
+                    m = maps[c]
+                    ax.imshow(m.numpy(), cmap=None if m.dim() == 3 else "viridis", aspect="auto")
+            axes[r][0].set_title(label, fontsize=8, loc="left")
+        if title:
+            fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
