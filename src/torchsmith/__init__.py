@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from torchsmith.checkpoint import LoadReport, load, load_into, load_training_state, save
+from torchsmith.data import DataSplits, DeviceLoader, ImageDataset, load_dataset
+from torchsmith.demo import DemoResult, run_demo
 from torchsmith.errors import (
     CheckpointError,
     ConfigError,
@@ -16,12 +19,12 @@ from torchsmith.errors import (
     TrainingError,
     UnknownNameError,
 )
-from torchsmith.checkpoint import LoadReport, load, load_into, load_training_state, save
 from torchsmith.export import ExportReport, ExportVerificationError, export
 from torchsmith.init import InitRecord, InitReport, init_weights
 from torchsmith.registry import create_model, list_models, register_model
 from torchsmith.resolve import resolve_model
 from torchsmith.spec import build, build_file, load_spec, register_layer, to_spec
+from torchsmith.train import EvalResult, TrainConfig, TrainResult, evaluate, evaluate_checkpoint, fit, resume
 from torchsmith.views import count_parameters, module_tree
 
 __version__ = "0.1.0"
@@ -62,4 +65,17 @@ __all__ = [
     "load_into",
     "load_training_state",
     "LoadReport",
+    "fit",
+    "resume",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "evaluate_checkpoint",
+    "EvalResult",
+    "load_dataset",
+    "DataSplits",
+    "ImageDataset",
+    "DeviceLoader",
+    "run_demo",
+    "DemoResult",
 ]
