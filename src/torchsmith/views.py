@@ -133,7 +133,7 @@ class TableView:
         return self.render("text")
 
 
-_NUMERIC = {"numel", "mean", "std"}
+_NUMERIC = {"numel", "mean", "std", "min", "max", "zeros"}
 
 
 def _raw_cell(v: Any) -> str:

@@ -55,9 +55,20 @@ def main() -> None:
 
 
 def _register() -> None:
-    from torchsmith.cli import ckpt_cmd, demo_cmd, eval_cmd, export_cmd, models_cmd, show_cmd, spec_cmd, train_cmd
+    from torchsmith.cli import (
+        ckpt_cmd,
+        demo_cmd,
+        eval_cmd,
+        export_cmd,
+        features_cmd,
+        models_cmd,
+        show_cmd,
+        spec_cmd,
+        train_cmd,
+    )
 
-    for module in (models_cmd, show_cmd, ckpt_cmd, spec_cmd, export_cmd, train_cmd, eval_cmd, demo_cmd):
+    for module in (models_cmd, show_cmd, features_cmd, ckpt_cmd, spec_cmd, export_cmd, train_cmd, eval_cmd,
+                   demo_cmd):
         main.add_command(module.command)
 
 

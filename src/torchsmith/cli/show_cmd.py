@@ -1,27 +1,135 @@
-"""``torchsmith show MODEL``: the module tree with parameter counts."""
+"""``torchsmith show MODEL``: the layer-by-layer summary, the shape flow, and the four attribute views."""
 
 from __future__ import annotations
 
-import click
+import sys
+from typing import Any
 
-from torchsmith.cli._common import load_model, model_options
-from torchsmith.views import format_tree, module_tree
+import click
+import torch
+from torch import nn
+
+from torchsmith.cli._common import model_options, parse_opts
+from torchsmith.errors import ConfigError, TorchsmithError
+from torchsmith.resolve import resolve_model
+from torchsmith.summary import parse_dtype, rich_summary, summary
+from torchsmith.summary._inputs import parse_dim
+from torchsmith.views import buffer_view, format_tree, hook_view, module_tree, param_view, tree_to_dict
+
+FORMATS = ("table", "text", "json", "markdown", "csv")
+
+
+def parse_cli_input(text: str) -> tuple[Any, ...]:
+    """``"3x32x32"`` -> (3, 32, 32); names stay names: ``"T=128"`` -> ("T=128",), ``"3xHxW"`` -> (3, "H", "W")."""
+    parts = [p.strip() for p in text.replace(",", "x").split("x")]
+    if not parts or any(not p for p in parts):
+        raise ConfigError(f"--input {text!r} is not a size like 3x32x32 (names such as T=128 are allowed)")
+    dims = tuple(int(p) if p.isdigit() else p for p in parts)
+    for d in dims:
+        parse_dim(d)  # validates, with a clear message
+    return dims
+
+
+def _build(ref: str, opts: tuple[str, ...], meta: bool) -> nn.Module:
+    kwargs = parse_opts(opts)
+    if not meta:
+        return resolve_model(ref, **kwargs)
+    try:
+        with torch.device("meta"):
+            return resolve_model(ref, **kwargs)
+    except TorchsmithError:
+        raise
+    except Exception:  # a constructor that reads tensor values cannot run on meta
+        return resolve_model(ref, **kwargs)
 
 
 @click.command("show")
 @click.argument("model")
 @model_options
-@click.option("--depth", type=click.IntRange(min=0), default=None, help="Deepest level of the tree to print.")
-def command(model: str, opts: tuple[str, ...], depth: int | None) -> None:
-    """Show MODEL's module tree with per-module parameter counts and the total.
+@click.option("--input", "input_text", metavar="CxHxW",
+              help="Input size without the batch dim (default: the model's own). Names keep a dim symbolic: "
+                   "3xHxW, T=128.")
+@click.option("--batch", default="1", show_default=True, metavar="N|NAME",
+              help="Batch size; a name such as B keeps it symbolic in shapes and FLOPs.")
+@click.option("--input-dtype", default=None, metavar="DTYPE", help="Input dtype, e.g. long for token ids.")
+@click.option("--depth", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Deepest module level shown (the tree and the flow too).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="table: rich in a terminal, plain text otherwise.")
+@click.option("--flow", is_flag=True, help="Print only the one-line shape flow.")
+@click.option("--dtype", default=None, metavar="DTYPE", help="Dtype of the memory estimate (e.g. bf16).")
+@click.option("--expand", is_flag=True, help="Do not collapse repeated identical blocks into one 'xN' row.")
+@click.option("--params", "views", flag_value="params", multiple=True,
+              help="Named parameters: shape, dtype, requires_grad, numel, mean/std.")
+@click.option("--modules", "views", flag_value="modules", multiple=True, help="The module tree.")
+@click.option("--buffers", "views", flag_value="buffers", multiple=True, help="Buffers, persistent or not.")
+@click.option("--hooks", "views", flag_value="hooks", multiple=True, help="Every registered hook, by module.")
+def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: str, input_dtype: str | None,
+            depth: int, fmt: str, flow: bool, dtype: str | None, expand: bool, views: tuple[str, ...]) -> None:
+    """Show MODEL layer by layer: shapes, parameters, MACs/FLOPs, memory, on the meta device.
 
-    MODEL is a zoo name, path/to/file.py:Class or package.module:attr.
+    MODEL is a zoo name, path/to/file.py:Class or package.module:attr. No weights are
+    allocated for the summary, so billion-parameter models take a second.
 
     \b
     Examples:
       torchsmith show lenet
-      torchsmith show resnet18 --opt stem=cifar --opt num_classes=10 --depth 1
+      torchsmith show lenet --flow
+      torchsmith show resnet50 --input 3x224x224 --batch B --depth 2
+      torchsmith show my_gpt.py:GPT --input T=128 --input-dtype long --dtype bf16
+      torchsmith show lenet --params
+      torchsmith show resnet18 --opt stem=cifar --opt num_classes=10 --modules --depth 1
     """
-    net = load_model(model, opts)
-    title = f"{type(net).__name__} ({model})"
-    click.echo(format_tree(module_tree(net), title=title, max_depth=depth))
+    if views:
+        _show_views(model, opts, views, fmt, depth)
+        return
+    net = _build(model, opts, meta=True)
+    size = None
+    if input_text is not None:
+        size = (parse_dim(batch), *parse_cli_input(input_text))
+    elif getattr(net, "default_input_size", None) is not None:
+        size = (parse_dim(batch), *tuple(net.default_input_size))
+    else:
+        # Nothing to run: the structure and counts still help; say how to get the rest.
+        click.echo(format_tree(module_tree(net), title=f"{type(net).__name__} ({model})", max_depth=depth))
+        click.echo(f"note: {type(net).__name__} has no default_input_size; give --input (e.g. --input 3x32x32) "
+                   "for shapes, FLOPs and memory", err=True)
+        return
+    size = tuple(d if isinstance(d, int) else f"{d[0]}={d[1]}" if isinstance(d, tuple) else d for d in size)
+    try:
+        result = summary(net, size, input_dtype=parse_dtype(input_dtype), dtype=dtype, depth=depth)
+    except TorchsmithError as e:
+        partial = getattr(e, "partial", None)
+        if partial is not None and partial.rows and not flow:
+            click.echo(partial.render("text" if fmt == "table" else fmt, depth=depth, collapse=not expand))
+        raise
+    result.model = f"{type(net).__name__} ({model})"
+    if flow:
+        click.echo(result.flow(depth=depth))
+        return
+    if fmt == "table" and sys.stdout.isatty():
+        from rich.console import Console
+
+        Console().print(rich_summary(result, depth=depth, collapse=not expand))
+        return
+    click.echo(result.render("text" if fmt == "table" else fmt, depth=depth, collapse=not expand))
+
+
+def _show_views(model: str, opts: tuple[str, ...], views: tuple[str, ...], fmt: str, depth: int) -> None:
+    # Parameter statistics need real weights; the other views only need the structure.
+    net = _build(model, opts, meta="params" not in views)
+    text_fmt = "text" if fmt == "table" else fmt
+    out: list[str] = []
+    for view in dict.fromkeys(views):  # in the order given, each once
+        if view == "modules":
+            tree = module_tree(net)
+            if text_fmt == "json":
+                import json
+
+                out.append(json.dumps(tree_to_dict(tree), indent=2))
+            else:
+                out.append(format_tree(tree, title=f"{type(net).__name__} ({model})", max_depth=depth))
+        else:
+            table = {"params": param_view, "buffers": buffer_view, "hooks": hook_view}[view](net)
+            out.append(table.render(text_fmt))
+    click.echo("\n\n".join(out))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,9 +25,9 @@ COLUMNS = ["Layer (type)", "Input shape", "Output shape", "Params", "MACs", "FLO
 
 # --------------------------------------------------------------------------- numbers and shapes
 def human_count(n: Num) -> str:
-    """1317600 -> "1.32M"; formulas are returned as they are."""
+    """1317600 -> "1.32M"; in a formula each long number is shortened: "8178368512*B" -> "8.18G*B"."""
     if isinstance(n, str):
-        return n
+        return re.sub(r"\d{5,}", lambda m: human_count(int(m.group())), n)
     for div, unit in ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "K")):
         if abs(n) >= div:
             return f"{n / div:.2f}{unit}"
@@ -117,7 +118,8 @@ def summary_rows(s: ModelSummary, depth: int | None = 3, collapse: bool = True) 
 def _cells(r: LayerRow, repeat: int, label: str, indent: str) -> list[str]:
     notes = [n for n in (f"x{repeat}" if repeat > 1 else "", r.note, "FAILED" if r.failed else "") if n]
     return [indent * r.depth + label, format_shapes(r.input_shapes), format_shapes(r.output_shapes),
-            _commas(r.params), human_count(r.macs), human_count(r.flops), human_bytes(r.output_bytes),
+            _commas(r.params), human_count(r.macs), human_count(r.flops),
+            "" if r.output_shapes is None else human_bytes(r.output_bytes),
             "; ".join(notes)]
 
 
