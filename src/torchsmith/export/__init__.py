@@ -310,7 +310,7 @@ def _fail(report: ExportReport, files: list[Path], target: Path, keep_failed: bo
 
 @contextmanager
 def _quiet_exporters(collected: list[str]) -> Iterator[None]:
-    """Silence torch/ONNX loggers below ERROR and record Python warnings, for the report.
+    """Silence torch/ONNX loggers and record Python warnings, for the report.
 
     Exporters log graphs and notices on stderr; a library returns them instead.
     Levels are restored afterwards, and other libraries' loggers are untouched.
@@ -320,7 +320,7 @@ def _quiet_exporters(collected: list[str]) -> Iterator[None]:
     loggers = [logging.getLogger(n) for n in dict.fromkeys(names)]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.ERROR)
+        lg.setLevel(logging.CRITICAL)  # failures reach the user as our exception, not as log lines
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -9,7 +9,9 @@ function from an input batch to the flat list of output tensors. Failures are
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,7 +91,10 @@ def torch_export(model: nn.Module, example: torch.Tensor, dynamic: bool) -> tupl
     if dynamic:
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1)},)
     try:
-        program = torch.export.export(model, (example,), **kwargs)
+        # torch.export print()s a partial graph to stderr when it fails (torch/export/_trace.py); the
+        # error we raise says what matters, and the exception keeps the rest.
+        with contextlib.redirect_stderr(io.StringIO()):
+            program = torch.export.export(model, (example,), **kwargs)
     except Exception as e:
         raise ExportError(describe_failure("torch.export", model, e)) from e
     mode = "non-strict" if kwargs.get("strict") is False else "strict"
