@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import hook_count
 from torch import nn
 
 import torchsmith as ts
+from conftest import hook_count
 from torchsmith.cli import main
 from torchsmith.errors import ConfigError, ExportError, ShapeError, UnknownNameError
 from torchsmith.export import ExportVerificationError, export
@@ -132,7 +132,8 @@ def _net(inner: nn.Module) -> nn.Module:
 @pytest.mark.parametrize(("inner", "fmt", "op"), [
     (Gate(), "exported", r"`if x\.sum\(\) > 0:` \(test_export\.py:\d+\)"),
     (Gate(), "onnx", r"`if x\.sum\(\) > 0:`"),
-    (SetComprehension(), "torchscript", r"`return torch\.stack\(parts\) \+ len\(\{id\(p\) for p in parts\}\)`.*SetComp"),
+    (SetComprehension(), "torchscript",
+     r"`return torch\.stack\(parts\) \+ len\(\{id\(p\) for p in parts\}\)`.*SetComp"),
     (CumMax(), "onnx", r"`aten\.cummax\.default` \(test_export\.py:\d+\).*No ONNX function found"),
 ], ids=["exported-control-flow", "onnx-control-flow", "script-setcomp", "onnx-missing-op"])
 def test_export_failure_names_module_and_operation(inner: nn.Module, fmt: str, op: str, tmp_path: Path) -> None:
