@@ -25,7 +25,11 @@ from torchsmith.registry import create_model, list_models, register_model
 from torchsmith.resolve import resolve_model
 from torchsmith.spec import build, build_file, load_spec, register_layer, to_spec
 from torchsmith.train import EvalResult, TrainConfig, TrainResult, evaluate, evaluate_checkpoint, fit, resume
-from torchsmith.views import count_parameters, module_tree
+from torchsmith.views import buffer_view, count_parameters, hook_view, module_tree, param_view
+
+# Last: the functions summary() and capture() take the names of their modules on the package.
+from torchsmith.summary import ModelSummary, summary  # noqa: E402  isort: skip
+from torchsmith.capture import Captured, capture  # noqa: E402  isort: skip
 
 __version__ = "0.1.0"
 
@@ -55,6 +59,13 @@ __all__ = [
     "InitRecord",
     "count_parameters",
     "module_tree",
+    "param_view",
+    "buffer_view",
+    "hook_view",
+    "summary",
+    "ModelSummary",
+    "capture",
+    "Captured",
     "build",
     "build_file",
     "load_spec",
