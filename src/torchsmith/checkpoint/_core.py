@@ -234,9 +234,9 @@ def _fill(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, aliase
     shapes = [f"{k} {list(tensors[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
               if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)]
     if missing or unexpected or shapes:
+        found = (("missing", missing), ("unexpected", unexpected), ("shape (file vs model)", shapes))
         parts = [f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shape (file vs model)", shapes))
-                 if items]
+                 for label, items in found if items]
         raise CheckpointError(f"{path} does not fit the model its metadata names ({'; '.join(parts)}); the "
                               "architecture changed since it was saved: build the model and use "
                               "torchsmith.load_into(model, path, strict=False) to see and load what fits")

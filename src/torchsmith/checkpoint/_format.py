@@ -44,7 +44,13 @@ HASH_KEY = "sha256"              # sha256 of the data region (all tensor bytes, 
 INDEX_HASH_KEY = "index_sha256"  # sha256 of the tensor table (names, dtypes, shapes, offsets)
 _PLACEHOLDER = "f" * 64          # same length as a hex digest; overwritten in place after the data
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
-_CHUNK = 64 * 1024 * 1024        # write/hash granularity: large enough to amortise, small enough to overlap
+#: The data is hashed in pieces of at most this many bytes (each tensor split on its own), and ``sha256``
+#: is the sha256 of the concatenated piece digests (a hash list, as BitTorrent's): pieces are hashed on
+#: all cores at once, on save while the file is written and on load, and one flipped byte anywhere in the
+#: data still changes it. ``sha256_scheme`` names this so a later format can change it.
+PIECE = 16 * 1024 * 1024
+HASH_SCHEME = "sha256-of-16MiB-pieces-v1"
+_PARALLEL_MIN = 4 * 1024 * 1024  # below this, threads cost more than they save
 
 
 def _dtype_table() -> dict[str, torch.dtype]:
@@ -158,6 +164,7 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
         offset += nbytes
     meta = dict(metadata)
     meta[INDEX_HASH_KEY] = index_sha256(entries, aliases)
+    meta["sha256_scheme"] = HASH_SCHEME
     meta[HASH_KEY] = _PLACEHOLDER
     header: dict[str, Any] = {"__metadata__": meta}
     by_name = {e.name: e for e in entries}
@@ -172,32 +179,47 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     hash_pos = 8 + text.index(marker) + len(marker) - 65  # file offset of the placeholder's first char
     raw_header = len(text).to_bytes(8, "little") + text.encode("ascii")
 
-    digest = hashlib.sha256()
     with atomic_fd(path, durable=durable) as fd:
         write_all(fd, raw_header)
-        if offset >= 4 * _CHUNK:
-            _write_and_hash_parallel(fd, (tensors[n] for n in order), digest)
-        else:
-            for name in order:
-                data = _tensor_bytes(tensors[name])
-                digest.update(data)
-                write_all(fd, data)
-        hexdigest = digest.hexdigest()
+        digests = _write_and_hash(fd, [tensors[n] for n in order], parallel=offset >= _PARALLEL_MIN)
+        hexdigest = _combine(digests)
         os.pwrite(fd, hexdigest.encode("ascii"), hash_pos)
     return hexdigest
 
 
-def _write_and_hash_parallel(fd: int, tensors: Iterable[torch.Tensor], digest: Any) -> None:
-    # Both os.write and hashlib release the GIL on large buffers, so the hash of
-    # chunk i runs on a second core while chunk i is written: one pass, two cores.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchsmith-sha256") as pool:
-        for t in tensors:
-            data = _tensor_bytes(t)
-            for start in range(0, len(data), _CHUNK):
-                chunk = data[start:start + _CHUNK]
-                pending = pool.submit(digest.update, chunk)
-                write_all(fd, chunk)
-                pending.result()
+def _piece_digest(data: memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _combine(digests: Iterable[bytes]) -> str:
+    return hashlib.sha256(b"".join(digests)).hexdigest()
+
+
+def _write_and_hash(fd: int, tensors: list[torch.Tensor], parallel: bool) -> list[bytes]:
+    """Write each tensor's bytes and return the sha256 digest of every piece, in data order.
+
+    Both os.write and hashlib release the GIL on large buffers, so pieces are
+    hashed on other cores while the main thread writes them: one pass over
+    memory, and the hash costs no wall time when a core is free.
+    """
+    pieces = [data[start:start + PIECE] for t in tensors for data in [_tensor_bytes(t)]
+              for start in range(0, len(data), PIECE)]
+    if not parallel:
+        out = []
+        for piece in pieces:
+            out.append(_piece_digest(piece))
+            write_all(fd, piece)
+        return out
+    with ThreadPoolExecutor(max_workers=_hash_workers(), thread_name_prefix="torchsmith-sha256") as pool:
+        futures = []
+        for piece in pieces:
+            futures.append(pool.submit(_piece_digest, piece))
+            write_all(fd, piece)
+        return [f.result() for f in futures]
+
+
+def _hash_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2)))
 
 
 # --------------------------------------------------------------------------- reading
@@ -290,18 +312,29 @@ def _map(header: Header) -> mmap.mmap | None:
 
 
 def data_sha256(header: Header, mapped: mmap.mmap | None = None) -> str:
-    """sha256 of the data region of the file ``header`` was read from."""
-    digest = hashlib.sha256()
+    """The hash of the data region of the file ``header`` was read from (see :data:`PIECE`)."""
     mm = mapped if mapped is not None else _map(header)
-    if mm is not None:
-        if len(mm) != header.file_size:
-            raise _bad(header.path, "the file changed size while it was read")
-        view = memoryview(mm)
-        try:
-            digest.update(view[header.data_start:])  # releases the GIL; reads the page cache in place
-        finally:
-            view.release()
-    return digest.hexdigest()
+    if mm is None:
+        return _combine([])
+    if len(mm) != header.file_size:
+        raise _bad(header.path, "the file changed size while it was read")
+    view = memoryview(mm)
+    try:
+        base = header.data_start
+        pieces = [view[base + start: base + min(e.end, start + PIECE)]
+                  for e in sorted(header.entries.values(), key=lambda e: e.begin)
+                  for start in range(e.begin, e.end, PIECE)]
+        # Reads the page cache in place (no copy); pieces are hashed on all cores.
+        if header.file_size - base >= _PARALLEL_MIN and len(pieces) > 1:
+            with ThreadPoolExecutor(max_workers=_hash_workers(), thread_name_prefix="torchsmith-sha256") as pool:
+                digests = list(pool.map(_piece_digest, pieces))
+        else:
+            digests = [_piece_digest(p) for p in pieces]
+        for p in pieces:
+            p.release()
+        return _combine(digests)
+    finally:
+        view.release()
 
 
 def verify(header: Header, mapped: mmap.mmap | None = None) -> bool | None:
@@ -309,6 +342,11 @@ def verify(header: Header, mapped: mmap.mmap | None = None) -> bool | None:
     recorded = header.metadata.get(HASH_KEY)
     if recorded is None:
         return None
+    scheme = header.metadata.get("sha256_scheme")
+    if scheme != HASH_SCHEME:
+        raise CheckpointError(f"{header.path} records its hash with scheme {scheme!r}, which this torchsmith "
+                              f"does not know (it knows {HASH_SCHEME!r}); upgrade torchsmith, or load with "
+                              "verify=False if you trust the file")
     aliases = _aliases(header)
     if header.metadata.get(INDEX_HASH_KEY) not in (None, index_sha256(header.entries.values(), aliases)):
         raise CheckpointError(f"{header.path} failed verification: its tensor table (names, shapes, dtypes) "

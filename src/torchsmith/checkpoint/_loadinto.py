@@ -13,7 +13,7 @@ import difflib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from torchsmith.errors import CheckpointError, ConfigError, UnknownNameError
 
 __all__ = ["LoadReport", "ShapeMismatch", "Remapped", "load_into", "KNOWN_PREFIXES"]
 
-Remap = Union[Mapping[str, str], Callable[[str], Union[str, None]]]
+Remap = Mapping[str, str] | Callable[[str], str | None]
 
 #: Prefixes that wrappers add to every key, and the wrapper that adds them.
 KNOWN_PREFIXES: dict[str, str] = {
@@ -96,8 +96,7 @@ class LoadReport:
         lines = [f"{self.source} -> {self.model}: {state}; {self.summary()} ({check})"]
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  prefix: {what} ({cause})" for what, cause in self.prefixes]
-        by_cause = Counter(r.cause for r in self.remapped)
-        for cause, n in by_cause.items():
+        for cause in Counter(r.cause for r in self.remapped):
             if not cause.startswith("stripped") and not cause.startswith("added"):
                 lines.append(f"  remapped ({cause}): " + ", ".join(
                     f"{r.source} -> {r.target}" for r in self.remapped if r.cause == cause))

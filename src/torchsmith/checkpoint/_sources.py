@@ -13,6 +13,7 @@ import io
 import os
 import pickle
 import pickletools
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -113,7 +114,9 @@ def unsafe_globals(path: Path) -> list[str]:
 def safe_torch_load(path: Path) -> Any:
     """``torch.load(path, weights_only=True, map_location="cpu")``; every failure is one CheckpointError."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols in damaged files; we raise instead
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except IsADirectoryError:
@@ -161,7 +164,8 @@ def to_state_dict(obj: Any, label: str, notes: list[str]) -> dict[str, torch.Ten
                 break
     bad_keys = [k for k in obj if not isinstance(k, str)]
     if bad_keys:
-        raise CheckpointError(f"{label} has non-string keys such as {bad_keys[0]!r}; a state dict maps names to tensors")
+        raise CheckpointError(f"{label} has non-string keys such as {bad_keys[0]!r}; "
+                              "a state dict maps names to tensors")
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     dropped = [k for k in obj if k not in tensors]
     if not tensors and obj:

@@ -1,0 +1,217 @@
+"""Safety: malicious pickles are never executed, kill -9 never destroys a checkpoint, errors name the file."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import pickle
+import random
+import resource
+import signal
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import torchsmith as ts
+from torchsmith.checkpoint import checkpoint_info, convert_checkpoint, load_into
+from torchsmith.checkpoint._atomic import temp_files_for
+from torchsmith.checkpoint._sources import read_state_dict
+from torchsmith.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class _Payload:
+    """Unpickling this runs ``touch marker`` (the classic __reduce__ attack)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Nested:
+    """Unpickling this unpickles an inner payload: pickle inside pickle."""
+
+    def __init__(self, inner: bytes) -> None:
+        self.inner = inner
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (pickle.loads, (self.inner,))
+
+
+def _malicious_files(d: Path, marker: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    raw = pickle.dumps({"weight": torch.ones(2), "evil": _Payload(marker)}, protocol=2)
+    files["raw_pickle"] = d / "raw.pt"
+    files["raw_pickle"].write_bytes(raw)
+    files["torch_save"] = d / "torch_save.pth"
+    torch.save({"fc.weight": torch.ones(2, 2), "fc.bias": _Payload(marker)}, files["torch_save"])
+    files["nested"] = d / "nested.bin"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "x": _Nested(pickle.dumps(_Payload(marker)))}, files["nested"])
+    # A hand-made torch zip whose data.pkl is a bare payload; and a .pt zip wrapped in another zip.
+    files["zip"] = d / "zipped.pt"
+    with zipfile.ZipFile(files["zip"], "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps(_Payload(marker)))
+        zf.writestr("archive/version", "3\n")
+    files["zip_in_zip"] = d / "zip_in_zip.pt"
+    with zipfile.ZipFile(files["zip_in_zip"], "w") as zf:
+        zf.writestr("archive/data.pkl", files["torch_save"].read_bytes())
+    files["legacy"] = d / "legacy.pth"
+    torch.save({"evil": _Payload(marker)}, files["legacy"], _use_new_zipfile_serialization=False)
+    files["as_safetensors"] = d / "disguised.safetensors"
+    files["as_safetensors"].write_bytes(raw)
+    return files
+
+
+def test_malicious_pickles_are_refused_and_never_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    files = _malicious_files(tmp_path, marker)
+    model = torch.nn.Linear(2, 2)
+    for kind, path in files.items():
+        for reader in (lambda p: load_into(model, p), checkpoint_info, lambda p: ts.load(p),
+                       lambda p: convert_checkpoint(p, tmp_path / "out.safetensors")):
+            with pytest.raises(ts.CheckpointError) as info:
+                reader(path)
+            assert str(path) in str(info.value), kind
+            assert not marker.exists(), f"{kind}: the payload ran"
+    assert not (tmp_path / "out.safetensors").exists()
+    with pytest.raises(ts.CheckpointError, match=r"unsafe globals \((posix|os|nt)\.system.*--trust-pickle"):
+        load_into(model, files["torch_save"])
+    with pytest.raises(ts.CheckpointError, match=r"unsafe globals .*pickle\.loads"):
+        load_into(model, files["nested"])
+
+
+def test_malicious_pickle_refused_by_the_cli(tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    path = _malicious_files(tmp_path, marker)["torch_save"]
+    for args in (["info", str(path)], ["load-report", "lenet", str(path)],
+                 ["convert", str(path), str(tmp_path / "o.safetensors")]):
+        result = CliRunner().invoke(main, ["ckpt", *args])
+        assert result.exit_code == 1, result.output
+        assert "error: refused" in result.output and "Traceback" not in result.output
+        assert not marker.exists()
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_whole_model_pickle_is_refused_with_the_fix(tmp_path: Path) -> None:
+    torch.save(ts.create_model("lenet"), tmp_path / "whole.pt")
+    with pytest.raises(ts.CheckpointError, match=r"LeNet.*pickles whole objects.*model.state_dict\(\)"):
+        load_into(ts.create_model("lenet"), tmp_path / "whole.pt")
+    # The explicit, never automatic, escape hatch for a file the user trusts.
+    out = convert_checkpoint(tmp_path / "whole.pt", tmp_path / "whole.safetensors", trust_pickle=True)
+    assert load_into(ts.create_model("lenet"), out).ok
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 7, b"garbage", b"PK\x03\x04 broken zip", b"\x80\x02}q\x00(X",
+                                     (10**9).to_bytes(8, "little") + b"{}"])
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_malformed_files_give_one_error_naming_the_file(tmp_path: Path, content: bytes, suffix: str) -> None:
+    path = tmp_path / f"bad{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(ts.CheckpointError, match=str(path).replace(".", r"\.")):
+        load_into(torch.nn.Linear(2, 2), path)
+
+
+def _versioned(value: float) -> torch.nn.Module:
+    model = ts.create_model("resnet20")
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            t.fill_(value)
+    return model
+
+
+def _fork(child: Callable[[], int]) -> int:
+    """Run ``child`` in a forked process (a real one: it can be SIGKILLed); return its pid.
+
+    Fork rather than a fresh interpreter: importing torch takes seconds, and the
+    child only writes files (no intra-op parallel work, which must not run after fork).
+    """
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            torch.set_num_threads(1)
+            code = child()
+        finally:
+            os._exit(code)
+    return pid
+
+
+@pytest.mark.slow
+def test_kill_9_during_overwrite_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.safetensors"
+    ts.save(_versioned(0), path)
+    versions = [_versioned(1), _versioned(2)]
+
+    def writer() -> int:
+        i = 0
+        while True:  # overwrite the same path, alternating two versions, until killed
+            ts.save(versions[i % 2], path)
+            i += 1
+
+    rng = random.Random(1234)
+    trials, interrupted, seen = 24, 0, set()
+    for _ in range(trials):
+        pid = _fork(writer)
+        time.sleep(rng.uniform(0.005, 0.15))
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        interrupted += bool(temp_files_for(path))
+        state = read_state_dict(path).tensors  # verifies the sha256: the file is one complete save
+        values = {float(v) for t in state.values() for v in t.unique()}
+        assert len(values) == 1, f"a mix of versions: {sorted(values)[:5]}"
+        seen |= values
+    loaded = ts.load(path)
+    assert seen <= {0.0, 1.0, 2.0}
+    # Some kills must have landed mid-write for the test to mean anything.
+    assert interrupted >= 1, "no kill landed during a write; lengthen the writes"
+    ts.save(loaded, path)
+    assert temp_files_for(path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors"]
+
+
+def test_error_mid_write_keeps_the_old_file_and_surfaces_the_original_exception(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.safetensors"
+    ts.save(ts.create_model("lenet"), path)
+    before = path.read_bytes()
+    model = ts.create_model("resnet20")  # ~1 MB: larger than the limit below
+
+    def child() -> int:
+        # A real failure half-way through the data: the file-size limit makes write() fail with EFBIG.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        try:
+            ts.save(model, path)
+        except OSError as e:  # the original exception, not wrapped
+            return 3 if e.errno == errno.EFBIG else 4
+        return 5
+
+    _, status = os.waitpid(_fork(child), 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors"]
+
+
+def test_zip_bomb_like_sizes_do_not_hang(tmp_path: Path) -> None:
+    # A header that promises a 2**40-element tensor: refused from the header alone, at once.
+    bad = tmp_path / "huge.safetensors"
+    header = b'{"w":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4398046511104]}}'
+    bad.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 16)
+    start = time.perf_counter()
+    with pytest.raises(ts.CheckpointError, match="cover 4398046511104 bytes of data but the file holds 16"):
+        checkpoint_info(bad)
+    assert time.perf_counter() - start < 1
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(3)}, buf)
+    (tmp_path / "trunc.pt").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ts.CheckpointError, match=r"trunc\.pt is not a readable PyTorch checkpoint"):
+        checkpoint_info(tmp_path / "trunc.pt")
