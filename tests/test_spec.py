@@ -180,6 +180,8 @@ def test_residual_shortcuts():
     assert given(torch.randn(1, 4, 8, 8)).shape == (1, 8, 4, 4)
     mlp = ts.build({"input": [6], "layers": [{"residual": [{"linear": 6}, "relu"]}]})
     assert isinstance(mlp.residual1.shortcut, nn.Identity)
+    wide = {"input": [6], "layers": [{"residual": {"body": [{"linear": 9}], "act": "relu"}}]}
+    assert check_spec(wide).output == (9,) and ts.build(wide).num_classes == 9
 
 
 def test_same_generator_same_weights_and_default_init_by_activation():
@@ -322,6 +324,13 @@ def test_json_specs_have_lines_too(tmp_path):
         ts.build_file(path)
     with pytest.raises(SpecError, match=r"line 1: not valid JSON"):
         ts.build_file(write(tmp_path, "{input: [8]}", "bad.json"))
+
+
+def test_alias_bombs_are_refused(tmp_path):
+    lines = ["input: [8]", "layers: [relu]", "description:", "  - &a0 [relu, relu, relu, relu, relu, relu, relu, relu]"]
+    lines += [f"  - &a{i} [{', '.join([f'*a{i - 1}'] * 8)}]" for i in range(1, 6)]  # 8^6 = 262,144 values
+    with pytest.raises(SpecError, match="expands to more than 100,000 values"):
+        ts.build_file(write(tmp_path, "\n".join(lines) + "\n"))
 
 
 def test_spec_never_imports_or_calls_by_dotted_path():

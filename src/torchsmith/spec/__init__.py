@@ -96,12 +96,12 @@ def check_spec(spec: Mapping[str, Any] | str | Path) -> SpecReport:
     model, builder = _build(spec, generator=None, meta=True)
     return SpecReport(
         name=spec.get("name"), source=source or getattr(spec, "source", None), input=builder.input,
-        output=builder.rows[-1].out_shape if builder.rows else builder.input,
+        output=builder.output,
         params=sum(p.numel() for p in model.parameters()), init_policy=model.init_policy, rows=builder.rows,
     )
 
 
-def _build(spec: Mapping[str, Any], *, generator: torch.Generator | None, meta: bool) -> tuple[nn.Module, Builder]:
+def _build(spec: Mapping[str, Any], *, generator: torch.Generator | None, meta: bool) -> tuple[SpecModel, Builder]:
     builder = Builder(spec)
     canonical = plain(spec)  # refuses anything a checkpoint could not store as JSON
     init_where = Where("init", line_of(spec, "init"), builder.source)
@@ -121,6 +121,8 @@ def _build(spec: Mapping[str, Any], *, generator: torch.Generator | None, meta: 
         raise init_where.error(str(e)) from e
     model.init_policy = policy
     model.default_input_size = builder.input
+    if len(builder.output) == 1:
+        model.num_classes = builder.output[0]  # outputs per example, as zoo classifiers say it (the trainer checks it)
     object.__setattr__(model, ARCH_ATTR, {"spec": canonical})
     return model, builder
 

@@ -12,7 +12,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import nn
 
 from torchsmith.errors import SpecError, TorchsmithError, did_you_mean
@@ -65,6 +64,7 @@ class Builder:
         self.source = getattr(spec, "source", None)
         self.root = Where("", getattr(spec, "line", None), self.source)
         self.rows: list[SpecRow] = []
+        self.output: Shape = ()
         self.activations: list[str] = []
         for key in spec:
             if key not in TOP_KEYS:
@@ -131,8 +131,8 @@ class Builder:
 
     # ------------------------------------------------------------------ lists and entries
     def build_root(self) -> tuple[OrderedDict[str, nn.Module], Shape]:
-        layers = self.spec["layers"]
-        return self.build_list(layers, self.input, self._top("layers"), "", ())
+        children, self.output = self.build_list(self.spec["layers"], self.input, self._top("layers"), "", ())
+        return children, self.output
 
     def build_list(self, entries: Any, shape: Shape, where: Where, mpath: str,
                    stack: tuple[str, ...]) -> tuple[OrderedDict[str, nn.Module], Shape]:

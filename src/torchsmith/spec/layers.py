@@ -92,7 +92,7 @@ def _window_out(in_shape: Shape, layer: str, kernel: tuple[int, ...], stride: tu
 
 
 # --------------------------------------------------------------------------- conv / linear
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONV: dict[int, Any] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
 @register_layer(shorthand="out")
@@ -213,7 +213,7 @@ def groupnorm(in_shape: Shape, *, groups: int, eps: float = 1e-5, affine: bool =
 
 
 # --------------------------------------------------------------------------- activations, dropout, flatten
-def _activation(name: str, make: Callable[..., nn.Module], gain: str | None, doc: str,
+def _activation(name: str, make: Callable[..., Any], gain: str | None, doc: str,
                 shorthand: str | None = None) -> None:
     make.__name__ = name
     make.__doc__ = doc

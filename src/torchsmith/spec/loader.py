@@ -138,17 +138,26 @@ def _load_json(text: str, path: str) -> Any:
     return with_lines if with_lines == data else data
 
 
-def plain(value: Any, where: str = "spec") -> Any:
+#: More values than any real spec has: YAML aliases can nest into an exponential expansion ("billion laughs").
+MAX_SPEC_VALUES = 100_000
+
+
+def plain(value: Any, where: str = "spec", _budget: list[int] | None = None) -> Any:
     """A deep copy of ``value`` as plain JSON data (dict/list/str/int/float/bool/None), or a SpecError."""
+    budget = _budget if _budget is not None else [MAX_SPEC_VALUES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise SpecError(f"the spec expands to more than {MAX_SPEC_VALUES:,} values (nested YAML aliases?); "
+                        f"write it without aliases that multiply")
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise SpecError(f"{where}: key {k!r} must be a string (quote it in YAML)")
-            out[k] = plain(v, f"{where}.{k}")
+            out[k] = plain(v, f"{where}.{k}", budget)
         return out
     if isinstance(value, (list, tuple)):
-        return [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [plain(v, f"{where}[{i}]", budget) for i, v in enumerate(value)]
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):

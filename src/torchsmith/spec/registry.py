@@ -74,7 +74,7 @@ class LayerType:
 
     def make(self, in_shape: Shape, args: dict[str, Any]) -> tuple[nn.Module, Shape]:
         """Build the module for ``in_shape``; return it and its output shape."""
-        result = self.factory(in_shape, **args) if self.takes_shape else self.factory(**args)
+        result: Any = self.factory(in_shape, **args) if self.takes_shape else self.factory(**args)
         out: Shape | None = None
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
             result, out = result[0], tuple(int(d) for d in result[1])
@@ -114,7 +114,7 @@ def register_layer(target: Any = None, *, name: str | None = None, shorthand: st
         return register_layer(name=target, shorthand=shorthand, activation=activation)
 
     def decorator(obj: Any) -> Any:
-        key = name or getattr(obj, "__name__", "")
+        key = str(name or getattr(obj, "__name__", ""))
         if not _NAME.match(key):
             raise ConfigError(f"layer type name {key!r} must be an identifier like 'my_layer'")
         if key in _LAYERS or key in CONTAINER_TYPES:

@@ -58,7 +58,7 @@ def to_spec(model_or_name: nn.Module | str, *, input_shape: tuple[int, ...] | No
     elif isinstance(model, ResNet):
         layers = _resnet(model)
     elif type(model) in (nn.Sequential,):
-        layers = _sequential(model)
+        layers = _sequential(model)  # type: ignore[arg-type]
     else:
         raise SpecError(f"{type(model).__name__} cannot be written as a spec: {_EXPRESSIBLE}")
     spec: dict[str, Any] = {"name": name or type(model).__name__.lower(), "input": [int(d) for d in size]}
@@ -130,6 +130,7 @@ def _resnet(m: Any) -> list[Any]:
         if not isinstance(stage, nn.Sequential):
             continue  # an unused stage is an Identity without parameters
         blocks = []
+        blk: Any
         for j, blk in enumerate(stage):
             kind, arg = ("bottleneck", "planes") if isinstance(blk, Bottleneck) else ("basic_block", "out")
             entry = {arg: blk.conv1.out_channels, "name": j}
@@ -257,7 +258,7 @@ def copy_weights(src: nn.Module, dst: nn.Module) -> list[tuple[str, str]]:
         raise SpecError(f"the models have {len(a)} and {len(b)} tensors in their state_dict; copying by position "
                         f"needs the same layers in the same order")
     pairs: OrderedDict[str, torch.Tensor] = OrderedDict()
-    names = []
+    names: list[tuple[str, str]] = []
     for (ka, va), (kb, vb) in zip(a.items(), b.items()):
         if va.shape != vb.shape:
             raise SpecError(f"tensor {len(names)}: {ka} has shape {list(va.shape)} but {kb} has "
