@@ -66,20 +66,9 @@ def check_fresh_out_dir(out_dir: Path) -> None:
 
 def load_weights(model: nn.Module, path: Path) -> None:
     """Load the checkpoint's tensors into ``model`` (strict: every name and shape must match)."""
-    try:
-        from torchsmith.checkpoint import load_into
-    except ImportError:  # the checkpoint module without load_into: read the safetensors file directly
-        load_into = None
-    if load_into is not None:
-        load_into(model, path, strict=True)
-        return
-    from safetensors.torch import load_file
+    from torchsmith.checkpoint import load_into
 
-    try:
-        tensors = load_file(str(path))
-        model.load_state_dict(tensors, strict=True)
-    except Exception as e:
-        raise CheckpointError(f"{path} does not fit the model being trained: {e}") from e
+    load_into(model, path, strict=True)
 
 
 def saved_config(extra: dict[str, Any], where: Path) -> dict[str, Any]:

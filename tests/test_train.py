@@ -1,0 +1,196 @@
+"""The trainer end to end: metrics files, checkpoints, exact resume (also after a real SIGKILL), eval, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import torchsmith as ts
+from torchsmith.cli import main
+from torchsmith.errors import CheckpointError, ConfigError, DataError, TrainingError, UnknownNameError
+from torchsmith.train import TrainConfig, evaluate_checkpoint, fit, resume
+from torchsmith.train.optim import LRSchedule
+
+# A small LeNet on 16x16 grey digits: 21 steps an epoch at batch 64, a fraction of a second each.
+SMALL = {"in_channels": 1, "input_size": 16}
+SMALL_OPTS = ["--opt", "in_channels=1", "--opt", "input_size=16"]
+
+
+def small_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return ts.create_model("lenet", **SMALL)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return ts.load(path).state_dict()
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    return env
+
+
+# --------------------------------------------------------------------------- config and schedule
+def test_config_rejects_bad_options_with_their_names():
+    with pytest.raises(UnknownNameError, match="did you mean 'adamw'"):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(ConfigError, match="lr must be positive"):
+        TrainConfig(lr=0)
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(UnknownNameError, match="training option"):
+        TrainConfig().replace(epoch=3)
+
+
+def test_schedules_have_the_documented_shape():
+    one = LRSchedule("onecycle", total_steps=100, warmup_steps=30)
+    assert one(0) == pytest.approx(1 / 25) and one(30) == pytest.approx(1.0) and one(100) < 1e-5
+    cos = LRSchedule("cosine", total_steps=100, warmup_steps=10)
+    assert cos(0) < cos(9) <= 1.0 and cos(55) == pytest.approx(0.5) and cos(100) == pytest.approx(0.0)
+    flat = LRSchedule("constant", total_steps=100, warmup_steps=0)
+    assert flat(0) == flat(99) == 1.0
+
+
+# --------------------------------------------------------------------------- fit
+def test_fit_trains_writes_files_and_leaves_the_model_as_found(tmp_path):
+    model = small_model()
+    model.eval()
+    hooks_before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    result = fit(model, "digits", epochs=2, out_dir=str(tmp_path / "run"), log_every=5)
+    assert not model.training  # the mode it came in
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks_before
+    assert result.epochs_done == 2 and result.global_step == 2 * (1347 // 64)
+    assert result.test_acc > 0.5 and result.images_per_s > 0
+    run = tmp_path / "run"
+    for name in ("last.safetensors", "best.safetensors", "metrics.jsonl", "metrics.csv", "config.json"):
+        assert (run / name).is_file(), name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["test_acc"] == result.test_acc
+    assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,lr,train_loss,train_acc")
+    if "plot" in result.files:
+        assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "test accuracy" in str(result)
+    # The checkpoint is the model: a fresh copy evaluates to the same accuracy.
+    ev = evaluate_checkpoint(run / "last.safetensors", "digits")
+    assert ev.accuracy == result.test_acc and ev.num_samples == 450
+    assert sum(map(sum, ev.confusion)) == 450 and len(ev.per_class_accuracy) == 10
+
+
+def test_resume_after_an_epoch_and_mid_epoch_is_bit_identical(tmp_path):
+    opts = {"epochs": 2, "batch_size": 128}  # 10 steps an epoch
+    full = fit(small_model(), "digits", out_dir=str(tmp_path / "full"), **opts)
+    # Interrupted twice: mid-epoch 1 (step 7), then exactly at the end of epoch 1 (step 10).
+    first = fit(small_model(), "digits", out_dir=str(tmp_path / "cut"), max_steps=7, **opts)
+    assert first.stopped_early and first.global_step == 7 and first.epochs_done == 0
+    second = resume(tmp_path / "cut", max_steps=10)
+    assert second.stopped_early and second.global_step == 10 and second.resumed_from == {"epoch": 0, "step": 7}
+    last = resume(tmp_path / "cut")
+    assert last.global_step == full.global_step == 20 and not last.stopped_early
+    assert last.resumed_from == {"epoch": 1, "step": 0}
+    assert same_weights(weights(tmp_path / "full" / "last.safetensors"), weights(tmp_path / "cut" / "last.safetensors"))
+    # Even the metrics match: the partial epoch's running sums were saved too.
+    timing = ("images_per_s", "seconds")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in full.history] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in last.history]
+
+
+def test_resume_refuses_changed_options_and_missing_runs(tmp_path):
+    fit(small_model(), "digits", epochs=2, out_dir=str(tmp_path / "r"), max_steps=3)
+    with pytest.raises(ConfigError, match=r"lr \(saved 0.003, now 0.1\)"):
+        resume(tmp_path / "r", lr=0.1)
+    with pytest.raises(CheckpointError, match="no such run directory"):
+        resume(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="already holds a training run; continue it with --resume"):
+        fit(small_model(), "digits", epochs=1, out_dir=str(tmp_path / "r"))
+
+
+def test_fit_errors_are_clear():
+    with pytest.raises(DataError, match="num_classes=10"):
+        fit(ts.create_model("lenet", num_classes=5, **SMALL), "digits", epochs=1)
+    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+        fit(small_model(), "digits", epochs=1, amp="fp16", device="cpu")
+    with pytest.raises(TrainingError, match="loss became"):
+        fit(small_model(), "digits", epochs=1, optimizer="sgd", lr=1e12, max_steps=10, log_every=1)
+
+
+def test_bf16_channels_last_on_cpu_runs():
+    result = fit(small_model(), "digits", epochs=1, amp="bf16", channels_last=True, max_steps=4, log_every=2)
+    assert result.global_step == 4 and result.stopped_early
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_train_eval_and_errors(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(main, ["train", "lenet", *SMALL_OPTS, "--data", "digits", "--epochs", "1", "--out", str(out),
+                               "--progress", "plain", "--no-plot"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "trained 1/1 epochs" in res.output and (out / "best.safetensors").is_file()
+    res = runner.invoke(main, ["eval", str(out), "--data", "digits", "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["num_samples"] == 450 and len(report["confusion"]) == 10
+    res = runner.invoke(main, ["eval", str(out / "best.safetensors")], catch_exceptions=False)
+    assert "confusion matrix" in res.output and "per-class accuracy" in res.output
+    # A user's mistake: one line, exit 1, no traceback, nothing written.
+    proc = subprocess.run([sys.executable, "-m", "torchsmith", "train", "lenet", "--data", "digts",
+                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, env=subprocess_env())
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: unknown dataset 'digts'; did you mean 'digits'? (or give a folder of " \
+                                  "class sub-folders)"
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    """A real crash: SIGKILL the training process right after a step-level checkpoint, then --resume."""
+    common = [sys.executable, "-m", "torchsmith", "train", "lenet", *SMALL_OPTS, "--data", "digits", "--epochs", "2",
+              "--batch-size", "128", "--progress", "plain", "--no-plot"]
+    env = subprocess_env()
+    killed_dir, full_dir = tmp_path / "killed", tmp_path / "full"
+    proc = subprocess.Popen([*common, "--out", str(killed_dir), "--save-every-steps", "3", "--log-every", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        while not (killed_dir / "last.train.safetensors").exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.time() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    saved = ts.load_training_state(killed_dir / "last.safetensors", restore_rng=False)["trainer"]
+    assert saved["global_step"] < 2 * 10  # it really died part-way
+    done = subprocess.run([sys.executable, "-m", "torchsmith", "train", "--resume", str(killed_dir), "--progress",
+                           "plain"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "resuming at epoch" in done.stderr
+    full = subprocess.run([*common, "--out", str(full_dir)], capture_output=True, text=True, env=env)
+    assert full.returncode == 0, full.stderr
+    assert same_weights(weights(killed_dir / "last.safetensors"), weights(full_dir / "last.safetensors"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fast_path_bf16_channels_last():
+    result = fit(ts.create_model("lenet"), "synthetic", epochs=1, device="cuda", amp="bf16", channels_last=True,
+                 batch_size=512, num_samples=4096, optimizer="sgd", lr=0.05)
+    assert result.device.startswith("cuda") and result.epochs_done == 1
+    fp16 = fit(ts.create_model("lenet"), "synthetic", epochs=1, device="cuda", amp="fp16", batch_size=512,
+               num_samples=4096)
+    assert fp16.epochs_done == 1
