@@ -97,7 +97,8 @@ def check_spec(spec: Mapping[str, Any] | str | Path) -> SpecReport:
     return SpecReport(
         name=spec.get("name"), source=source or getattr(spec, "source", None), input=builder.input,
         output=builder.output,
-        params=sum(p.numel() for p in model.parameters()), init_policy=model.init_policy, rows=builder.rows,
+        params=sum(p.numel() for p in model.parameters()), init_policy=builder.init_policy,
+        rows=builder.rows,
     )
 
 
@@ -119,10 +120,12 @@ def _build(spec: Mapping[str, Any], *, generator: torch.Generator | None, meta: 
         init_weights(model, policy, generator=generator)  # on meta it only checks the policy against the model
     except TorchsmithError as e:
         raise init_where.error(str(e)) from e
-    model.init_policy = policy
-    model.default_input_size = builder.input
-    if len(builder.output) == 1:
-        model.num_classes = builder.output[0]  # outputs per example, as zoo classifiers say it (the trainer checks it)
+    # Plain attributes (not class annotations, which TorchScript would try to compile).
+    builder.init_policy = policy
+    object.__setattr__(model, "init_policy", policy)
+    object.__setattr__(model, "default_input_size", builder.input)
+    if len(builder.output) == 1:  # outputs per example, as zoo classifiers say it (the trainer checks it)
+        object.__setattr__(model, "num_classes", builder.output[0])
     object.__setattr__(model, ARCH_ATTR, {"spec": canonical})
     return model, builder
 

@@ -65,6 +65,7 @@ class Builder:
         self.root = Where("", getattr(spec, "line", None), self.source)
         self.rows: list[SpecRow] = []
         self.output: Shape = ()
+        self.init_policy: dict[str, Any] = {}  # set by torchsmith.spec once the model is initialised
         self.activations: list[str] = []
         for key in spec:
             if key not in TOP_KEYS:

@@ -9,7 +9,6 @@ adds a body and a shortcut. Every size was fixed when the spec was built.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
 
 import torch
 from torch import nn
@@ -31,10 +30,6 @@ class SpecModel(SpecSequential):
     holds the spec, so a checkpoint can rebuild the model; ``default_input_size``
     is the spec's ``input`` and ``init_policy`` its ``init`` section.
     """
-
-    init_policy: dict[str, Any]
-    default_input_size: tuple[int, ...]
-    num_classes: int  # set when the output is one vector per example
 
     def __init__(self, children: OrderedDict[str, nn.Module], *, name: str | None = None) -> None:
         super().__init__(children)
