@@ -20,11 +20,11 @@ import sympy
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from conftest import hook_count
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import torchsmith
+from conftest import hook_count
 from torchsmith import ConfigError, ShapeError, create_model, list_models, summary
 from torchsmith.cli import main
 

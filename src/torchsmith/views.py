@@ -54,7 +54,10 @@ def module_tree(model: nn.Module) -> ModuleNode:
                 seen_params.add(id(p))
                 node.own_params += p.numel()
         node.total_params = node.own_params
-        for child_name, child in module.named_children():
+        # _modules, not named_children(): that skips a module seen twice, hiding the sharing.
+        for child_name, child in module._modules.items():
+            if child is None:
+                continue
             child_node = build(child, child_name, f"{path}.{child_name}" if path else child_name)
             node.children.append(child_node)
             node.total_params += child_node.total_params

@@ -85,10 +85,11 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
         return
     net = _build(model, opts, meta=True)
     size = None
+    declared: Any = getattr(net, "default_input_size", None)  # (C, H, W) on zoo models
     if input_text is not None:
         size = (parse_dim(batch), *parse_cli_input(input_text))
-    elif getattr(net, "default_input_size", None) is not None:
-        size = (parse_dim(batch), *tuple(net.default_input_size))
+    elif declared is not None:
+        size = (parse_dim(batch), *tuple(declared))
     else:
         # Nothing to run: the structure and counts still help; say how to get the rest.
         click.echo(format_tree(module_tree(net), title=f"{type(net).__name__} ({model})", max_depth=depth))

@@ -10,6 +10,7 @@ trace symbolically with torch's ShapeEnv, so shapes and FLOPs are formulas.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -229,7 +230,7 @@ def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str
     dt = mem_dtype or (float_params[0].dtype if float_params else torch.get_default_dtype())
     size = torch.empty((), dtype=dt).element_size()
 
-    def nbytes(ts: list[torch.Tensor]) -> int:
+    def nbytes(ts: Sequence[torch.Tensor]) -> int:
         return sum(t.numel() * (size if t.is_floating_point() else t.element_size()) for t in ts)
 
     namer = trace.namer
@@ -246,7 +247,8 @@ def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str
         activations=namer.value(trace.activation_elements * size), inputs=_input_bytes(spec))
     ran = how if how in (RUN_META, RUN_FAKE, RUN_REAL) else f"real tensors on {how}"
     return ModelSummary(
-        model=label, input=spec.describe() + (" at batch 1" if how == RUN_REAL and spec.data is None else ""), rows=trace.rows, total_params=total, trainable_params=trainable,
+        model=label, input=spec.describe() + (" at batch 1" if how == RUN_REAL and spec.data is None else ""),
+        rows=trace.rows, total_params=total, trainable_params=trainable,
         buffer_elements=sum(b.numel() for b in buffers), forward_flops=namer.value(ffl),
         forward_macs=namer.value(ffl // 2), training_flops=namer.value(training),
         uncounted_ops=dict(trace.uncounted), memory=memory, ran_on=ran, symbols=symbols,
@@ -299,5 +301,5 @@ def _failure(trace: Trace, partial: ModelSummary) -> TorchsmithError:
         err = ShapeError(msg)
     else:
         err = SummaryError(msg)
-    err.partial = partial  # type: ignore[attr-defined]
+    err.partial = partial  # type: ignore[union-attr]
     return err

@@ -72,8 +72,8 @@ def _out_spec(out: Any) -> Any:
         specs = [_out_spec(o) for o in out]
         return None if any(s is None for s in specs) else (type(out).__name__, specs)
     if type(out) is dict:
-        specs = {k: _out_spec(o) for k, o in out.items()}
-        return None if any(s is None for s in specs.values()) else ("dict", specs)
+        named = {k: _out_spec(o) for k, o in out.items()}
+        return None if any(s is None for s in named.values()) else ("dict", named)
     return None
 
 

@@ -60,16 +60,18 @@ class Namer:
     def symbolic(self) -> bool:
         return bool(self.symbols)
 
-    def value(self, v: Any) -> int | float | str:
+    def value(self, v: Any) -> int | str:
         """An int, or a formula string such as ``"18816*B"``."""
         if isinstance(v, (torch.SymInt, torch.SymFloat)):
             expr = v.node.expr
-            if getattr(expr, "is_number", False):
-                return int(expr) if isinstance(v, torch.SymInt) else float(expr)
+            if getattr(expr, "is_number", False) and float(expr).is_integer():
+                return int(expr)
             return self.formula(expr)
+        if isinstance(v, int):
+            return v
         if isinstance(v, float) and v.is_integer():
             return int(v)
-        return v
+        return str(v)
 
     def formula(self, expr: Any) -> str:
         import sympy

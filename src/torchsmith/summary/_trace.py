@@ -34,7 +34,8 @@ _QUIET = {
     "dim", "is_contiguous", "sym_is_contiguous", "is_strides_like_format", "is_non_overlapping_and_dense",
     "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
     "arange", "detach", "copy_", "clone", "_to_copy", "lift_fresh", "lift_fresh_copy", "new_empty",
-    "new_zeros", "new_ones", "new_full", "new_empty_strided", "contiguous", "scalar_tensor", "_local_scalar_dense", "device",
+    "new_zeros", "new_ones", "new_full", "new_empty_strided", "contiguous", "scalar_tensor", "_local_scalar_dense",
+    "device",
 }
 
 _POOL_WORDS = ("pool",)

@@ -207,8 +207,8 @@ def rich_summary(s: ModelSummary, depth: int | None = 3, collapse: bool = True) 
     table = Table(title=f"{s.model}, input {s.input}", title_justify="left", show_lines=False)
     cells = [_cells(r, n, label, "  ") for r, n, label in summary_rows(s, depth, collapse)]
     cols = COLUMNS if any(c[-1] for c in cells) else COLUMNS[:-1]
-    for i, c in enumerate(cols):
-        table.add_column(c, justify="right" if i in (3, 4, 5, 6) else "left", no_wrap=i == 0)
-    for (r, _n, _label), c in zip(summary_rows(s, depth, collapse), cells):
-        table.add_row(*c[:len(cols)], style="red" if r.failed else None)
+    for i, col in enumerate(cols):
+        table.add_column(col, justify="right" if i in (3, 4, 5, 6) else "left", no_wrap=i == 0)
+    for (r, _n, _label), row in zip(summary_rows(s, depth, collapse), cells):
+        table.add_row(*row[:len(cols)], style="red" if r.failed else None)
     return Group(table, Text("\n".join(footer(s))))

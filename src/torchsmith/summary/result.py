@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any
 
 __all__ = ["LayerRow", "FlowEvent", "MemoryEstimate", "ModelSummary", "Num", "format_flow_shape"]
 
-Num = Union[int, str]  # a count, or a formula in the input's symbolic dims
+Num = int | str  # a count, or a formula in the input's symbolic dims
 
 
 @dataclass

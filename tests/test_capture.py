@@ -1,0 +1,136 @@
+"""torchsmith.capture and `torchsmith features`: real forwards, real hooks, real files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from torch import nn
+
+from conftest import hook_count
+from torchsmith import capture, create_model
+from torchsmith.capture import feature_stats, match_layers, plot_features
+from torchsmith.cli import main
+from torchsmith.errors import ConfigError, ShapeError, UnknownNameError
+
+
+@pytest.fixture
+def lenet():
+    torch.manual_seed(0)
+    return create_model("lenet").eval()
+
+
+def test_outputs_equal_eager_and_are_detached_copies(lenet):
+    x = torch.randn(2, 3, 32, 32)
+    with capture(lenet, ["conv1", "fc*"]) as feats:
+        y = lenet(x)
+    assert list(feats) == ["conv1", "fc1", "fc2", "fc3"]
+    assert torch.equal(feats["conv1"], lenet.conv1(x)) and torch.equal(feats["fc3"], y)
+    assert not feats["conv1"].requires_grad
+    assert hook_count(lenet) == 0
+
+
+def test_copies_survive_inplace_ops():
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True))
+    x = torch.randn(8, 4)
+    with capture(net, "0") as feats:
+        net(x)
+    assert (feats["0"] < 0).any()  # the in-place ReLU after it did not change the captured copy
+
+
+def test_inputs_and_grads(lenet):
+    x = torch.randn(2, 3, 32, 32)
+    with capture(lenet, "fc1", what="input") as inputs:
+        lenet(x)
+    assert inputs["fc1"].shape == (2, 400)
+    with capture(lenet, "fc2", what="grad") as grads:
+        out = lenet(x)
+        out.sum().backward()
+    # d(sum(fc3(relu(h))))/dh for h = fc2's output, by hand.
+    h = lenet.fc2(F.relu(lenet.fc1(torch.flatten(F.max_pool2d(F.relu(lenet.conv2(
+        F.max_pool2d(F.relu(lenet.conv1(x)), 2))), 2), 1))))
+    expected = (h > 0).float() * lenet.fc3.weight.sum(0)
+    assert torch.allclose(grads["fc2"], expected, atol=1e-6)
+    assert hook_count(lenet) == 0 and all(not p._backward_hooks for p in [h] if p._backward_hooks)
+
+
+def test_reused_module_captured_per_call():
+    lin = nn.Linear(3, 3)
+    net = nn.Sequential(lin, nn.Tanh(), lin)
+    x = torch.randn(1, 3)
+    with capture(net, "0") as feats:
+        net(x)
+    calls = feats.calls("0")
+    assert len(calls) == 2 and torch.equal(feats["0"], calls[1])  # two calls; [] gives the last
+
+
+def test_hooks_removed_when_forward_raises(lenet):
+    with pytest.raises(ShapeError, match="fc1 expects 400"):
+        with capture(lenet, "**") as feats:
+            lenet(torch.randn(1, 3, 64, 64)[:, :, :, :30])
+    assert hook_count(lenet) == 0
+    assert "conv1" in feats  # what ran before the failure is kept
+
+
+def test_globs():
+    m = create_model("resnet20")
+    assert match_layers(m, "layer*") == ["layer1", "layer2", "layer3", "layer4"]
+    assert match_layers(m, "layer1.**")[:2] == ["layer1.0", "layer1.0.conv1"]
+    assert match_layers(m, "layer?.0.conv1") == ["layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1"]
+    assert match_layers(m, "") == [""]
+    with pytest.raises(UnknownNameError, match="did you mean 'layer1'"):
+        match_layers(m, "layr1")
+    with pytest.raises(UnknownNameError, match="capture target"):
+        with capture(m, "fc", what="outputs"):
+            pass
+
+
+def test_stats_and_plot(lenet, tmp_path):
+    with capture(lenet, ["conv1", "fc1"]) as feats:
+        lenet(torch.randn(1, 3, 32, 32))
+    stats = {s.layer: s for s in feature_stats(feats)}
+    t = feats["conv1"].double()
+    assert stats["conv1"].shape == (1, 6, 28, 28) and abs(stats["conv1"].mean - float(t.mean())) < 1e-12
+    assert stats["conv1"].min == float(t.min())
+    path = plot_features(feats, tmp_path / "maps.png", image=torch.rand(3, 32, 32), max_maps=4)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ConfigError, match="should end in .png"):
+        plot_features(feats, tmp_path / "maps.txt")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_cli_features_stats_and_plot(tmp_path):
+    result = invoke("features", "resnet20", "--layers", "layer*", "--plot", str(tmp_path / "f.png"))
+    assert result.exit_code == 0
+    assert "layer1" in result.stdout and "[1, 16, 32, 32]" in result.stdout and "zeros" in result.stdout
+    assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_cli_features_from_image_and_dataset(tmp_path):
+    import matplotlib.image
+
+    img = torch.rand(20, 24, 3).numpy()
+    matplotlib.image.imsave(tmp_path / "in.png", img)
+    result = invoke("features", "lenet", "--layers", "conv1", "--image", str(tmp_path / "in.png"))
+    assert result.exit_code == 0 and "[1, 6, 28, 28]" in result.stdout
+    result = invoke("features", "lenet", "--opt", "in_channels=1", "--opt", "input_size=16",
+                    "--layers", "conv*", "--dataset", "digits", "--format", "csv")
+    assert result.exit_code == 0 and result.stdout.splitlines()[0].startswith("layer,call,shape")
+
+
+@pytest.mark.parametrize("args,match", [
+    (("features", "lenet", "--layers", "cnv1"), "did you mean 'conv1'"),
+    (("features", "lenet", "--layers", "conv1", "--input", "3x8x8"), "LeNet cannot take input"),
+    (("features", "lenet", "--layers", "conv1", "--plot", "out.txt"), "should end in .png"),
+    (("features", "lenet", "--layers", "conv1", "--image", "nope.png"), "does not exist"),
+])
+def test_cli_features_errors(args, match):
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], result.stderr
+    assert "Traceback" not in result.output
