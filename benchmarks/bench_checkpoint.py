@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="where to write the files (default: a temp dir in the repo)")
     args = parser.parse_args()
     root = Path(args.dir) if args.dir else Path(__file__).resolve().parent
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = []
     with tempfile.TemporaryDirectory(dir=root, prefix=".bench-ckpt-") as d:
         directory = Path(d)
@@ -118,6 +119,7 @@ def main() -> None:
             rows.append(("Linear stack 15x8192 (1.0B)", bench("linear1b", big, directory, 1)))
             del big
             print(rows[-1])
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "## Checkpoints: torchsmith.save/load vs torch.save/torch.load",
         "",
@@ -127,7 +129,8 @@ def main() -> None:
         f"{args.repeats} runs (1 for the 1B model). Load ratio = torch.load time / torchsmith time "
         "(higher is better; target >= 2); save ratio = torchsmith time / torch.save time (lower is better; "
         "target <= 1.2). torchsmith.save also hashes (sha256) and fsyncs file and directory; torch.save does "
-        "neither. torch.load returns only a state dict; torchsmith.load returns the rebuilt model.",
+        "neither. torch.load returns only a state dict; torchsmith.load returns the rebuilt model. "
+        f"System load average (1 min) {load_before:.1f} before and {load_after:.1f} after the run.",
         "",
         "| model | params | size | torch.save | ts.save | save ratio | torch.load | torch.load mmap "
         "| ts.load (verified) | load speed-up | ts.load verify=False | speed-up |",

@@ -166,7 +166,7 @@ def test_renamed_tensor_in_header_is_detected(tmp_path: Path) -> None:
     path = ts.save(ts.create_model("lenet"), tmp_path / "m.safetensors")
     raw = path.read_bytes().replace(b'"fc1.bias"', b'"fc9.bias"', 1)
     path.write_bytes(raw)
-    with pytest.raises(ts.CheckpointError, match="tensor table .* does not match"):
+    with pytest.raises(ts.CheckpointError, match="tensor table or metadata .* does not match"):
         ts.load(path)
 
 
@@ -257,3 +257,34 @@ def test_diff_reports_keys_shapes_and_max_abs_difference(tmp_path: Path) -> None
     d2 = diff_checkpoints(pa, tmp_path / "c.pt")
     assert d2.only_b == ["extra"] and ("fc1.bias", (120,), (3,)) in d2.shape
     assert "only in B: extra" in str(d2)
+
+
+def test_spec_built_model_round_trip(tmp_path: Path) -> None:
+    spec = {"input": [3, 16, 16], "layers": [{"conv": {"out": 4, "kernel": 3}}, "relu", "flatten", {"linear": 5}]}
+    try:
+        from torchsmith.spec import build
+    except ImportError:  # pragma: no cover - the spec builder ships separately
+        pytest.skip("torchsmith.spec is not available")
+    model = build(spec)
+    assert "spec" in model.torchsmith_arch
+    path = ts.save(model, tmp_path / "spec.safetensors")
+    loaded = ts.load(path)
+    assert loaded.torchsmith_arch == model.torchsmith_arch and _same_state(model, loaded)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(model(x), loaded(x))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_model_saves_and_loads_to_cuda(tmp_path: Path) -> None:
+    model = ts.create_model("lenet").cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 32, 32, device="cuda")).sum().backward()
+    opt.step()
+    path = ts.save(model, tmp_path / "m.safetensors", optimizer=opt, extra={"epoch": 1})
+    loaded = ts.load(path, map_location="cuda")
+    assert next(loaded.parameters()).is_cuda and _same_state(model, loaded)
+    opt2 = torch.optim.SGD(loaded.parameters(), lr=0.1, momentum=0.9)
+    assert ts.load_training_state(path, optimizer=opt2) == {"epoch": 1}
+    buf = opt2.state_dict()["state"][0]["momentum_buffer"]
+    assert buf.is_cuda and torch.equal(buf, opt.state_dict()["state"][0]["momentum_buffer"])

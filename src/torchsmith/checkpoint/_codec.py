@@ -57,8 +57,9 @@ def encode(value: Any, tensors: dict[str, torch.Tensor] | None, where: str) -> A
             return {k: encode(v, tensors, f"{where}[{k!r}]") for k, v in value.items()}
         return {"$dict": [[encode(k, None, f"{where} key"), encode(v, tensors, f"{where}[{k!r}]")]
                           for k, v in value.items()]}
-    if isinstance(value, type) and issubclass(value, nn.Module) and getattr(nn, value.__name__, None) is value:
-        return {"$torch.nn": value.__name__}
+    class_name = getattr(value, "__name__", "")
+    if isinstance(value, type) and issubclass(value, nn.Module) and getattr(nn, class_name, None) is value:
+        return {"$torch.nn": class_name}
     raise CheckpointError(
         f"{where} is a {type(value).__module__}.{type(value).__qualname__} ({value!r:.60}), which a checkpoint "
         "cannot store without pickle; use plain data (numbers, strings, lists, dicts, tensors, or a torch.nn "

@@ -59,9 +59,9 @@ def tie_groups(model: nn.Module) -> list[list[str]]:
     by_id: dict[int, list[str]] = {}
     for name, t in model.named_parameters(remove_duplicate=False):
         by_id.setdefault(id(t), []).append(name)
-    for name, t in model.named_buffers(remove_duplicate=False):
-        if t is not None:
-            by_id.setdefault(id(t), []).append(name)
+    for name, b in model.named_buffers(remove_duplicate=False):
+        if b is not None:
+            by_id.setdefault(id(b), []).append(name)
     return [names for names in by_id.values() if len(names) > 1]
 
 
@@ -104,7 +104,7 @@ def _arch_metadata(model: nn.Module) -> dict[str, str]:
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # ('MT19937', keys, pos, has_gauss, cached_gaussian)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
@@ -155,7 +155,7 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
         train_doc = json.dumps(doc, allow_nan=False)
         train_tensors = {k: _format.prepare_tensor(k, t) for k, t in train_tensors.items()}
 
-    digest = _format.write_safetensors(path, tensors, meta, aliases=aliases)
+    digest = _format.write_safetensors(path, tensors, meta)
     companion = training_state_path(path)
     if train_tensors is not None:
         train_meta = {"format": TRAIN_FORMAT, "format_version": FORMAT_VERSION, "torch_version": torch.__version__,
@@ -245,12 +245,11 @@ def _fill(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, aliase
     if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
         return _fill(build_from_arch(getattr(model, ARCH_ATTR), meta=False, source=path), tensors, path, aliases)
     # Tie again what the builder tied (assign replaced each name separately) and what the file says was tied.
+    by_name: dict[str, torch.Tensor] = dict(model.named_buffers(remove_duplicate=False))
+    by_name.update(model.named_parameters(remove_duplicate=False))
     for names in groups:
-        first = model.get_parameter(names[0]) if names[0] in dict(model.named_parameters()) else None
-        if first is None:
-            first = model.get_buffer(names[0])
         for other in names[1:]:
-            set_tensor(model, other, first)
+            set_tensor(model, other, by_name[names[0]])
     params = dict(model.named_parameters(remove_duplicate=False))
     buffers = dict(model.named_buffers(remove_duplicate=False))
     for alias, target in aliases.items():
@@ -343,7 +342,7 @@ def load_training_state(path: PathLike, *, optimizer: torch.optim.Optimizer | No
                                   f"{type(obj).__name__}; build the same {key} as the saved run")
         try:
             obj.load_state_dict(saved)
-        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
+        except Exception as e:  # whatever the optimizer or scheduler makes of a state that does not fit it
             raise CheckpointError(f"the {key} state in {companion} does not fit the given {key}: {e}") from e
     if restore_rng:
         if not isinstance(state.get("rng"), dict):

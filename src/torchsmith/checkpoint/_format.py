@@ -110,7 +110,7 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
     if t.numel() == 0:
         return memoryview(b"")
     flat = t.reshape(-1).view(torch.uint8)  # (numel * itemsize,) sharing t's memory
-    return memoryview(flat.numpy()).cast("B")
+    return memoryview(flat.numpy()).cast("B")  # type: ignore[arg-type]
 
 
 def prepare_tensor(name: str, t: torch.Tensor) -> torch.Tensor:
@@ -137,15 +137,19 @@ def prepare_tensor(name: str, t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-def index_sha256(entries: Iterable[TensorEntry], aliases: dict[str, str] | None = None) -> str:
-    """Hash of the tensor table, so a renamed tensor or a changed shape is detected like changed data."""
+def index_sha256(entries: Iterable[TensorEntry], metadata: dict[str, str]) -> str:
+    """Hash of the rest of the header: the tensor table and the metadata (except the two hashes).
+
+    So a renamed tensor, a changed shape or an edited architecture is detected like changed data.
+    """
     table = sorted([e.name, e.dtype, list(e.shape), e.begin, e.end] for e in entries)
-    payload = json.dumps({"tensors": table, "aliases": sorted((aliases or {}).items())}, separators=(",", ":"))
+    meta = sorted((k, v) for k, v in metadata.items() if k not in (HASH_KEY, INDEX_HASH_KEY))
+    payload = json.dumps({"tensors": table, "metadata": meta}, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *,
-                      aliases: dict[str, str] | None = None, durable: bool = True) -> str:
+                      durable: bool = True) -> str:
     """Write ``tensors`` (already prepared) and ``metadata`` to ``path`` atomically; return the data sha256.
 
     ``metadata`` gets ``sha256`` and ``index_sha256`` added. The hash is computed
@@ -163,8 +167,8 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
         entries.append(TensorEntry(name, _CODES[t.dtype], tuple(t.shape), offset, offset + nbytes))
         offset += nbytes
     meta = dict(metadata)
-    meta[INDEX_HASH_KEY] = index_sha256(entries, aliases)
     meta["sha256_scheme"] = HASH_SCHEME
+    meta[INDEX_HASH_KEY] = index_sha256(entries, meta)
     meta[HASH_KEY] = _PLACEHOLDER
     header: dict[str, Any] = {"__metadata__": meta}
     by_name = {e.name: e for e in entries}
@@ -347,10 +351,10 @@ def verify(header: Header, mapped: mmap.mmap | None = None) -> bool | None:
         raise CheckpointError(f"{header.path} records its hash with scheme {scheme!r}, which this torchsmith "
                               f"does not know (it knows {HASH_SCHEME!r}); upgrade torchsmith, or load with "
                               "verify=False if you trust the file")
-    aliases = _aliases(header)
-    if header.metadata.get(INDEX_HASH_KEY) not in (None, index_sha256(header.entries.values(), aliases)):
-        raise CheckpointError(f"{header.path} failed verification: its tensor table (names, shapes, dtypes) "
-                              "does not match the recorded index_sha256; the file was modified or corrupted")
+    if header.metadata.get(INDEX_HASH_KEY) != index_sha256(header.entries.values(), header.metadata):
+        raise CheckpointError(f"{header.path} failed verification: its tensor table or metadata (names, shapes, "
+                              "dtypes, architecture) does not match the recorded index_sha256; the file was "
+                              "modified or corrupted")
     actual = data_sha256(header, mapped)
     if actual != recorded:
         raise CheckpointError(f"{header.path} failed verification: the sha256 of its tensor data is {actual[:16]}... "

@@ -112,10 +112,10 @@ def checkpoint_info(path: PathLike, *, verify: bool = True) -> CheckpointInfo:
     if path.suffix.lower() != ".safetensors":  # a pickle stores tied tensors once too: show it
         first: dict[tuple[Any, ...], str] = {}
         for i, (name, t) in enumerate(src.tensors.items()):
-            key = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
-            if t.numel() and key in first:
-                tensors[i] = TensorInfo(**{**tensors[i].__dict__, "alias_of": first[key]})
-            first.setdefault(key, name)
+            ident = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+            if t.numel() and ident in first:
+                tensors[i] = TensorInfo(**{**tensors[i].__dict__, "alias_of": first[ident]})
+            first.setdefault(ident, name)
     companion = training_state_path(path)
     return CheckpointInfo(str(path), fmt, size, src.verified, meta, tensors, list(src.notes),
                           str(companion) if companion != path and companion.exists() else None)
@@ -228,5 +228,5 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, model: nn.Module | None 
     if aliases:
         meta["aliases"] = json.dumps(aliases, sort_keys=True)
     tensors = {k: _format.prepare_tensor(k, t) for k, t in unique.items()}
-    _format.write_safetensors(dst, tensors, meta, aliases=aliases)
+    _format.write_safetensors(dst, tensors, meta)
     return dst
