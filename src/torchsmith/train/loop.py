@@ -116,6 +116,9 @@ class _Run:
         self.notes: list[str] = []
         if cfg.amp == "fp16" and self.device.type != "cuda":
             raise ConfigError("--amp fp16 needs CUDA; on CPU use --amp bf16 or --amp off")
+        if cfg.sync_batchnorm and info.enabled and self.device.type != "cuda":
+            raise ConfigError("--sync-batchnorm needs CUDA (torch's SyncBatchNorm runs on GPUs only); on CPU "
+                              "leave it off and each rank normalises over its own part of the batch")
         in_size = getattr(model, "default_input_size", None)
         if splits is None:
             splits = load_dataset(cfg.data, data_dir=cfg.data_dir, input_size=in_size,
