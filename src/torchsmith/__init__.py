@@ -27,14 +27,18 @@ from torchsmith.spec import build, build_file, load_spec, register_layer, to_spe
 from torchsmith.train import EvalResult, TrainConfig, TrainResult, evaluate, evaluate_checkpoint, fit, resume
 from torchsmith.views import buffer_view, count_parameters, hook_view, module_tree, param_view
 
-# Last: the functions summary() and capture() take the names of their modules on the package.
+# Last: the functions summary(), capture() and check() take the names of their modules on the package.
 from torchsmith.summary import ModelSummary, summary  # noqa: E402  isort: skip
 from torchsmith.capture import Captured, capture  # noqa: E402  isort: skip
+from torchsmith.check import CheckReport, Finding, check  # noqa: E402  isort: skip
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "check",
+    "CheckReport",
+    "Finding",
     "TorchsmithError",
     "ConfigError",
     "UnknownNameError",

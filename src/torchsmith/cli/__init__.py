@@ -56,6 +56,7 @@ def main() -> None:
 
 def _register() -> None:
     from torchsmith.cli import (
+        check_cmd,
         ckpt_cmd,
         demo_cmd,
         eval_cmd,
@@ -68,7 +69,7 @@ def _register() -> None:
     )
 
     for module in (models_cmd, show_cmd, features_cmd, ckpt_cmd, spec_cmd, export_cmd, train_cmd, eval_cmd,
-                   demo_cmd):
+                   demo_cmd, check_cmd):
         main.add_command(module.command)
 
 

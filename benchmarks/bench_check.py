@@ -1,0 +1,109 @@
+"""Benchmark: the full default ``torchsmith check`` on CIFAR ResNet-18 at 3x32x32 (target < 15 s on 2 cores).
+
+Baselines, measured in the same run on the same model:
+
+* one plain forward+backward pass at the check's probe batch (2x3x32x32), the
+  least any run-based check must do;
+* the sum of running each check alone, which is what the shared train/eval runs save.
+
+Usage: python benchmarks/bench_check.py [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import command_line, machine, write_section  # noqa: E402
+
+import torchsmith as ts  # noqa: E402
+from torchsmith.check.report import CHECKS, DEFAULT_CHECKS  # noqa: E402
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return ts.create_model("resnet18", stem="cifar", num_classes=10)
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2, help="warm runs of the full check (median reported)")
+    args = parser.parse_args()
+    model = _model()
+    x = torch.randn(2, 3, 32, 32)
+
+    def plain() -> None:
+        model.zero_grad(set_to_none=True)
+        model(x).sum().backward()
+
+    plain()  # warm-up: first-call allocations
+    t_plain = statistics.median(_timed(plain) for _ in range(3))
+    model.zero_grad(set_to_none=True)
+
+    # Cold: the first check in the process pays TorchScript's and torch.export's one-time start-up.
+    cold_report = None
+
+    def full_cold() -> None:
+        nonlocal cold_report
+        cold_report = ts.check(model)
+
+    t_cold = _timed(full_cold)
+    warm = []
+    report = cold_report
+    for _ in range(max(1, args.repeat)):
+        start = time.perf_counter()
+        report = ts.check(model)
+        warm.append(time.perf_counter() - start)
+    t_full = statistics.median(warm)
+    assert report is not None and report.ok, str(report)
+
+    alone = {name: _timed(lambda n=name: ts.check(model, checks=n)) for name in DEFAULT_CHECKS}
+    t_alone = sum(alone.values())
+    t_graph = _timed(lambda: ts.check(model, checks="graph-breaks"))
+
+    rows = "\n".join(f"| {name} | {report.seconds.get(name, 0.0):.2f} | {alone[name]:.2f} |" for name in DEFAULT_CHECKS)
+    verdict = "meets" if t_full < 15 else "MISSES"
+    md = f"""## check: the full default set on CIFAR ResNet-18 (3x32x32)
+
+`ts.check(create_model("resnet18", stem="cifar", num_classes=10))`, all {len(DEFAULT_CHECKS)} default checks
+(every check but the opt-in `graph-breaks`), probe batch 2.
+
+| measurement | seconds | ratio |
+|---|---:|---:|
+| plain forward+backward, batch 2 (baseline) | {t_plain:.3f} | 1.0x |
+| full default check, warm (median of {len(warm)}) | {t_full:.2f} | {t_full / t_plain:.0f}x the forward+backward |
+| full default check, cold (first in the process) | {t_cold:.2f} | {t_cold / t_plain:.0f}x |
+| sum of each default check run alone | {t_alone:.2f} | full check is {t_full / t_alone:.2f}x of it |
+| `graph-breaks` alone (opt-in, torch._dynamo.explain) | {t_graph:.2f} | |
+
+Target: the full default set under 15 s on 2 CPU cores: **{verdict}** it ({t_full:.1f} s warm, {t_cold:.1f} s cold).
+Result: {len(report.errors)} errors, {len(report.warnings)} warnings, {len(report.infos)} notes.
+
+Per check (seconds; in the full run a check also pays for the shared runs it triggers first):
+
+| check | in the full run | alone |
+|---|---:|---:|
+{rows}
+
+Command: `{command_line()}`
+Machine: {machine()}; torch threads {torch.get_num_threads()}.
+All checks known: {", ".join(CHECKS)}.
+"""
+    write_section("check", md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
