@@ -16,7 +16,7 @@ import torchsmith as ts
 from torchsmith.cli import main
 from torchsmith.errors import ConfigError, SpecError
 from torchsmith.registry import model_options
-from torchsmith.spec import check_spec, copy_weights, dump_spec, layer_types
+from torchsmith.spec import check_spec, copy_weights, describe_layer_types, dump_spec, layer_types
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LENET, RESNET20 = EXAMPLES / "lenet.yaml", EXAMPLES / "resnet20.yaml"
@@ -374,6 +374,9 @@ def test_cli_writes_checks_and_refuses_to_overwrite(tmp_path):
     assert json.loads(result.output)["input"] == [1, 28, 28]
     result = runner.invoke(main, ["show", str(LENET)], catch_exceptions=False)
     assert result.exit_code == 0 and "Total parameters: 62,006" in result.output
+    result = runner.invoke(main, ["spec", "--types"], catch_exceptions=False)
+    assert result.exit_code == 0 and "out*, kernel*, stride=1" in result.output
+    assert {r[0] for r in describe_layer_types()} == set(layer_types())
 
 
 def test_cli_bad_spec_is_one_line_and_exit_1(tmp_path):

@@ -12,11 +12,11 @@ from torchsmith.cli._common import model_options, parse_opts
 from torchsmith.errors import ConfigError
 from torchsmith.registry import list_models
 from torchsmith.resolve import SPEC_SUFFIXES, resolve_model
-from torchsmith.spec import check_spec, dump_spec, load_spec, to_spec
+from torchsmith.spec import check_spec, describe_layer_types, dump_spec, load_spec, to_spec
 
 
 @click.command("spec")
-@click.argument("model")
+@click.argument("model", required=False)
 @model_options
 @click.option("--check", "check", is_flag=True,
               help="Validate MODEL (a spec file) and print every layer's output shape instead of writing it.")
@@ -25,8 +25,9 @@ from torchsmith.spec import check_spec, dump_spec, load_spec, to_spec
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default=None,
               help="Output format (default: from the -o suffix, else yaml).")
 @click.option("--force", is_flag=True, help="Overwrite the -o file if it exists.")
-def command(model: str, opts: tuple[str, ...], check: bool, output: Path | None, fmt: str | None,
-            force: bool) -> None:
+@click.option("--types", "types", is_flag=True, help="List the layer types a spec may name, with their arguments.")
+def command(model: str | None, opts: tuple[str, ...], check: bool, output: Path | None, fmt: str | None,
+            force: bool, types: bool) -> None:
     """Write MODEL as a spec (YAML or JSON), or --check a spec file.
 
     MODEL is a zoo name, a spec file, path/to/file.py:Class or a checkpoint; a
@@ -38,7 +39,17 @@ def command(model: str, opts: tuple[str, ...], check: bool, output: Path | None,
       torchsmith spec resnet20 -o resnet20.yaml
       torchsmith spec lenet --opt in_channels=1 --opt input_size=28
       torchsmith spec examples/resnet20.yaml --check
+      torchsmith spec --types
     """
+    if types:
+        rows = describe_layer_types()
+        width = max(len(r[0]) for r in rows)
+        for name, args, doc in rows:
+            click.echo(f"{name.ljust(width)}  {doc}")
+            click.echo(f"{' ' * width}    {args or '(no arguments)'}")
+        return
+    if model is None:
+        raise ConfigError("give a MODEL (a zoo name or a spec file), or --types to list the layer types")
     is_file = model.lower().endswith(SPEC_SUFFIXES)
     if check:
         if not is_file:

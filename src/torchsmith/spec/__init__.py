@@ -30,6 +30,7 @@ the layer needs and the fix.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ __all__ = [
     "dump_spec",
     "copy_weights",
     "layer_types",
+    "describe_layer_types",
     "get_layer_type",
     "LayerType",
     "SpecReport",
@@ -100,6 +102,34 @@ def check_spec(spec: Mapping[str, Any] | str | Path) -> SpecReport:
         params=sum(p.numel() for p in model.parameters()), init_policy=builder.init_policy,
         rows=builder.rows,
     )
+
+
+_CONTAINER_DOCS = {
+    "sequential": "Its layers in order, as one named module (`sequential: [...]` is short for `{layers: [...]}`).",
+    "repeat": "The body `times` times; inlined into the enclosing list unless given a `name`.",
+    "residual": "act(body(x) + shortcut(x)); shortcut auto (identity or 1x1 conv + batchnorm), identity, pad "
+                "or a list of layers.",
+}
+
+
+def describe_layer_types() -> list[tuple[str, str, str]]:
+    """``(type, arguments, summary)`` for every layer type a spec may name; ``*`` marks a required argument."""
+    from torchsmith.spec.builder import _CONTAINER_ARGS
+    from torchsmith.spec.registry import REQUIRED
+
+    def signature(args: Mapping[str, Any], shorthand: str | None) -> str:
+        parts = [f"{k}*" if v is REQUIRED else f"{k}={json.dumps(v)}" for k, v in args.items()]
+        return ", ".join(parts) + (f"  (a single value is `{shorthand}`)" if shorthand else "")
+
+    rows = []
+    for name in layer_types():
+        if name in _CONTAINER_ARGS:
+            rows.append((name, signature(_CONTAINER_ARGS[name], None), _CONTAINER_DOCS[name]))
+        else:
+            lt = get_layer_type(name)
+            assert lt is not None
+            rows.append((name, signature(lt.args, lt.shorthand), lt.doc))
+    return rows
 
 
 def _build(spec: Mapping[str, Any], *, generator: torch.Generator | None, meta: bool) -> tuple[SpecModel, Builder]:

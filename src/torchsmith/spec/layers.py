@@ -134,6 +134,8 @@ def linear(in_shape: Shape, *, out: int, bias: bool = True) -> tuple[nn.Module, 
 
 
 # --------------------------------------------------------------------------- pooling
+_POOL_WORD = {"maxpool": "Max", "avgpool": "Average", "adaptive_maxpool": "Max", "adaptive_avgpool": "Average"}
+
 def _pool(kind: str, modules: dict[int, type[nn.Module]]) -> Callable[..., tuple[nn.Module, Shape]]:
     def factory(in_shape: Shape, *, kernel: Any, stride: Any = None, padding: Any = 0,
                 ceil_mode: bool = False) -> tuple[nn.Module, Shape]:
@@ -151,7 +153,7 @@ def _pool(kind: str, modules: dict[int, type[nn.Module]]) -> Callable[..., tuple
         return module, (in_shape[0], *spatial)
 
     factory.__name__ = kind
-    factory.__doc__ = f"{kind.capitalize()} pooling (1d/2d/3d by input rank); stride defaults to the kernel."
+    factory.__doc__ = f"{_POOL_WORD[kind]} pooling (1d/2d/3d by input rank); stride defaults to the kernel."
     return factory
 
 
@@ -167,7 +169,7 @@ def _adaptive(kind: str, modules: dict[int, type[nn.Module]]) -> Callable[..., t
         return module, (in_shape[0], *sizes)
 
     factory.__name__ = kind
-    factory.__doc__ = f"{kind.replace('_', ' ').capitalize()} pooling to a fixed ``size`` (1 = global pooling)."
+    factory.__doc__ = f"Adaptive {_POOL_WORD[kind].lower()} pooling to a fixed ``size`` (1 = global pooling)."
     return factory
 
 
