@@ -113,6 +113,12 @@ class _Recorder(TorchDispatchMode):
         super().__init__()
         self.tracer = tracer
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Nothing is compiled under this mode; without this, torch wraps __torch_dispatch__ in
+        # dynamo.disable, whose first call imports all of torch._dynamo (seconds, and memory).
+        return False
+
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         packet = func._overloadpacket
