@@ -15,7 +15,16 @@ import torch
 from torch import nn
 
 from torchsmith.checkpoint import _format
-from torchsmith.checkpoint._core import FORMAT, FORMAT_VERSION, _dedupe, _version, read_arch, save, training_state_path
+from torchsmith.checkpoint._core import (
+    FORMAT,
+    FORMAT_VERSION,
+    TRAIN_FORMAT,
+    _dedupe,
+    _version,
+    read_arch,
+    save,
+    training_state_path,
+)
 from torchsmith.checkpoint._loadinto import load_into
 from torchsmith.checkpoint._sources import PICKLE_SUFFIXES, read_state_dict, safe_torch_load, to_state_dict
 from torchsmith.errors import CheckpointError, ConfigError
@@ -103,8 +112,9 @@ def checkpoint_info(path: PathLike, *, verify: bool = True) -> CheckpointInfo:
             else:
                 meta[key] = value
         aliases = meta.pop("aliases", {}) if isinstance(meta.get("aliases", {}), dict) else {}
-        fmt = (f"safetensors (torchsmith format {header.metadata.get('format_version', '?')})"
-               if header.metadata.get("format") == FORMAT else "safetensors")
+        kind = {FORMAT: "torchsmith format", TRAIN_FORMAT: "torchsmith training state, format"}.get(
+            header.metadata.get("format", ""))
+        fmt = f"safetensors ({kind} {header.metadata.get('format_version', '?')})" if kind else "safetensors"
     else:
         fmt = "PyTorch pickle (read with weights_only=True)"
     tensors = [TensorInfo(name, _dtype_name(t.dtype), tuple(t.shape), t.numel(), t.numel() * t.element_size(),
