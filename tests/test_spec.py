@@ -145,6 +145,21 @@ def test_sizes_are_inferred_through_every_layer_type():
     assert y.shape == (2, 10) and report.output == (10,)
 
 
+def test_input_never_modified_and_every_parameter_gets_a_gradient():
+    # Activations after a conv/linear/norm/residual work in place (as the zoo's do), never on the input.
+    model = ts.build({"input": [4, 6, 6], "layers": ["relu", {"conv": {"out": 4, "kernel": 3, "padding": 1}},
+                                                     "relu", "identity", "relu", {"residual": {
+                                                         "body": [{"conv": {"out": 4, "kernel": 1}}],
+                                                         "act": "relu"}}, "leaky_relu", "flatten", {"linear": 3}]})
+    assert not model.relu1.inplace and model.relu2.inplace and not model.relu3.inplace
+    assert model.residual1.act.inplace and not model.leaky_relu1.inplace  # relu_ keeps its result for backward
+    x = torch.randn(2, 4, 6, 6)
+    x0 = x.clone()
+    model(x).square().sum().backward()
+    assert torch.equal(x, x0)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
 def test_conv_dimensionality_follows_the_input():
     for shape, cls in (([2, 16], nn.Conv1d), ([2, 8, 8], nn.Conv2d), ([2, 4, 4, 4], nn.Conv3d)):
         model = ts.build({"input": shape, "layers": [{"conv": {"out": 3, "kernel": 3}}]})

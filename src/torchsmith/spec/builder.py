@@ -167,6 +167,8 @@ class Builder:
                 raise w.error(f"name {name!r} is used twice in this list; names must be unique", kind)
             child_path = f"{mpath}.{name}" if mpath else name
             module, shape = self.build_entry(kind, args, entry, shape, w, child_path, stack)
+            if children and _fresh_output(next(reversed(children.values()))):
+                _in_place(module)
             children[name] = module
         return shape
 
@@ -334,6 +336,7 @@ class Builder:
             act, act_out = self._leaf(kind, act_args, out, aw)
             if act_out != out:
                 raise aw.error(f"`act` must keep the shape {fmt_shape(out)}, but gives {fmt_shape(act_out)}", kind)
+            _in_place(act)  # it only ever sees the fresh sum
         return Residual(body, shortcut, act), out
 
     def _projection(self, shape: Shape, out: Shape, where: Where) -> nn.Module:
@@ -384,6 +387,25 @@ class Builder:
             if row.module == old or row.module.startswith(old + "."):
                 row.module = mpath + row.module[len(old):]
         return next(iter(children.values()))
+
+
+# Layers whose output is always a new tensor that nothing else holds and whose backward does not need
+# it: an activation right after one may work in place (as torchvision's ResNet does), saving a copy of
+# the feature map; never after the model's input, an identity, dropout, a view or another activation
+# (ReLU's backward needs its own result).
+_FRESH_OUTPUT = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+                 nn.GroupNorm, nn.LayerNorm)
+
+
+def _fresh_output(module: nn.Module) -> bool:
+    if isinstance(module, Residual):
+        return isinstance(module.act, nn.Identity)  # the bare sum; an activation after it keeps its result
+    return type(module) in _FRESH_OUTPUT
+
+
+def _in_place(module: nn.Module) -> None:
+    if type(module) in (nn.ReLU, nn.LeakyReLU):  # their backward needs only the result, which they keep
+        module.inplace = True  # type: ignore[assignment]
 
 
 def _at(where: Where) -> str:

@@ -50,7 +50,12 @@ class LineList(list):  # type: ignore[type-arg]
         self.item_lines = []
 
 
-class _LineLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML has it (10x faster); the constructor is SafeConstructor either way, so the
+# loader makes only dicts, lists and scalars and rejects every python/* tag.
+_SafeBase: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_SafeBase):  # type: ignore[misc,valid-type]
     """SafeLoader that builds LineDict/LineList and refuses duplicate keys (safe_load keeps the last silently)."""
 
 
