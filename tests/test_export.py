@@ -302,3 +302,13 @@ def test_cli_help_has_examples() -> None:
     for flag in ("--format", "--out", "--input", "--static-batch", "--opset", "--trace", "--format-report"):
         assert flag in result.output
     assert "torchsmith export resnet20 --out resnet20.pt2" in result.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("fmt", ["exported", "torchscript"])
+def test_cuda_model_exports_and_verifies_on_its_device(fmt: str, tmp_path: Path) -> None:
+    model = ts.create_model("resnet20").cuda()
+    report = export(model, tmp_path / f"r{SUFFIX[fmt]}", format=fmt, timing_runs=2)
+    assert report.passed, str(report)
+    assert next(model.parameters()).is_cuda and model.training

@@ -147,16 +147,21 @@ def write_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: boo
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     weight_bytes += sum(b.numel() * b.element_size() for b in model.buffers())
     external = weight_bytes > ONNX_INLINE_LIMIT
+    used: int | None = None
     if use_dynamo_onnx():
         program, exporter = torch_export(model, example, dynamic)  # localised failures for the tracing step
         kwargs: dict[str, Any] = {"dynamo": True, "external_data": external, "verbose": False}
         if opset is not None:
             kwargs["opset_version"] = opset
         try:
-            torch.onnx.export(program, (example,), str(path), **kwargs)
+            onnx_program = torch.onnx.export(program, (example,), str(path), **kwargs)
         except Exception as e:
             raise ExportError(describe_failure("ONNX conversion", model, e)) from e
         exporter = f"{exporter} + torch.onnx.export(dynamo=True)"
+        # The opset from the in-memory model: re-reading a large file just for it costs seconds.
+        imports = getattr(getattr(onnx_program, "model", None), "opset_imports", None)
+        if isinstance(imports, dict) and isinstance(imports.get(""), int):
+            used = imports[""]
     else:
         names = ["output"] if len(flatten_outputs(_eager(model, example))) == 1 else None
         axes = {"input": {0: "batch"}, **({"output": {0: "batch"}} if names else {})} if dynamic else None
@@ -166,11 +171,13 @@ def write_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: boo
         except Exception as e:
             raise ExportError(describe_failure("torch.onnx.export", model, e)) from e
         exporter = "torch.onnx.export (TorchScript-based exporter)"
-    import onnx
     import onnxruntime
 
-    proto = onnx.load(str(path), load_external_data=False)
-    used = next((imp.version for imp in proto.opset_import if imp.domain in ("", "ai.onnx")), None)
+    if used is None:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        used = next((imp.version for imp in proto.opset_import if imp.domain in ("", "ai.onnx")), None)
     if opset is not None and used is not None and used != opset:
         raise ExportError(f"asked for ONNX opset {opset} but the exporter wrote opset {used}; "
                           "pick an opset this torch supports (18 or later with the dynamo exporter)")
