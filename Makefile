@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/torchsmith show lenet
+	$(VENV)/bin/torchsmith demo
 
 test: install
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)

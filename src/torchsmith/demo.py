@@ -43,14 +43,14 @@ def demo_config(out_dir: str | Path, *, epochs: int = 15, seed: int = 0) -> Trai
 
 
 def model_summary_text(model: torch.nn.Module, input_size: tuple[int, ...]) -> str:
-    """``torchsmith.summary`` when that module is there; otherwise the module tree with parameter counts."""
+    """``torchsmith.summary`` (layer table with shapes) when it is there; else the module tree with parameter counts."""
     try:
         from torchsmith.summary import summary  # type: ignore[attr-defined]
     except ImportError:
         summary = None
     if summary is not None:
         try:
-            return str(summary(model, input_size))
+            return str(summary(model, (1, *input_size)))  # its input size includes the batch dimension
         except TorchsmithError:
             pass
     from torchsmith.views import format_tree, module_tree
