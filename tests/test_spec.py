@@ -315,9 +315,10 @@ def test_file_level_errors(tmp_path, text, message):
      r"'\$outt' names no argument of the block; did you mean `out`"),
     ({"b": {"args": {"out": None}, "layers": [{"linear": "$out"}]}}, ["b"], r"needs the argument `out`"),
     ({"b": [{"b": {}}]}, ["b"], r"block 'b' uses itself \(b -> b\)"),
-    ({"conv": ["relu"]}, ["relu"], r"block name 'conv' is a built-in layer type"),
+    ({"conv": ["relu"]}, ["relu"], r"block name 'conv' is already a layer type"),
     ({"b": {"args": {"out": 2}, "layers": [{"linear": "$out"}]}}, [{"b": {"width": 2}}],
      r"unknown argument 'width'"),
+    ({"b": {"args": {"name": 2}, "layers": ["relu"]}}, ["b"], r"argument names \(not `name`"),
 ])
 def test_block_errors(blocks, layers, message):
     with pytest.raises(SpecError, match=message):

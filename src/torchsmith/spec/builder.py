@@ -112,7 +112,7 @@ class Builder:
             if not isinstance(name, str) or not name.isidentifier():
                 raise w.error("a block name must be an identifier like `basic` or `stage_a`")
             if name in layer_types():
-                raise w.error(f"block name {name!r} is a built-in layer type; rename the block")
+                raise w.error(f"block name {name!r} is already a layer type; rename the block")
             if isinstance(body, list):
                 out[name] = _Block(name, {}, body, w)
                 continue
@@ -123,9 +123,10 @@ class Builder:
                     raise w.error(f"unknown block key {key!r}{_suggest(str(key), ['args', 'layers'])} "
                                   f"(a block has args and layers)")
             args = body.get("args") or {}
-            if not isinstance(args, Mapping) or not all(isinstance(k, str) for k in args):
+            if not isinstance(args, Mapping) or not all(isinstance(k, str) and k != "name" for k in args):
                 raise w.child(".args", line_of(body, "args")).error(
-                    "`args` maps argument names to defaults (null: required), e.g. {out: null, stride: 1}")
+                    "`args` maps argument names (not `name`, which names each use) to defaults (null: required), "
+                    "e.g. {out: null, stride: 1}")
             out[name] = _Block(name, {k: REQUIRED if v is None else v for k, v in args.items()},
                                body["layers"], w.child(".layers", line_of(body, "layers")))
         return out
