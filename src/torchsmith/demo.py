@@ -45,14 +45,11 @@ def demo_config(out_dir: str | Path, *, epochs: int = 15, seed: int = 0) -> Trai
 def model_summary_text(model: torch.nn.Module, input_size: tuple[int, ...]) -> str:
     """``torchsmith.summary`` (layer table with shapes) when it is there; else the module tree with parameter counts."""
     try:
-        from torchsmith.summary import summary  # type: ignore[attr-defined]
-    except ImportError:
-        summary = None
-    if summary is not None:
-        try:
-            return str(summary(model, (1, *input_size)))  # its input size includes the batch dimension
-        except TorchsmithError:
-            pass
+        from torchsmith.summary import summary
+
+        return str(summary(model, (1, *input_size)))  # its input size includes the batch dimension
+    except (ImportError, TorchsmithError):
+        pass
     from torchsmith.views import format_tree, module_tree
 
     return format_tree(module_tree(model), title=f"{type(model).__name__} (input {'x'.join(map(str, input_size))})")
@@ -124,10 +121,12 @@ def run_demo(out_dir: str | Path | None = None, *, epochs: int = 15, seed: int =
 
     rep.message("== 1. build LeNet (3x32x32 -> 10 classes)")
     model = create_model("lenet")
+    input_size: tuple[int, int, int] = model.default_input_size  # type: ignore[assignment]
     rep.message("== 2. initialise it with its own policy (Kaiming for ReLU), seeded")
-    report = init_weights(model, model.init_policy, generator=torch.Generator().manual_seed(seed))
+    report = init_weights(model, model.init_policy,  # type: ignore[arg-type]
+                           generator=torch.Generator().manual_seed(seed))
     rep.message(f"   {len(report.records)} tensors initialised; uncovered: {len(report.uncovered)}")
-    summary = model_summary_text(model, tuple(model.default_input_size))
+    summary = model_summary_text(model, input_size)
     rep.message("== 3. summary\n" + summary)
     rep.message(f"== 4. train on digits (1,347 train / 450 test images, resized 8x8 -> 32x32) for {epochs} epochs")
     cfg = demo_config(out_dir, epochs=epochs, seed=seed)
@@ -138,7 +137,7 @@ def run_demo(out_dir: str | Path | None = None, *, epochs: int = 15, seed: int =
     data_mean, data_std = result.data_mean, result.data_std
     from torchsmith.data import load_dataset
 
-    data = load_dataset("digits", input_size=model.default_input_size)
+    data = load_dataset("digits", input_size=input_size)
     trained = evaluate(model, data, mean=data_mean, std=data_std)
     rep.message("== 6. load it back into a fresh model (and a fresh process) and evaluate")
     reloaded = evaluate_checkpoint(ckpt, data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ def load_cifar10(data_dir: str | Path | None) -> DataSplits:
     missing = [p.name for p in [*train_files, test_file] if not p.is_file()]
     if missing:
         raise DataError(f"cifar10: missing {', '.join(missing)} in {base}; {how}")
-    classes = CIFAR10_CLASSES
+    classes: tuple[str, ...] = CIFAR10_CLASSES
     meta = base / "batches.meta.txt"
     if meta.is_file():
         names = tuple(line.strip() for line in meta.read_text().splitlines() if line.strip())
@@ -76,7 +77,7 @@ def _read_cifar_files(files: list[Path], classes: tuple[str, ...]) -> ImageDatas
 
 
 # --------------------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+_IDX_TYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
               "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}

@@ -98,7 +98,7 @@ def _read_split(folder: Path, classes: list[str], size: tuple[int, int, int], na
                 with Image.open(path) as im:
                     im = im.convert("L" if c == 1 else "RGB")
                     if im.size != (w, h):
-                        im = im.resize((w, h), Image.BILINEAR)
+                        im = im.resize((w, h), Image.Resampling.BILINEAR)
                     arr = np.asarray(im, dtype=np.uint8)
             except (UnidentifiedImageError, OSError) as e:
                 raise DataError(f"cannot read image {path}: {e}; remove or replace the file") from e

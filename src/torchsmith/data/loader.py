@@ -132,8 +132,10 @@ class DeviceLoader:
             offsets = torch.randint(0, 2 * self.padding + 1, (n, 2), generator=g)
         if "flip" in self.augment:
             flips = torch.randint(0, 2, (n,), generator=g).bool()
-        move = lambda t: None if t is None else t.to(self.device, non_blocking=True)  # noqa: E731
-        return _Plan(order=move(order), offsets=move(offsets), flips=move(flips))
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(self.device, non_blocking=True)
+
+        return _Plan(order=order.to(self.device, non_blocking=True), offsets=move(offsets), flips=move(flips))
 
     def _positions(self, step: int) -> torch.Tensor | slice:
         """Drawing positions of this rank's part of global batch ``step``."""

@@ -101,10 +101,8 @@ def run_eval(model: nn.Module, loader: DeviceLoader, num_classes: int, *, autoca
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for tensor in [*model.parameters(), *model.buffers()]:
+        return tensor.device
     return torch.device("cpu")
 
 

@@ -148,7 +148,7 @@ class _Run:
             run_state.load_weights(model, self.resume_path)
         model.to(self.device)
         if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._probe()
 
     def _probe(self) -> None:
@@ -309,7 +309,7 @@ class _Run:
                 else:
                     self.notes.append("no curves.png: matplotlib is not installed (pip install 'torchsmith[plot]')")
         if cfg.channels_last:
-            model.to(memory_format=torch.contiguous_format)
+            model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         return TrainResult(
             config=cfg, history=st.history, global_step=st.global_step, epochs_done=len(st.history),
             device=str(self.device), world_size=info.world_size, out_dir=self.out_dir,

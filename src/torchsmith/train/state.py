@@ -104,7 +104,7 @@ def restore(path: Path, cfg: TrainConfig, splits: DataSplits, optimizer: torch.o
     if st.step_in_epoch >= len(loader) > 0:
         raise CheckpointError(f"{path}: saved at step {st.step_in_epoch} of an epoch of {len(loader)} steps; the "
                               f"data changed since")
-    loader.set_rng_state(st.data_rng)
+    loader.set_rng_state(st.data_rng or [])
     if scaler is not None and tr.get("scaler"):
         scaler.load_state_dict(tr["scaler"])
     return st
