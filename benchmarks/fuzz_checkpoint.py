@@ -215,45 +215,57 @@ def _worker(args: tuple[int, int]) -> dict[str, object]:
         return run(n, seed, Path(d))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--inputs", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=20240601)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+def _write_doc(args: argparse.Namespace, done: int, total: Counter[str], slowest: float, elapsed: float) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _report import command_line, machine
 
-    start = time.perf_counter()
-    per = [args.inputs // args.workers + (1 if i < args.inputs % args.workers else 0) for i in range(args.workers)]
-    if args.workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(args.workers) as pool:
-            results = pool.map(_worker, [(n, args.seed + i) for i, n in enumerate(per)])
-    else:
-        results = [_worker((args.inputs, args.seed))]
-    elapsed = time.perf_counter() - start
-    total: Counter[str] = Counter()
-    for r in results:
-        total.update(r["outcomes"])  # type: ignore[arg-type]
-    slowest = max(float(r["slowest_s"]) for r in results)  # type: ignore[arg-type]
     rows = "\n".join(f"| {k} | {v:,} |" for k, v in sorted(total.items()))
+    status = ("" if done >= args.inputs else
+              f"**Partial result: {done:,} of the {args.inputs:,} inputs asked for had run when this file was "
+              "written.** ")
     doc = Path(__file__).resolve().parent.parent / "docs" / "fuzz.md"
     doc.write_text(
         "# Checkpoint fuzzing\n\n"
         f"`{command_line()}`\n\n"
         f"Machine: {machine()}\n\n"
-        f"{args.inputs:,} mutated or truncated checkpoints (torchsmith safetensors, training-state companions, "
-        f"zip and legacy `.pt`), seeds {args.seed}..{args.seed + args.workers - 1}, in {elapsed:.0f} s: "
-        f"**every input ended in success or a TorchsmithError**; none raised anything else, none took over "
-        f"{TIME_LIMIT_S:.0f} s (slowest {slowest * 1000:.0f} ms).\n\n"
+        f"{status}{done:,} mutated or truncated checkpoints (torchsmith safetensors, training-state companions, "
+        f"zip and legacy `.pt`), in batches of {args.batch:,} with seeds {args.seed} + batch index, in "
+        f"{elapsed:.0f} s: **every input ended in success or a TorchsmithError**; none raised anything else, "
+        f"none took over {TIME_LIMIT_S:.0f} s (slowest {slowest * 1000:.0f} ms).\n\n"
         "Outcome per input (`reader: result`; safetensors inputs are read by `load` and then by "
-        "`load_into` + `checkpoint_info`, `.pt` inputs by `load_into` + `checkpoint_info`; `ok` means the "
-        "mutation left a loadable file, e.g. a flipped bit in a value that is not hashed in a `.pt`):\n\n"
+        "`load_into` + `checkpoint_info`, training-state inputs by `load_training_state`, `.pt` inputs by "
+        "`load_into` + `checkpoint_info`; `ok` means the mutation left a loadable file, e.g. a changed byte "
+        "in a `.pt` tensor value, which pickle files do not hash):\n\n"
         "| reader: result | inputs |\n|---|---:|\n" + rows + "\n"
     )
-    print(f"{args.inputs} inputs in {elapsed:.0f} s, slowest {slowest:.3f} s; wrote {doc}")
+    return doc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2_500, help="inputs per task (one seed each)")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    tasks = [(min(args.batch, args.inputs - i), args.seed + k)
+             for k, i in enumerate(range(0, args.inputs, args.batch))]
+    total: Counter[str] = Counter()
+    slowest, done = 0.0, 0
+    import multiprocessing as mp
+
+    # One fresh process per batch (maxtasksperchild=1) and a progress line and an updated docs/fuzz.md after
+    # each, so a long campaign can be stopped at any time with an honest partial result on disk.
+    with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+        for r in pool.imap_unordered(_worker, tasks):
+            total.update(r["outcomes"])  # type: ignore[arg-type]
+            slowest = max(slowest, float(r["slowest_s"]))  # type: ignore[arg-type]
+            done += int(r["inputs"])  # type: ignore[call-overload]
+            doc = _write_doc(args, done, total, slowest, time.perf_counter() - start)
+            print(f"{done}/{args.inputs} inputs, {time.perf_counter() - start:.0f} s, slowest {slowest:.3f} s",
+                  flush=True)
+    print(f"wrote {doc}")
 
 
 if __name__ == "__main__":
