@@ -17,6 +17,7 @@ penalises both alike.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from _report import command_line, machine, write_section  # noqa: E402
 
 import torchsmith as ts  # noqa: E402
 from torchsmith.data import load_dataset  # noqa: E402
+from torchsmith.train import Reporter  # noqa: E402
 
 
 def make_model(name: str) -> torch.nn.Module:
@@ -43,8 +45,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def hand_loop(name: str, X: torch.Tensor, Y: torch.Tensor, device: torch.device) -> float:
-    """The loop from the tutorials, verbatim in spirit: images/s over one epoch after 20 warm-up steps."""
+class _EpochClock(Reporter):
+    """Process CPU time at each epoch end: the trainer's cost measured from outside, immune to a busy machine."""
+
+    def __init__(self) -> None:
+        self.marks = [time.process_time()]
+
+    def epoch_end(self, row: dict) -> None:
+        self.marks.append(time.process_time())
+
+
+def hand_loop(name: str, X: torch.Tensor, Y: torch.Tensor, device: torch.device) -> tuple[float, float]:
+    """The loop from the tutorials, verbatim in spirit: (images/s, images per CPU-second) over one epoch
+    after 20 warm-up steps."""
     torch.manual_seed(0)
     model = make_model(name).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -66,22 +79,26 @@ def hand_loop(name: str, X: torch.Tensor, Y: torch.Tensor, device: torch.device)
 
     epoch(limit=20)
     sync(device)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     seen = epoch()
     sync(device)
-    return seen / (time.perf_counter() - t)
+    return seen / (time.perf_counter() - t), seen / (time.process_time() - c)
 
 
 def torchsmith_loop(name: str, splits: ts.DataSplits, device: torch.device, batch_size: int, amp: str,
-                    channels_last: bool) -> float:
-    """``torchsmith.fit`` for two epochs; the second epoch's training throughput."""
+                    channels_last: bool) -> tuple[float, float]:
+    """``torchsmith.fit`` for two epochs: the second epoch's (images/s, images per CPU-second).
+
+    The CPU figure counts the whole second epoch, its evaluation of the test split included."""
     torch.manual_seed(0)
     model = make_model(name)
-    result = ts.fit(model, splits, ts.TrainConfig(
+    clock = _EpochClock()
+    result = ts.fit(model, splits, reporter=clock, config=ts.TrainConfig(
         epochs=2, batch_size=batch_size, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False,
         weight_decay=0.0, schedule="constant", augment="none", device=device.type, amp=amp,
         channels_last=channels_last, plot=False, log_every=10_000, eval_batch_size=2048))
-    return float(result.history[-1]["images_per_s"])
+    images = len(splits.train) // batch_size * batch_size
+    return float(result.history[-1]["images_per_s"]), images / (clock.marks[-1] - clock.marks[-2])
 
 
 def main() -> None:
@@ -116,28 +133,32 @@ def main() -> None:
                 ("lenet", "torchsmith, batch 512", 512, "off", False)]
     models = sorted({r[0] for r in runs}, key=[r[0] for r in runs].index)
 
-    best_hand: dict[str, float] = {}
-    best_ts: dict[str, float] = {}
+    # best (wall images/s, images per CPU-second) of each loop over the repeats
+    best: dict[str, tuple[float, float]] = {}
+
+    def record(key: str, figures: tuple[float, float], rep: int, label: str) -> None:
+        old = best.get(key, (0.0, 0.0))
+        best[key] = (max(old[0], figures[0]), max(old[1], figures[1]))
+        print(f"[{rep}] {label:52} {figures[0]:12,.0f} images/s {figures[1]:12,.0f} per CPU-s", flush=True)
+
     for rep in range(args.repeats):
         for name in models:
-            ips = hand_loop(name, X, Y, device)
-            best_hand[name] = max(best_hand.get(name, 0.0), ips)
-            print(f"[{rep}] {name:15} hand loop, batch 128                 {ips:12,.0f} images/s", flush=True)
+            record("hand" + name, hand_loop(name, X, Y, device), rep, f"{name} hand loop, batch 128")
             for model, label, batch, amp, cl in runs:
-                if model != name:
-                    continue
-                ips = torchsmith_loop(name, splits, device, batch, amp, cl)
-                best_ts[label + name] = max(best_ts.get(label + name, 0.0), ips)
-                print(f"[{rep}] {name:15} {label:36} {ips:12,.0f} images/s", flush=True)
+                if model == name:
+                    record(label + name, torchsmith_loop(name, splits, device, batch, amp, cl), rep,
+                           f"{name} {label}")
 
-    rows = ["| model | loop | images/s | vs hand loop |", "|---|---|---:|---:|"]
+    rows = ["| model | loop | images/s | vs hand loop | images per CPU-second | vs hand loop |",
+            "|---|---|---:|---:|---:|---:|"]
     for name in models:
+        hw, hc = best["hand" + name]
         rows.append(f"| {name} | hand-written (DataLoader, batch 128, fp32, .item() per step) | "
-                    f"{best_hand[name]:,.0f} | 1.00x |")
+                    f"{hw:,.0f} | 1.00x | {hc:,.0f} | 1.00x |")
         for model, label, *_ in runs:
             if model == name:
-                ips = best_ts[label + name]
-                rows.append(f"| {name} | {label} | {ips:,.0f} | {ips / best_hand[name]:.2f}x |")
+                w, c = best[label + name]
+                rows.append(f"| {name} | {label} | {w:,.0f} | {w / hw:.2f}x | {c:,.0f} | {c / hc:.2f}x |")
     table = "\n".join(rows)
     print("\n" + table)
     if args.no_write:
@@ -149,14 +170,24 @@ Synthetic 3x32x32 data, {n:,} training images, 10 classes, on {dev_name} ({torch
 threads); best of {args.repeats} interleaved
 runs of each loop. torchsmith's figure is its trainer's own throughput over the training steps of its second
 epoch (the dataset resident on the device as uint8, batches by index, no per-step sync); the hand loop's is a
-full epoch after 20 warm-up steps.
+full epoch after 20 warm-up steps. "Images per CPU-second" divides by the process's CPU time instead of the
+wall clock (the trainer's whole second epoch, its evaluation included): with one thread it is the throughput
+of one dedicated core, whatever else the machine is running.
 
 {table}
 
 - Command: `{command_line()}`
 - Machine: {machine()}
 """
+    if hasattr(os, "getloadavg"):
+        section += f"- Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
     if not on_gpu:
+        section += """- On a CPU, LeNet's step is its convolutions and pooling (a profile at batch 512: convolution
+  backward ~36%, forward ~26%, max-pool ~20%). The DataLoader's per-sample Python work, which the trainer
+  removes, is a few percent of that, so the trainer matches the hand loop per CPU-second instead of doubling
+  it: the 2x CPU target is not met. The data path pays off where the model is fast and the loader is not
+  (GPUs: the issue's H100 baseline shows 33,600 images/s for the hand loop against 1.37M for data on the GPU).
+"""
         section += """- GPU figures are pending: this run had no GPU. On CUDA the script also runs LeNet at batch
   4096 and the CIFAR ResNet-18 at batch 512 with bf16 autocast and channels_last (targets on one H100:
   3,000,000 and 80,000 images/s).

@@ -35,6 +35,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    owned: bool = False  # True when torchsmith created the process group (and so destroys it)
 
     @property
     def enabled(self) -> bool:
@@ -76,7 +77,8 @@ def setup_distributed(device_type: str) -> DistInfo:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(info.local_rank)
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         for var in ("MASTER_ADDR", "MASTER_PORT"):
             if var not in os.environ:
                 raise TrainingError(f"WORLD_SIZE={info.world_size} is set but {var} is not; "
@@ -86,11 +88,12 @@ def setup_distributed(device_type: str) -> DistInfo:
         except Exception as e:  # rendezvous failures come as RuntimeError, DistError, TimeoutError...
             raise TrainingError(f"rank {info.rank} could not join the process group ({backend}): {e}") from e
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=info.local_rank,
-                    backend=backend)
+                    backend=backend, owned=owned)
 
 
 def teardown_distributed(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+    """Destroy the process group if :func:`setup_distributed` created it; a caller's own group is left alone."""
+    if info.enabled and info.owned and dist.is_initialized():
         dist.destroy_process_group()
 
 
