@@ -162,6 +162,21 @@ def test_one_flipped_byte_in_tensor_data_is_detected(tmp_path: Path, where: str)
     assert ts.load(bad, verify=False) is not None  # an explicit opt-out for trusted files
 
 
+def test_every_single_byte_flip_in_a_small_file_is_detected(tmp_path: Path) -> None:
+    """Exhaustive on a small file: each byte of the tensor data, flipped on its own, fails verification."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))  # float32 weights and an int64 buffer
+    path = ts.save(model, tmp_path / "small.safetensors")
+    header = read_header(path)
+    data = path.read_bytes()
+    bad = tmp_path / "bad.safetensors"
+    for pos in range(header.data_start, len(data)):
+        flipped = bytearray(data)
+        flipped[pos] ^= 0x01
+        bad.write_bytes(flipped)
+        with pytest.raises(ts.CheckpointError, match="failed verification"):
+            checkpoint_info(bad)
+
+
 def test_renamed_tensor_in_header_is_detected(tmp_path: Path) -> None:
     path = ts.save(ts.create_model("lenet"), tmp_path / "m.safetensors")
     raw = path.read_bytes().replace(b'"fc1.bias"', b'"fc9.bias"', 1)
