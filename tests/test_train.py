@@ -194,3 +194,17 @@ def test_cuda_fast_path_bf16_channels_last():
     fp16 = fit(ts.create_model("lenet"), "synthetic", epochs=1, device="cuda", amp="fp16", batch_size=512,
                num_samples=4096)
     assert fp16.epochs_done == 1
+
+
+def test_progress_displays_render_the_run():
+    import io
+
+    from torchsmith.train import PlainReporter, RichReporter, make_reporter
+
+    plain, rich_out = io.StringIO(), io.StringIO()
+    fit(small_model(), "digits", epochs=1, batch_size=256, log_every=2, reporter=PlainReporter(plain))
+    text = plain.getvalue()
+    assert "epoch 1/1 step 2/5 loss" in text and "img/s eta" in text and "epoch 1/1 done: train loss" in text
+    fit(small_model(), "digits", epochs=1, batch_size=256, log_every=2, reporter=RichReporter(rich_out))
+    assert "epoch   1/1  train loss" in rich_out.getvalue() and "test loss" in rich_out.getvalue()
+    assert isinstance(make_reporter("auto", io.StringIO()), PlainReporter)  # not a terminal: plain lines
