@@ -196,6 +196,15 @@ def test_lenet_flow_is_the_tutorials():
     assert summary("lenet").flow() == LENET_FLOW
 
 
+def test_flow_follows_the_main_path_not_the_shortcut():
+    s = summary("resnet18")
+    assert s.flow(depth=1) == ("224x224x3 -> conv1 -> 112x112x64 -> maxpool -> 56x56x64 -> layer2 -> 28x28x128 "
+                               "-> layer3 -> 14x14x256 -> layer4 -> 7x7x512 -> avgpool -> 1x1x512 -> flatten 512 "
+                               "-> 1000")
+    deep = s.flow()
+    assert "layer2.0.conv1 -> 28x28x128" in deep and "downsample" not in deep
+
+
 def test_memory_estimate_for_a_dtype():
     s = summary("lenet", dtype="bf16")
     m = s.memory

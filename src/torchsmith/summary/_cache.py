@@ -180,8 +180,9 @@ class BlockCache:
                                               parent=parent))
             t._self_flops.append(e.self_flops[k])
             t._out_bytes.append(e.out_bytes[k])
-        for ev in e.events:
-            t.events.append(dataclasses.replace(ev, name=_rename(ev.name, e.name, row.name), depth=ev.depth + shift))
+        for ev in e.events:  # tensor identities salted per replay, so copies never link to the original's
+            t.events.append(dataclasses.replace(ev, name=_rename(ev.name, e.name, row.name), depth=ev.depth + shift,
+                                                src=("replay", self.hits, ev.src), dst=("replay", self.hits, ev.dst)))
         t.forward_flops = t.forward_flops + e.d_forward
         t.backward_flops = t.backward_flops + e.d_backward
         t.activation_elements = t.activation_elements + e.d_activation

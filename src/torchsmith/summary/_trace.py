@@ -142,6 +142,7 @@ class _Tracer:
         self.trace = Trace(namer=namer)
         self.stack: list[int] = []
         self.modules: list[nn.Module] = []  # parallel to stack; dropped when the pass ends
+        self.in_ids: dict[int, int | None] = {}  # row -> id() of its first input tensor, for the flow's branches
         self.calls: Counter[int] = Counter()
         self.phase = "forward"
         self.info = _module_infos(model)
@@ -184,6 +185,7 @@ class _Tracer:
         t._out_bytes.append(0)
         first = _first_tensor((args, kwargs))
         row.first_input = None if first is None else self.shape(first)
+        self.in_ids[len(t.rows) - 1] = None if first is None else id(first)
 
     def _post(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         if not self.stack:
@@ -196,7 +198,8 @@ class _Tracer:
         first = _first_tensor(output)
         self.trace.events.append(FlowEvent(
             depth=row.depth, name=row.name, kind="module", type=row.type, leaf=row.is_leaf,
-            before=row.first_input, after=None if first is None else self.shape(first)))
+            before=row.first_input, after=None if first is None else self.shape(first),
+            src=self.in_ids.pop(idx, None), dst=None if first is None else id(first)))
 
     # ---------------------------------------------------------------- ops
     def on_op(self, func: Any, name: str, packet: Any, args: Any, kwargs: Any, out: Any) -> None:
@@ -229,7 +232,8 @@ class _Tracer:
             before, after = self.shape(first_in), self.shape(first_out)
             if before != after:
                 t.events.append(FlowEvent(depth=len(self.stack), name=_op_label(name, before, after), kind="op",
-                                          type=f"aten.{name}", leaf=True, before=before, after=after))
+                                          type=f"aten.{name}", leaf=True, before=before, after=after,
+                                          src=id(first_in), dst=id(first_out)))
 
     # ---------------------------------------------------------------- shapes
     def shape(self, t: torch.Tensor) -> tuple[Any, ...]:

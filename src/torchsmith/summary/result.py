@@ -56,6 +56,8 @@ class FlowEvent:
     leaf: bool  # a module with no children, or an op run outside any leaf module
     before: tuple[Any, ...] | None
     after: tuple[Any, ...] | None
+    src: Any = None  # identity of the input tensor (to tell a residual branch from the main path)
+    dst: Any = None  # identity of the output tensor
 
 
 @dataclass
@@ -115,11 +117,11 @@ class ModelSummary:
         d = float("inf") if depth is None else depth
         current = self.rows[0].first_input
         parts = [format_flow_shape(current)]
-        for ev in self.events:
-            if ev.before is None or ev.after is None or ev.depth == 0:
-                continue
-            visible = (ev.depth == d or (ev.leaf and ev.depth < d)) if ev.kind == "module" else ev.depth <= d
-            if not visible or tuple(ev.before) != tuple(current) or tuple(ev.after) == tuple(current):
+        visible = [ev for ev in self.events if ev.before is not None and ev.after is not None and ev.depth > 0 and (
+            (ev.depth == d or (ev.leaf and ev.depth < d)) if ev.kind == "module" else ev.depth <= d)]
+        side = _side_branches(visible)
+        for i, ev in enumerate(visible):
+            if i in side or tuple(ev.before) != tuple(current) or tuple(ev.after) == tuple(current):
                 continue
             after = format_flow_shape(ev.after)
             if ev.name == "flatten":
@@ -162,6 +164,30 @@ class ModelSummary:
         from torchsmith.summary.render import rich_summary
 
         return rich_summary(self, depth=self.depth)
+
+
+def _side_branches(events: list[FlowEvent]) -> set[int]:
+    """Steps that start a side branch: the same tensor also feeds a longer chain of steps.
+
+    A ResNet block feeds its input to the 1x1 shortcut conv and to conv1; the flow follows
+    conv1, whose chain (conv1, bn1, relu, conv2, bn2) is the longer one.
+    """
+    chain = [1] * len(events)
+    later: dict[Any, list[int]] = {}
+    for i in range(len(events) - 1, -1, -1):
+        ev = events[i]
+        nxt = [j for j in later.get(ev.dst, []) if j != i]
+        chain[i] = 1 + max((chain[j] for j in nxt), default=0)
+        if ev.src is not None:
+            later.setdefault(ev.src, []).insert(0, i)
+    side: set[int] = set()
+    for users in later.values():
+        # An in-place step (or an Identity) returns its input, so it continues a path, not a branch.
+        branches = [j for j in users if events[j].src != events[j].dst]
+        if len(branches) > 1:
+            best = max(chain[j] for j in branches)
+            side.update(j for j in branches if chain[j] < best)
+    return side
 
 
 def format_flow_shape(shape: Any) -> str:
