@@ -108,11 +108,26 @@ def _eval_in_fresh_process(checkpoint: Path) -> dict[str, Any]:
 
 
 def run_demo(out_dir: str | Path | None = None, *, epochs: int = 15, seed: int = 0, fresh_process: bool = True,
-             reporter: Reporter | None = None) -> DemoResult:
+             reporter: Reporter | None = None, threads: int | None = 1) -> DemoResult:
     """Run the demo; files go to ``out_dir`` (default: a new temporary directory, kept and reported).
 
     ``reporter`` receives the stages as messages and the training progress.
+    ``threads``: torch intra-op threads while the demo runs (restored after). One by
+    default: LeNet's ops at batch 64 are too small to gain from splitting across
+    threads, and on a busy machine extra threads spin against other processes and
+    slow every step several-fold. ``None`` keeps torch's setting.
     """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_demo(out_dir, epochs=epochs, seed=seed, fresh_process=fresh_process, reporter=reporter)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_demo(out_dir: str | Path | None, *, epochs: int, seed: int, fresh_process: bool,
+              reporter: Reporter | None) -> DemoResult:
     t0 = time.perf_counter()
     rep = reporter or Reporter()
     if out_dir is None:

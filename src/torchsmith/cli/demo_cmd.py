@@ -13,10 +13,13 @@ import click
               help="Where the run's files go (default: a new temporary directory).")
 @click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="torch threads while training (0: torch's default).")
 @click.option("--no-subprocess", is_flag=True, help="Skip the check in a fresh Python process.")
 @click.option("--progress", type=click.Choice(("auto", "rich", "plain", "none")), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print only the result, as JSON.")
-def command(out: str | None, epochs: int, seed: int, no_subprocess: bool, progress: str, as_json: bool) -> None:
+def command(out: str | None, epochs: int, seed: int, threads: int, no_subprocess: bool, progress: str,
+            as_json: bool) -> None:
     """Build LeNet, initialise it, summarise it, train it on digits, save it, load it back, compare.
 
     Everything is local: the digits (1,797 real 8x8 images) ship with scikit-learn.
@@ -31,7 +34,8 @@ def command(out: str | None, epochs: int, seed: int, no_subprocess: bool, progre
 
     # The demo's stages and progress are its output: stdout, unless JSON was asked for.
     reporter = make_reporter("none" if as_json else progress, sys.stdout)
-    result = run_demo(out, epochs=epochs, seed=seed, fresh_process=not no_subprocess, reporter=reporter)
+    result = run_demo(out, epochs=epochs, seed=seed, fresh_process=not no_subprocess, reporter=reporter,
+                      threads=threads or None)
     reporter.close()
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
