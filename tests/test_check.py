@@ -59,6 +59,9 @@ _ZOO = {
     "resnet50": ((3, 32, 32), None),
 }
 _SLOW = ("resnet34", "resnet50", "resnet101", "resnet152", "resnet56", "resnet110")
+# The deepest models also skip the state-dict round trip (a second 40-60M-parameter build): resnet18/50 cover it.
+_DEEP = [c for c in _FAST if c != "state-dict"]
+_ZOO.update({n: ((3, 32, 32) if n != "resnet110" else None, _DEEP) for n in ("resnet101", "resnet152", "resnet110")})
 
 
 @pytest.mark.parametrize("name", [

@@ -161,7 +161,7 @@ def check_state_dict(ctx: Context) -> list[Finding]:
             "keep only tensors (and plain numbers/strings) in state_dict; return plain data from get_extra_state")]
     dtypes = {t.dtype for t in ctx.original.parameters() if t.is_floating_point()}
     try:
-        fresh.to(device=ctx.device, **({"dtype": dtypes.pop()} if len(dtypes) == 1 else {}))
+        fresh.to(device=ctx.device, dtype=dtypes.pop() if len(dtypes) == 1 else None)
     except Exception as e:
         raise SkipCheck(f"cannot move the fresh instance to {ctx.device}: {describe_error(e)}") from e
     fresh_keys, keys = set(fresh.state_dict()), set(sd)

@@ -7,6 +7,7 @@ the check that produces it; the README repeats the table. Rendering lives in
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -100,6 +101,17 @@ class LayerStat:
     grad_std: float | None = None  # std of d(loss)/d(output); None when no gradient reached it
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN and Inf are not JSON: write them as the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _finding_key(f: Finding) -> tuple[int, int]:
     return ({"error": 0, "warning": 1, "info": 2}[f.severity], 0)
 
@@ -141,8 +153,8 @@ class CheckReport:
         return sorted(self.findings, key=_finding_key)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON-ready) with every finding, skip and layer statistic."""
-        return {
+        """Plain data (strict-JSON-ready: NaN/Inf become strings) with every finding, skip and layer statistic."""
+        return _json_safe({
             "model": self.model,
             "input_size": list(self.input_size),
             "ok": self.ok,
@@ -152,7 +164,7 @@ class CheckReport:
             "skipped": dict(self.skipped),
             "layer_stats": [asdict(s) for s in self.layer_stats],
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
-        }
+        })
 
     def plot(self, path: str | Path) -> Path:
         """Write a PNG of the per-layer activation/gradient statistics (needs matplotlib)."""

@@ -40,7 +40,8 @@ def check_input_mutated(ctx: Context) -> list[Finding]:
     runs = [("train", train, ctx.train_input)]
     try:
         tracer, _ = ctx.eval_runs()[0]
-        runs.append(("eval", tracer, tracer.x))
+        if tracer.x is not None:
+            runs.append(("eval", tracer, tracer.x))
     except SkipCheck:
         pass
     for mode, tracer, x in runs:
@@ -206,7 +207,7 @@ def check_devices_dtypes(ctx: Context) -> list[Finding]:
                 + ", ".join(names[:6]) + (" ..." if len(names) > 6 else ""),
                 f"move the whole model at once (model.to({'device' if attr == 'device' else 'dtype'})) and "
                 "register every tensor as a parameter or buffer so .to() reaches it",
-                **{attr: value, "majority": majority, "tensors": names, "modules": modules},
+                **{attr: value, "majority": majority, "tensors": names, "modules": modules},  # type: ignore[arg-type]
             ))
     return findings
 

@@ -61,6 +61,11 @@ def check_init_symmetry(ctx: Context) -> list[Finding]:
                 or isinstance(owner, (nn.Embedding, nn.EmbeddingBag))):
             continue  # vectors (bias, norm scale) start equal on purpose; embeddings are tables, not units
         w = p.detach().reshape(p.shape[0], -1)
+        # Cheap screen first: rows that differ in sum or sum of squares cannot be identical,
+        # so the exact (sorting) comparison only runs on weights with a candidate pair.
+        key = torch.stack([w.sum(1, dtype=torch.float64), (w.double() ** 2).sum(1)], dim=1)
+        if torch.unique(key, dim=0).shape[0] == w.shape[0]:
+            continue
         uniq, inverse, counts = torch.unique(w, dim=0, return_inverse=True, return_counts=True)
         if uniq.shape[0] == w.shape[0]:
             continue
