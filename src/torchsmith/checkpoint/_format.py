@@ -304,18 +304,25 @@ def _entry(path: Path, name: str, info: Any) -> TensorEntry:
     return entry
 
 
-def _map(header: Header) -> mmap.mmap | None:
+Buffer = mmap.mmap | bytearray
+
+
+def _map(header: Header) -> Buffer | None:
+    """The whole file as a writable buffer: a copy-on-write memory map, or (where mapping fails) its bytes."""
     if header.file_size == header.data_start:  # no data at all: nothing to map
         return None
     try:
         with open(header.path, "rb") as f:
-            # ACCESS_COPY (MAP_PRIVATE): tensors may be written to; the writes never reach the file.
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot map checkpoint {header.path}: {e}") from e
+            try:
+                # ACCESS_COPY (MAP_PRIVATE): tensors may be written to; the writes never reach the file.
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            except (OSError, ValueError):  # a file system without mmap: read it instead (one copy)
+                return bytearray(f.read())
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {header.path}: {e}") from e
 
 
-def data_sha256(header: Header, mapped: mmap.mmap | None = None) -> str:
+def data_sha256(header: Header, mapped: Buffer | None = None) -> str:
     """The hash of the data region of the file ``header`` was read from (see :data:`PIECE`)."""
     mm = mapped if mapped is not None else _map(header)
     if mm is None:
@@ -341,7 +348,7 @@ def data_sha256(header: Header, mapped: mmap.mmap | None = None) -> str:
         view.release()
 
 
-def verify(header: Header, mapped: mmap.mmap | None = None) -> bool | None:
+def verify(header: Header, mapped: Buffer | None = None) -> bool | None:
     """Check the recorded hashes: True if both match, None if the file records none, else a CheckpointError."""
     recorded = header.metadata.get(HASH_KEY)
     if recorded is None:
