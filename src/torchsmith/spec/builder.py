@@ -102,7 +102,9 @@ class Builder:
         return tuple(value)
 
     def _blocks(self) -> dict[str, _Block]:
-        raw = self.spec.get("blocks") or {}
+        raw = self.spec.get("blocks")
+        if raw is None:
+            return {}
         where = self._top("blocks")
         if not isinstance(raw, Mapping):
             raise where.error("`blocks` maps block names to their definitions ({args: {...}, layers: [...]})")
