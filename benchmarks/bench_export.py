@@ -41,7 +41,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="two small models, print only")
     parser.add_argument("--runs", type=int, default=20, help="timed forwards per runtime and batch size")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads for torch and onnxruntime alike (1: stable on a shared machine)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # export() gives onnxruntime the same number
     cases = CASES[:2] if args.quick else CASES
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,7 +66,8 @@ def main() -> None:
     lines = [
         "## Export: exported runtimes against eager",
         "",
-        f"`{_report.command_line()}` on {_report.machine()}; torch threads: {torch.get_num_threads()}.",
+        f"`{_report.command_line()}` on {_report.machine()}; intra-op threads (torch and onnxruntime): "
+        f"{torch.get_num_threads()}.",
         "",
         "Median latency of one forward (up to "
         f"{args.runs} timed runs after a warm-up, within a 2 s budget per runtime and batch) on the same random "

@@ -236,6 +236,16 @@ def test_cli_prints_the_report(tmp_path: Path) -> None:
     assert data["format"] == "exported" and data["dynamic_batch"] is False and data["passed"] is True
 
 
+def test_cli_exports_a_checkpoint(tmp_path: Path) -> None:
+    ts.save(ts.create_model("lenet", num_classes=4), tmp_path / "lenet.safetensors")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "lenet.safetensors"), "--out",
+                                       str(tmp_path / "lenet.pt2"), "--format-report", "json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["passed"] is True
+    assert torch.export.load(str(tmp_path / "lenet.pt2")).module()(torch.randn(3, 3, 32, 32)).shape == (3, 4)
+
+
 def _cli(*args: str, code: str = "") -> subprocess.CompletedProcess[str]:
     program = code + "from torchsmith.cli import main; main()"
     return subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True, timeout=300)

@@ -87,7 +87,10 @@ def export(
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(batch_size, *size, generator=generator).to(device=device, dtype=dtype)
     modes = {m: m.training for m in model.modules()}
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".torchsmith-export", dir=target.parent))
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".torchsmith-export", dir=target.parent))
+    except OSError as e:
+        raise ConfigError(f"cannot write into {target.parent}: {e.strerror}; choose a folder you can write to") from e
     try:
         model.eval()
         _eager_forward(model, example)

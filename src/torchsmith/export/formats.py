@@ -194,6 +194,9 @@ def load_onnx(path: Path, device: torch.device) -> Runner:
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: a library does not print
+    # As many threads as torch uses, so the latency comparison is between runtimes, not thread counts.
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
