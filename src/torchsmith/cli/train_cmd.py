@@ -124,10 +124,12 @@ def command(ctx: click.Context, model: str | None, opts: tuple[str, ...], progre
 
     from torchsmith.train import fit, make_reporter
     from torchsmith.train.resume import run_config
+    from torchsmith.train.state import resume_checkpoint
 
     given = {k: v for k, v in options.items()
              if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     if resume is not None:
+        resume_checkpoint(resume)  # "no such run directory" before "no config.json"
         base = run_config(resume)
         changes = {_FIELDS[k]: v for k, v in given.items()}
         if init is not None:
@@ -144,7 +146,6 @@ def command(ctx: click.Context, model: str | None, opts: tuple[str, ...], progre
         net = load_model(model, opts)
     else:
         from torchsmith.checkpoint import load
-        from torchsmith.train.state import resume_checkpoint
 
         net = load(resume_checkpoint(resume))  # type: ignore[arg-type]
     reporter = make_reporter(progress, sys.stderr)
