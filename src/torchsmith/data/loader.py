@@ -146,8 +146,8 @@ class DeviceLoader:
             lo = start + self.rank * self.local_batch
             return slice(lo, lo + self.local_batch)
         # evaluation: a strided shard, so the ranks' parts are disjoint and cover every sample once
-        pos = torch.arange(start + self.rank, min(start + self.batch_size, len(self.data)), self.world_size)
-        return pos.to(self.device)
+        return torch.arange(start + self.rank, min(start + self.batch_size, len(self.data)), self.world_size,
+                            device=self.device)
 
     def _iterate(self, plan: _Plan, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for step in range(start_step, len(self)):
