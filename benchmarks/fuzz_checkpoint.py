@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
 import sys
@@ -115,7 +114,7 @@ def mutate(rng: random.Random, data: bytes, kind: str) -> bytes:
         return bytes(b)
     if op == 3:  # insert random bytes
         i = rng.randrange(len(b) + 1)
-        return bytes(b[:i] + os.urandom(rng.randint(1, 64)) + b[i:])
+        return bytes(b[:i] + rng.randbytes(rng.randint(1, 64)) + b[i:])
     if op == 4:  # delete a span
         i = rng.randrange(len(b))
         return bytes(b[:i] + b[i + rng.randint(1, 256):])
@@ -127,7 +126,7 @@ def mutate(rng: random.Random, data: bytes, kind: str) -> bytes:
         i = rng.randrange(len(b))
         fill = rng.choice([b"\x00", b"\xff", b"\x80", b"("])
         span = rng.randint(1, 32)
-        b[i:i + span] = (fill * span) if rng.random() < 0.5 else os.urandom(span)
+        b[i:i + span] = (fill * span) if rng.random() < 0.5 else rng.randbytes(span)
         return bytes(b)
     if op == 7:  # a random header length
         return rng.choice([0, 1, 7, len(b), len(b) - 8, 2**63, 2**64 - 1, rng.randrange(2**32)]).to_bytes(
