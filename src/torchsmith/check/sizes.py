@@ -129,17 +129,17 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
             findings.append(make_finding("hard-coded-size", tracer.failed_in or "", text, _FIX,
                                          batch=1, **observed))
         else:
-            full = [t for t in flat_tensors(base_out) if t.dim() and t.shape[0] == batch]
-            one = [t for t in flat_tensors(out1) if t.dim()]
-            folded = _wrong_batch(base, tracer, batch, 1)
-            if folded is not None or len(one) != len(full) or any(t.shape[0] != 1 for t in one):
-                module = folded or ""
+            pairs = _batch_pairs(base_out, out1, batch)
+            wrong = [tuple(b.shape) for _, b in pairs if not b.dim() or b.shape[0] != 1]
+            if wrong:
+                module = _wrong_batch(base, tracer, batch, 1) or ""
                 findings.append(make_finding(
                     "hard-coded-size", module,
-                    f"with a batch of 1 the output of {module or '(model)'} does not have batch size 1 "
-                    f"(output shapes {[_size(tuple(t.shape)) for t in one]}): a reshape fixes the batch size",
-                    _FIX, batch=1, shapes=[list(t.shape) for t in one]))
+                    f"with a batch of 1 the model's output has shape {_size(wrong[0])}, not batch 1; the first "
+                    f"module whose output has the wrong batch is {module or '(model)'}: a reshape fixes the batch",
+                    _FIX, batch=1, shapes=[list(w) for w in wrong]))
             else:
+                full, one = [a for a, _ in pairs], [b for _, b in pairs]
                 mixed = _mixing(full, one) if deterministic else None
                 if mixed is not None:
                     module = _first_sample_divergence(base, tracer) or ""
@@ -174,10 +174,12 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
                     findings.append(make_finding("hard-coded-size", tracer.failed_in or "", text, _FIX,
                                                  size=list(size2), **observed))
             else:
-                folded = _wrong_batch(base, tracer, batch, 1)
+                wrong = [tuple(b.shape) for _, b in _batch_pairs(base_out, out2, batch)
+                         if not b.dim() or b.shape[0] != 1]
+                folded = (_wrong_batch(base, tracer, batch, 1) or "") if wrong else None
                 if folded is not None:
                     call = tracer.first_call(folded)
-                    shape = _size(call.out_shape) if call is not None and call.out_shape else "?"
+                    shape = _size(call.out_shape) if call is not None and call.out_shape else _size(wrong[0])
                     findings.append(make_finding(
                         "hard-coded-size", folded,
                         f"{where} the output of {folded or '(model)'} has shape {shape}: its batch dimension is "
@@ -187,6 +189,14 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
     finally:
         model.train()
     return findings
+
+
+def _batch_pairs(base_out: Any, out: Any, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(base, other) output tensors, paired by position, whose base leading dimension is the batch."""
+    base_ts, other_ts = list(flat_tensors(base_out)), list(flat_tensors(out))
+    if len(base_ts) != len(other_ts):
+        return []
+    return [(a, b) for a, b in zip(base_ts, other_ts) if a.dim() and a.shape[0] == batch]
 
 
 def _mixing(full: list[torch.Tensor], one: list[torch.Tensor]) -> float | None:
