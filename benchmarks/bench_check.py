@@ -12,6 +12,7 @@ Usage: python benchmarks/bench_check.py [--repeat 2]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -41,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2, help="warm runs of the full check (median reported)")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     model = _model()
     x = torch.randn(2, 3, 32, 32)
 
@@ -73,6 +75,7 @@ def main() -> None:
     t_alone = sum(alone.values())
     t_graph = _timed(lambda: ts.check(model, checks="graph-breaks"))
 
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = "\n".join(f"| {name} | {report.seconds.get(name, 0.0):.2f} | {alone[name]:.2f} |" for name in DEFAULT_CHECKS)
     verdict = "meets" if t_full < 15 else "MISSES"
     md = f"""## check: the full default set on CIFAR ResNet-18 (3x32x32)
@@ -98,7 +101,9 @@ Per check (seconds; in the full run a check also pays for the shared runs it tri
 {rows}
 
 Command: `{command_line()}`
-Machine: {machine()}; torch threads {torch.get_num_threads()}.
+Machine: {machine()}; torch threads {torch.get_num_threads()}; 1-minute load average {load_before:.1f} at the
+start and {load_after:.1f} at the end (the machine is shared: with a load above the core count every figure,
+the baseline included, is inflated by about load/cores, and the ratios are the figures to compare).
 All checks known: {", ".join(CHECKS)}.
 """
     write_section("check", md)
