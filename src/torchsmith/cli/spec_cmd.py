@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from torchsmith.cli._common import model_options, parse_opts
+from torchsmith.cli._common import input_option, model_options, parse_input, parse_opts
 from torchsmith.errors import ConfigError
 from torchsmith.registry import list_models
 from torchsmith.resolve import SPEC_SUFFIXES, resolve_model
@@ -26,8 +26,9 @@ from torchsmith.spec import check_spec, describe_layer_types, dump_spec, load_sp
               help="Output format (default: from the -o suffix, else yaml).")
 @click.option("--force", is_flag=True, help="Overwrite the -o file if it exists.")
 @click.option("--types", "types", is_flag=True, help="List the layer types a spec may name, with their arguments.")
+@input_option()
 def command(model: str | None, opts: tuple[str, ...], check: bool, output: Path | None, fmt: str | None,
-            force: bool, types: bool) -> None:
+            force: bool, types: bool, input_size: str | None) -> None:
     """Write MODEL as a spec (YAML or JSON), or --check a spec file.
 
     MODEL is a zoo name, a spec file, path/to/file.py:Class or a checkpoint; a
@@ -38,6 +39,7 @@ def command(model: str | None, opts: tuple[str, ...], check: bool, output: Path 
     Examples:
       torchsmith spec resnet20 -o resnet20.yaml
       torchsmith spec lenet --opt in_channels=1 --opt input_size=28
+      torchsmith spec net.py:make_net --input 1x28x28     # an nn.Sequential of standard layers
       torchsmith spec examples/resnet20.yaml --check
       torchsmith spec --types
     """
@@ -55,19 +57,19 @@ def command(model: str | None, opts: tuple[str, ...], check: bool, output: Path 
         if not is_file:
             raise ConfigError(f"--check validates a spec file (.yaml, .yml, .json), not {model!r}; "
                               f"write it first with `torchsmith spec {model} -o net.yaml`")
-        if opts or output is not None:
-            raise ConfigError("--check takes no --opt or -o; it only reads the spec")
+        if opts or output is not None or input_size:
+            raise ConfigError("--check takes no --opt, --input or -o; it only reads the spec")
         click.echo(str(check_spec(model)))
         return
     if is_file:
-        if opts:
-            raise ConfigError(f"options do not apply to a spec file; edit {model} instead")
+        if opts or input_size:
+            raise ConfigError(f"--opt and --input do not apply to a spec file; edit {model} instead")
         spec = load_spec(model)
         check_spec(spec)  # never re-write a spec that does not build
-    elif model in list_models():
+    elif model in list_models() and not input_size:
         spec = to_spec(model, **parse_opts(opts))  # built on the meta device: instant for any size
     else:
-        spec = to_spec(resolve_model(model, **parse_opts(opts)))
+        spec = to_spec(resolve_model(model, **parse_opts(opts)), input_shape=parse_input(input_size))
     if fmt is None:
         fmt = "json" if output is not None and output.suffix.lower() == ".json" else "yaml"
     text = dump_spec(spec, fmt)
