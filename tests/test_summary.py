@@ -205,6 +205,27 @@ def test_flow_follows_the_main_path_not_the_shortcut():
     assert "layer2.0.conv1 -> 28x28x128" in deep and "downsample" not in deep
 
 
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(5, 4)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return (self.a(x) + self.b(y)) * scale
+
+
+def test_several_inputs_kwargs_and_a_real_device():
+    m = TwoInputs()
+    s = summary(m, [(2, 3), (2, 5)])
+    assert [r.output_shapes for r in s.rows] == [(2, 4), (2, 4), (2, 4)]
+    assert s.rows[0].input_shapes == [(2, 3), (2, 5)]
+    kw = summary(m, input_data={"x": torch.zeros(6, 3), "y": torch.zeros(6, 5), "scale": 2.0})
+    assert kw.rows[0].output_shapes == (6, 4) and kw.forward_flops == 2 * 6 * (3 + 5) * 4
+    real = summary(m, [(2, 3), (2, 5)], device="cpu")
+    assert real.ran_on == "real tensors on cpu" and real.forward_flops == s.forward_flops
+    assert hook_count(m) == 0
+
+
 def test_memory_estimate_for_a_dtype():
     s = summary("lenet", dtype="bf16")
     m = s.memory
