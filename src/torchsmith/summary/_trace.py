@@ -144,7 +144,6 @@ class _Tracer:
         self.modules: list[nn.Module] = []  # parallel to stack; dropped when the pass ends
         self.in_ids: dict[int, int | None] = {}  # row -> id() of its first input tensor, for the flow's branches
         self.calls: Counter[int] = Counter()
-        self.phase = "forward"
         self.info = _module_infos(model)
         self.handles: list[Any] = []
 
@@ -205,23 +204,19 @@ class _Tracer:
     def on_op(self, func: Any, name: str, packet: Any, args: Any, kwargs: Any, out: Any) -> None:
         t = self.trace
         view = _is_view(func)
-        if self.phase == "forward" and not view:
+        if not view:
             # Every op's fresh output counts towards activation memory (an upper bound of what backward keeps).
             for o in _tensors(out):
                 if o.is_floating_point():
                     t.activation_elements = t.activation_elements + o.numel()
         counted = op_flops(packet, args, kwargs, out) if packet in FLOP_FORMULAS else None
         if counted is not None:
-            if self.phase == "forward":
-                t.forward_flops = t.forward_flops + counted[0]
-                t.backward_flops = t.backward_flops + counted[1]
-                if self.stack:
-                    i = self.stack[-1]
-                    t._self_flops[i] = t._self_flops[i] + counted[0]
-            return
-        if self.phase != "forward":
-            return
-        if not view:
+            t.forward_flops = t.forward_flops + counted[0]
+            t.backward_flops = t.backward_flops + counted[1]
+            if self.stack:
+                i = self.stack[-1]
+                t._self_flops[i] = t._self_flops[i] + counted[0]
+        elif not view:
             t.uncounted[f"aten.{name}"] += 1
         # A functional op that changes the shape of the tensor flowing through: a step of the shape flow
         # (ops inside a leaf module are that module's step).
