@@ -19,6 +19,7 @@ A model that *declares* its one input size (an ``input_size`` or
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -89,13 +90,25 @@ def _why(ctx: Context, tracer: Tracer, error: BaseException, base: Tracer, where
         base_call = base.first_call(path)
         base_in = base_call.in_shapes[0] if base_call is not None and base_call.in_shapes else None
         observed.update(in_features=module.in_features, got=list(got), base_input=base_in)
-        made_of = f" (its input was {_size(base_in[1:])} per sample)" if base_in and len(base_in) > 2 else ""
-        text = (f"{path} (Linear) expects {module.in_features} input features, the size its input has at "
-                f"{_size(ctx.input_size)} input{made_of}; {where_text} it gets {got[-1] if got else '?'} "
-                f"(shape {_size(got)}): in_features was computed for one input size")
+        was = _flattened_from(base.calls, module.in_features)
+        now = _flattened_from(tracer.calls, got[-1] if got else -1)
+        text = (f"{path} (Linear) expects {module.in_features} input features"
+                + (f" = {_size(was[1])} flattened from the output of {was[0] or '(model)'}" if was else "")
+                + f" at {_size(ctx.input_size)} input; {where_text} it gets {got[-1] if got else '?'}"
+                + (f" = {_size(now[1])}" if now else f" (shape {_size(got)})")
+                + ": in_features was computed for one input size")
         return text, observed
     kind = f" ({type(module).__name__})" if module is not None else ""
     return f"{where_text} the forward fails in {path or '(model)'}{kind}: {describe_error(error)}", observed
+
+
+def _flattened_from(calls: list[Any], features: int) -> tuple[str, tuple[int, ...]] | None:
+    """The last module output (C, H, W...) per sample whose size is ``features``: what a flatten consumed."""
+    for call in reversed(calls):
+        shape = call.out_shape
+        if shape and len(shape) > 2 and math.prod(shape[1:]) == features:
+            return call.path, tuple(shape[1:])
+    return None
 
 
 def _wrong_batch(base: Tracer, tracer: Tracer, base_batch: int, batch: int) -> str | None:
