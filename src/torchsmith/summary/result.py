@@ -121,12 +121,13 @@ class ModelSummary:
             (ev.depth == d or (ev.leaf and ev.depth < d)) if ev.kind == "module" else ev.depth <= d)]
         side = _side_branches(visible)
         for i, ev in enumerate(visible):
-            if i in side or tuple(ev.before) != tuple(current) or tuple(ev.after) == tuple(current):
+            before, after_shape = tuple(ev.before or ()), tuple(ev.after or ())
+            if i in side or before != tuple(current) or after_shape == tuple(current):
                 continue
-            after = format_flow_shape(ev.after)
+            after = format_flow_shape(after_shape)
             if ev.name == "flatten":
                 parts.append(f"flatten {after}")
-            elif len(ev.before) == 2 and len(ev.after) == 2:
+            elif len(before) == 2 and len(after_shape) == 2:
                 parts.append(after)  # feature vector -> feature vector (a Linear): the size says it all
             else:
                 parts += [ev.name, after]
