@@ -216,6 +216,8 @@ def test_cli_exit_codes_and_json():
     warn_only = _cli(f"{CORPUS}:UnusedLayer", "--input", "16", "--checks", "unused-parameters")
     assert warn_only.exit_code == 0 and "WARN  unused-parameter [extra]" in warn_only.stdout
     assert _cli("lenet", "--checks", "hooks,input-mutated").exit_code == 0
+    by_module = _cli("broken_models:InplaceReLUFirst", "--input", "16", "--checks", "input-mutated")
+    assert by_module.exit_code == 1 and "ERROR input-mutated [act]" in by_module.stdout
 
 
 def test_cli_plot_and_bad_input(tmp_path):
