@@ -14,9 +14,18 @@ from torchsmith.errors import ConfigError, TorchsmithError
 from torchsmith.resolve import resolve_model
 from torchsmith.summary import parse_dtype, rich_summary, summary
 from torchsmith.summary._inputs import parse_dim
-from torchsmith.views import buffer_view, format_tree, hook_view, module_tree, param_view, tree_to_dict
+from torchsmith.views import (
+    buffer_view,
+    count_parameters,
+    format_tree,
+    hook_view,
+    module_tree,
+    param_view,
+    tree_to_dict,
+)
 
 FORMATS = ("table", "text", "json", "markdown", "csv")
+REAL_WEIGHTS_LIMIT = 500_000_000  # --params builds real weights (for mean/std) up to 2 GB in fp32
 
 
 def parse_cli_input(text: str) -> tuple[Any, ...]:
@@ -117,8 +126,15 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
 
 
 def _show_views(model: str, opts: tuple[str, ...], views: tuple[str, ...], fmt: str, depth: int) -> None:
-    # Parameter statistics need real weights; the other views only need the structure.
-    net = _build(model, opts, meta="params" not in views)
+    # Parameter statistics need real weights; the other views only need the structure, so the
+    # model is built on meta first, and for real only when its weights fit comfortably in memory.
+    net = _build(model, opts, meta=True)
+    if "params" in views:
+        n = count_parameters(net)
+        if n <= REAL_WEIGHTS_LIMIT:
+            net = _build(model, opts, meta=False)
+        else:
+            click.echo(f"note: {n:,} parameters: weights not allocated, so no mean/std", err=True)
     text_fmt = "text" if fmt == "table" else fmt
     out: list[str] = []
     for view in dict.fromkeys(views):  # in the order given, each once
