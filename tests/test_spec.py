@@ -63,6 +63,15 @@ def test_resnet20_example_with_projection_shortcut_is_the_conv_variant():
     torch.testing.assert_close(spec_model(x), zoo(x))
 
 
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.*")), ids=lambda p: p.name)
+def test_every_example_builds_and_its_trace_is_what_runs(path):
+    report, model = check_spec(path), ts.build_file(path).eval()
+    with torch.no_grad():
+        y = model(torch.randn(2, *report.input))
+    assert tuple(y.shape[1:]) == report.output and report.params == ts.count_parameters(model)
+    assert ts.load_spec(path)["name"] and "input" in model.torchsmith_arch["spec"]
+
+
 def test_built_model_carries_spec_input_and_init_policy():
     model = ts.build_file(LENET)
     arch = model.torchsmith_arch
