@@ -234,8 +234,7 @@ def _check(model: nn.Module, runner: Runner, batch: int, size: tuple[int, ...], 
         problem = f"the export fails at batch {batch}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         return BatchCheck(batch, float("inf"), float("inf"), False, float("nan"), float("nan"), problem.strip())
     max_abs, max_rel, passed, problem = _compare(expected, got, atol, rtol)
-    eager_ms = _median_ms(lambda: _eager_forward(model, x), runs)
-    exported_ms = _median_ms(lambda: runner(x), runs)
+    eager_ms, exported_ms = _median_ms(lambda: _eager_forward(model, x), lambda: runner(x), runs)
     return BatchCheck(batch, max_abs, max_rel, passed, eager_ms, exported_ms, problem)
 
 
@@ -264,20 +263,26 @@ def _compare(expected: list[torch.Tensor], got: list[torch.Tensor], atol: float,
     return worst_abs, worst_rel, passed, ""
 
 
-def _median_ms(fn: Callable[[], object], runs: int) -> float:
-    """Median wall time of ``fn`` in ms; stops early once the latency budget is spent (big models)."""
-    times: list[float] = []
+def _median_ms(eager: Callable[[], object], exported: Callable[[], object], runs: int) -> tuple[float, float]:
+    """Median wall times (ms) of ``eager`` and ``exported``, run alternately.
+
+    Alternating puts both under the same machine load at the same moments, so
+    a burst of other work slows both rather than one. Stops early once the
+    latency budget is spent (big models).
+    """
+    times: tuple[list[float], list[float]] = ([], [])
     spent = 0.0
     for _ in range(runs):
-        start = time.perf_counter()
-        with torch.no_grad():
-            fn()
-        elapsed = time.perf_counter() - start
-        times.append(elapsed)
-        spent += elapsed
-        if spent > _LATENCY_BUDGET_S:
+        for fn, out in ((eager, times[0]), (exported, times[1])):
+            start = time.perf_counter()
+            with torch.no_grad():
+                fn()
+            elapsed = time.perf_counter() - start
+            out.append(elapsed)
+            spent += elapsed
+        if spent > 2 * _LATENCY_BUDGET_S:
             break
-    return statistics.median(times) * 1000.0
+    return statistics.median(times[0]) * 1000.0, statistics.median(times[1]) * 1000.0
 
 
 # ---- outcome ---------------------------------------------------------------------------------------------
