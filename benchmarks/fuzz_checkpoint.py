@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import sys
@@ -226,7 +227,8 @@ def _write_doc(args: argparse.Namespace, done: int, total: Counter[str], slowest
     doc.write_text(
         "# Checkpoint fuzzing\n\n"
         f"`{command_line()}`\n\n"
-        f"Machine: {machine()}\n\n"
+        f"Machine: {machine()}; system load average (1 min) {os.getloadavg()[0]:.1f} when written "
+        "(the machine is shared: times include waiting for a core)\n\n"
         f"{status}{done:,} mutated or truncated checkpoints (torchsmith safetensors, training-state companions, "
         f"zip and legacy `.pt`), in batches of {args.batch:,} with seeds {args.seed} + batch index, in "
         f"{elapsed:.0f} s: **every input ended in success or a TorchsmithError**; none raised anything else, "
