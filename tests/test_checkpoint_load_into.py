@@ -49,7 +49,9 @@ def test_ddp_and_compile_prefixes_together() -> None:
     report = load_into(ts.create_model("lenet"), state)
     assert report.ok and [p[1] for p in report.prefixes] == ["DistributedDataParallel/DataParallel wrapper",
                                                               "torch.compile wrapper"]
-    assert "stripped 'module.'" in str(report)
+    assert "stripped 'module.'" in str(report) and len(report.remapped) == len(state)
+    assert report.remapped[0].cause == ("stripped 'module.' (DistributedDataParallel/DataParallel wrapper); "
+                                        "stripped '_orig_mod.' (torch.compile wrapper)")
 
 
 def test_strict_mismatch_loads_nothing_and_suggests_fixes() -> None:

@@ -212,12 +212,14 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
 
     # 1. Wrapper prefixes, then the user's remap: source key -> model key.
     names = {k: k for k in src.tensors}
+    causes = []
     for kind, prefix, cause in _detect_prefixes(list(names), set(target)):
         verb = "stripped" if kind == "strip" else "added"
         report.prefixes.append((f"{verb} {prefix!r} {'from' if kind == 'strip' else 'to'} every key", cause))
+        causes.append(f"{verb} {prefix!r} ({cause})")
         names = {orig: (cur[len(prefix):] if kind == "strip" else prefix + cur) for orig, cur in names.items()}
-        for orig, cur in names.items():
-            report.remapped.append(Remapped(orig, cur, f"{verb} {prefix!r} ({cause})"))
+    if causes:
+        report.remapped = [Remapped(orig, cur, "; ".join(causes)) for orig, cur in names.items()]
     if remap is not None:
         renamed = _apply_remap(list(names.values()), remap)
         by_current = {cur: orig for orig, cur in names.items()}
