@@ -127,7 +127,7 @@ def export(
         return report
     finally:
         for module, training in modes.items():
-            module.train(training)
+            module.training = training  # the flag itself: train() would recurse and re-run user overrides
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
