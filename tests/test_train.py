@@ -162,7 +162,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
               "--batch-size", "128", "--progress", "plain", "--no-plot"]
     env = subprocess_env()
     killed_dir, full_dir = tmp_path / "killed", tmp_path / "full"
-    proc = subprocess.Popen([*common, "--out", str(killed_dir), "--save-every-steps", "3", "--log-every", "1"],
+    proc = subprocess.Popen([*common, "--out", str(killed_dir), "--save-every-steps", "4", "--log-every", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.time() + 120
