@@ -272,6 +272,16 @@ def test_huge_model_costs_no_weight_memory():
     assert s.memory.parameters == s.total_params * 4
 
 
+def test_model_that_cannot_be_copied_runs_for_real():
+    import threading
+
+    model = NeedsNonzero()
+    model.lock = threading.Lock()  # deepcopy cannot copy a lock
+    s = summary(model, (3, 4))
+    assert s.ran_on == "real tensors (batch 1)" and "cannot make a meta copy" in s.notes[0]
+    assert hook_count(model) == 0
+
+
 def test_fallbacks_fake_then_real():
     s = summary(NeedsNonzero(), (3, 4))
     assert s.ran_on == "fake tensors"

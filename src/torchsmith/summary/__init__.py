@@ -138,8 +138,13 @@ def _build_on_meta(ref: str, options: dict[str, Any]) -> tuple[nn.Module, str]:
 
 def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any], spec: InputSpec,
              mode: str, replay: bool) -> Trace:
+    if how in (RUN_META, RUN_FAKE):
+        try:
+            copy = meta_copy(model).train(mode == "train")
+        except Exception as e:  # an attribute deepcopy cannot copy (a lock, a file): run the real model instead
+            return Trace(namer=Namer(), error=NotImplementedError(
+                f"cannot make a meta copy of {type(model).__name__}: {type(e).__name__}: {e}"))
     if how == RUN_META:
-        copy = meta_copy(model).train(mode == "train")
         args, kwargs = spec.meta_args()
         return run_trace(copy, args, kwargs, Namer(), replay=replay)
     if how == RUN_FAKE:
@@ -151,7 +156,6 @@ def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any
         except TypeError:  # older/newer torch without these switches
             env = ShapeEnv()
         fake_mode = FakeTensorMode(shape_env=env, allow_non_fake_inputs=True)
-        copy = meta_copy(model).train(mode == "train")
         args, kwargs, namer = spec.fake_args(fake_mode, env)
         return run_trace(copy, args, kwargs, namer, context=fake_mode, replay=replay)
     # Real tensors: the caller's own model, under no_grad, its modes restored afterwards.
