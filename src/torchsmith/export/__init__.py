@@ -324,7 +324,8 @@ def _quiet_exporters(collected: list[str]) -> Iterator[None]:
     Levels are restored afterwards, and other libraries' loggers are untouched.
     """
     prefixes = ("torch", "onnx", "onnxscript", "onnx_ir", "onnxruntime")
-    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in prefixes] + ["torch"]
+    # The top-level names too: loggers created during the export (onnxscript is imported lazily) inherit them.
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in prefixes] + list(prefixes)
     loggers = [logging.getLogger(n) for n in dict.fromkeys(names)]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
