@@ -34,10 +34,19 @@ class TiedLM(nn.Module):
         return self.head(self.norm(self.embed(idx)))  # (B, T, vocab)
 
 
-if "_ckpt_test_tied_lm" not in ts.list_models():
+@pytest.fixture
+def tied_lm_registered():
+    """Register the tied model for one test only: tests parametrised over list_models() must not see it."""
+    from torchsmith import registry
+
     @ts.register_model(name="_ckpt_test_tied_lm")
     def _tied_lm(*, vocab: int = 11, dim: int = 6) -> TiedLM:
         return TiedLM(vocab, dim)
+
+    try:
+        yield "_ckpt_test_tied_lm"
+    finally:
+        registry._MODELS.pop("_ckpt_test_tied_lm", None)
 
 
 def _same_state(a: nn.Module, b: nn.Module) -> bool:
@@ -111,7 +120,7 @@ def test_unstorable_option_fails_at_save_and_touches_no_file(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.safetensors"]
 
 
-def test_tied_weights_stored_once_and_restored_tied(tmp_path: Path) -> None:
+def test_tied_weights_stored_once_and_restored_tied(tmp_path: Path, tied_lm_registered: str) -> None:
     model = ts.create_model("_ckpt_test_tied_lm", vocab=11, dim=6)
     path = ts.save(model, tmp_path / "lm.safetensors")
     header = read_header(path)
