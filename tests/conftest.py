@@ -27,7 +27,7 @@ def leave_no_artifacts_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def _repo_files(repo: Path) -> set[str]:
     # Source folders are left out: they change under a developer's hands, not a test's.
-    skip = {".venv", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", "build",
+    skip = {".venv", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis", "build",
             "src", "tests", "benchmarks", "docs", "examples"}
     out: set[str] = set()
     for root, dirs, files in os.walk(repo):
