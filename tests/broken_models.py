@@ -104,7 +104,24 @@ class HealthyWeightNorm(nn.Module):
         return self.out(F.gelu(self.fc(x)))
 
 
-HEALTHY = [HealthyMLP, HealthyCNN, HealthyContainers, HealthyZeroHead, HealthyWeightNorm]
+class HealthyTokens(nn.Module):
+    """Token ids in, an Embedding first: the check probes it with integer ids."""
+
+    INPUT = (12,)
+    EXPECT: list = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(100, 16)
+        self.rnn = nn.GRU(16, 16, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embed(tokens))  # (B, L, 16)
+        return self.head(out.mean(dim=1))
+
+
+HEALTHY = [HealthyMLP, HealthyCNN, HealthyContainers, HealthyZeroHead, HealthyWeightNorm, HealthyTokens]
 
 # --------------------------------------------------------------------------- input mutated
 

@@ -123,6 +123,14 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
+def _token_range(model: nn.Module) -> int | None:
+    """num_embeddings when the model's first layer (in registration order) is an Embedding: it takes token ids."""
+    for m in model.modules():
+        if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False)):
+            return int(m.num_embeddings) if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) else None
+    return None
+
+
 def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
           checks: str | Iterable[str] | None = None, seed: int = 0) -> CheckReport:
     """Run the model-building checks on a copy of ``model``; return a :class:`CheckReport`.
@@ -148,7 +156,7 @@ def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
     strip_hooks(work)
     held = {id(obj): path for path, _, obj in scan_unregistered(work) if isinstance(obj, nn.Module)}
     ctx = Context(model=work, original=model, input_size=size, device=device, dtype=dtype, seed=seed, hooks=hooks,
-                  held=held)
+                  held=held, token_range=_token_range(model))
     report = CheckReport(model=type(model).__name__, input_size=size, checks=names)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices), torch.enable_grad():

@@ -73,6 +73,7 @@ class Context:
     device: torch.device
     dtype: torch.dtype
     seed: int = 0
+    token_range: int | None = None  # token-id input in [0, token_range) for models that start with an Embedding
     hooks: list[HookInfo] = field(default_factory=list)
     layer_stats: list[Any] = field(default_factory=list)  # filled by the signal check
     held: dict[int, str] = field(default_factory=dict)  # id -> would-be path of modules in plain containers
@@ -83,9 +84,12 @@ class Context:
     _eval_error: str | None = None
 
     def make_input(self, size: tuple[int, ...] | None = None, batch: int = BATCH, seed: int = 0) -> torch.Tensor:
-        """A standard-normal batch (batch, *size), reproducible from ``seed``."""
+        """A standard-normal batch (batch, *size), or token ids for an Embedding-first model; reproducible."""
         g = torch.Generator().manual_seed(self.seed + seed)
-        x = torch.randn((batch, *(size or self.input_size)), generator=g, dtype=torch.float32)
+        shape = (batch, *(size or self.input_size))
+        if self.token_range is not None:
+            return torch.randint(0, self.token_range, shape, generator=g).to(self.device)
+        x = torch.randn(shape, generator=g, dtype=torch.float32)
         return x.to(device=self.device, dtype=self.dtype)
 
     def tracer(self, x: torch.Tensor | None, **kwargs: Any) -> Tracer:

@@ -115,7 +115,7 @@ def check_signal(ctx: Context) -> list[Finding]:
     ctx.layer_stats = stats
     modules = dict(ctx.model.named_modules())
     weighted = [s for s in stats if s.module in modules and any(True for _ in modules[s.module].parameters(False))]
-    ref = float(ctx.x.double().std()) or 1.0
+    ref = 1.0 if ctx.token_range is not None else (float(ctx.x.double().std()) or 1.0)
     findings: list[Finding] = []
     stds = [s.act_std for s in weighted]
     for s in weighted:
