@@ -131,7 +131,8 @@ def main() -> None:
                 ("resnet18-cifar", "torchsmith, batch 512, bf16, channels_last", 512, "bf16", True)]
     else:
         runs = [("lenet", "torchsmith, batch 128", 128, "off", False),
-                ("lenet", "torchsmith, batch 512", 512, "off", False)]
+                ("lenet", "torchsmith, batch 512", 512, "off", False),
+                ("lenet", "torchsmith, batch 512, channels_last", 512, "off", True)]
     models = sorted({r[0] for r in runs}, key=[r[0] for r in runs].index)
 
     # best (wall images/s, images per CPU-second) of each loop over the repeats
