@@ -244,3 +244,13 @@ def test_cli_checks_a_checkpoint(tmp_path):
     res = _cli(str(tmp_path / "lenet.safetensors"), "--checks", "state-dict,determinism", "--format", "json")
     assert res.exit_code == 0, res.stdout + res.stderr
     assert json.loads(res.stdout)["ok"] is True
+
+
+def test_spec_built_model_declares_its_input_and_round_trips_its_state_dict():
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    model = ts.build_file(examples / "lenet.yaml")
+    report = ts.check(model, checks="input-sizes,state-dict")
+    assert report.ok, str(report)
+    fixed = [f for f in report.findings if f.id == "fixed-input-size"]
+    assert fixed and fixed[0].module == "fc1" and "spec declares its input as 3x32x32" in fixed[0].message
+    assert "state-dict" not in report.skipped, report.skipped

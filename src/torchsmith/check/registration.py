@@ -127,6 +127,10 @@ def _fresh_instance(ctx: Context) -> tuple[nn.Module, str]:
             from torchsmith.registry import create_model
 
             return create_model(arch["name"], **dict(arch.get("kwargs") or {})), "create_model"
+        if isinstance(arch, dict) and "spec" in arch:
+            from torchsmith.spec import build
+
+            return build(arch["spec"]), "spec"
         cls = type(original)
         try:
             params = list(inspect.signature(cls).parameters.values())

@@ -70,6 +70,12 @@ def _declares_size(model: nn.Module) -> bool:
     return any(hasattr(model, a) for a in ("input_size", "default_input_size"))
 
 
+def _spec_built(model: nn.Module) -> bool:
+    """A spec states its input shape, and its forward has no control flow to raise a friendlier error."""
+    arch = getattr(model, "torchsmith_arch", None)
+    return isinstance(arch, dict) and "spec" in arch
+
+
 def _run(ctx: Context, x: torch.Tensor) -> tuple[Tracer, Any, BaseException | None]:
     tracer = ctx.tracer(x)
     try:
@@ -182,6 +188,14 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
                         f"the model accepts only the input size it was built for; {where} it raises "
                         f"{describe_error(err)}",
                         "nothing to fix if one input size is intended; rebuild the model for another size",
+                        size=list(size2), **observed))
+                elif _spec_built(model):
+                    findings.append(make_finding(
+                        "fixed-input-size", tracer.failed_in or "",
+                        f"the spec declares its input as {_size(ctx.input_size)} and its sizes were inferred "
+                        f"from it; {where}: {text}",
+                        "nothing to fix if one input size is intended; change the spec's `input`, or put "
+                        "`adaptive_avgpool: 1` before `flatten` to accept any size",
                         size=list(size2), **observed))
                 else:
                     findings.append(make_finding("hard-coded-size", tracer.failed_in or "", text, _FIX,
