@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 
 import torchsmith as ts
-from torchsmith.checkpoint import checkpoint_info, convert_checkpoint, load_into
+from torchsmith.checkpoint import checkpoint_info, convert_checkpoint, load_into, training_state_path
 from torchsmith.checkpoint._atomic import temp_files_for
 from torchsmith.checkpoint._sources import read_state_dict
 from torchsmith.cli import main
@@ -215,3 +215,34 @@ def test_zip_bomb_like_sizes_do_not_hang(tmp_path: Path) -> None:
     (tmp_path / "trunc.pt").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     with pytest.raises(ts.CheckpointError, match=r"trunc\.pt is not a readable PyTorch checkpoint"):
         checkpoint_info(tmp_path / "trunc.pt")
+
+
+def test_failed_training_state_write_keeps_the_previous_pair(tmp_path: Path) -> None:
+    # Weights fit under the file-size limit, the Adam state (twice the weights) does not: the save fails
+    # after the weights file is complete. The old weights and the old training state must both survive,
+    # still belonging together, so a run can resume from them.
+    path = tmp_path / "ckpt.safetensors"
+    model = ts.create_model("lenet")  # ~250 KB of weights
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    opt.step()
+    ts.save(model, path, optimizer=opt, extra={"epoch": 1})
+    old_weights, old_state = path.read_bytes(), training_state_path(path).read_bytes()
+    with torch.no_grad():
+        model.fc3.weight.add_(1.0)
+
+    def child() -> int:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+        try:
+            ts.save(model, path, optimizer=opt, extra={"epoch": 2})
+        except OSError as e:
+            return 3 if e.errno == errno.EFBIG else 4
+        return 5
+
+    _, status = os.waitpid(_fork(child), 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3
+    assert path.read_bytes() == old_weights and training_state_path(path).read_bytes() == old_state
+    assert ts.load_training_state(path, optimizer=torch.optim.Adam(model.parameters()), restore_rng=False) == {
+        "epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors", "ckpt.train.safetensors"]

@@ -85,11 +85,15 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextmanager
-def atomic_fd(path: Path, *, durable: bool = True) -> Iterator[int]:
+def atomic_fd(path: Path, *, durable: bool = True,
+              deferred: list[tuple[Path, Path]] | None = None) -> Iterator[int]:
     """Yield a file descriptor of a fresh temp file; on success it replaces ``path`` atomically.
 
     On any exception the temp file is removed, ``path`` is untouched and the
-    exception propagates unchanged.
+    exception propagates unchanged. With ``deferred``, the complete, fsynced temp
+    file is not renamed yet: ``(temp, path)`` is appended to the list for
+    :func:`commit_deferred`, so several files can be written first and swapped
+    in together (a checkpoint and its training state).
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
@@ -103,6 +107,9 @@ def atomic_fd(path: Path, *, durable: bool = True) -> Iterator[int]:
             os.fsync(fd)
         os.close(fd)
         closed = True
+        if deferred is not None:
+            deferred.append((tmp, path))
+            return
         os.replace(tmp, path)
         if durable:
             fsync_dir(directory)
@@ -117,6 +124,30 @@ def atomic_fd(path: Path, *, durable: bool = True) -> Iterator[int]:
         except OSError:
             pass
         raise
+
+
+def commit_deferred(deferred: list[tuple[Path, Path]], *, durable: bool = True) -> None:
+    """Rename every deferred temp file onto its path, back to back, then fsync their directories.
+
+    The renames follow each other with nothing in between, so a crash can split
+    the set only in that instant, not during the writes that came before.
+    """
+    for tmp, path in deferred:
+        os.replace(tmp, path)
+    if durable:
+        for directory in {(p.parent if str(p.parent) else Path(".")) for _, p in deferred}:
+            fsync_dir(directory)
+    deferred.clear()
+
+
+def discard_deferred(deferred: list[tuple[Path, Path]]) -> None:
+    """Remove deferred temp files that will not be committed (a later write of the set failed)."""
+    for tmp, _ in deferred:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+    deferred.clear()
 
 
 def write_all(fd: int, data: memoryview | bytes) -> None:

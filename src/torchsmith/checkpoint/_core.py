@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from torchsmith.checkpoint import _format
+from torchsmith.checkpoint._atomic import commit_deferred, discard_deferred
 from torchsmith.checkpoint._codec import decode, encode
 from torchsmith.errors import CheckpointError, TorchsmithError
 from torchsmith.registry import ARCH_ATTR, create_model
@@ -155,15 +156,24 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
         train_doc = json.dumps(doc, allow_nan=False)
         train_tensors = {k: _format.prepare_tensor(k, t) for k, t in train_tensors.items()}
 
-    digest = _format.write_safetensors(path, tensors, meta)
     companion = training_state_path(path)
-    if train_tensors is not None:
+    if train_tensors is None:
+        _format.write_safetensors(path, tensors, meta)
+        if companion != path and companion.exists():
+            companion.unlink()  # it described the weights this save replaced
+        return path
+    # Both files are written and fsynced under temp names first, then renamed back to back:
+    # a crash while writing leaves the previous pair whole, never new weights beside old state.
+    deferred: list[tuple[Path, Path]] = []
+    try:
+        digest = _format.write_safetensors(path, tensors, meta, deferred=deferred)
         train_meta = {"format": TRAIN_FORMAT, "format_version": FORMAT_VERSION, "torch_version": torch.__version__,
                       "torchsmith_version": _version(), "model_sha256": digest, "model_file": path.name,
                       "state": train_doc}
-        _format.write_safetensors(companion, train_tensors, train_meta)
-    elif companion != path and companion.exists():
-        companion.unlink()  # it described the weights this save replaced
+        _format.write_safetensors(companion, train_tensors, train_meta, deferred=deferred)
+        commit_deferred(deferred)
+    finally:
+        discard_deferred(deferred)
     return path
 
 

@@ -149,7 +149,7 @@ def index_sha256(entries: Iterable[TensorEntry], metadata: dict[str, str]) -> st
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *,
-                      durable: bool = True) -> str:
+                      durable: bool = True, deferred: list[tuple[Path, Path]] | None = None) -> str:
     """Write ``tensors`` (already prepared) and ``metadata`` to ``path`` atomically; return the data sha256.
 
     ``metadata`` gets ``sha256`` and ``index_sha256`` added. The hash is computed
@@ -183,7 +183,7 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     hash_pos = 8 + text.index(marker) + len(marker) - 65  # file offset of the placeholder's first char
     raw_header = len(text).to_bytes(8, "little") + text.encode("ascii")
 
-    with atomic_fd(path, durable=durable) as fd:
+    with atomic_fd(path, durable=durable, deferred=deferred) as fd:
         write_all(fd, raw_header)
         digests = _write_and_hash(fd, [tensors[n] for n in order], parallel=offset >= _PARALLEL_MIN)
         hexdigest = _combine(digests)
