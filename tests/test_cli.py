@@ -56,7 +56,7 @@ def test_python_dash_m_and_unknown_model_is_one_line_no_traceback():
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         "error: unknown model 'resnet81'; did you mean 'resnet18'? "
-        "(give a zoo name, path/to/file.py:Class or package.module:attr)"
+        "(give a zoo name, path/to/file.py:Class, package.module:attr, a spec.yaml or a checkpoint.safetensors)"
     )
     assert "Traceback" not in proc.stderr + proc.stdout
 
@@ -67,6 +67,7 @@ def test_python_dash_m_and_unknown_model_is_one_line_no_traceback():
     (("show", "missing.py:Net"), "model file 'missing.py' does not exist"),
     (("show", "net.py"), "names a file but no class"),
     (("show", "no_such_pkg_xyz:Net"), "cannot import module 'no_such_pkg_xyz'"),
+    (("show", "/etc/hostname"), "is a file torchsmith cannot build a model from"),
 ])
 def test_bad_input_gives_one_clear_line(args, match):
     proc = run(*args)

@@ -61,13 +61,18 @@ def resolve_model(ref: str, **kwargs: Any) -> nn.Module:
         return _instantiate(obj, ref, kwargs)
     if ref.endswith(".py"):
         raise ModelLoadError(f"{ref!r} names a file but no class or factory in it; write it as {ref}:ClassName")
+    if Path(ref).is_file():
+        raise ModelLoadError(
+            f"{ref!r} is a file torchsmith cannot build a model from: give a spec (.yaml, .yml, .json), "
+            f"a checkpoint (.safetensors) or Python code as path/to/file.py:ClassName")
     try:
         return create_model(ref, **kwargs)
     except UnknownNameError as e:
         if e.kind == "model":
             raise UnknownNameError(
                 "model", ref, list_models(),
-                hint="give a zoo name, path/to/file.py:Class or package.module:attr",
+                hint="give a zoo name, path/to/file.py:Class, package.module:attr, a spec.yaml or a "
+                     "checkpoint.safetensors",
             ) from None
         raise
 
