@@ -301,6 +301,11 @@ def test_symbolic_batch_gives_formulas():
 def test_symbolic_sequence_length_formula_matches_concrete_runs():
     model = TinyAttention(block=64)
     s = summary(model, ("B", "T=16"), input_dtype=torch.long)
+    if isinstance(s.forward_flops, int):
+        # Older torch (2.4) specialises B and T on the mask slice: the summary must say so.
+        assert any("specialised the symbolic dims to B=8, T=16" in n for n in s.notes), s.notes
+        assert s.forward_flops == summary(model, (8, 16), input_dtype=torch.long).forward_flops
+        return
     assert s.rows[-1].output_shapes == ("B", "T", 16)
     formula = sympy.sympify(s.forward_flops, locals={"B": sympy.Symbol("B"), "T": sympy.Symbol("T")})
     for b, t in ((2, 5), (3, 11)):

@@ -121,7 +121,14 @@ def summary(
     assert trace is not None
     if attempts[-1] == RUN_REAL and how == RUN_REAL and spec.symbolic:
         notes.append("symbolic dims were traced at their values: real tensors cannot keep them symbolic")
-    return _build(trace, model, label, spec, how, mem_dtype, notes, depth)
+    result = _build(trace, model, label, spec, how, mem_dtype, notes, depth)
+    if how == RUN_FAKE and spec.symbolic and result.symbols and isinstance(result.forward_flops, int):
+        # The model's forward fixed the symbols (a guard on a slice, a size check): say so, never pass
+        # concrete figures off as formulas.
+        values = ", ".join(f"{k}={v}" for k, v in result.symbols.items())
+        result.notes.append(f"torch {torch.__version__} specialised the symbolic dims to {values} while tracing "
+                            "(its shape environment could not keep them symbolic here): figures are for those sizes")
+    return result
 
 
 # --------------------------------------------------------------------------- building and running

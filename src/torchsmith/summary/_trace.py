@@ -143,6 +143,9 @@ class _Tracer:
         self.stack: list[int] = []
         self.modules: list[nn.Module] = []  # parallel to stack; dropped when the pass ends
         self.in_ids: dict[int, int | None] = {}  # row -> id() of its first input tensor, for the flow's branches
+        # Every tensor whose id() a flow event records stays alive until the trace ends: a freed
+        # tensor's id can be reused by a later one, which would link unrelated steps of the flow.
+        self._alive: list[torch.Tensor] = []
         self.calls: Counter[int] = Counter()
         self.info = _module_infos(model)
         self.handles: list[Any] = []
@@ -184,7 +187,7 @@ class _Tracer:
         t._out_bytes.append(0)
         first = _first_tensor((args, kwargs))
         row.first_input = None if first is None else self.shape(first)
-        self.in_ids[len(t.rows) - 1] = None if first is None else id(first)
+        self.in_ids[len(t.rows) - 1] = None if first is None else self._ident(first)
 
     def _post(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         if not self.stack:
@@ -198,7 +201,7 @@ class _Tracer:
         self.trace.events.append(FlowEvent(
             depth=row.depth, name=row.name, kind="module", type=row.type, leaf=row.is_leaf,
             before=row.first_input, after=None if first is None else self.shape(first),
-            src=self.in_ids.pop(idx, None), dst=None if first is None else id(first)))
+            src=self.in_ids.pop(idx, None), dst=None if first is None else self._ident(first)))
 
     # ---------------------------------------------------------------- ops
     def on_op(self, func: Any, name: str, packet: Any, args: Any, kwargs: Any, out: Any) -> None:
@@ -228,7 +231,11 @@ class _Tracer:
             if before != after:
                 t.events.append(FlowEvent(depth=len(self.stack), name=_op_label(name, before, after), kind="op",
                                           type=f"aten.{name}", leaf=True, before=before, after=after,
-                                          src=id(first_in), dst=id(first_out)))
+                                          src=self._ident(first_in), dst=self._ident(first_out)))
+
+    def _ident(self, t: torch.Tensor) -> int:
+        self._alive.append(t)
+        return id(t)
 
     # ---------------------------------------------------------------- shapes
     def shape(self, t: torch.Tensor) -> tuple[Any, ...]:
@@ -372,6 +379,7 @@ def run_trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], n
             t.replayed = cache.hits
             cache.detach()
         tracer.modules.clear()
+        tracer._alive.clear()
     _rollup(t)
     return t
 
