@@ -33,8 +33,10 @@ def test_corpus_defects_found_with_id_and_module(factory):
     report = ts.check(factory(), factory.INPUT, checks=getattr(factory, "CHECKS", None))
     expected = set(factory.EXPECT)
     assert expected <= _found(report), str(report)
-    # No false errors: every error is one the model was built to have.
-    assert {(f.id, f.module) for f in report.errors} <= expected, str(report)
+    # No false errors: every error is one the model was built to have, or a direct consequence of it
+    # that some torch versions show (ALSO).
+    allowed = expected | set(getattr(factory, "ALSO", ()))
+    assert {(f.id, f.module) for f in report.errors} <= allowed, str(report)
     assert report.ok == (not report.errors)
 
 
