@@ -1,26 +1,14 @@
-"""Small reusable pieces: activations and norm layers by name."""
+"""Small reusable pieces: norm layers by name, and the init preset that suits an activation."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from torchsmith.errors import UnknownNameError
 
-__all__ = ["ACTIVATIONS", "activation_fn", "norm_layer_factory", "init_gain_for"]
-
-#: Functional activations by name (modules with parameters are modules;
-#: activations have none, so they are functional calls in ``forward``).
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu,
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "gelu": F.gelu,
-    "silu": F.silu,
-}
+__all__ = ["norm_layer_factory", "init_gain_for"]
 
 _NORMS: dict[str, Callable[[int], nn.Module]] = {
     "batchnorm": nn.BatchNorm2d,
@@ -28,14 +16,6 @@ _NORMS: dict[str, Callable[[int], nn.Module]] = {
     "instancenorm": lambda c: nn.InstanceNorm2d(c, affine=True),
     "identity": lambda c: nn.Identity(),
 }
-
-
-def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The functional activation called ``name``."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise UnknownNameError("activation", name, ACTIVATIONS) from None
 
 
 def norm_layer_factory(norm: str | Callable[[int], nn.Module] | None) -> Callable[[int], nn.Module]:

@@ -14,7 +14,7 @@ from torch import nn
 from torchsmith.check._context import Context, SkipCheck, describe_error, make_finding
 from torchsmith.check._run import Tracer
 from torchsmith.check.report import Finding
-from torchsmith.check.runtime import first_divergence, max_output_diff, outputs_close
+from torchsmith.check.runtime import describe_divergence, outputs_close
 from torchsmith.errors import TorchsmithError
 
 __all__ = ["check_registration", "check_state_dict", "scan_unregistered"]
@@ -203,14 +203,11 @@ def check_state_dict(ctx: Context) -> list[Finding]:
         raise SkipCheck(f"the fresh instance's forward failed: {describe_error(e)}") from e
     if outputs_close(out_a, out_f):
         return []
-    module = first_divergence(ta.calls, tracer.calls) or ""
-    diff = max_output_diff(out_a, out_f)
-    call = ta.first_call(module)
-    kind = f" ({call.type})" if call is not None else ""
+    module, kind, diff, diff_text = describe_divergence(ta, tracer, out_a, out_f)
     return [make_finding(
         "state-dict-roundtrip", module,
         f"a fresh {type(fresh).__name__} ({how}) loaded with this model's state_dict computes different "
-        f"outputs (largest difference {diff if diff is None else format(diff, '.3g')}); the first module that "
+        f"outputs (largest difference {diff_text}); the first module that "
         f"differs is {module or '(model)'}{kind}: it keeps state outside its parameters and buffers",
         "register that state with register_buffer (or as an nn.Parameter if it is learned), "
         "or save it through get_extra_state/set_extra_state",

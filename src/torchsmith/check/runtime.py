@@ -97,6 +97,19 @@ def max_output_diff(out_a: Any, out_b: Any) -> float | None:
     return worst
 
 
+def describe_divergence(ta: Any, tb: Any, out_a: Any, out_b: Any) -> tuple[str, str, float | None, str]:
+    """Where two runs first differ and by how much.
+
+    Returns the module path (or ""), a " (Type)" suffix for messages, the largest output
+    difference (None when the outputs do not pair up) and that difference as text.
+    """
+    module = first_divergence(ta.calls, tb.calls) or ""
+    diff = max_output_diff(out_a, out_b)
+    call = ta.first_call(module)
+    kind = f" ({call.type})" if call is not None else ""
+    return module, kind, diff, "None" if diff is None else format(diff, ".3g")
+
+
 def outputs_close(out_a: Any, out_b: Any) -> bool:
     ta, tb = list(flat_tensors(out_a)), list(flat_tensors(out_b))
     if len(ta) != len(tb) or any(a.shape != b.shape for a, b in zip(ta, tb)):
@@ -112,14 +125,11 @@ def check_determinism(ctx: Context) -> list[Finding]:
     (ta, out_a), (tb, out_b) = ctx.eval_runs()
     if outputs_close(out_a, out_b):
         return []
-    module = first_divergence(ta.calls, tb.calls) or ""
-    diff = max_output_diff(out_a, out_b)
-    call = ta.first_call(module)
-    kind = f" ({call.type})" if call is not None else ""
+    module, kind, diff, diff_text = describe_divergence(ta, tb, out_a, out_b)
     return [make_finding(
         "nondeterministic-eval", module,
         f"two eval-mode calls on the same input differ (largest output difference "
-        f"{diff if diff is None else format(diff, '.3g')}); the first module whose output differs is "
+        f"{diff_text}); the first module whose output differs is "
         f"{module or '(model)'}{kind}",
         "make eval-mode forward deterministic: register Dropout/BatchNorm as submodules so model.eval() reaches "
         "them, pass training=self.training to F.dropout, and keep random noise behind `if self.training`",
