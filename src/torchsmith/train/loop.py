@@ -88,6 +88,11 @@ def fit(model: nn.Module, data: str | DataSplits | None = None, config: TrainCon
     info = setup_distributed(device_type)
     rep = reporter if (reporter is not None and info.is_main) else Reporter()
     was_training = model.training
+    # Training batches all have one shape (drop_last), so letting cuDNN time its algorithms once pays
+    # back at once; the global flag is put back as it was.
+    cudnn_benchmark = torch.backends.cudnn.benchmark
+    if device_type == "cuda":
+        torch.backends.cudnn.benchmark = True
     try:
         return _Run(model, data if isinstance(data, DataSplits) else None, cfg, rep, info).run()
     except TorchsmithError:
@@ -101,6 +106,7 @@ def fit(model: nn.Module, data: str | DataSplits | None = None, config: TrainCon
                                 f"train without --compile") from e
         raise
     finally:
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         model.train(was_training)
         rep.close()
         teardown_distributed(info)
