@@ -196,6 +196,29 @@ def test_lenet_bad_options():
         ts.create_model("lenet", input_size=8)
 
 
+@pytest.mark.parametrize("opts, message", [
+    ({"num_classes": "abc"}, r"num_classes='abc' of model 'lenet' must be an integer, not str"),
+    ({"num_classes": True}, r"must be an integer, not bool"),
+    ({"input_size": [28]}, r"input_size=\[28\] .* must be an integer or a list \[int, int\]"),
+    ({"act": 3}, r"act=3 .* must be a string, not int"),
+])
+def test_option_values_are_checked_against_the_builder(opts, message):
+    with pytest.raises(ts.ConfigError, match=message):
+        ts.create_model("lenet", **opts)
+    # values of the annotated types still build, lists standing in for tuples (as YAML and --opt give them)
+    assert ts.create_model("lenet", input_size=[28, 28], num_classes=5)(torch.randn(1, 3, 28, 28)).shape == (1, 5)
+
+
+def test_cli_opt_of_the_wrong_type_is_one_line_not_a_crash():
+    from click.testing import CliRunner
+
+    from torchsmith.cli import main
+
+    result = CliRunner().invoke(main, ["show", "lenet", "--opt", "num_classes=abc"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "num_classes='abc' of model 'lenet' must be an integer" in result.output
+
+
 @pytest.mark.parametrize("size", [32, 64, 97])
 def test_resnet_any_input_size(size):
     model = ts.create_model("resnet18", num_classes=3).eval()

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import types
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from torch import nn
 
-from torchsmith.errors import ConfigError, UnknownNameError
+from torchsmith.errors import ConfigError, TorchsmithError, UnknownNameError
 
 __all__ = ["register_model", "create_model", "list_models", "model_options", "ARCH_ATTR"]
 
@@ -82,6 +84,10 @@ def model_options(name: str) -> dict[str, Any]:
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with keyword options ``kwargs``.
 
+    Option values are checked against the builder's annotations first, so
+    ``num_classes="abc"`` is refused with the option's name, not a TypeError
+    from deep inside the model.
+
     >>> model = create_model("lenet", in_channels=1, input_size=28)
     """
     builder = get_builder(name)
@@ -90,10 +96,67 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     if not accepts_any:
         for key in kwargs:
             if key not in sig.parameters:
-                raise UnknownNameError(
-                    f"option for model {name!r}", key, sig.parameters,
-                    hint="options: " + ", ".join(sig.parameters),
-                )
-    model = builder(**kwargs)
+                shown = ", ".join(f"{k}={v!r}" for k, v in model_options(name).items())
+                raise UnknownNameError("option", key, sig.parameters, hint=f"{name}'s defaults: {shown}")
+    _check_option_types(name, builder, kwargs)
+    try:
+        model = builder(**kwargs)
+    except TorchsmithError:
+        raise
+    except (TypeError, ValueError) as e:  # an option value the annotations could not vet
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "its defaults"
+        raise ConfigError(f"building model {name!r} with {given} failed: {type(e).__name__}: {e}") from e
     object.__setattr__(model, ARCH_ATTR, {"name": name, "kwargs": dict(kwargs)})
     return model
+
+
+def _check_option_types(name: str, builder: Builder, kwargs: dict[str, Any]) -> None:
+    try:
+        hints = typing.get_type_hints(builder)
+    except Exception:  # annotations that do not resolve: nothing to check against
+        return
+    for key, value in kwargs.items():
+        hint = hints.get(key)
+        if hint is not None and not _fits(value, hint):
+            raise ConfigError(f"option {key}={value!r} of model {name!r} must be {_describe(hint)}, "
+                              f"not {type(value).__name__}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits annotation ``hint``; anything this cannot judge fits."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_fits(v, a) for v, a in zip(value, args))
+    return True  # callables, classes, protocols: the builder judges those
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    if typing.get_origin(hint) is tuple:
+        return "a list " + str(hint).replace("typing.", "").replace("tuple", "")
+    if isinstance(hint, type):
+        return {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}.get(
+            hint.__name__, f"a {hint.__name__}")
+    return str(hint).replace("typing.", "")

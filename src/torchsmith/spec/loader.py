@@ -198,8 +198,8 @@ class Where:
     def error(self, message: str, what: str = "") -> SpecError:
         """A SpecError that names this place: ``<file>, line N: layers[7] linear: <message>``."""
         via = f" (in block used at {', '.join(self.via)})" if self.via else ""
-        label = f"{self.path} {what}".strip()
-        return SpecError(f"{self.prefix()}{label}{via}: {message}")
+        label = f"{self.path} {what}".strip() + via
+        return SpecError(f"{self.prefix()}{label}: {message}" if label else f"{self.prefix()}{message}")
 
 
 def line_of(container: Any, key: Any) -> int | None:
