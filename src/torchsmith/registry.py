@@ -64,6 +64,8 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def get_builder(name: str) -> Builder:
+    if not isinstance(name, str):
+        raise ConfigError(f"a model name is a string such as 'lenet', not {type(name).__name__}")
     _ensure_zoo_loaded()
     try:
         return _MODELS[name]

@@ -78,7 +78,8 @@ def fit(model: nn.Module, data: str | DataSplits | None = None, config: TrainCon
     The model ends on the training device, in the mode it came in, in the default memory format.
     """
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"fit needs an nn.Module to train, not {type(model).__name__}")
+        hint = f"; build it first: model = torchsmith.resolve_model({model!r})" if isinstance(model, str) else ""
+        raise ConfigError(f"fit needs an nn.Module to train, not {type(model).__name__}{hint}")
     cfg = (config or TrainConfig())
     if overrides:
         cfg = cfg.replace(**overrides)
