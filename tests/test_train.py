@@ -130,6 +130,11 @@ def test_fit_errors_are_clear():
 def test_bf16_channels_last_on_cpu_runs():
     result = fit(small_model(), "digits", epochs=1, amp="bf16", channels_last=True, max_steps=4, log_every=2)
     assert result.global_step == 4 and result.stopped_early
+    # Where the CPU emulates bf16 (AVX2 machines, like CI's), the run says it will be slow.
+    from torchsmith.train.loop import _cpu_has_bf16
+
+    slow_note = [n for n in result.notes if "no native bf16" in n]
+    assert bool(slow_note) is not _cpu_has_bf16()
 
 
 # --------------------------------------------------------------------------- CLI

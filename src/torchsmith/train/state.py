@@ -94,8 +94,8 @@ def restore(path: Path, cfg: TrainConfig, splits: DataSplits, optimizer: torch.o
         changed.append(f"data (saved {data_name!r}, now {splits.name!r})")
     if changed:
         raise ConfigError(f"--resume would continue {path.parent} with different options: {'; '.join(changed)}. "
-                          f"Resume with the run's own options (an exact resume replays its schedule), or train on from its "
-                          f"weights in a new run: torchsmith train {path} --out NEW_DIR ...")
+                          f"Resume with the run's own options (an exact resume replays its schedule), or train on "
+                          f"from its weights in a new run: torchsmith train {path} --out NEW_DIR ...")
     tr = extra.get("trainer")
     if not isinstance(tr, dict) or tr.get("version") != _STATE_VERSION:
         raise CheckpointError(f"{path}: its trainer state is missing or from another torchsmith version")
