@@ -52,6 +52,16 @@ def test_unknown_dataset_suggests_a_name():
     assert "cifar10" in DATASETS
 
 
+def test_input_size_as_text_or_sequence_and_bad_ones_refused():
+    assert load_dataset("digits", input_size="1x16x16").input_size == (1, 16, 16)
+    assert load_dataset("digits", input_size=[1, 16, 16]).input_size == (1, 16, 16)
+    for bad in ((3, "a", 4), (3, 16), 5, "3x0x8"):
+        with pytest.raises(DataError, match=r"an image input size is \(C, H, W\)"):
+            load_dataset("digits", input_size=bad)
+    with pytest.raises(DataError, match="named by a string"):
+        load_dataset(None)  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- CIFAR-10 binary
 def _write_cifar(root: Path, per_file: int = 6) -> tuple[np.ndarray, np.ndarray]:
     folder = root / "cifar-10-batches-bin"

@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from torchsmith.data.base import AUGMENTS, DataSplits, ImageDataset, channel_stats, stratified_split
+from torchsmith.data.base import AUGMENTS, DataSplits, ImageDataset, channel_stats, check_input_size, stratified_split
 from torchsmith.data.digits import load_digits
 from torchsmith.data.files import load_cifar10, load_fashion_mnist, load_mnist, read_idx
 from torchsmith.data.folder import load_image_folder
 from torchsmith.data.loader import DeviceLoader, default_padding
 from torchsmith.data.synthetic import load_synthetic
-from torchsmith.errors import UnknownNameError
+from torchsmith.errors import DataError, UnknownNameError
 
 __all__ = [
     "load_dataset", "DATASETS", "AUGMENTS", "DataSplits", "ImageDataset", "DeviceLoader", "default_padding",
@@ -30,12 +30,16 @@ __all__ = [
 DATASETS = ("digits", "cifar10", "mnist", "fashion-mnist", "synthetic")
 
 
-def load_dataset(name: str, *, data_dir: str | Path | None = None, input_size: Sequence[int] | None = None,
+def load_dataset(name: str, *, data_dir: str | Path | None = None, input_size: Sequence[int] | str | None = None,
                  num_classes: int = 10, num_samples: int = 10_000, seed: int = 0) -> DataSplits:
     """Load dataset ``name``, fitted to ``input_size`` (C, H, W) when given.
 
     ``num_classes``, ``num_samples`` and ``seed`` shape the ``synthetic`` data only.
     """
+    if not isinstance(name, str):
+        raise DataError(f"a dataset is named by a string (e.g. 'digits') or a folder path, not {type(name).__name__}")
+    if input_size is not None:
+        input_size = check_input_size(input_size)
     key = name.lower().replace("_", "-")
     if key == "digits":
         splits = load_digits()

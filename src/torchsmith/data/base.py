@@ -71,7 +71,7 @@ class ImageDataset:
 
     def fitted_to(self, input_size: Sequence[int]) -> ImageDataset:
         """Adapt channels (grey <-> RGB) and resize (bilinear, antialiased) to ``(C, H, W)``."""
-        c, h, w = _check_size(input_size)
+        c, h, w = check_input_size(input_size)
         x = self.images
         if x.shape[1] != c:
             x = _convert_channels(x, c, self.name)
@@ -80,10 +80,15 @@ class ImageDataset:
         return replace(self, images=x.contiguous())
 
 
-def _check_size(input_size: Sequence[int]) -> tuple[int, int, int]:
-    size = tuple(int(s) for s in input_size)
+def check_input_size(input_size: Sequence[int] | str) -> tuple[int, int, int]:
+    """``(C, H, W)`` as ints, from a sequence or a string such as ``"3x32x32"``."""
+    parts = input_size.replace(",", "x").split("x") if isinstance(input_size, str) else input_size
+    try:
+        size = tuple(int(s) for s in parts)
+    except (TypeError, ValueError):
+        size = ()
     if len(size) != 3 or any(s <= 0 for s in size):
-        raise DataError(f"an image input size is (C, H, W), e.g. 3x32x32; got {tuple(input_size)}")
+        raise DataError(f"an image input size is (C, H, W), e.g. 3x32x32 or (3, 32, 32); got {input_size!r}")
     return size  # type: ignore[return-value]
 
 
@@ -173,9 +178,11 @@ class DataSplits:
 
     def fitted_to(self, input_size: Sequence[int] | None) -> DataSplits:
         """Both splits adapted to the model's ``(C, H, W)``; statistics measured again."""
-        if input_size is None or tuple(input_size) == self.input_size:
+        if input_size is None:
             return self
-        size = _check_size(input_size)
+        size = check_input_size(input_size)
+        if size == self.input_size:
+            return self
         note = (f"{self.name}: images converted from {'x'.join(map(str, self.input_size))} to "
                 f"{'x'.join(map(str, size))} to fit the model")
         return DataSplits(train=self.train.fitted_to(size), test=self.test.fitted_to(size), name=self.name,
