@@ -312,3 +312,37 @@ def test_cuda_model_saves_and_loads_to_cuda(tmp_path: Path) -> None:
     assert ts.load_training_state(path, optimizer=opt2) == {"epoch": 1}
     buf = opt2.state_dict()["state"][0]["momentum_buffer"]
     assert buf.is_cuda and torch.equal(buf, opt.state_dict()["state"][0]["momentum_buffer"])
+
+
+def test_lazy_model_save_is_refused_until_materialised(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.LazyLinear(3))
+    with pytest.raises(ts.CheckpointError, match=r"uninitialised lazy tensors \(0.weight, 0.bias\); run one forward"):
+        ts.save(model, tmp_path / "lazy.safetensors")
+    assert list(tmp_path.iterdir()) == []
+    model(torch.randn(2, 4))  # materialised: now it saves
+    ts.save(model, tmp_path / "lazy.safetensors")
+
+
+def test_save_refuses_an_optimizer_or_scheduler_that_is_not_one(tmp_path: Path) -> None:
+    model = nn.Linear(2, 2)
+    with pytest.raises(ts.CheckpointError, match="optimizer must be a torch.optim Optimizer .* not str"):
+        ts.save(model, tmp_path / "m.safetensors", optimizer="adam")  # type: ignore[arg-type]
+    with pytest.raises(ts.CheckpointError, match="scheduler must be .* not int"):
+        ts.save(model, tmp_path / "m.safetensors", scheduler=3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_into_a_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
+    torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "m.pt")
+    with pytest.raises(ts.CheckpointError, match="directory .*nodir does not exist"):
+        convert_checkpoint(tmp_path / "m.pt", tmp_path / "nodir" / "m.safetensors")
+
+
+def test_diff_counts_shared_nans_as_equal_and_sees_imaginary_parts(tmp_path: Path) -> None:
+    torch.save({"a": torch.tensor([float("nan"), float("inf"), 1.0])}, tmp_path / "nan.pt")
+    same = diff_checkpoints(tmp_path / "nan.pt", tmp_path / "nan.pt")
+    assert same.identical and same.max_abs_diff == {"a": 0.0}
+    torch.save({"c": torch.tensor([1 + 1j])}, tmp_path / "c1.pt")
+    torch.save({"c": torch.tensor([1 + 3j])}, tmp_path / "c2.pt")
+    differ = diff_checkpoints(tmp_path / "c1.pt", tmp_path / "c2.pt")
+    assert not differ.identical and differ.max_abs_diff == {"c": 2.0}

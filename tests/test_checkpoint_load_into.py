@@ -143,3 +143,24 @@ def test_dtype_cast_is_reported_and_meta_models_are_assigned(tmp_path: Path) -> 
     report = load_into(meta_model, path)
     assert report.ok and report.verified is True and not meta_model.fc1.weight.is_meta
     assert torch.equal(meta_model.fc1.weight, source.fc1.weight)
+
+
+def test_lazy_modules_take_their_shapes_from_the_source(tmp_path: Path) -> None:
+    source = nn.Sequential(nn.Linear(4, 3))
+    ts.save(source, tmp_path / "lin.safetensors")
+    lazy = nn.Sequential(nn.LazyLinear(3))
+    report = load_into(lazy, tmp_path / "lin.safetensors")
+    assert report.ok and "lazy tensor(s) take their shapes" in report.notes[0]
+    assert torch.equal(lazy[0].weight, source[0].weight)
+    assert lazy(torch.randn(2, 4)).shape == (2, 3)
+    # A missing lazy tensor cannot be re-initialised before it has a shape: its module does that on first forward.
+    partial = nn.Sequential(nn.Linear(4, 3), nn.LazyLinear(2))
+    report = load_into(partial, tmp_path / "lin.safetensors", strict=False, on_mismatch="reinit")
+    assert report.loaded and report.reinitialised == [] and "first forward" in report.notes[0]
+    assert partial(torch.randn(2, 4)).shape == (2, 2)
+
+
+def test_a_remap_function_that_raises_is_a_config_error() -> None:
+    state = nn.Linear(2, 2).state_dict()
+    with pytest.raises(ts.ConfigError, match="remap raised AttributeError for 'weight'"):
+        load_into(nn.Linear(2, 2), state, remap=lambda k: k.foo)  # type: ignore[attr-defined]

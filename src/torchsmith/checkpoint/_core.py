@@ -131,10 +131,20 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"save needs an nn.Module, not {type(model).__name__}")
     path = _target(path)
+    state = model.state_dict()
+    lazy = [name for name, t in state.items() if isinstance(t, nn.parameter.UninitializedTensorMixin)]
+    if lazy:  # nn.Lazy* modules before their first forward: the tensors have no shape or data yet
+        raise CheckpointError(f"{type(model).__name__} has uninitialised lazy tensors ({', '.join(lazy[:4])}"
+                              f"{' ...' if len(lazy) > 4 else ''}); run one forward pass on a sample batch so "
+                              "its nn.Lazy* modules get their shapes, then save")
+    for obj, key in ((optimizer, "optimizer"), (scheduler, "scheduler")):
+        if obj is not None and not callable(getattr(obj, "state_dict", None)):
+            raise CheckpointError(f"{key} must be a torch.optim {'Optimizer' if key == 'optimizer' else 'LRScheduler'}"
+                                  f" (an object with state_dict()), not {type(obj).__name__}")
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "torch_version": torch.__version__,
             "torchsmith_version": _version()}
     meta.update(_arch_metadata(model))
-    unique, aliases = _dedupe(model.state_dict())
+    unique, aliases = _dedupe(state)
     tensors = {name: _format.prepare_tensor(name, t) for name, t in unique.items()}
     if aliases:
         meta["aliases"] = json.dumps(aliases, sort_keys=True)

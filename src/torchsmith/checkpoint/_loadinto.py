@@ -123,7 +123,10 @@ def _apply_remap(keys: list[str], remap: Remap) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     for key in keys:
         if callable(remap):
-            new = remap(key)
+            try:
+                new = remap(key)
+            except Exception as e:  # the user's function: say which key it failed on
+                raise ConfigError(f"remap raised {type(e).__name__} for {key!r}: {e}") from e
             if new is not None and not isinstance(new, str):
                 raise ConfigError(f"remap returned {new!r} for {key!r}; return a name or None")
             out[key] = (new if new is not None else "", "remap")
@@ -239,9 +242,14 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
 
     # 2. Match by name, then by shape.
     groups = tie_groups(model)
+    lazy: list[str] = []
     for key, value in target.items():
         if key not in mapped:
             report.missing.append(key)
+        elif isinstance(value, nn.parameter.UninitializedTensorMixin):
+            # An nn.Lazy* tensor has no shape yet: load_state_dict materialises it with the source's shape.
+            report.matched.append(key)
+            lazy.append(key)
         elif tuple(mapped[key].shape) != tuple(value.shape):
             report.shape_mismatched.append(ShapeMismatch(key, tuple(mapped[key].shape), tuple(value.shape)))
         else:
@@ -257,6 +265,9 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
                     report.missing.remove(n)
                     report.tied.append(n)
     report.unexpected = [k for k in mapped if k not in target]
+    if lazy:
+        report.notes.append(f"{len(lazy)} uninitialised lazy tensor(s) take their shapes from the source: "
+                            f"{', '.join(lazy[:4])}{' ...' if len(lazy) > 4 else ''}")
     for k in report.missing:
         hint = _closest(k, report.unexpected)
         if hint:
@@ -284,6 +295,12 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
         report.skipped = [m.name for m in report.shape_mismatched] if on_mismatch == "skip" else []
         if on_mismatch == "reinit":
             to_reinit = [m.name for m in report.shape_mismatched] + list(report.missing)
+            # Missing nn.Lazy* tensors have no shape to initialise yet; their module does it on the first forward.
+            lazy_missing = [k for k in to_reinit if isinstance(target[k], nn.parameter.UninitializedTensorMixin)]
+            if lazy_missing:
+                to_reinit = [k for k in to_reinit if k not in lazy_missing]
+                report.notes.append(f"left {len(lazy_missing)} uninitialised lazy tensor(s) to their module's "
+                                    f"first forward: {', '.join(lazy_missing[:4])}")
 
     # 4. Load what matched (load_state_dict runs the modules' own load hooks), then re-initialise.
     state = {k: mapped[k] for k in report.matched}

@@ -20,6 +20,7 @@ from torchsmith.checkpoint._core import (
     FORMAT_VERSION,
     TRAIN_FORMAT,
     _dedupe,
+    _target,
     _version,
     read_arch,
     save,
@@ -193,8 +194,13 @@ def diff_checkpoints(a: PathLike, b: PathLike, *, verify: bool = True) -> Checkp
         if ta.numel() == 0:
             out.max_abs_diff[key] = 0.0
             continue
+        # complex128 for complex tensors: float64 would drop the imaginary parts, and their differences
+        wide = torch.complex128 if ta.is_complex() or tb.is_complex() else torch.float64
         with torch.no_grad():
-            d = (ta.to(torch.float64) - tb.to(torch.float64)).abs().max()
+            wa, wb = ta.to(wide), tb.to(wide)
+            # NaN where both hold NaN, and equal infinities, are equal values: a file is identical to itself
+            same = (wa == wb) | (torch.isnan(wa) & torch.isnan(wb))
+            d = torch.where(same, torch.zeros((), dtype=torch.float64), (wa - wb).abs()).max()
         out.max_abs_diff[key] = float(d)
     return out
 
@@ -209,7 +215,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, model: nn.Module | None 
     ``weights_only=True`` refuses with a full unpickler, which runs whatever
     code the file contains: only for files you trust; it is never automatic.
     """
-    src, dst = Path(src), Path(dst)
+    src, dst = Path(src), _target(dst)
     if dst.suffix.lower() != ".safetensors":
         raise ConfigError(f"the output {dst} must end in .safetensors")
     if dst.resolve() == src.resolve():
