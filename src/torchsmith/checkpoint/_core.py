@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from torchsmith.checkpoint import _format
 from torchsmith.checkpoint._atomic import commit_deferred, discard_deferred
@@ -132,7 +133,7 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
         raise CheckpointError(f"save needs an nn.Module, not {type(model).__name__}")
     path = _target(path)
     state = model.state_dict()
-    lazy = [name for name, t in state.items() if isinstance(t, nn.parameter.UninitializedTensorMixin)]
+    lazy = [name for name, t in state.items() if is_lazy(t)]
     if lazy:  # nn.Lazy* modules before their first forward: the tensors have no shape or data yet
         raise CheckpointError(f"{type(model).__name__} has uninitialised lazy tensors ({', '.join(lazy[:4])}"
                               f"{' ...' if len(lazy) > 4 else ''}); run one forward pass on a sample batch so "

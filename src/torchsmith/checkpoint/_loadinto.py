@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from torchsmith.checkpoint._core import tie_groups
 from torchsmith.checkpoint._sources import read_state_dict
@@ -246,7 +247,7 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
     for key, value in target.items():
         if key not in mapped:
             report.missing.append(key)
-        elif isinstance(value, nn.parameter.UninitializedTensorMixin):
+        elif is_lazy(value):
             # An nn.Lazy* tensor has no shape yet: load_state_dict materialises it with the source's shape.
             report.matched.append(key)
             lazy.append(key)
@@ -296,7 +297,7 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
         if on_mismatch == "reinit":
             to_reinit = [m.name for m in report.shape_mismatched] + list(report.missing)
             # Missing nn.Lazy* tensors have no shape to initialise yet; their module does it on the first forward.
-            lazy_missing = [k for k in to_reinit if isinstance(target[k], nn.parameter.UninitializedTensorMixin)]
+            lazy_missing = [k for k in to_reinit if is_lazy(target[k])]
             if lazy_missing:
                 to_reinit = [k for k in to_reinit if k not in lazy_missing]
                 report.notes.append(f"left {len(lazy_missing)} uninitialised lazy tensor(s) to their module's "
