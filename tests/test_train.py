@@ -127,6 +127,47 @@ def test_fit_errors_are_clear():
         fit(small_model(), "digits", epochs=1, optimizer="sgd", lr=1e12, max_steps=10, log_every=1)
 
 
+class _Head(torch.nn.Module):
+    """A linear classifier of 1x8x8 digits whose forward returns ``wrap(logits)``."""
+
+    def __init__(self, wrap=lambda t: t) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+        self.wrap = wrap
+
+    def forward(self, x: torch.Tensor):
+        return self.wrap(self.fc(x.flatten(1)))
+
+
+@pytest.mark.parametrize("wrap, message", [
+    (lambda t: (t, 0), "returns a tuple but training needs one logits tensor"),
+    (lambda t: {"logits": t}, "returns a dict but training needs one logits tensor"),
+    (lambda t: t.long(), "outputs are torch.int64 but the cross-entropy loss needs floating-point logits"),
+])
+def test_models_whose_outputs_are_not_logits_are_refused_before_training(wrap, message):
+    with pytest.raises(DataError, match=message):
+        fit(_Head(wrap), "digits", epochs=1)
+    if not isinstance(wrap(torch.zeros(1)), torch.Tensor):
+        with pytest.raises(DataError, match="evaluation needs one logits tensor"):
+            ts.evaluate(_Head(wrap), "digits")
+
+
+def test_meta_models_and_misfit_inputs_get_the_fix():
+    with torch.device("meta"):
+        meta = ts.create_model("lenet", **SMALL)
+    with pytest.raises(ConfigError, match=r"meta device .* model.to_empty\(device='cpu'\)"):
+        fit(meta, "digits", epochs=1)
+    # No default_input_size: the digits stay 1x8x8 and a 3x8x8 head cannot take them; the error says how to fit.
+    head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 10))
+    with pytest.raises(DataError, match=r"cannot take digits images of size 1x8x8.*default_input_size"):
+        fit(head, "digits", epochs=1)
+    with pytest.raises(DataError, match="cannot take these images of size 1x8x8"):
+        ts.evaluate(head, "digits")
+    # evaluate takes a dataset name as fit does, fitted to the model's default_input_size
+    result = ts.evaluate(small_model(), "digits")
+    assert result.num_samples == 450 and 0.0 <= result.accuracy <= 1.0
+
+
 def test_bf16_channels_last_on_cpu_runs():
     result = fit(small_model(), "digits", epochs=1, amp="bf16", channels_last=True, max_steps=4, log_every=2)
     assert result.global_step == 4 and result.stopped_early

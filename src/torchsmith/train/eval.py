@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchsmith.data import DataSplits, DeviceLoader, load_dataset
-from torchsmith.errors import CheckpointError, ConfigError, DataError
+from torchsmith.errors import CheckpointError, ConfigError, DataError, TorchsmithError
 from torchsmith.train.distributed import DistInfo, all_reduce_sum
 
 __all__ = ["EvalResult", "evaluate", "evaluate_checkpoint", "run_eval"]
@@ -84,7 +84,17 @@ def run_eval(model: nn.Module, loader: DeviceLoader, num_classes: int, *, autoca
     try:
         with torch.no_grad(), (autocast if autocast is not None else contextlib.nullcontext()):
             for x, y in loader.epoch():
-                logits = model(x)
+                try:
+                    logits = model(x)
+                except TorchsmithError:
+                    raise
+                except Exception as e:
+                    size = "x".join(map(str, x.shape[1:]))
+                    raise DataError(f"the model cannot take these images of size {size}: {type(e).__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else ''}") from e
+                if not isinstance(logits, torch.Tensor):
+                    raise DataError(f"the model returns a {type(logits).__name__} but evaluation needs one logits "
+                                    f"tensor of shape (batch, {k}); make forward return the logits alone")
                 if logits.dim() != 2 or logits.shape[1] != k:
                     raise DataError(f"the model gives outputs of shape {tuple(logits.shape)} but the data has "
                                     f"{k} classes; build it with num_classes={k}")
@@ -106,13 +116,23 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def evaluate(model: nn.Module, data: DataSplits, *, split: str = "test", batch_size: int = 1024,
+def evaluate(model: nn.Module, data: str | DataSplits, *, split: str = "test", batch_size: int = 1024,
              mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> EvalResult:
-    """Evaluate ``model`` on ``data``'s ``split`` on the device the model is on.
+    """Evaluate ``model`` on ``data``'s ``split`` (a dataset name or :class:`DataSplits`, fitted to the
+    model's ``default_input_size`` as training does) on the device the model is on.
 
     ``mean``/``std`` are the normalisation the model was trained with (the
     trainer stores them in its checkpoints); by default, the data's own.
     """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"evaluate needs an nn.Module, not {type(model).__name__}")
+    in_size = getattr(model, "default_input_size", None)
+    if isinstance(data, str):
+        data = load_dataset(data, input_size=in_size)
+    elif isinstance(data, DataSplits):
+        data = data.fitted_to(in_size)
+    else:
+        raise ConfigError(f"evaluate needs a dataset name (e.g. 'digits') or DataSplits, not {type(data).__name__}")
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test', not {split!r}")
     if batch_size < 1:

@@ -156,6 +156,12 @@ class _Run:
             init_weights(model, cfg.init, generator=torch.Generator().manual_seed(cfg.seed))
         if self.resume_path is not None:
             run_state.load_weights(model, self.resume_path)
+        on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        if on_meta:
+            raise ConfigError(f"the model's tensors are on the meta device and hold no data ({on_meta[0]}"
+                              f"{f' and {len(on_meta) - 1} more' if len(on_meta) > 1 else ''}); materialise it "
+                              f"first: model.to_empty(device='cpu'), then torchsmith.init_weights(model, ...) "
+                              f"or load a checkpoint into it")
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -172,11 +178,22 @@ class _Run:
         except TorchsmithError:
             raise
         except Exception as e:
+            hint = ("" if getattr(self.model, "default_input_size", None) else
+                    "; give the model a default_input_size (C, H, W) attribute, or fit the data to it: "
+                    "load_dataset(NAME, input_size=(C, H, W))")
             raise DataError(f"the model cannot take {self.splits.name} images of size "
-                            f"{'x'.join(map(str, self.splits.input_size))}: {type(e).__name__}: {e}") from e
+                            f"{'x'.join(map(str, self.splits.input_size))}: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}{hint}") from e
         finally:
             self.model.train(was)
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != self.splits.num_classes:
+        want = f"(2, {self.splits.num_classes})"
+        if not isinstance(out, torch.Tensor):
+            raise DataError(f"the model returns a {type(out).__name__} but training needs one logits tensor of shape "
+                            f"{want}; make forward return the logits alone (or wrap the model to pick them)")
+        if not out.is_floating_point():
+            raise DataError(f"the model's outputs are {out.dtype} but the cross-entropy loss needs floating-point "
+                            f"logits; do not round or cast them to an integer type in forward")
+        if out.dim() != 2 or out.shape[1] != self.splits.num_classes:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise DataError(f"the model gives {shape} for a batch of 2 but {self.splits.name} needs (2, "
                             f"{self.splits.num_classes}) logits; build it with num_classes={self.splits.num_classes}")
