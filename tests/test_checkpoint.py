@@ -346,3 +346,18 @@ def test_diff_counts_shared_nans_as_equal_and_sees_imaginary_parts(tmp_path: Pat
     torch.save({"c": torch.tensor([1 + 3j])}, tmp_path / "c2.pt")
     differ = diff_checkpoints(tmp_path / "c1.pt", tmp_path / "c2.pt")
     assert not differ.identical and differ.max_abs_diff == {"c": 2.0}
+
+
+def test_a_training_state_file_given_as_weights_names_the_weights_file(tmp_path: Path) -> None:
+    model = nn.Linear(2, 2)
+    ts.save(model, tmp_path / "m.safetensors", extra={"epoch": 1})
+    companion = tmp_path / "m.train.safetensors"
+    match = r"m.train.safetensors is the training state .* of m.safetensors, not model weights"
+    with pytest.raises(ts.CheckpointError, match=match):
+        ts.load(companion)
+    with pytest.raises(ts.CheckpointError, match=match):
+        load_into(nn.Linear(2, 2), companion, strict=False)  # would "load" nothing and report success
+    with pytest.raises(ts.CheckpointError, match=match):
+        convert_checkpoint(companion, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+    assert checkpoint_info(companion).format.startswith("safetensors (torchsmith training state")

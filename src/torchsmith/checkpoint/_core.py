@@ -29,7 +29,7 @@ from torchsmith.errors import CheckpointError, TorchsmithError
 from torchsmith.registry import ARCH_ATTR, create_model
 
 __all__ = ["save", "load", "load_training_state", "training_state_path", "FORMAT", "FORMAT_VERSION",
-           "build_from_arch", "read_arch", "tie_groups", "set_tensor"]
+           "build_from_arch", "read_arch", "tie_groups", "set_tensor", "refuse_training_state"]
 
 FORMAT = "torchsmith.checkpoint"
 TRAIN_FORMAT = "torchsmith.training_state"
@@ -195,6 +195,15 @@ def _version() -> str:
 
 
 # --------------------------------------------------------------------------- load
+def refuse_training_state(metadata: Mapping[str, str], path: Path | str) -> None:
+    """A training-state companion given where weights are expected: say which file holds the weights."""
+    if metadata.get("format") == TRAIN_FORMAT:
+        weights = metadata.get("model_file") or "the checkpoint beside it"
+        raise CheckpointError(f"{path} is the training state (optimizer, RNG, extra) of {weights}, not model "
+                              f"weights; the weights are in {weights}, and torchsmith.load_training_state("
+                              f"{weights!r}, optimizer=...) restores this state")
+
+
 def read_arch(header: _format.Header) -> dict[str, Any] | None:
     """The architecture recorded in a checkpoint's metadata, decoded; None if there is none."""
     raw = header.metadata.get("arch")
@@ -290,6 +299,7 @@ def load(path: PathLike, *, map_location: str | torch.device = "cpu", verify: bo
     """
     path = Path(path)
     header = _format.read_header(path)
+    refuse_training_state(header.metadata, path)
     arch = read_arch(header)
     if arch is None:
         raise CheckpointError(f"{path} holds weights but no architecture (it was not written by torchsmith.save "

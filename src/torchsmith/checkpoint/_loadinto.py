@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from torchsmith.checkpoint._core import tie_groups
+from torchsmith.checkpoint._core import refuse_training_state, tie_groups
 from torchsmith.checkpoint._sources import read_state_dict
 from torchsmith.errors import CheckpointError, ConfigError, UnknownNameError
 
@@ -211,6 +211,7 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
     if remap is not None and not (callable(remap) or isinstance(remap, Mapping)):
         raise ConfigError(f"remap must be a dict of old -> new names or a function, not {type(remap).__name__}")
     src = read_state_dict(source, verify=verify)
+    refuse_training_state(src.metadata, src.label)
     target = model.state_dict()
     report = LoadReport(source=src.label, model=type(model).__name__, notes=list(src.notes), verified=src.verified)
 

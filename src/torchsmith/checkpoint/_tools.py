@@ -23,6 +23,7 @@ from torchsmith.checkpoint._core import (
     _target,
     _version,
     read_arch,
+    refuse_training_state,
     save,
     training_state_path,
 )
@@ -234,7 +235,9 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, model: nn.Module | None 
     elif src.suffix.lower() in PICKLE_SUFFIXES or _is_pickle(src):
         state = to_state_dict(safe_torch_load(src), str(src), notes)
     else:
-        state = read_state_dict(src).tensors
+        read = read_state_dict(src)
+        refuse_training_state(read.metadata, src)
+        state = read.tensors
     if model is not None:
         load_into(model, state, strict=True)
         return save(model, dst)
