@@ -201,6 +201,37 @@ def test_cli_train_eval_and_errors(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_run_of_a_model_from_user_code_evaluates_and_resumes_by_its_directory(tmp_path, monkeypatch):
+    # The checkpoints of a user's model hold no architecture; the run records the model's reference
+    # (the file's absolute path), so eval and --resume rebuild it from the run directory alone.
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "net.py").write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self, width=10):\n"
+        "        super().__init__(); self.fc = torch.nn.Linear(64, width)\n"
+        "    def forward(self, x): return self.fc(x.flatten(1))\n")
+    monkeypatch.chdir(tmp_path / "code")
+    runner = CliRunner()
+    res = runner.invoke(main, ["train", "net.py:Net", "--opt", "width=10", "--data", "digits", "--epochs", "2",
+                               "--max-steps", "5", "--out", str(tmp_path / "run"), "--progress", "none",
+                               "--no-plot"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    monkeypatch.chdir(tmp_path)  # elsewhere: the recorded path is absolute
+    res = runner.invoke(main, ["eval", "run", "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["num_samples"] == 450
+    res = runner.invoke(main, ["train", "--resume", "run", "--progress", "none", "--no-plot"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "trained 2/2 epochs" in res.output
+    resumed = ts.train.resume("run")  # the Python API too: nothing left to train, the model rebuilt all the same
+    assert resumed.epochs_done == 2
+    # Without the code, the error names both what the checkpoint lacks and why the rebuild failed.
+    (tmp_path / "code" / "net.py").unlink()
+    res = runner.invoke(main, ["eval", "run"])
+    assert res.exit_code == 1 and "rebuilding the run's model" in res.output and "does not exist" in res.output
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     """A real crash: SIGKILL the training process right after a step-level checkpoint, then --resume."""

@@ -12,7 +12,7 @@ from typing import Any
 import click
 import yaml
 
-from torchsmith.cli._common import load_model, model_options
+from torchsmith.cli._common import load_model, model_options, parse_opts
 from torchsmith.data import DATASETS
 from torchsmith.errors import ConfigError
 from torchsmith.train.config import AMP_MODES, DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig
@@ -123,7 +123,7 @@ def command(ctx: click.Context, model: str | None, opts: tuple[str, ...], progre
     import torch
 
     from torchsmith.train import fit, make_reporter
-    from torchsmith.train.resume import run_config
+    from torchsmith.train.resume import load_run_model, model_reference, run_config
     from torchsmith.train.state import resume_checkpoint
 
     given = {k: v for k, v in options.items()
@@ -140,14 +140,13 @@ def command(ctx: click.Context, model: str | None, opts: tuple[str, ...], progre
         if model is None:
             raise click.UsageError("give a MODEL to train (e.g. `torchsmith train lenet`), or --resume DIR")
         values = {_FIELDS[k]: v for k, v in options.items()}
-        cfg = TrainConfig(**values, init=parse_init(init), out_dir=out or _default_out(model, options["data"]))
+        cfg = TrainConfig(**values, init=parse_init(init), out_dir=out or _default_out(model, options["data"]),
+                          extra={"model": model_reference(model, parse_opts(opts))})
     torch.manual_seed(cfg.seed)  # the model's own initialisation is part of the run's reproducibility
     if model is not None:
         net = load_model(model, opts)
     else:
-        from torchsmith.checkpoint import load
-
-        net = load(resume_checkpoint(resume))  # type: ignore[arg-type]
+        net = load_run_model(resume_checkpoint(resume), resume)  # type: ignore[arg-type]
     reporter = make_reporter(progress, sys.stderr)
     result = fit(net, None, cfg, reporter=reporter)
     if int(os.environ.get("RANK", "0")) != 0:

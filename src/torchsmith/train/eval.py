@@ -164,7 +164,9 @@ def evaluate_checkpoint(path: str | Path, data: str | DataSplits = "digits", *, 
         else:
             raise CheckpointError(f"{path} is a directory without best.safetensors or last.safetensors; "
                                   f"give the checkpoint file or a `torchsmith train --out` directory")
-    model = checkpoint.load(ckpt, map_location="cpu")
+    from torchsmith.train.resume import load_run_model
+
+    model = load_run_model(ckpt)
     extra: dict[str, Any] = {}
     try:
         extra = checkpoint.load_training_state(ckpt, restore_rng=False) or {}
