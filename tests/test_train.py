@@ -226,6 +226,13 @@ def test_a_run_of_a_model_from_user_code_evaluates_and_resumes_by_its_directory(
     assert "trained 2/2 epochs" in res.output
     resumed = ts.train.resume("run")  # the Python API too: nothing left to train, the model rebuilt all the same
     assert resumed.epochs_done == 2
+    # Training on from one of its checkpoints starts from those weights and records the same model.
+    res = runner.invoke(main, ["train", "run/last.safetensors", "--data", "digits", "--epochs", "1", "--max-steps",
+                               "1", "--out", "more", "--progress", "none", "--no-plot"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "more" / "config.json").read_text())["extra"]["model"]["ref"] == \
+        f"{tmp_path / 'code' / 'net.py'}:Net"
+    assert runner.invoke(main, ["eval", "more"], catch_exceptions=False).exit_code == 0
     # Without the code, the error names both what the checkpoint lacks and why the rebuild failed.
     (tmp_path / "code" / "net.py").unlink()
     res = runner.invoke(main, ["eval", "run"])

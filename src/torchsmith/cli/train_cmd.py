@@ -143,7 +143,9 @@ def command(ctx: click.Context, model: str | None, opts: tuple[str, ...], progre
         cfg = TrainConfig(**values, init=parse_init(init), out_dir=out or _default_out(model, options["data"]),
                           extra={"model": model_reference(model, parse_opts(opts))})
     torch.manual_seed(cfg.seed)  # the model's own initialisation is part of the run's reproducibility
-    if model is not None:
+    if model is not None and model.endswith(".safetensors") and not opts and Path(model).is_file():
+        net = load_run_model(model)  # training on from a checkpoint, also one of a model from user code
+    elif model is not None:
         net = load_model(model, opts)
     else:
         net = load_run_model(resume_checkpoint(resume), resume)  # type: ignore[arg-type]

@@ -39,7 +39,19 @@ def model_reference(ref: str, opts: dict[str, Any]) -> dict[str, Any]:
     path, sep, attr = ref.rpartition(":")
     if sep and path.endswith(".py"):
         ref = f"{Path(path).expanduser().resolve()}:{attr}"
+    elif ref.endswith(".safetensors") and not opts:
+        # Training on from a checkpoint: the model is the one its own run recorded, if it recorded one.
+        recorded = _recorded_reference(Path(ref).expanduser().parent / "config.json")
+        return recorded if recorded is not None else {"ref": str(Path(ref).expanduser().resolve()), "opts": {}}
     return {"ref": ref, "opts": dict(opts)}
+
+
+def _recorded_reference(config: Path) -> dict[str, Any] | None:
+    try:
+        recorded = (json.loads(config.read_text()).get("extra") or {}).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, dict) and isinstance(recorded.get("ref"), str) else None
 
 
 def load_run_model(ckpt: str | Path, run_dir: str | Path | None = None) -> nn.Module:
@@ -51,12 +63,8 @@ def load_run_model(ckpt: str | Path, run_dir: str | Path | None = None) -> nn.Mo
     try:
         return load(ckpt)
     except CheckpointError as e:
-        config = Path(run_dir if run_dir is not None else ckpt.parent) / "config.json"
-        try:
-            recorded = (json.loads(config.read_text()).get("extra") or {}).get("model")
-        except (OSError, ValueError, AttributeError):
-            recorded = None
-        if not isinstance(recorded, dict) or not isinstance(recorded.get("ref"), str):
+        recorded = _recorded_reference(Path(run_dir if run_dir is not None else ckpt.parent) / "config.json")
+        if recorded is None:
             raise
         from torchsmith.resolve import resolve_model
 
