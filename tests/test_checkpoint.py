@@ -361,3 +361,21 @@ def test_a_training_state_file_given_as_weights_names_the_weights_file(tmp_path:
         convert_checkpoint(companion, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
     assert checkpoint_info(companion).format.startswith("safetensors (torchsmith training state")
+
+
+def test_bad_map_location_is_one_clear_error(tmp_path: Path) -> None:
+    path = ts.save(nn.Linear(2, 2), tmp_path / "m.safetensors")
+    with pytest.raises(ts.CheckpointError, match="map_location 'gpu' is not a device"):
+        ts.load(path, map_location="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ts.CheckpointError, match="map_location 'cuda' needs CUDA"):
+            ts.load(path, map_location="cuda")
+
+
+def test_saving_training_state_under_a_companion_name_is_refused(tmp_path: Path) -> None:
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ts.CheckpointError, match=r"m.train.safetensors is the name of a training-state companion.*"
+                                                 r"e.g. m.safetensors"):
+        ts.save(model, tmp_path / "m.train.safetensors", optimizer=opt)
+    assert list(tmp_path.iterdir()) == []

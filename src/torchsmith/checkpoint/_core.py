@@ -168,6 +168,10 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
         train_tensors = {k: _format.prepare_tensor(k, t) for k, t in train_tensors.items()}
 
     companion = training_state_path(path)
+    if train_tensors is not None and companion == path:  # both files would get the same name: weights lost
+        raise CheckpointError(f"{path.name} is the name of a training-state companion; save the weights under "
+                              f"another name, e.g. {path.name.replace('.train', '', 1)} (the training state then "
+                              f"goes to {path.name})")
     if train_tensors is None:
         _format.write_safetensors(path, tensors, meta)
         if companion != path and companion.exists():
@@ -298,6 +302,7 @@ def load(path: PathLike, *, map_location: str | torch.device = "cpu", verify: bo
     the data is checked first (``verify=False`` skips it, for trusted files).
     """
     path = Path(path)
+    device = _device(map_location)
     header = _format.read_header(path)
     refuse_training_state(header.metadata, path)
     arch = read_arch(header)
@@ -308,10 +313,25 @@ def load(path: PathLike, *, map_location: str | torch.device = "cpu", verify: bo
     model = build_from_arch(arch, meta=True, source=path)
     model = _fill(model, tensors, path, _format._aliases(header))
     object.__setattr__(model, ARCH_ATTR, arch)
-    device = torch.device(map_location)
     if device.type != "cpu":
         model = model.to(device)
     return model
+
+
+def _device(map_location: str | torch.device) -> torch.device:
+    """``map_location`` as a device this torch can use, checked before any file is read."""
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError, ValueError):
+        raise CheckpointError(f"map_location {map_location!r} is not a device; use 'cpu', 'cuda', 'cuda:1', "
+                              "'mps' or a torch.device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"map_location {str(map_location)!r} needs CUDA, which this torch cannot use here; "
+                              "load with map_location='cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CheckpointError(f"map_location {str(map_location)!r} names a GPU that does not exist (this machine "
+                              f"has {torch.cuda.device_count()}); use 'cuda:0' or 'cpu'")
+    return device
 
 
 # --------------------------------------------------------------------------- training state
