@@ -6,12 +6,14 @@ import csv
 import io
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 from torch import nn
 
 from torchsmith import create_model
 from torchsmith.cli import main
+from torchsmith.errors import SummaryError
 from torchsmith.views import (
     buffer_view,
     count_parameters,
@@ -139,3 +141,37 @@ def test_cli_hooks_left_behind_by_user_code_are_visible(tmp_path):
         "    return net\n")
     out = invoke("show", f"{tmp_path / 'leaky.py'}:make", "--hooks").output
     assert "Hooks on Sequential: 1" in out and "forward" in out and "spy" in out
+
+
+def test_lazy_model_views_refuse_with_a_fix_and_hooks_still_show():
+    net = nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.LazyBatchNorm1d())
+    for view in (count_parameters, module_tree, param_view, buffer_view):
+        with pytest.raises(SummaryError, match=r"lazy \(nn.Lazy\*\) tensors .*\(0.weight, 0.bias, 2.weight and "
+                                               r"\d+ more\); run it once on a sample batch"):
+            view(net)
+    assert "LazyModuleMixin._infer_parameters" in hook_view(net).render()
+    net(torch.zeros(2, 3))  # materialised: every view works and counts what torch counts
+    assert count_parameters(net) == sum(p.numel() for p in net.parameters()) == 16 + 8
+
+
+def test_cli_lazy_model_is_one_line_not_an_internal_error(tmp_path):
+    (tmp_path / "lazy.py").write_text(
+        "import torch.nn as nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.LazyLinear(2)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x)\n")
+    for flag in ("--params", "--modules", "--buffers"):
+        result = invoke("show", f"{tmp_path / 'lazy.py'}:Net", flag)
+        assert result.exit_code == 1 and "internal error" not in result.output
+        assert "lazy (nn.Lazy*) tensors" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_complex_parameters_get_no_real_part_statistics():
+    net = nn.Linear(3, 3)
+    net.weight.data = torch.full((3, 3), 1 + 5j, dtype=torch.complex64)
+    rec = {r.name: r for r in param_view(net).records}
+    assert rec["weight"].mean is None and rec["weight"].std is None  # not 1.0, the real part's mean
+    assert rec["bias"].mean is not None

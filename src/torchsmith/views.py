@@ -16,8 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchsmith.errors import SummaryError, TorchsmithError
+
 __all__ = ["ModuleNode", "module_tree", "format_tree", "count_parameters", "TableView", "ParamInfo",
-           "BufferInfo", "HookInfo", "param_view", "buffer_view", "hook_view", "tree_to_dict"]
+           "BufferInfo", "HookInfo", "param_view", "buffer_view", "hook_view", "tree_to_dict",
+           "check_materialized"]
 
 
 @dataclass
@@ -33,13 +36,29 @@ class ModuleNode:
     shared_with: str | None = None  # path of the first place this module appears, if reused
 
 
+def check_materialized(model: nn.Module, error: type[TorchsmithError] = SummaryError,
+                       doing: str = "inspecting it") -> None:
+    """Refuse a model whose ``nn.Lazy*`` layers have not run yet: their tensors have no shape to count."""
+    from torch.nn.parameter import is_lazy
+
+    lazy = [n for n, p in model.named_parameters() if is_lazy(p)]
+    lazy += [n for n, b in model.named_buffers() if is_lazy(b)]
+    if lazy:
+        shown = ", ".join(lazy[:3]) + (f" and {len(lazy) - 3} more" if len(lazy) > 3 else "")
+        raise error(f"{type(model).__name__} has lazy (nn.Lazy*) tensors whose shapes are not known until its first "
+                    f"forward ({shown}); run it once on a sample batch (model(x)) before {doing}, e.g. in the "
+                    "factory that builds it")
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Parameters of ``model``, each shared (tied) tensor counted once."""
+    check_materialized(model, doing="counting its parameters")
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def module_tree(model: nn.Module) -> ModuleNode:
     """The module tree of ``model``; shared submodules appear once in full, later as references."""
+    check_materialized(model)
     seen_modules: dict[int, str] = {}
     seen_params: set[int] = set()
 
@@ -188,7 +207,8 @@ class HookInfo:
 
 
 def _stats(t: torch.Tensor) -> tuple[float | None, float | None]:
-    if t.is_meta or not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
+    # Complex tensors too get None: .double() would silently keep only the real part.
+    if t.is_meta or not t.is_floating_point() or t.numel() == 0:
         return None, None
     with torch.no_grad():
         x = t.detach().double()
@@ -197,6 +217,7 @@ def _stats(t: torch.Tensor) -> tuple[float | None, float | None]:
 
 def param_view(model: nn.Module) -> TableView:
     """Every named parameter: shape, dtype, requires_grad, numel and (real weights only) mean and std."""
+    check_materialized(model)
     first: dict[int, str] = {}
     records = []
     for name, p in model.named_parameters(remove_duplicate=False):
@@ -211,6 +232,7 @@ def param_view(model: nn.Module) -> TableView:
 
 def buffer_view(model: nn.Module) -> TableView:
     """Every named buffer and whether it is persistent (saved in ``state_dict``)."""
+    check_materialized(model)
     records = []
     for mod_name, m in model.named_modules():
         for name, b in m.named_buffers(recurse=False):
