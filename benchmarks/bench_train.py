@@ -286,14 +286,15 @@ thread it is the throughput of one dedicated core, whatever else the machine is 
   backward ~34%, forward ~23%, max-pool ~15%, ReLU ~9%), which no data path touches, so the 2x CPU
   target is out of reach of a trainer: it is not met. `torch.compile` (inductor, C++ kernels) made the
   step 2x slower here, channels_last does not help these 3- to 16-channel convolutions, and two
-  single-thread processes under torchrun (gloo) do no better than one process with two threads.
+  single-thread processes under torchrun (gloo) do no better than one process with two threads. bf16
+  autocast is about 5x slower than fp32 on this AVX2 CPU (no native bf16; the trainer says so when asked for it).
 - The data path pays off where the model is fast and the loader is not: the issue's H100 figures show
   33,600 images/s for the hand loop against 1.37M for data on the GPU.
 """
         section += """- GPU figures are pending: this run had no GPU. `sh benchmarks/device_check.sh` runs the CUDA
   tests, a CLI training run and this benchmark on a GPU in one command; on CUDA the script runs LeNet at
-  batch 128 and at batch 4096, and the CIFAR ResNet-18 at batch 512, with bf16 autocast and channels_last
-  (targets on one H100: 3,000,000 and 80,000 images/s).
+  batch 128 (fp32) and at batch 4096, and the CIFAR ResNet-18 at batch 512, these two with bf16 autocast
+  and channels_last (targets on one H100: 3,000,000 and 80,000 images/s).
 """
     write_section("train", section)
 
