@@ -215,6 +215,19 @@ def test_every_scheme_is_documented_in_readme():
      "did you mean 'tanh'"),
     ({"typs": {}}, ts.UnknownNameError, "did you mean 'types'"),
     (42, ts.InitError, "preset name or a dict"),
+    # Bad values of a rule that applies after others: refused while planning, so conv1 is not zeroed first.
+    ({"names": {"conv1.weight": "zeros", "fc3.bias": {"scheme": "uniform", "a": 1, "b": 0}}}, ts.InitError,
+     r"names\['fc3.bias'\]: uniform needs a < b, got a=1, b=0"),
+    ({"names": {"conv1.weight": "zeros", "fc3.bias": {"scheme": "trunc_normal", "a": 2, "b": -2}}}, ts.InitError,
+     "trunc_normal needs a < b"),
+    ({"names": {"conv1.weight": "zeros", "*.bias": {"scheme": "normal", "std": "a"}}}, ts.InitError,
+     "normal argument std='a' must be a number"),
+    ({"names": {"conv1.weight": "zeros", "fc3.bias": {"scheme": "constant", "val": "x"}}}, ts.InitError,
+     "constant argument val='x' must be a number"),
+    ({"names": {"conv1.weight": "zeros"}, "types": {"Linear": {"scheme": "kaiming_normal", "mode": "fan_inn"}}},
+     ts.UnknownNameError, "did you mean 'fan_in'"),
+    ({"names": {"conv1.weight": "zeros"}, "types": {"Linear": {"scheme": "kaiming_uniform", "nonlinearity": "rel"}}},
+     ts.UnknownNameError, "did you mean 'relu'"),
 ])
 def test_nonsense_is_refused_with_a_fix(policy, error, match):
     model = ts.create_model("lenet")
@@ -223,3 +236,18 @@ def test_nonsense_is_refused_with_a_fix(policy, error, match):
         ts.init_weights(model, policy, generator=gen())
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), f"{k} changed although the policy was refused"
+
+
+def test_generator_that_is_not_a_generator_is_refused():
+    with pytest.raises(ts.InitError, match="generator must be a torch.Generator"):
+        ts.init_weights(ts.create_model("lenet"), generator=0)  # type: ignore[arg-type]
+
+
+def test_lazy_model_is_refused_untouched_and_initialised_after_a_forward():
+    net = nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 2))
+    before = net[2].weight.clone()
+    with pytest.raises(ts.InitError, match=r"lazy \(nn.Lazy\*\) tensors .*\(0.weight, 0.bias\); run it once"):
+        ts.init_weights(net, generator=gen())
+    assert torch.equal(net[2].weight, before)
+    net(torch.zeros(1, 3))
+    assert ts.init_weights(net, generator=gen()).complete

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from torchsmith.errors import InitError, UnknownNameError
+from torchsmith.views import check_materialized
 
 __all__ = ["init_weights", "InitReport", "InitRecord", "PRESETS", "SCHEMES", "resolve_policy", "Policy"]
 
@@ -314,7 +315,30 @@ def _parse_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
     for key in info.required:
         if key not in args:
             raise InitError(f"{where}: {scheme} needs the argument {key!r}")
-    return scheme, {**info.defaults, **args}
+    full = {**info.defaults, **args}
+    _check_values(scheme, full, where)
+    return scheme, full
+
+
+_NUMERIC_ARGS = ("a", "b", "mean", "std", "val")
+
+
+def _check_values(scheme: str, args: Mapping[str, Any], where: str) -> None:
+    """Refuse bad argument values while planning: an error raised while applying would leave
+    the tensors initialised before it changed and the rest not."""
+    for key in _NUMERIC_ARGS:
+        if key in args and (isinstance(args[key], bool) or not isinstance(args[key], (int, float))):
+            raise InitError(f"{where}: {scheme} argument {key}={args[key]!r} must be a number")
+    if "gain" in args:
+        _gain(args["gain"])
+    if "mode" in args:
+        _check_mode(args["mode"])
+    if "nonlinearity" in args and args["nonlinearity"] != "leaky_relu":
+        _gain(args["nonlinearity"])
+    if scheme in ("uniform", "trunc_normal") and not args["a"] < args["b"]:
+        raise InitError(f"{where}: {scheme} needs a < b, got a={args['a']}, b={args['b']}")
+    if "std" in args and args["std"] < 0:
+        raise InitError(f"{where}: {scheme} needs std >= 0, got {args['std']}")
 
 
 def _type_rule(module: nn.Module, types: Mapping[str, Any]) -> tuple[str, Any] | None:
@@ -369,6 +393,10 @@ def init_weights(model: nn.Module, policy: Policy = "kaiming", *,
     only_set = set(only) if only is not None else None
     if not isinstance(model, nn.Module):
         raise InitError(f"init_weights needs an nn.Module, not {type(model).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InitError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), "
+                        f"not {type(generator).__name__}")
+    check_materialized(model, InitError, "initialising it")
     resolved = resolve_policy(policy)
     types, names = resolved["types"], resolved["names"]
     _validate_type_keys(model, types)
