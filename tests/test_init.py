@@ -251,3 +251,9 @@ def test_lazy_model_is_refused_untouched_and_initialised_after_a_forward():
     assert torch.equal(net[2].weight, before)
     net(torch.zeros(1, 3))
     assert ts.init_weights(net, generator=gen()).complete
+
+
+def test_only_ignores_lazy_tensors_it_does_not_name():
+    net = nn.Sequential(nn.Linear(3, 4), nn.LazyLinear(2))
+    report = ts.init_weights(net, generator=gen(), only=["0.weight", "0.bias"])
+    assert [r.name for r in report.records] == ["0.weight", "0.bias"]

@@ -396,7 +396,7 @@ def init_weights(model: nn.Module, policy: Policy = "kaiming", *,
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InitError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), "
                         f"not {type(generator).__name__}")
-    check_materialized(model, InitError, "initialising it")
+    check_materialized(model, InitError, "initialising it", only=only_set)
     resolved = resolve_policy(policy)
     types, names = resolved["types"], resolved["names"]
     _validate_type_keys(model, types)

@@ -37,12 +37,16 @@ class ModuleNode:
 
 
 def check_materialized(model: nn.Module, error: type[TorchsmithError] = SummaryError,
-                       doing: str = "inspecting it") -> None:
-    """Refuse a model whose ``nn.Lazy*`` layers have not run yet: their tensors have no shape to count."""
+                       doing: str = "inspecting it", only: set[str] | None = None) -> None:
+    """Refuse a model whose ``nn.Lazy*`` layers have not run yet: their tensors have no shape to count.
+
+    ``only``: just these tensor names matter (the others are left alone by the caller).
+    """
     from torch.nn.parameter import is_lazy
 
     lazy = [n for n, p in model.named_parameters() if is_lazy(p)]
     lazy += [n for n, b in model.named_buffers() if is_lazy(b)]
+    lazy = [n for n in lazy if only is None or n in only]
     if lazy:
         shown = ", ".join(lazy[:3]) + (f" and {len(lazy) - 3} more" if len(lazy) > 3 else "")
         raise error(f"{type(model).__name__} has lazy (nn.Lazy*) tensors whose shapes are not known until its first "
