@@ -340,10 +340,48 @@ def test_torch_shape_error_gets_expected_and_got():
     ({"model_or_name": "lenet", "dtype": "fp13"}, "unknown dtype 'fp13'"),
     ({"model_or_name": nn.Linear(2, 2)}, "has no default_input_size"),
     ({"model_or_name": 42}, "takes an nn.Module or a model name"),
+    ({"model_or_name": "lenet", "depth": "2"}, "depth must be an int"),
+    ({"model_or_name": "lenet", "device": "gpu0"}, "device 'gpu0' is not a device"),
 ])
 def test_bad_arguments_are_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         summary(**kwargs)
+
+
+class TokensAndMask(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.embed(tokens) * mask.unsqueeze(-1)
+
+
+def test_one_input_dtype_per_input():
+    s = summary(TokensAndMask(), [(2, 5), (2, 5)], input_dtype=["long", torch.float32])
+    assert s.output_shapes == (2, 5, 4) and s.rows[1].name == "embed"
+    with pytest.raises(ConfigError, match="2 input dtypes for 1 inputs"):
+        summary(nn.Linear(5, 2), (2, 5), input_dtype=("float32", "long"))
+
+
+@pytest.mark.parametrize("declared", [32, "3x32x32", (), None])
+def test_bad_default_input_size_is_a_config_error(declared):
+    net = nn.Linear(32, 2)
+    net.default_input_size = declared  # type: ignore[assignment]
+    match = "has no default_input_size" if declared is None else "default_input_size is .*; it should be a non-empty"
+    with pytest.raises(ConfigError, match=match):
+        summary(net)
+
+
+def test_lazy_model_is_refused_with_a_fix_and_left_lazy():
+    from torch.nn.parameter import is_lazy
+
+    net = nn.Sequential(nn.LazyLinear(4), nn.ReLU())
+    with pytest.raises(torchsmith.SummaryError, match=r"lazy \(nn.Lazy\*\) tensors .*run it once on a sample batch"):
+        summary(net, (2, 3))
+    assert is_lazy(net[0].weight)
+    net(torch.zeros(2, 3))
+    assert summary(net, (2, 3)).total_params == 16
 
 
 # --------------------------------------------------------------------------- rendering
@@ -438,6 +476,39 @@ def test_cli_bad_input_one_line_partial_rows_on_stdout():
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: LeNet failed on input [1, 3, 64, 64]: fc1 expects 400")
     assert "conv2 (Conv2d)" in proc.stdout and "FAILED" in proc.stdout
+
+
+@pytest.mark.slow  # a fresh interpreter: what really reaches stderr
+def test_cli_symbolic_batch_that_does_not_fit_is_one_line_without_torch_log(tmp_path):
+    import subprocess
+
+    (tmp_path / "net.py").write_text("import torch.nn as nn\nclass Net(nn.Sequential):\n"
+                                     "    def __init__(self):\n        super().__init__(nn.Linear(4, 2))\n")
+    proc = subprocess.run([sys.executable, "-m", "torchsmith", "show", "net.py:Net", "--input", "5", "--batch", "B"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[:2000]  # fake tensors logged a traceback here
+    assert lines[0].startswith("error: 0 (Linear) failed on input [B, 5]; it expects input of shape (*, 4)")
+
+
+@pytest.mark.slow
+def test_cli_user_file_that_exits_on_import_is_an_error_not_a_silent_exit(tmp_path):
+    import subprocess
+
+    (tmp_path / "script.py").write_text("import sys\nsys.exit(3)\n")
+    proc = subprocess.run([sys.executable, "-m", "torchsmith", "show", "script.py:Net"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert proc.stderr.strip() == ("error: importing 'script.py' called sys.exit(3); put its script code under "
+                                   "`if __name__ == '__main__':`")
+
+
+def test_cli_bad_default_input_size_is_one_line(tmp_path):
+    (tmp_path / "net.py").write_text("import torch.nn as nn\nclass Net(nn.Linear):\n    default_input_size = 32\n"
+                                     "    def __init__(self):\n        super().__init__(32, 2)\n")
+    result = invoke("show", f"{tmp_path / 'net.py'}:Net")
+    assert result.exit_code == 1 and "internal error" not in result.output
+    assert "Net.default_input_size is 32; it should be a non-empty tuple" in result.output
 
 
 def test_package_exports():

@@ -96,6 +96,11 @@ def _load_attr(target: str, attr: str) -> Any:
         sys.modules[name] = module  # dataclasses and pickling look the module up by name
         try:
             spec.loader.exec_module(module)
+        except SystemExit as e:  # a script run on import: its sys.exit() would end the caller silently
+            sys.modules.pop(name, None)
+            raise ModelLoadError(
+                f"importing {target!r} called sys.exit({e.code!r}); put its script code under "
+                "`if __name__ == '__main__':`") from None
         except Exception as e:
             sys.modules.pop(name, None)
             raise ModelLoadError(f"importing {target!r} failed: {type(e).__name__}: {e}") from e
@@ -104,6 +109,10 @@ def _load_attr(target: str, attr: str) -> Any:
             module = importlib.import_module(target)
         except ImportError as e:
             raise ModelLoadError(f"cannot import module {target!r}: {e}") from e
+        except SystemExit as e:
+            raise ModelLoadError(
+                f"importing {target!r} called sys.exit({e.code!r}); put its script code under "
+                "`if __name__ == '__main__':`") from None
         except Exception as e:
             raise ModelLoadError(f"importing {target!r} failed: {type(e).__name__}: {e}") from e
     try:

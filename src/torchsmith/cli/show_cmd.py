@@ -13,7 +13,7 @@ from torchsmith.cli._common import model_options, parse_opts
 from torchsmith.errors import ConfigError, TorchsmithError
 from torchsmith.resolve import resolve_model
 from torchsmith.summary import parse_dtype, rich_summary, summary
-from torchsmith.summary._inputs import parse_dim
+from torchsmith.summary._inputs import declared_size, parse_dim
 from torchsmith.views import (
     buffer_view,
     count_parameters,
@@ -98,7 +98,7 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
     if input_text is not None:
         size = (parse_dim(batch), *parse_cli_input(input_text))
     elif declared is not None:
-        size = (parse_dim(batch), *tuple(declared))
+        size = (parse_dim(batch), *declared_size(net))
     else:
         # Nothing to run: the structure and counts still help; say how to get the rest.
         click.echo(format_tree(module_tree(net), title=f"{type(net).__name__} ({model})", max_depth=depth))

@@ -10,6 +10,7 @@ trace symbolically with torch's ShapeEnv, so shapes and FLOPs are formulas.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from torchsmith.summary._inputs import InputSpec, Namer
 from torchsmith.summary._trace import Trace, meta_copy, module_modes, restore_modes, run_trace
 from torchsmith.summary.render import render_summary, rich_summary
 from torchsmith.summary.result import FlowEvent, LayerRow, MemoryEstimate, ModelSummary
+from torchsmith.views import check_materialized
 
 __all__ = ["summary", "ModelSummary", "LayerRow", "MemoryEstimate", "FlowEvent", "render_summary",
            "rich_summary", "parse_dtype"]
@@ -55,7 +57,7 @@ def summary(
     input_size: Any = None,
     *,
     input_data: Any = None,
-    input_dtype: torch.dtype | str | None = None,
+    input_dtype: torch.dtype | str | list[torch.dtype | str] | tuple[torch.dtype | str, ...] | None = None,
     depth: int | None = 3,
     device: str = "meta",
     dtype: torch.dtype | str | None = None,
@@ -70,9 +72,10 @@ def summary(
     ``model_options``. ``input_size`` includes the batch dim; dims may be names (``"B"``,
     ``"T=128"``) to keep them symbolic; default: the model's ``default_input_size`` at batch 1.
     ``input_data`` (a tensor, a tuple of arguments or a dict of keyword arguments) is used
-    for its shapes and dtypes. ``dtype`` is the dtype of the memory estimate. ``mode`` is
-    ``"eval"`` or ``"train"``. ``replay`` runs each distinct block once and replays identical
-    repeats (a transformer's layers), which is what makes a 65B model take a second.
+    for its shapes and dtypes; ``input_dtype`` is one dtype or one per input. ``dtype`` is the
+    dtype of the memory estimate. ``mode`` is ``"eval"`` or ``"train"``. ``replay`` runs each
+    distinct block once and replays identical repeats (a transformer's layers), which is what
+    makes a 65B model take a second.
     ``depth`` is how deep ``str()`` renders the table (every row is kept).
     ``device="meta"`` tries meta, then fake tensors, then real ones; any other device runs
     the model itself there (under ``no_grad``, at the given size).
@@ -83,10 +86,17 @@ def summary(
     """
     if mode not in ("eval", "train"):
         raise ConfigError(f"mode must be 'eval' or 'train', not {mode!r}")
-    if depth is not None and depth < 0:
-        raise ConfigError(f"depth must be 0 or more, not {depth}")
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        raise ConfigError(f"depth must be an int, 0 or more (or None for every level), not {depth!r}")
+    if device != "meta":
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ConfigError(f"device {device!r} is not a device; use 'meta' (the default), 'cpu' or 'cuda'") from e
     mem_dtype = parse_dtype(dtype)
-    in_dtype = parse_dtype(input_dtype)
+    # One dtype for every input, or one per input (token ids and a float mask).
+    in_dtype: Any = ([parse_dtype(d) for d in input_dtype] if isinstance(input_dtype, (list, tuple))
+                     else parse_dtype(input_dtype))
     notes: list[str] = []
     ref: str | None = None
     if isinstance(model_or_name, str):
@@ -103,6 +113,7 @@ def summary(
     else:
         raise ConfigError(f"summary() takes an nn.Module or a model name, not {type(model_or_name).__name__}")
 
+    check_materialized(model, doing="summarising it")
     spec = InputSpec.build(model, input_size, input_data, in_dtype)
     if device == "meta":
         attempts = [RUN_FAKE, RUN_REAL] if spec.symbolic else [RUN_META, RUN_FAKE, RUN_REAL]
@@ -164,7 +175,15 @@ def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any
             env = ShapeEnv()
         fake_mode = FakeTensorMode(shape_env=env, allow_non_fake_inputs=True)
         args, kwargs, namer = spec.fake_args(fake_mode, env)
-        return run_trace(copy, args, kwargs, namer, context=fake_mode, replay=replay)
+        # FakeTensorMode logs a full traceback when an op fails (a shape that does not fit) before raising
+        # it; the failure reaches the user as one ShapeError, so that log would only spill onto stderr.
+        log = logging.getLogger("torch._subclasses.fake_tensor")
+        was_disabled = log.disabled
+        log.disabled = True
+        try:
+            return run_trace(copy, args, kwargs, namer, context=fake_mode, replay=replay)
+        finally:
+            log.disabled = was_disabled
     # Real tensors: the caller's own model, under no_grad, its modes restored afterwards.
     target = model
     if _on_meta(model):

@@ -18,7 +18,7 @@ from torch import nn
 
 from torchsmith.errors import ConfigError
 
-__all__ = ["InputSpec", "Namer", "parse_dim"]
+__all__ = ["InputSpec", "Namer", "parse_dim", "declared_size"]
 
 #: Value a symbolic dim takes while tracing when none is given (``"B"``): not 0 or 1,
 #: which torch would specialise on, and small enough to pass checks like ``T <= block_size``.
@@ -105,7 +105,7 @@ class InputSpec:
                 raise ConfigError(
                     f"{type(model).__name__} has no default_input_size; give the input size, e.g. "
                     "input_size=(1, 3, 32, 32) in Python or --input 3x32x32 at the command line")
-            input_size = (1, *tuple(default))
+            input_size = (1, *declared_size(model))
         if isinstance(input_size, (torch.Size, tuple)) or (
                 isinstance(input_size, list) and input_size and not isinstance(input_size[0], (list, tuple))):
             raw_sizes = [tuple(input_size)]
@@ -182,6 +182,15 @@ class InputSpec:
             else:
                 args.append(torch.zeros(shape, dtype=dt, device=device))
         return tuple(args), {}
+
+
+def declared_size(model: nn.Module) -> tuple[Any, ...]:
+    """``model.default_input_size`` (the input without its batch dim) as a tuple, checked."""
+    default = getattr(model, "default_input_size", None)
+    if isinstance(default, (str, bytes)) or not isinstance(default, (tuple, list, torch.Size)) or not default:
+        raise ConfigError(f"{type(model).__name__}.default_input_size is {default!r}; it should be a non-empty tuple "
+                          "of the input's dims without the batch dim, e.g. (3, 32, 32)")
+    return tuple(default)
 
 
 def _hint(d: Dim) -> int:
