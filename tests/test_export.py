@@ -208,6 +208,8 @@ def test_zero_tolerance_catches_onnxruntime_rounding(tmp_path: Path) -> None:
     ({"path": "missing/m.pt2"}, ConfigError, "mkdir -p missing"),
     ({"input_size": (3, 64, 64)}, ShapeError, "build it with input_size=64"),
     ({"input_size": (3, 32, 32), "check_batch_sizes": (0,)}, ConfigError, "positive integers"),
+    ({"atol": float("nan")}, ConfigError, "tolerances must be >= 0"),
+    ({"input_size": (3, 10**7, 10**7)}, ConfigError, "shape 2x3x10000000x10000000 cannot be allocated"),
 ])
 def test_bad_arguments_raise_one_clear_error(kwargs: dict, error: type, match: str, tmp_path: Path) -> None:
     path = kwargs.pop("path", "m.pt2")
@@ -220,6 +222,27 @@ def test_model_without_default_input_size_needs_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"has no default_input_size.*--input 3x32x32"):
         export(nn.Linear(4, 2), tmp_path / "l.pt2")
     assert export(nn.Linear(4, 2), tmp_path / "l.pt2", input_size=(4,), timing_runs=1).passed
+
+
+def test_lazy_model_is_refused_and_left_uninitialised(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.LazyLinear(3))
+    with pytest.raises(ConfigError, match=r"uninitialised lazy tensors \(0.weight, 0.bias\); run one forward"):
+        export(model, tmp_path / "l.pt2", input_size=(4,))
+    assert type(model[0]) is nn.LazyLinear and list(tmp_path.iterdir()) == []
+
+
+def test_model_whose_forward_needs_two_inputs_is_told_so(tmp_path: Path) -> None:
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) + y
+
+    with pytest.raises(ConfigError, match=r"TwoInputs.forward requires 2 inputs \(x, y\) but export feeds it one"):
+        export(TwoInputs(), tmp_path / "m.pt2", input_size=(4,))
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---- CLI -------------------------------------------------------------------------------------------------

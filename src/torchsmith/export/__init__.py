@@ -14,6 +14,7 @@ Dropout off) and put back in the mode each of its modules was in.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError
 from torchsmith.export.formats import FORMATS, SUFFIXES, Runner, flatten_outputs
@@ -83,9 +85,20 @@ def export(
     _check_options(fmt, atol, rtol, opset, trace, timing_runs, target)
     writer, loader, runtime = FORMATS[fmt]
 
+    _check_single_input(model)
+    lazy = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if is_lazy(t)]
+    if lazy:  # the eager run would materialise them with random values: the model would change and export noise
+        raise ConfigError(f"{type(model).__name__} has uninitialised lazy tensors ({', '.join(lazy[:4])}"
+                          f"{' ...' if len(lazy) > 4 else ''}); run one forward pass on a sample batch (or load its "
+                          "weights) so its nn.Lazy* modules get their shapes, then export")
     device, dtype = _device_and_dtype(model)
     generator = torch.Generator().manual_seed(seed)
-    example = torch.randn(batch_size, *size, generator=generator).to(device=device, dtype=dtype)
+    try:
+        example = torch.randn(batch_size, *size, generator=generator).to(device=device, dtype=dtype)
+    except (RuntimeError, MemoryError) as e:  # e.g. a mistyped input size: 10**12 elements
+        shape = "x".join(str(d) for d in (batch_size, *size))
+        raise ConfigError(f"an example input of shape {shape} cannot be allocated ({type(e).__name__}); "
+                          "check input_size (--input)") from e
     modes = {m: m.training for m in model.modules()}
     try:
         tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".torchsmith-export", dir=target.parent))
@@ -184,7 +197,7 @@ def _resolve_batches(batch_size: int, dynamic: bool, check: Sequence[int] | None
 
 def _check_options(fmt: str, atol: float, rtol: float, opset: int | None, trace: bool, timing_runs: int,
                    target: Path) -> None:
-    if atol < 0 or rtol < 0:
+    if not (atol >= 0 and rtol >= 0):  # written so that NaN fails too: nothing would ever pass
         raise ConfigError(f"tolerances must be >= 0, got atol={atol}, rtol={rtol}")
     if opset is not None and fmt != "onnx":
         raise ConfigError(f"opset applies to ONNX only, not to format {fmt!r}")
@@ -198,6 +211,20 @@ def _check_options(fmt: str, atol: float, rtol: float, opset: int | None, trace:
         raise ConfigError(f"{target} is a directory; give a file path such as {target / ('model' + _suffix_for(fmt))}")
     if not target.parent.is_dir():
         raise ConfigError(f"the folder {target.parent} does not exist; create it first (mkdir -p {target.parent})")
+
+
+def _check_single_input(model: nn.Module) -> None:
+    """Export feeds forward one tensor; a forward that requires more would fail with a misleading shape hint."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C++ forward: nothing to inspect
+        return
+    required = [p.name for p in params if p.default is p.empty and p.kind in (
+        p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if len(required) > 1:
+        raise ConfigError(f"{type(model).__name__}.forward requires {len(required)} inputs ({', '.join(required)}) "
+                          "but export feeds it one tensor; export a wrapper module whose forward takes one input "
+                          "and builds the others, or give the others default values")
 
 
 def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
