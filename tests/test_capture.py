@@ -127,10 +127,54 @@ def test_cli_features_from_image_and_dataset(tmp_path):
     (("features", "lenet", "--layers", "conv1", "--input", "3x8x8"), "LeNet cannot take input"),
     (("features", "lenet", "--layers", "conv1", "--plot", "out.txt"), "should end in .png"),
     (("features", "lenet", "--layers", "conv1", "--image", "nope.png"), "does not exist"),
+    (("features", "lenet", "--layers", "conv1", "--plot", "adir.png"), "is a folder"),
+    (("features", "lenet", "--layers", "conv1", "--plot", "afile/maps.png"), "for the plot does not exist"),
+    (("features", "two.py:Two", "--layers", "fc"), "Two cannot take input [1, 4]: Two.forward() missing 1"),
+    (("features", "two.py:Bad", "--layers", "fc"), "Bad.default_input_size is 4; it should be a non-empty tuple"),
 ])
-def test_cli_features_errors(args, match):
+def test_cli_features_errors(args, match, tmp_path):
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir.png").mkdir()
+    (tmp_path / "two.py").write_text(
+        "import torch.nn as nn\n"
+        "class Two(nn.Module):\n"
+        "    default_input_size = (4,)\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(4, 2)\n"
+        "    def forward(self, x, y):\n"
+        "        return self.fc(x) + y\n"
+        "class Bad(Two):\n"
+        "    default_input_size = 4\n")
     result = CliRunner().invoke(main, list(args))
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], result.stderr
     assert "Traceback" not in result.output
+
+
+def test_cli_feature_gradients_of_a_model_without_parameters(tmp_path):
+    (tmp_path / "free.py").write_text(
+        "import torch.nn as nn\n"
+        "class Free(nn.Sequential):\n"
+        "    default_input_size = (4,)\n"
+        "    def __init__(self):\n"
+        "        super().__init__(nn.Tanh(), nn.ReLU())\n")
+    result = invoke("features", "free.py:Free", "--layers", "0", "--what", "grad", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].startswith('0,1,"[1, 4]",float32,')
+
+
+def test_bad_layers_argument_and_unwritable_plot(lenet, tmp_path):
+    for bad in (None, 0, ["conv1", 2]):
+        with pytest.raises(ConfigError, match="layers must be a name or glob"):
+            with capture(lenet, bad):  # type: ignore[arg-type]
+                pass
+    with capture(lenet, "conv1") as feats:
+        lenet(torch.randn(1, 3, 32, 32))
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match="for the plot does not exist"):
+        plot_features(feats, tmp_path / "afile" / "maps.png")
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(ConfigError, match="is a folder"):
+        plot_features(feats, tmp_path / "dir.png")

@@ -36,6 +36,10 @@ def match_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
     character; ``""`` names the model itself. A pattern that matches nothing is an error with
     close matches.
     """
+    if not isinstance(layers, str) and not (isinstance(layers, Sequence)
+                                            and all(isinstance(p, str) for p in layers)):
+        raise ConfigError(f"layers must be a name or glob such as 'layer1' or 'layer*', or a list of them, "
+                          f"not {layers!r}")
     patterns = [layers] if isinstance(layers, str) else list(layers)
     if not patterns:
         raise ConfigError("no layers given; name at least one, e.g. 'layer1' or 'layer*'")
@@ -230,8 +234,7 @@ def plot_features(captured: Captured, path: str | Path, *, image: torch.Tensor |
     path = Path(path)
     if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
         raise ConfigError(f"plot file {str(path)!r} should end in .png (or .jpg, .pdf, .svg)")
-    if not path.parent.exists():
-        raise ConfigError(f"folder {str(path.parent)!r} for the plot does not exist")
+    check_plot_path(path)
     rows: list[tuple[str, list[torch.Tensor]]] = []
     if image is not None:
         img = image.detach().float().cpu()
@@ -260,7 +263,17 @@ def plot_features(captured: Captured, path: str | Path, *, image: torch.Tensor |
         if title:
             fig.suptitle(title, fontsize=10)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        try:
+            fig.savefig(path, dpi=100)
+        except OSError as e:
+            raise ConfigError(f"cannot write the plot to {str(path)!r}: {e.strerror or e}") from e
     finally:
         plt.close(fig)
     return path
+
+
+def check_plot_path(path: Path) -> None:
+    if path.is_dir():
+        raise ConfigError(f"plot file {str(path)!r} is a folder; give a file name such as maps.png")
+    if not path.parent.is_dir():
+        raise ConfigError(f"folder {str(path.parent)!r} for the plot does not exist")

@@ -8,10 +8,11 @@ import click
 import torch
 import torch.nn.functional as F
 
-from torchsmith.capture import WHAT, capture, feature_stats, plot_features
+from torchsmith.capture import WHAT, capture, check_plot_path, feature_stats, plot_features
 from torchsmith.cli._common import load_model, model_options
 from torchsmith.errors import ConfigError, DataError, ShapeError
 from torchsmith.resolve import parse_input_size
+from torchsmith.summary._inputs import declared_size
 from torchsmith.views import TableView
 
 
@@ -87,17 +88,27 @@ def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_te
         raise ConfigError("give --image or --dataset, not both")
     if plot_path is not None and Path(plot_path).suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
         raise ConfigError(f"--plot {plot_path!r} should end in .png")
+    if plot_path is not None:
+        check_plot_path(Path(plot_path))  # before the forward, so a bad path wastes no run
     net = load_model(model, opts)
-    size = parse_input_size(input_text) if input_text else getattr(net, "default_input_size", None)
-    if size is None:
+    if input_text:
+        size = parse_input_size(input_text)
+    elif getattr(net, "default_input_size", None) is None:
         raise ConfigError(f"{type(net).__name__} has no default_input_size; give --input, e.g. --input 3x32x32")
-    size = tuple(size)
+    else:
+        size = declared_size(net)
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in size):
+            raise ConfigError(f"{type(net).__name__}.default_input_size {size!r} is not all positive ints; "
+                              "give --input, e.g. --input 3x32x32")
     if image is not None or dataset is not None:
         if len(size) != 3:
             raise ConfigError(f"--image and --dataset need an image input CxHxW, but the input is {size}")
         x = (load_image(image, size) if image else dataset_sample(dataset or "", index, size)).unsqueeze(0)
     else:
         x = torch.randn((1, *size), generator=torch.Generator().manual_seed(seed))
+    if what == "grad":
+        # The input takes part in the graph, so a model with no parameters has feature gradients too.
+        x.requires_grad_(True)
     was_training = net.training
     net.eval()
     try:
@@ -105,11 +116,15 @@ def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_te
             with torch.set_grad_enabled(what == "grad"):
                 try:
                     out = net(x)
-                except (RuntimeError, ValueError, IndexError) as e:
+                except (RuntimeError, ValueError, IndexError, TypeError) as e:
                     raise ShapeError(f"{type(net).__name__} cannot take input {list(x.shape)}: "
                                      f"{str(e).splitlines()[0]}; check --input") from e
                 if what == "grad":
                     out = out[0] if isinstance(out, (tuple, list)) else out
+                    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+                        raise ConfigError(f"{type(net).__name__}'s output does not depend on its input through "
+                                          "differentiable ops, so there are no gradients to capture; use --what "
+                                          "output")
                     out.float().sum().backward()
     finally:
         net.train(was_training)
