@@ -245,6 +245,19 @@ def test_model_whose_forward_needs_two_inputs_is_told_so(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
+def test_forward_that_writes_into_its_input_still_verifies(tmp_path: Path) -> None:
+    class InPlace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x.mul_(2)  # eager and the export must each see the original input
+            return self.fc(x)
+
+    assert export(InPlace(), tmp_path / "m.ts", input_size=(4,), timing_runs=1).passed
+
+
 # ---- CLI -------------------------------------------------------------------------------------------------
 
 

@@ -253,10 +253,12 @@ def _check(model: nn.Module, runner: Runner, batch: int, size: tuple[int, ...], 
            device: torch.device, dtype: torch.dtype, atol: float, rtol: float, runs: int) -> BatchCheck:
     """Fresh random inputs of ``batch`` rows through eager and the loaded export; errors and latencies."""
     x = torch.randn(batch, *size, generator=generator).to(device=device, dtype=dtype)
-    expected = _eager_forward(model, x)
+    # Each runtime gets its own copy: a forward that writes into its input (x.mul_(2)) would otherwise hand
+    # the second runtime a different input, and a correct export would fail the check.
+    expected = _eager_forward(model, x.clone())
     try:
         with torch.no_grad():
-            got = runner(x)
+            got = runner(x.clone())
     except Exception as e:
         problem = f"the export fails at batch {batch}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         return BatchCheck(batch, float("inf"), float("inf"), False, float("nan"), float("nan"), problem.strip())
