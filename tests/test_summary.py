@@ -27,6 +27,7 @@ import torchsmith
 from conftest import hook_count
 from torchsmith import ConfigError, ShapeError, create_model, list_models, summary
 from torchsmith.cli import main
+from torchsmith.summary import parse_dtype
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("TORCHSMITH_UPDATE_GOLDEN") == "1"
@@ -371,6 +372,19 @@ def test_bad_default_input_size_is_a_config_error(declared):
     match = "has no default_input_size" if declared is None else "default_input_size is .*; it should be a non-empty"
     with pytest.raises(ConfigError, match=match):
         summary(net)
+
+
+@pytest.mark.parametrize("build,input_dtype,got", [
+    (lambda: nn.Sequential(nn.Linear(3, 2)).half(), None, "float16 and float32"),  # a fp16 model, fp32 input
+    (lambda: nn.Sequential(nn.Linear(3, 2)), "long", "float32 and int64"),  # token ids into a Linear
+])
+def test_mixed_dtype_matmul_fails_as_eager_does(build, input_dtype, got):
+    net = build()
+    with pytest.raises(RuntimeError, match="same dtype"):
+        net(torch.zeros(2, 3, dtype=parse_dtype(input_dtype) or torch.float32))  # eager refuses it
+    with pytest.raises(ShapeError, match=f"0 \\(Linear\\) failed on input \\[2, 3\\].*aten.addmm got {got} tensors"):
+        summary(net, (2, 3), input_dtype=input_dtype)  # meta's kernel alone would accept it
+    assert summary(net, (2, 3), input_dtype=next(net.parameters()).dtype).forward_flops == 24
 
 
 def test_lazy_model_is_refused_with_a_fix_and_left_lazy():

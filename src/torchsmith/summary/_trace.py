@@ -131,9 +131,24 @@ class _Recorder(TorchDispatchMode):
                 r = func.decompose(*args, **kwargs)
             if r is not NotImplemented:
                 return r
+        if packet in _SAME_DTYPE:
+            _check_same_dtype(name, args)
         out = func(*args, **kwargs)
         self.tracer.on_op(func, name, packet, args, kwargs, out)
         return out
+
+
+#: Matmuls whose meta kernels accept mixed dtypes that the CPU and CUDA kernels refuse (a float32 input
+#: to a float16 Linear, token ids to a Linear): checked here so the summary fails where eager would.
+_SAME_DTYPE = {torch.ops.aten.mm, torch.ops.aten.bmm, torch.ops.aten.addmm, torch.ops.aten.baddbmm}
+
+
+def _check_same_dtype(name: str, args: Any) -> None:
+    dtypes = [a.dtype for a in args[:3] if isinstance(a, torch.Tensor)]
+    if len(set(dtypes)) > 1:
+        names = " and ".join(str(d).removeprefix("torch.") for d in dict.fromkeys(dtypes))
+        raise RuntimeError(f"aten.{name} got {names} tensors; eager PyTorch refuses mixed dtypes here: give the "
+                           "input the model's dtype (input_dtype, --input-dtype) or convert the model")
 
 
 class _Tracer:
