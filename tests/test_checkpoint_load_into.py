@@ -164,3 +164,20 @@ def test_a_remap_function_that_raises_is_a_config_error() -> None:
     state = nn.Linear(2, 2).state_dict()
     with pytest.raises(ts.ConfigError, match="remap raised AttributeError for 'weight'"):
         load_into(nn.Linear(2, 2), state, remap=lambda k: k.foo)  # type: ignore[attr-defined]
+
+
+def test_tied_model_given_different_values_for_each_name_says_which_it_kept() -> None:
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.head = nn.Linear(4, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+    model = Tied()
+    report = load_into(model, {"emb.weight": torch.zeros(10, 4), "head.weight": torch.ones(10, 4)})
+    assert "emb.weight, head.weight are tied (one tensor) in the model but differ in the source; the model keeps " \
+           "the values of head.weight" in report.notes[0]
+    assert torch.equal(model.emb.weight, torch.ones(10, 4)) and model.head.weight is model.emb.weight
+    same = load_into(Tied(), {"emb.weight": torch.ones(10, 4), "head.weight": torch.ones(10, 4)})
+    assert same.notes == []

@@ -260,6 +260,11 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
                 report.cast.append((key, str(mapped[key].dtype).replace("torch.", ""),
                                     str(value.dtype).replace("torch.", "")))
     matched = set(report.matched)
+    for names_group in groups:  # tied in the model but different in the source: only one set of values survives
+        given = [n for n in report.matched if n in names_group]
+        if len(given) > 1 and not all(_same(mapped[given[0]], mapped[n]) for n in given[1:]):
+            report.notes.append(f"{', '.join(given)} are tied (one tensor) in the model but differ in the source; "
+                                f"the model keeps the values of {given[-1]} (loaded last)")
     for names_group in groups:  # a tied tensor is filled when any of its names is
         if any(n in matched for n in names_group):
             for n in names_group:
@@ -326,6 +331,10 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
         report.reinitialised = to_reinit
     report.loaded = True
     return report
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or (a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b)))
 
 
 def _refusal(report: LoadReport, problems: list[str]) -> CheckpointError:
