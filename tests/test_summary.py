@@ -387,6 +387,13 @@ def test_mixed_dtype_matmul_fails_as_eager_does(build, input_dtype, got):
     assert summary(net, (2, 3), input_dtype=next(net.parameters()).dtype).forward_flops == 24
 
 
+def test_symbolic_dims_too_small_for_the_model_say_what_they_were_traced_at():
+    with pytest.raises(ShapeError, match=r"conv2 \(Conv2d\) failed .*Kernel size can't be greater .*"
+                                         r"\(symbolic dims traced at H=8, W=8; write NAME=<size>, e.g. H=64,"):
+        summary("lenet", (1, 3, "H", "W"))
+    assert summary("lenet", (1, 3, "H=32", "W=32")).output_shapes == (1, 10)
+
+
 def test_lazy_model_is_refused_with_a_fix_and_left_lazy():
     from torch.nn.parameter import is_lazy
 

@@ -128,7 +128,16 @@ def summary(
             notes.append(f"{how} could not run the forward ({_first_line(trace.error)}); tried {attempts[i + 1]}")
             continue
         result = _build(trace, model, label, spec, how, mem_dtype, notes, depth)
-        raise _failure(trace, result) from trace.error
+        hint = ""
+        if spec.symbolic and how == RUN_FAKE:
+            # A named dim is traced at a stand-in value (8 unless given); a model that needs more (LeNet's
+            # 5x5 convs after pooling) fails there, which reads like a broken model unless this is said.
+            named = dict.fromkeys(d for size in spec.sizes for d in size if not isinstance(d, int))
+            values = ", ".join(f"{n}={v}" for n, v in named)
+            example = next(iter(named))[0]
+            hint = (f" (symbolic dims traced at {values}; write NAME=<size>, e.g. {example}=64, "
+                    "to trace one at another size)")
+        raise _failure(trace, result, hint) from trace.error
     assert trace is not None
     if attempts[-1] == RUN_REAL and how == RUN_REAL and spec.symbolic:
         notes.append("symbolic dims were traced at their values: real tensors cannot keep them symbolic")
@@ -310,7 +319,7 @@ def _input_bytes(spec: InputSpec) -> int | str:
     return total
 
 
-def _failure(trace: Trace, partial: ModelSummary) -> TorchsmithError:
+def _failure(trace: Trace, partial: ModelSummary, hint: str = "") -> TorchsmithError:
     """One error naming the first module that failed, what it expected, what it got, and the flow so far."""
     e = trace.error
     assert e is not None
@@ -322,7 +331,7 @@ def _failure(trace: Trace, partial: ModelSummary) -> TorchsmithError:
     got = "" if innermost is None else f" on input {format_shapes(innermost.input_shapes)}"
     expected = f"; it expects {trace.expected}" if trace.expected else ""
     flow = partial.flow()
-    msg = (f"{where} failed{got}{expected}: {_first_line(e) if not isinstance(e, TorchsmithError) else str(e)}"
+    msg = (f"{where} failed{got}{expected}: {_first_line(e) if not isinstance(e, TorchsmithError) else str(e)}{hint}"
            + (f"; shape flow up to it: {flow}" if flow else ""))
     partial.error = msg
     partial.failed_module = None if innermost is None else innermost.name
