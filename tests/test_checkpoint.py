@@ -379,3 +379,18 @@ def test_saving_training_state_under_a_companion_name_is_refused(tmp_path: Path)
                                                  r"e.g. m.safetensors"):
         ts.save(model, tmp_path / "m.train.safetensors", optimizer=opt)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_content_not_the_suffix_decides_how_a_file_is_read(tmp_path: Path) -> None:
+    model = nn.Linear(2, 2)
+    ts.save(model, tmp_path / "m.safetensors")
+    (tmp_path / "st.pt").write_bytes((tmp_path / "m.safetensors").read_bytes())  # safetensors named .pt
+    torch.save(model.state_dict(), tmp_path / "pickle.safetensors")  # torch.save named .safetensors
+    for name in ("st.pt", "pickle.safetensors"):
+        target = nn.Linear(2, 2)
+        assert load_into(target, tmp_path / name).ok and torch.equal(target.weight, model.weight)
+        assert checkpoint_info(tmp_path / name).num_parameters == 6
+        assert diff_checkpoints(tmp_path / name, tmp_path / "m.safetensors").identical
+    convert_checkpoint(tmp_path / "st.pt", tmp_path / "out.safetensors")
+    with pytest.raises(ts.CheckpointError, match="it is a PyTorch .torch.save. file; torchsmith.load_into"):
+        ts.load(tmp_path / "pickle.safetensors")

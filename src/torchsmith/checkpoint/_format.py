@@ -243,8 +243,12 @@ def read_header(path: str | os.PathLike[str]) -> Header:
             size = os.fstat(f.fileno()).st_size
             if size < 8:
                 raise _bad(path, f"the file has {size} bytes, fewer than the 8-byte header length")
-            n = int.from_bytes(f.read(8), "little")
+            first = f.read(8)
+            n = int.from_bytes(first, "little")
             if n < 2 or n > _MAX_HEADER or n > size - 8:
+                if first[:4] == b"PK\x03\x04" or first[:1] == b"\x80":  # what torch.save writes
+                    raise _bad(path, "it is a PyTorch (torch.save) file; torchsmith.load_into(model, path) reads "
+                                     "it safely, and `torchsmith ckpt convert` turns it into a safetensors checkpoint")
                 raise _bad(path, f"the header length field says {n} bytes but the file has {size} "
                                  "(truncated, or not a safetensors file)")
             raw = f.read(n)

@@ -116,6 +116,10 @@ def safe_torch_load(path: Path) -> Any:
     try:
         with warnings.catch_warnings():  # torch warns about odd pickle protocols in damaged files; we raise instead
             warnings.simplefilter("ignore")
+            if Path(path).suffix.lower() == ".safetensors":
+                # Newer torch.load hands a path named *.safetensors to safetensors; this one holds a pickle.
+                with open(path, "rb") as f:
+                    return torch.load(f, map_location="cpu", weights_only=True)
             return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
@@ -185,6 +189,17 @@ def _sniff_pickle(path: Path) -> bool:
     return head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
+def _sniff_safetensors(path: Path) -> bool:
+    """8 bytes of a header length that fits the file, then the JSON header's ``{``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8
+
+
 def read_state_dict(source: Any, *, verify: bool = True) -> SourceState:
     """Read ``source`` (a path or a mapping of tensors) into a :class:`SourceState`."""
     if isinstance(source, (str, os.PathLike)):
@@ -194,7 +209,12 @@ def read_state_dict(source: Any, *, verify: bool = True) -> SourceState:
         if path.is_dir():
             raise CheckpointError(f"{path} is a directory, not a checkpoint file")
         notes: list[str] = []
-        if path.suffix.lower() in PICKLE_SUFFIXES or (path.suffix.lower() != ".safetensors" and _sniff_pickle(path)):
+        # The content decides, the suffix only when the content says nothing: files get renamed.
+        pickled = _sniff_pickle(path)
+        if pickled or (path.suffix.lower() in PICKLE_SUFFIXES and not _sniff_safetensors(path)):
+            if path.suffix.lower() == ".safetensors":
+                notes.append(f"{path.name} is a PyTorch (torch.save) file despite its name; read it with "
+                             "torch.load(weights_only=True)")
             tensors = to_state_dict(safe_torch_load(path), str(path), notes)
             return SourceState(tensors, str(path), notes, verified=None)
         header = _format.read_header(path)

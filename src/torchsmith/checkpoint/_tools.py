@@ -28,7 +28,13 @@ from torchsmith.checkpoint._core import (
     training_state_path,
 )
 from torchsmith.checkpoint._loadinto import load_into
-from torchsmith.checkpoint._sources import PICKLE_SUFFIXES, read_state_dict, safe_torch_load, to_state_dict
+from torchsmith.checkpoint._sources import (
+    PICKLE_SUFFIXES,
+    _sniff_safetensors,
+    read_state_dict,
+    safe_torch_load,
+    to_state_dict,
+)
 from torchsmith.errors import CheckpointError, ConfigError
 
 __all__ = ["TensorInfo", "CheckpointInfo", "CheckpointDiff", "checkpoint_info", "diff_checkpoints",
@@ -232,7 +238,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, model: nn.Module | None 
         if isinstance(obj, nn.Module):
             obj = obj.state_dict()
         state = to_state_dict(obj, str(src), notes)
-    elif src.suffix.lower() in PICKLE_SUFFIXES or _is_pickle(src):
+    elif _is_pickle(src) or (src.suffix.lower() in PICKLE_SUFFIXES and not _sniff_safetensors(src)):
         state = to_state_dict(safe_torch_load(src), str(src), notes)
     else:
         read = read_state_dict(src)
