@@ -394,6 +394,39 @@ def test_symbolic_dims_too_small_for_the_model_say_what_they_were_traced_at():
     assert summary("lenet", (1, 3, "H=32", "W=32")).output_shapes == (1, 10)
 
 
+class DataDependentBN(nn.Module):
+    """A Python branch on a tensor value: meta and fake tensors cannot run it, real ones can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(4)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.bn(x + 1))
+        return x * 2 if x.sum() > -1e9 else x
+
+
+def test_real_forward_in_train_mode_leaves_buffers_and_the_global_rng_alone():
+    net = DataDependentBN().eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(0)
+    s = summary(net, (3, 4), mode="train", device="cpu")
+    drawn = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(drawn, torch.rand(3)), "the summary's dropout consumed the caller's seeded generator"
+    assert s.ran_on == "real tensors on cpu" and not net.training
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed"  # running_mean/var, num_batches_tracked
+
+
+def test_real_fallback_at_batch_1_says_so_when_it_fails():
+    with pytest.raises(ShapeError, match=r"bn \(BatchNorm1d\) failed on input \[1, 4\].*more than 1 value per "
+                                         r"channel.*so it ran on real tensors at batch 1; device='cpu' runs it at"):
+        summary(DataDependentBN(), (3, 4), mode="train")
+    assert summary(DataDependentBN(), (3, 4), mode="train", device="cpu").output_shapes == (3, 4)
+
+
 def test_lazy_model_is_refused_with_a_fix_and_left_lazy():
     from torch.nn.parameter import is_lazy
 

@@ -137,6 +137,11 @@ def summary(
             example = next(iter(named))[0]
             hint = (f" (symbolic dims traced at {values}; write NAME=<size>, e.g. {example}=64, "
                     "to trace one at another size)")
+        elif how == RUN_REAL and spec.data is None and any(_hint_of(size[0]) > 1 for size in spec.sizes):
+            # The input in the message is batch 1, not the size given: say why (BatchNorm in train mode
+            # refuses a batch of 1), and how to run it at the size given.
+            hint = (" (meta and fake tensors could not run the model, so it ran on real tensors at batch 1; "
+                    "device='cpu' runs it at the size given)")
         raise _failure(trace, result, hint) from trace.error
     assert trace is not None
     if attempts[-1] == RUN_REAL and how == RUN_REAL and spec.symbolic:
@@ -207,11 +212,20 @@ def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any
                           f"{_device_of(target)}; move it first or use device='meta'")
     args, kwargs = spec.real_args(device) if how == RUN_REAL else _full_size_args(spec, device)
     modes = module_modes(target)
+    # A forward in train mode updates BatchNorm's running statistics and draws dropout masks from the
+    # global generator: both are put back, so a summary changes neither the model nor a seeded run.
+    saved = [(b, b.detach().clone()) for b in target.buffers()]
+    rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
     try:
-        target.train(mode == "train")
-        return run_trace(target, args, kwargs, Namer())
+        with torch.random.fork_rng(devices=rng_devices):
+            target.train(mode == "train")
+            return run_trace(target, args, kwargs, Namer())
     finally:
         restore_modes(modes)
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
 
 
 def _full_size_args(spec: InputSpec, device: torch.device) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -219,6 +233,10 @@ def _full_size_args(spec: InputSpec, device: torch.device) -> tuple[tuple[Any, .
     conv = [torch.zeros(a.shape, dtype=a.dtype, device=device) if isinstance(a, torch.Tensor) else a for a in args]
     return tuple(conv), {k: torch.zeros(v.shape, dtype=v.dtype, device=device) if isinstance(v, torch.Tensor) else v
                          for k, v in kwargs.items()}
+
+
+def _hint_of(d: Any) -> int:
+    return d if isinstance(d, int) else int(d[1])
 
 
 def _on_meta(model: nn.Module) -> bool:
