@@ -178,3 +178,18 @@ def test_bad_layers_argument_and_unwritable_plot(lenet, tmp_path):
     (tmp_path / "dir.png").mkdir()
     with pytest.raises(ConfigError, match="is a folder"):
         plot_features(feats, tmp_path / "dir.png")
+
+
+def test_cli_feature_gradients_of_a_dict_output(tmp_path):
+    (tmp_path / "dictout.py").write_text(
+        "import torch.nn as nn\n"
+        "class D(nn.Module):\n"
+        "    default_input_size = (4,)\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(4, 2)\n"
+        "    def forward(self, x):\n"
+        "        return {'logits': self.fc(x), 'n': 3}\n")
+    result = invoke("features", "dictout.py:D", "--layers", "fc", "--what", "grad", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1] == 'fc,1,"[1, 2]",float32,1.0,0.0,1.0,1.0,0.0'  # d sum(logits) / d logits

@@ -8,7 +8,7 @@ import click
 import torch
 import torch.nn.functional as F
 
-from torchsmith.capture import WHAT, capture, check_plot_path, feature_stats, plot_features
+from torchsmith.capture import WHAT, _first_tensor, capture, check_plot_path, feature_stats, plot_features
 from torchsmith.cli._common import load_model, model_options
 from torchsmith.errors import ConfigError, DataError, ShapeError
 from torchsmith.resolve import parse_input_size
@@ -120,7 +120,7 @@ def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_te
                     raise ShapeError(f"{type(net).__name__} cannot take input {list(x.shape)}: "
                                      f"{str(e).splitlines()[0]}; check --input") from e
                 if what == "grad":
-                    out = out[0] if isinstance(out, (tuple, list)) else out
+                    out = _first_tensor(out)  # a tuple's or dict's first tensor (logits before extras)
                     if not isinstance(out, torch.Tensor) or not out.requires_grad:
                         raise ConfigError(f"{type(net).__name__}'s output does not depend on its input through "
                                           "differentiable ops, so there are no gradients to capture; use --what "
