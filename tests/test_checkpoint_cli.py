@@ -86,3 +86,22 @@ def test_every_ckpt_command_has_help_with_an_example_and_is_in_the_readme() -> N
         result = CliRunner().invoke(main, ["ckpt", name, "--help"], catch_exceptions=False)
         assert result.exit_code == 0 and "torchsmith ckpt " + name in result.output
         assert f"torchsmith ckpt {name}" in readme, name
+
+
+def _strict_json(text: str) -> object:
+    def refuse(token: str) -> None:
+        raise ValueError(f"invalid JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_diff_json_stays_valid_json_when_one_side_holds_nan(tmp_path: Path) -> None:
+    torch.save({"a": torch.tensor([float("nan"), 1.0])}, tmp_path / "a.pt")
+    torch.save({"a": torch.tensor([1.0, 1.0])}, tmp_path / "b.pt")
+    result = CliRunner().invoke(main, ["ckpt", "diff", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0
+    out = _strict_json(result.output)
+    assert isinstance(out, dict) and out["identical"] is False and out["max_abs_diff"] == {"a": None}
+    text = CliRunner().invoke(main, ["ckpt", "diff", str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]).output
+    assert "max |A-B| inf  a" in text

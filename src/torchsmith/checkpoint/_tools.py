@@ -6,6 +6,7 @@ Each returns an object; ``str()`` renders it. Nothing here prints.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +168,8 @@ class CheckpointDiff:
 
         out = asdict(self)
         out["identical"] = self.identical
+        # JSON has no infinity (json.dumps would write the invalid token Infinity): null stands for it
+        out["max_abs_diff"] = {k: v if math.isfinite(v) else None for k, v in self.max_abs_diff.items()}
         return out
 
     def __str__(self) -> str:
@@ -207,7 +210,9 @@ def diff_checkpoints(a: PathLike, b: PathLike, *, verify: bool = True) -> Checkp
             wa, wb = ta.to(wide), tb.to(wide)
             # NaN where both hold NaN, and equal infinities, are equal values: a file is identical to itself
             same = (wa == wb) | (torch.isnan(wa) & torch.isnan(wb))
-            d = torch.where(same, torch.zeros((), dtype=torch.float64), (wa - wb).abs()).max()
+            # NaN on one side only: as different as values get, and inf sorts and prints where NaN would not
+            delta = torch.nan_to_num((wa - wb).abs(), nan=math.inf, posinf=math.inf)
+            d = torch.where(same, torch.zeros((), dtype=torch.float64), delta).max()
         out.max_abs_diff[key] = float(d)
     return out
 
