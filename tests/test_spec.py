@@ -450,3 +450,75 @@ def test_cli_bad_spec_is_one_line_and_exit_1(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"error: {path}, line 9: layers[6] linear: input is [N, 16, 5, 5]; add `flatten` before it "
         "(or `adaptive_avgpool: 1` then `flatten` to pool the feature map first)"]
+
+
+# --------------------------------------------------------------------------- QA: bad input refused clearly
+def test_registering_a_builtin_name_first_thing_is_refused_and_specs_still_build():
+    # In a fresh process the built-in types are not loaded yet; a user `relu` used to slip in and make every
+    # later spec fail with "layer type 'conv' is already registered".
+    code = ("import torchsmith as ts\nfrom torch import nn\nfrom torchsmith.errors import ConfigError\n"
+            "try:\n    ts.register_layer(nn.Identity, name='relu')\nexcept ConfigError as e:\n    print(e)\n"
+            "print(ts.count_parameters(ts.build({'input': [8], 'layers': [{'linear': 4}, 'relu']})))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["layer type 'relu' is already registered; choose another name", "36"]
+
+
+@pytest.mark.parametrize("name", ["training", "forward", "spec_name", "num_classes"])
+def test_a_name_that_is_a_model_attribute_is_refused(name):
+    with pytest.raises(SpecError, match=rf"layers\[0\] relu: `name` '{name}' is taken by an attribute"):
+        ts.build({"input": [4], "layers": [{"relu": {"name": name}}, {"linear": 2}]})
+
+
+def test_runaway_expansion_is_refused_not_built_for_hours():
+    with pytest.raises(SpecError, match=r"`times` is 1,000,000,000, more than the 50,000 entries"):
+        ts.build({"input": [4], "layers": [{"repeat": {"times": 10**9, "body": ["relu"]}}]})
+    doubling = {f"b{i}": [f"b{i + 1}", f"b{i + 1}"] for i in range(20)}
+    with pytest.raises(SpecError, match="expands to more than 50,000 entries"):
+        check_spec({"input": [4], "blocks": {**doubling, "b20": ["relu"]}, "layers": ["b0"]})
+
+
+@pytest.mark.parametrize("shortcut", ["projection", 5])
+def test_zoo_block_refuses_an_unknown_shortcut(shortcut):
+    # BasicBlock itself treats any value other than "pad" as "conv", so a typo built the wrong block silently.
+    with pytest.raises(SpecError, match="`shortcut` must be 'conv'"):
+        ts.build({"input": [4, 8, 8], "layers": [{"basic_block": {"out": 8, "stride": 2, "shortcut": shortcut}}]})
+
+
+class _LazyHead(nn.Module):
+    def __init__(self, out: int = 3) -> None:
+        super().__init__()
+        self.fc = nn.LazyLinear(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+ts.register_layer(_LazyHead, name="test_spec_lazy", shorthand="out")
+
+
+@ts.register_layer("test_spec_bad_shape")
+def _bad_shape(in_shape, *, shape=(-1,)):
+    return nn.Identity(), shape
+
+
+def test_user_layers_with_lazy_modules_or_bad_shapes_are_refused():
+    for build in (ts.build, check_spec):  # check_spec raised a raw ValueError from the uninitialised weight
+        with pytest.raises(SpecError, match=r"layers\[0\] test_spec_lazy: the module it builds contains a "
+                                            r"LazyLinear.*size it from in_shape"):
+            build({"input": [4], "layers": [{"test_spec_lazy": 3}]})
+    for shape in ((-1,), "abc", (2.5,)):
+        with pytest.raises(SpecError, match="the factory returned the output shape"):
+            ts.build({"input": [4], "layers": [{"test_spec_bad_shape": {"shape": shape}}]})
+
+
+def test_json_duplicate_keys_are_refused_like_yaml(tmp_path):
+    path = write(tmp_path, '{"input": [4],\n "layers": [{"linear": 3}],\n "layers": ["relu"]}', "net.json")
+    with pytest.raises(SpecError, match=r"net.json, line 3: key 'layers' appears twice"):
+        ts.build_file(path)
+
+
+@pytest.mark.parametrize("size", [[4.5], 5, (0,), "axb"])
+def test_to_spec_refuses_a_bad_input_shape(size):
+    with pytest.raises(ts.TorchsmithError, match="input"):
+        ts.to_spec(nn.Sequential(nn.Linear(4, 3)), input_shape=size)

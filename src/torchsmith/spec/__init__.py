@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.errors import TorchsmithError
+from torchsmith.errors import SpecError, TorchsmithError
 from torchsmith.init import init_weights, resolve_policy
 from torchsmith.registry import ARCH_ATTR
 from torchsmith.spec.builder import Builder, default_init
@@ -134,7 +134,10 @@ def describe_layer_types() -> list[tuple[str, str, str]]:
 
 def _build(spec: Mapping[str, Any], *, generator: torch.Generator | None, meta: bool) -> tuple[SpecModel, Builder]:
     builder = Builder(spec)
-    canonical = plain(spec)  # refuses anything a checkpoint could not store as JSON
+    try:
+        canonical = plain(spec)  # refuses anything a checkpoint could not store as JSON
+    except SpecError as e:
+        raise SpecError(f"{builder.source}: {e}" if builder.source else str(e)) from None
     init_where = Where("init", line_of(spec, "init"), builder.source)
     policy = spec.get("init")
     if policy is not None:

@@ -15,8 +15,9 @@ from typing import Any
 from torch import nn
 
 from torchsmith.errors import SpecError, TorchsmithError, did_you_mean
+from torchsmith.registry import ARCH_ATTR
 from torchsmith.spec.loader import LineDict, LineList, Where, line_of
-from torchsmith.spec.modules import PadShortcut, Residual, SpecSequential
+from torchsmith.spec.modules import PadShortcut, Residual, SpecModel, SpecSequential
 from torchsmith.spec.registry import (
     CONTAINER_TYPES,
     REQUIRED,
@@ -38,6 +39,13 @@ _CONTAINER_ARGS: dict[str, dict[str, Any]] = {
 # The argument a bare list fills: `sequential: [...]`, `residual: [...]`.
 _LIST_SHORTHAND = {"sequential": "layers", "residual": "body"}
 _MAX_BLOCK_DEPTH = 32
+#: More entries than any real spec builds (ResNet-152 has about 550): `repeat` and blocks that use blocks
+#: multiply, and `times: 1000000000` or ten nested doubling blocks would otherwise build for hours.
+MAX_ENTRIES = 50_000
+# Names a child cannot take: attributes of every spec container (`training`, `forward`, `spec_name`) and
+# those build() sets on the model; nn.Module refuses the first, the second would hide the child.
+_RESERVED_NAMES = frozenset(dir(SpecModel)) | frozenset(vars(SpecModel(OrderedDict()))) | {
+    "init_policy", "default_input_size", "num_classes", ARCH_ATTR}
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -213,6 +221,9 @@ class Builder:
             if isinstance(name, bool) or not isinstance(name, (str, int)) or "." in str(name) or not str(name):
                 raise where.error(f"`name` must be a word without dots (or an index), got {name!r}", kind)
             name = str(name)
+            if name in _RESERVED_NAMES:
+                raise where.error(f"`name` {name!r} is taken by an attribute of the model itself "
+                                  f"(model.{name}); choose another name", kind)
         for key in args:
             if key not in arg_names:
                 raise where.child("", line_of(value, key)).error(
@@ -250,6 +261,9 @@ class Builder:
         raw = _args_of(entry)
         if kind in _CONTAINER_ARGS:
             args = {**{k: v for k, v in _CONTAINER_ARGS[kind].items() if v is not REQUIRED}, **args}
+        if len(self.rows) >= MAX_ENTRIES:
+            raise where.error(f"the spec expands to more than {MAX_ENTRIES:,} entries (through `repeat` and blocks "
+                              f"that use blocks); no real network has that many: check the `times` values", kind)
         row = SpecRow(where.path, kind, mpath, shape, shape, 0, where.line, len(stack))
         self.rows.append(row)  # before the children: the trace reads in model order
         module, out = self._entry(kind, args, raw, shape, where, mpath, stack)
@@ -300,6 +314,9 @@ class Builder:
         times = args["times"]
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise where.error(f"`times` must be a positive integer, got {times!r}", "repeat")
+        if times > MAX_ENTRIES:
+            raise where.error(f"`times` is {times:,}, more than the {MAX_ENTRIES:,} entries a spec may build; "
+                              f"no real network repeats a block that often", "repeat")
         body = args["body"]
         if not isinstance(body, list) or not body:
             raise where.error("`body` must be a non-empty list of layer entries", "repeat")

@@ -285,6 +285,8 @@ def _block_shape(in_shape: Shape, layer: str) -> None:
 def _zoo_block(cls: type[nn.Module], in_shape: Shape, planes: int, stride: int, norm: str,
                shortcut: str) -> nn.Module:
     extra = {}
+    if shortcut not in ("conv", "pad"):  # the zoo's own blocks fall back to "conv" for any other value
+        raise SpecError(f"`shortcut` must be 'conv' (1x1 conv + norm) or 'pad' (zero channels), got {shortcut!r}")
     if shortcut != "conv":
         # Shortcut kinds other than the 1x1 projection exist only in zoos that offer them.
         if "shortcut" not in inspect.signature(cls).parameters:

@@ -131,11 +131,32 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     return data
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _load_json(text: str, path: str) -> Any:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as e:
         raise SpecError(f"{path}, line {e.lineno}: not valid JSON: {e.msg}") from e
+    except _DuplicateKey as e:  # json keeps the last silently: a second `layers` would replace the first
+        try:  # the YAML reader says the same with the line
+            _yaml_with_lines(text)
+        except SpecError as with_line:
+            raise SpecError(f"{path}, {with_line}") from None
+        except yaml.YAMLError:
+            pass
+        raise SpecError(f"{path}: key {e.args[0]!r} appears twice in the same object; keep one") from None
     try:  # the same data with line numbers, when YAML reads the JSON identically
         with_lines = _yaml_with_lines(text)
     except (yaml.YAMLError, SpecError):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from torchsmith.errors import ConfigError, SpecError
 
@@ -77,12 +79,30 @@ class LayerType:
         result: Any = self.factory(in_shape, **args) if self.takes_shape else self.factory(**args)
         out: Shape | None = None
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
-            result, out = result[0], tuple(int(d) for d in result[1])
+            result, out = result[0], _declared_shape(result[1])
         if not isinstance(result, nn.Module):
             raise SpecError(f"the factory returned a {type(result).__name__}, not an nn.Module")
+        lazy = next((type(m).__name__ for m in result.modules() if isinstance(m, LazyModuleMixin)), None)
+        if lazy is not None:
+            # A lazy module has no weights until its first real forward: nothing to count, check or load.
+            raise SpecError(f"the module it builds contains a {lazy}, whose size is only known after a forward; "
+                            f"size it from in_shape instead (in_shape is {list(in_shape)}, without the batch)")
         if out is None:
             out = _meta_out_shape(result, in_shape)
         return result, out
+
+
+def _declared_shape(value: Any) -> Shape:
+    """The output shape a factory returned with its module: positive integers, without the batch."""
+    try:  # operator.index accepts numpy and 0-d tensor integers, refuses floats and strings
+        dims = tuple(operator.index(d) for d in value if not isinstance(d, bool))
+        ok = bool(dims) and len(dims) == len(value) and all(d >= 1 for d in dims)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise SpecError(f"the factory returned the output shape {value!r}; return (module, shape) with the "
+                        f"shape as positive integers without the batch dimension, e.g. (16, 5, 5)")
+    return dims
 
 
 def _meta_out_shape(module: nn.Module, in_shape: Shape) -> Shape:
@@ -117,6 +137,9 @@ def register_layer(target: Any = None, *, name: str | None = None, shorthand: st
         key = str(name or getattr(obj, "__name__", ""))
         if not _NAME.match(key):
             raise ConfigError(f"layer type name {key!r} must be an identifier like 'my_layer'")
+        # The built-in types first: a user type named like one (`relu`) registered before them would
+        # make their own registration fail, and with it every spec in the process.
+        _ensure_builtins()
         if key in _LAYERS or key in CONTAINER_TYPES:
             raise ConfigError(f"layer type {key!r} is already registered; choose another name")
         _LAYERS[key] = _layer_type(key, obj, shorthand, activation)

@@ -9,6 +9,7 @@ weights load into the spec-built one with ``strict=True``.
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +54,7 @@ def to_spec(model_or_name: nn.Module | str, *, input_shape: tuple[int, ...] | No
     size = input_shape or getattr(model, "default_input_size", None)
     if size is None:
         raise SpecError(f"{type(model).__name__} has no default_input_size; give input_shape=(C, H, W)")
+    size = _input_dims(size)
     if isinstance(model, LeNet):
         layers = _lenet(model)
     elif isinstance(model, ResNet):
@@ -61,13 +63,30 @@ def to_spec(model_or_name: nn.Module | str, *, input_shape: tuple[int, ...] | No
         layers = _sequential(model)  # type: ignore[arg-type]
     else:
         raise SpecError(f"{type(model).__name__} cannot be written as a spec: {_EXPRESSIBLE}")
-    spec: dict[str, Any] = {"name": name or type(model).__name__.lower(), "input": [int(d) for d in size]}
+    spec: dict[str, Any] = {"name": name or type(model).__name__.lower(), "input": size}
     policy = getattr(model, "init_policy", None)
     if isinstance(policy, dict):
         spec["init"] = policy
     spec["layers"] = layers
     _verify(model, spec)
     return spec
+
+
+def _input_dims(size: Any) -> list[int]:
+    """``(3, 32, 32)`` or ``"3x32x32"`` as a list of positive ints; a SpecError for anything else."""
+    if isinstance(size, str):
+        from torchsmith.resolve import parse_input_size
+
+        return list(parse_input_size(size))
+    try:
+        dims = [operator.index(d) for d in size if not isinstance(d, bool)]
+        ok = bool(dims) and len(dims) == len(size) and all(d >= 1 for d in dims)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise SpecError(f"input_shape must be positive integers without the batch dimension, like (3, 32, 32), "
+                        f"not {size!r}")
+    return dims
 
 
 def _verify(model: nn.Module, spec: dict[str, Any]) -> None:
