@@ -258,6 +258,14 @@ def test_forward_that_writes_into_its_input_still_verifies(tmp_path: Path) -> No
     assert export(InPlace(), tmp_path / "m.ts", input_size=(4,), timing_runs=1).passed
 
 
+def test_model_on_the_meta_device_is_refused(tmp_path: Path) -> None:
+    with torch.device("meta"):
+        model = nn.Linear(4, 3)
+    with pytest.raises(ConfigError, match=r"tensors on the meta device, which hold no data \(weight, bias\)"):
+        export(model, tmp_path / "m.ts", input_size=(4,))
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- CLI -------------------------------------------------------------------------------------------------
 
 

@@ -91,6 +91,11 @@ def export(
         raise ConfigError(f"{type(model).__name__} has uninitialised lazy tensors ({', '.join(lazy[:4])}"
                           f"{' ...' if len(lazy) > 4 else ''}); run one forward pass on a sample batch (or load its "
                           "weights) so its nn.Lazy* modules get their shapes, then export")
+    on_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if on_meta:  # no data to run, so nothing to verify
+        raise ConfigError(f"{type(model).__name__} has tensors on the meta device, which hold no data "
+                          f"({', '.join(on_meta[:4])}{' ...' if len(on_meta) > 4 else ''}); load its weights "
+                          "first (torchsmith.load_into, or model.to_empty(device='cpu') and an init), then export")
     device, dtype = _device_and_dtype(model)
     generator = torch.Generator().manual_seed(seed)
     try:
