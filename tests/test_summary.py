@@ -358,6 +358,12 @@ class TokensAndMask(nn.Module):
         return self.embed(tokens) * mask.unsqueeze(-1)
 
 
+def test_several_input_sizes_as_a_tuple_of_tuples():
+    # torchinfo's habit: ((B, T), (B, T)) for two inputs; it was read as one input whose dims were tuples.
+    s = summary(TokensAndMask(), ((2, 5), (2, 5)), input_dtype=("long", "float32"))
+    assert s.output_shapes == (2, 5, 4) and s.input == "(2, 5), (2, 5)"
+
+
 def test_one_input_dtype_per_input():
     s = summary(TokensAndMask(), [(2, 5), (2, 5)], input_dtype=["long", torch.float32])
     assert s.output_shapes == (2, 5, 4) and s.rows[1].name == "embed"

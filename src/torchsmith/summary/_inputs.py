@@ -106,11 +106,16 @@ class InputSpec:
                     f"{type(model).__name__} has no default_input_size; give the input size, e.g. "
                     "input_size=(1, 3, 32, 32) in Python or --input 3x32x32 at the command line")
             input_size = (1, *declared_size(model))
-        if isinstance(input_size, (torch.Size, tuple)) or (
-                isinstance(input_size, list) and input_size and not isinstance(input_size[0], (list, tuple))):
-            raw_sizes = [tuple(input_size)]
-        elif isinstance(input_size, list) and input_size:
+        # Several inputs: a list or a tuple of sizes, ((1, 16), (1, 16)) as torchinfo takes them.
+        nested = isinstance(input_size, (list, tuple)) and bool(input_size) and all(
+            isinstance(s, (list, tuple)) for s in input_size)
+        if nested:
             raw_sizes = [tuple(s) for s in input_size]
+        elif isinstance(input_size, (torch.Size, tuple, list)) and input_size and not any(
+                isinstance(s, (list, tuple)) for s in input_size):
+            raw_sizes = [tuple(input_size)]
+        elif isinstance(input_size, tuple) and not input_size:
+            raw_sizes = [()]  # refused below with its own message
         else:
             raise ConfigError(f"input_size {input_size!r} must be a tuple such as (1, 3, 32, 32) "
                               "or a list of such tuples, one per input")
