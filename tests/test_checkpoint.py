@@ -394,3 +394,20 @@ def test_content_not_the_suffix_decides_how_a_file_is_read(tmp_path: Path) -> No
     convert_checkpoint(tmp_path / "st.pt", tmp_path / "out.safetensors")
     with pytest.raises(ts.CheckpointError, match="it is a PyTorch .torch.save. file; torchsmith.load_into"):
         ts.load(tmp_path / "pickle.safetensors")
+
+
+def test_module_extra_state_is_refused_with_the_reason(tmp_path: Path) -> None:
+    class WithExtra(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+        def get_extra_state(self) -> dict:
+            return {"step": 1}
+
+        def set_extra_state(self, state: dict) -> None:
+            pass
+
+    with pytest.raises(ts.CheckpointError, match=r"'_extra_state' is a dict, not a tensor \(a module's get_extra"):
+        ts.save(WithExtra(), tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -116,7 +116,9 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
 def prepare_tensor(name: str, t: torch.Tensor) -> torch.Tensor:
     """A detached, contiguous, little-endian CPU tensor of a storable dtype, or a CheckpointError."""
     if not isinstance(t, torch.Tensor):
-        raise CheckpointError(f"state entry {name!r} is a {type(t).__name__}, not a tensor")
+        extra = (" (a module's get_extra_state(), which a pickle-free checkpoint cannot store; keep that "
+                 "state in tensor buffers instead)") if name.rpartition(".")[2] == "_extra_state" else ""
+        raise CheckpointError(f"state entry {name!r} is a {type(t).__name__}, not a tensor{extra}")
     if t.is_meta:
         raise CheckpointError(f"tensor {name!r} is on the meta device and has no data; materialise the model "
                               "(e.g. model.to_empty(device='cpu') and load weights) before saving")
