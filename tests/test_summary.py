@@ -433,6 +433,23 @@ def test_real_fallback_at_batch_1_says_so_when_it_fails():
     assert summary(DataDependentBN(), (3, 4), mode="train", device="cpu").output_shapes == (3, 4)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated from torch 2.10 on
+def test_torchscript_is_refused_with_a_fix():
+    plain = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    for model, where in ((torch.jit.script(plain), "RecursiveScriptModule"),
+                         (torch.jit.trace(plain, torch.randn(1, 4)), "TopLevelTracedModule"),
+                         (nn.Sequential(nn.Linear(4, 4), torch.jit.script(nn.ReLU())), "Sequential.1")):
+        with pytest.raises(torchsmith.SummaryError, match=f"{where} is TorchScript .*summarise the nn.Module it was"):
+            summary(model, (2, 4))
+
+
+def test_render_depth_is_checked():
+    s = summary(nn.Linear(4, 2), (2, 4))
+    for bad in ("x", -1):
+        with pytest.raises(ConfigError, match="depth must be an int, 0 or more"):
+            s.render(depth=bad)
+
+
 def test_lazy_model_is_refused_with_a_fix_and_left_lazy():
     from torch.nn.parameter import is_lazy
 

@@ -113,6 +113,12 @@ def summary(
     else:
         raise ConfigError(f"summary() takes an nn.Module or a model name, not {type(model_or_name).__name__}")
 
+    script_type = getattr(torch.jit, "ScriptModule", ())  # () if a future torch drops TorchScript
+    scripted = next((name for name, m in model.named_modules() if isinstance(m, script_type)), None)
+    if scripted is not None:  # TorchScript takes no module hooks, and its code cannot run on a meta copy
+        where = f"{type(model).__name__}.{scripted}" if scripted else type(model).__name__
+        raise SummaryError(f"{where} is TorchScript (torch.jit.script or trace), which summary cannot trace; "
+                           "summarise the nn.Module it was made from")
     check_materialized(model, doing="summarising it")
     spec = InputSpec.build(model, input_size, input_data, in_dtype)
     if device == "meta":

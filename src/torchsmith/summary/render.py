@@ -78,6 +78,8 @@ def _signature(i: int, rows: Sequence[LayerRow], kids: dict[int | None, list[int
 
 def summary_rows(s: ModelSummary, depth: int | None = 3, collapse: bool = True) -> list[tuple[LayerRow, int, str]]:
     """Rows to show: (row, repeat count, label), down to ``depth``, identical sibling runs collapsed."""
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        raise ConfigError(f"depth must be an int, 0 or more (or None for every level), not {depth!r}")
     rows = s.rows
     kids = _children(rows)
     out: list[tuple[LayerRow, int, str]] = []
