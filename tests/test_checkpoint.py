@@ -411,3 +411,22 @@ def test_module_extra_state_is_refused_with_the_reason(tmp_path: Path) -> None:
     with pytest.raises(ts.CheckpointError, match=r"'_extra_state' is a dict, not a tensor \(a module's get_extra"):
         ts.save(WithExtra(), tmp_path / "m.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_training_state_pair_is_matched_by_its_current_names(tmp_path: Path) -> None:
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ts.save(model, tmp_path / "last.safetensors", optimizer=opt, extra={"epoch": 1})
+    for suffix in ("", ".train"):  # keep the pair as best.*
+        (tmp_path / f"best{suffix}.safetensors").write_bytes((tmp_path / f"last{suffix}.safetensors").read_bytes())
+    with torch.no_grad():
+        model.weight.add_(1)
+    ts.save(model, tmp_path / "last.safetensors", optimizer=opt, extra={"epoch": 2})
+    assert ts.load_training_state(tmp_path / "best.safetensors", optimizer=opt) == {"epoch": 1}
+    assert ts.load_training_state(tmp_path / "best.train.safetensors", optimizer=opt) == {"epoch": 1}
+    # New weights beside old state under the new names: refused, although the recorded name is gone.
+    (tmp_path / "best.safetensors").write_bytes((tmp_path / "last.safetensors").read_bytes())
+    (tmp_path / "last.safetensors").unlink()
+    (tmp_path / "last.train.safetensors").unlink()
+    with pytest.raises(ts.CheckpointError, match="belongs to a different save of best.safetensors"):
+        ts.load_training_state(tmp_path / "best.safetensors", optimizer=opt)

@@ -369,12 +369,18 @@ def load_training_state(path: PathLike, *, optimizer: torch.optim.Optimizer | No
     if header.metadata.get("format") != TRAIN_FORMAT:
         raise CheckpointError(f"{companion} is not a torchsmith training state file")
     tensors, _ = _format.open_tensors(header, verify_hash=True)
-    weights = companion.with_name(header.metadata.get("model_file", "")) if header.metadata.get("model_file") else None
-    if weights is not None and weights != companion and weights.exists():
+    # The pair is checked by the names it has now, not the name it was saved under: a copied or renamed
+    # pair (best.safetensors + best.train.safetensors) still matches, and new weights beside old state do not.
+    if path != companion:
+        weights = path
+    else:
+        weights = companion.with_name(companion.name[: -len(".train" + companion.suffix)] + companion.suffix)
+    if weights != companion and weights.exists():
         recorded = _format.read_header(weights).metadata.get(_format.HASH_KEY)
         if recorded != header.metadata.get("model_sha256"):
             raise CheckpointError(f"{companion} belongs to a different save of {weights.name} (the weights were "
-                                  "overwritten after it was written); resume from a checkpoint whose files match")
+                                  "replaced or overwritten after it was written); resume from a checkpoint whose "
+                                  "files match")
     try:
         state = decode(json.loads(header.metadata.get("state", "")), tensors, str(companion))
     except (ValueError, RecursionError):
