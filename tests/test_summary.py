@@ -433,7 +433,7 @@ def test_real_fallback_at_batch_1_says_so_when_it_fails():
     assert summary(DataDependentBN(), (3, 4), mode="train", device="cpu").output_shapes == (3, 4)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated from torch 2.10 on
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # recent torch warns that torch.jit is deprecated
 def test_torchscript_is_refused_with_a_fix():
     plain = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
     for model, where in ((torch.jit.script(plain), "RecursiveScriptModule"),

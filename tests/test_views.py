@@ -175,3 +175,13 @@ def test_complex_parameters_get_no_real_part_statistics():
     rec = {r.name: r for r in param_view(net).records}
     assert rec["weight"].mean is None and rec["weight"].std is None  # not 1.0, the real part's mean
     assert rec["bias"].mean is not None
+
+
+def test_cli_json_stays_one_json_value(tmp_path):
+    both = json.loads(invoke("show", "lenet", "--params", "--modules", "--buffers", "--format", "json").output)
+    assert list(both) == ["params", "modules", "buffers"] and both["modules"]["total_params"] == 62006
+    assert both["params"]["records"][0]["name"] == "conv1.weight"
+    (tmp_path / "net.py").write_text("import torch.nn as nn\nclass Net(nn.Sequential):\n"
+                                     "    def __init__(self):\n        super().__init__(nn.Linear(4, 2))\n")
+    result = CliRunner().invoke(main, ["show", "net.py:Net", "--format", "json"])  # no input size: the tree
+    assert result.exit_code == 0 and json.loads(result.stdout)["total_params"] == 10

@@ -101,7 +101,12 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
         size = (parse_dim(batch), *declared_size(net))
     else:
         # Nothing to run: the structure and counts still help; say how to get the rest.
-        click.echo(format_tree(module_tree(net), title=f"{type(net).__name__} ({model})", max_depth=depth))
+        if fmt == "json":  # still JSON: a pipe into a parser must not get a text tree
+            import json
+
+            click.echo(json.dumps(tree_to_dict(module_tree(net)), indent=2))
+        else:
+            click.echo(format_tree(module_tree(net), title=f"{type(net).__name__} ({model})", max_depth=depth))
         click.echo(f"note: {type(net).__name__} has no default_input_size; give --input (e.g. --input 3x32x32) "
                    "for shapes, FLOPs and memory", err=True)
         return
@@ -137,16 +142,24 @@ def _show_views(model: str, opts: tuple[str, ...], views: tuple[str, ...], fmt: 
             click.echo(f"note: {n:,} parameters: weights not allocated, so no mean/std", err=True)
     text_fmt = "text" if fmt == "table" else fmt
     out: list[str] = []
+    docs: dict[str, Any] = {}
     for view in dict.fromkeys(views):  # in the order given, each once
         if view == "modules":
             tree = module_tree(net)
             if text_fmt == "json":
-                import json
-
-                out.append(json.dumps(tree_to_dict(tree), indent=2))
+                docs[view] = tree_to_dict(tree)
             else:
                 out.append(format_tree(tree, title=f"{type(net).__name__} ({model})", max_depth=depth))
         else:
             table = {"params": param_view, "buffers": buffer_view, "hooks": hook_view}[view](net)
-            out.append(table.render(text_fmt))
+            if text_fmt == "json":
+                docs[view] = table.to_dict()
+            else:
+                out.append(table.render(text_fmt))
+    if text_fmt == "json":
+        import json
+
+        # One view: its document as before; several: one object keyed by view, so the output stays one JSON value.
+        click.echo(json.dumps(next(iter(docs.values())) if len(docs) == 1 else docs, indent=2, default=str))
+        return
     click.echo("\n\n".join(out))
