@@ -193,3 +193,32 @@ def test_cli_feature_gradients_of_a_dict_output(tmp_path):
     result = invoke("features", "dictout.py:D", "--layers", "fc", "--what", "grad", "--format", "csv")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[1] == 'fc,1,"[1, 2]",float32,1.0,0.0,1.0,1.0,0.0'  # d sum(logits) / d logits
+
+
+class KeywordBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return {"h": self.fc(hidden) * (1 if mask is None else mask)}
+
+
+class KeywordCaller(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = KeywordBlock()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(hidden=x, mask=torch.ones(4))["h"]
+
+
+def test_keyword_inputs_and_dict_output_gradients_are_captured():
+    net, x = KeywordCaller(), torch.randn(2, 4)
+    with capture(net, "block", what="input") as feats:
+        net(x)
+    assert set(feats["block"]) == {"hidden", "mask"} and torch.equal(feats["block"]["hidden"], x)
+    assert feature_stats(feats)[0].shape == (2, 4)
+    with capture(net, "block", what="grad") as grads:
+        net(x).sum().backward()
+    assert torch.equal(grads["block"], torch.ones(2, 4))  # d sum(h) / d h

@@ -131,14 +131,20 @@ def capture(model: nn.Module, layers: str | Sequence[str], *, what: str = "outpu
     def make_hook(name: str) -> Any:
         store = result._calls[name]
         if what == "input":
-            return lambda m, args: store.append(_detach(_single(args)))
+            def on_input(m: nn.Module, args: Any, kwargs: Any) -> None:
+                # Inputs passed by keyword (self.attn(hidden_states=x)) count too: without them a
+                # keyword-only call would be captured as an empty tuple, with no tensor to show.
+                if not kwargs:
+                    store.append(_detach(_single(args)))
+                else:
+                    store.append(_detach((*args, kwargs) if args else kwargs))
+            return on_input
         if what == "output":
             return lambda m, args, out: store.append(_detach(out))
 
         def on_output(m: nn.Module, args: Any, out: Any) -> None:
             # A hook on the output tensor itself: unlike a full backward hook it tolerates in-place ops.
-            t = out if isinstance(out, torch.Tensor) else next(
-                (o for o in (out if isinstance(out, (list, tuple)) else ()) if isinstance(o, torch.Tensor)), None)
+            t = _first_tensor(out)  # a tuple's or dict's first tensor
             if t is not None and t.requires_grad:
                 handles.append(t.register_hook(lambda g: store.append(g.detach().clone())))
         return on_output
@@ -147,7 +153,7 @@ def capture(model: nn.Module, layers: str | Sequence[str], *, what: str = "outpu
         for name in names:
             m = modules[name]
             if what == "input":
-                handles.append(m.register_forward_pre_hook(make_hook(name)))
+                handles.append(m.register_forward_pre_hook(make_hook(name), with_kwargs=True))
             else:
                 handles.append(m.register_forward_hook(make_hook(name)))
         yield result
