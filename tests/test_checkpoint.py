@@ -430,3 +430,11 @@ def test_training_state_pair_is_matched_by_its_current_names(tmp_path: Path) -> 
     (tmp_path / "last.train.safetensors").unlink()
     with pytest.raises(ts.CheckpointError, match="belongs to a different save of best.safetensors"):
         ts.load_training_state(tmp_path / "best.safetensors", optimizer=opt)
+
+
+def test_wrapped_models_save_the_model_inside_so_load_rebuilds_it(tmp_path: Path) -> None:
+    model = ts.create_model("lenet")
+    for wrapped in (torch.compile(model), nn.DataParallel(model)):  # neither runs: no compilation, no GPU
+        path = ts.save(wrapped, tmp_path / "m.safetensors")
+        loaded = ts.load(path)
+        assert type(loaded).__name__ == "LeNet" and torch.equal(loaded.fc1.weight, model.fc1.weight)

@@ -128,9 +128,12 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
     without them a companion left from an earlier save is removed, so the pair
     on disk always belongs together. Everything that could fail on the model's
     contents (unstorable options or dtypes) fails before any file is touched.
+    A ``torch.compile`` or ``(Distributed)DataParallel`` wrapper is unwrapped:
+    the model inside is saved, so :func:`load` rebuilds it.
     """
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"save needs an nn.Module, not {type(model).__name__}")
+    model = _unwrap(model)
     path = _target(path)
     state = model.state_dict()
     lazy = [name for name, t in state.items() if is_lazy(t)]
@@ -190,6 +193,22 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
     finally:
         discard_deferred(deferred)
     return path
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside torch.compile and (Distributed)DataParallel wrappers.
+
+    The wrappers prefix every key (``_orig_mod.``, ``module.``) and are not what the architecture metadata
+    describes, so a checkpoint of the wrapper could not be rebuilt by :func:`load`; the model itself is saved.
+    """
+    for _ in range(4):  # e.g. DDP(torch.compile(model))
+        if type(model).__name__ == "OptimizedModule" and isinstance(model._modules.get("_orig_mod"), nn.Module):
+            model = model._modules["_orig_mod"]  # type: ignore[assignment]
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            break
+    return model
 
 
 def _version() -> str:
