@@ -580,6 +580,24 @@ def test_cli_user_file_that_exits_on_import_is_an_error_not_a_silent_exit(tmp_pa
                                    "`if __name__ == '__main__':`")
 
 
+def test_user_file_importing_its_sibling_module(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "blocks_for_test.py").write_text(
+        "import torch.nn as nn\nclass Block(nn.Sequential):\n"
+        "    def __init__(self):\n        super().__init__(nn.Linear(4, 4), nn.ReLU())\n")
+    (tmp_path / "models" / "net.py").write_text(
+        "import torch.nn as nn\nfrom blocks_for_test import Block\nclass Net(nn.Sequential):\n"
+        "    default_input_size = (4,)\n    def __init__(self):\n        super().__init__(Block(), nn.Linear(4, 2))\n")
+    path_before = list(sys.path)
+    try:
+        result = invoke("show", "models/net.py:Net")  # run from the folder above, as `python models/net.py` would
+        assert result.exit_code == 0, result.output
+        assert "Total parameters: 30" in result.output and "0 (Block)" in result.output
+        assert sys.path == path_before  # the folder was importable only while the file ran
+    finally:
+        sys.modules.pop("blocks_for_test", None)
+
+
 def test_cli_bad_default_input_size_is_one_line(tmp_path):
     (tmp_path / "net.py").write_text("import torch.nn as nn\nclass Net(nn.Linear):\n    default_input_size = 32\n"
                                      "    def __init__(self):\n        super().__init__(32, 2)\n")

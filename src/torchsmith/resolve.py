@@ -94,6 +94,12 @@ def _load_attr(target: str, attr: str) -> Any:
             raise ModelLoadError(f"cannot import {target!r} as Python source")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses and pickling look the module up by name
+        # The file's folder is importable while it runs, as under `python file.py`: a model file
+        # commonly imports its sibling modules (from blocks import Block).
+        folder = str(path.resolve().parent)
+        added = folder not in sys.path
+        if added:
+            sys.path.insert(0, folder)
         try:
             spec.loader.exec_module(module)
         except SystemExit as e:  # a script run on import: its sys.exit() would end the caller silently
@@ -104,6 +110,9 @@ def _load_attr(target: str, attr: str) -> Any:
         except Exception as e:
             sys.modules.pop(name, None)
             raise ModelLoadError(f"importing {target!r} failed: {type(e).__name__}: {e}") from e
+        finally:
+            if added and folder in sys.path:
+                sys.path.remove(folder)
     else:
         try:
             module = importlib.import_module(target)
