@@ -426,6 +426,24 @@ def test_real_forward_in_train_mode_leaves_buffers_and_the_global_rng_alone():
         assert torch.equal(v, before[k]), f"{k} changed"  # running_mean/var, num_batches_tracked
 
 
+class ZeroesItsInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > -1e9:  # a value check: only real tensors can run it
+            x.mul_(0)
+        return self.fc(x)
+
+
+def test_real_fallback_leaves_the_callers_input_data_alone():
+    x = torch.ones(2, 4)
+    s = summary(ZeroesItsInput(), input_data=x)
+    assert s.ran_on == "real tensors (batch 1)" and s.output_shapes == (2, 2)
+    assert torch.equal(x, torch.ones(2, 4))
+
+
 def test_real_fallback_at_batch_1_says_so_when_it_fails():
     with pytest.raises(ShapeError, match=r"bn \(BatchNorm1d\) failed on input \[1, 4\].*more than 1 value per "
                                          r"channel.*so it ran on real tensors at batch 1; device='cpu' runs it at"):

@@ -177,7 +177,8 @@ class InputSpec:
     def real_args(self, device: torch.device | str) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Real tensors at batch 1 (the first dim), seeded; integer inputs are zeros (valid indices)."""
         if self.data is not None:
-            return _split(_map_tensors(self.data, lambda t: t.to(device)))
+            # Copies: an in-place op in the model's forward (x.mul_()) must not change the caller's data.
+            return _split(_map_tensors(self.data, lambda t: t.to(device, copy=True)))
         gen = torch.Generator().manual_seed(0)
         args = []
         for s, dt in zip(self.sizes, self.dtypes):
