@@ -266,6 +266,12 @@ def test_model_on_the_meta_device_is_refused(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_torch_compile_wrapper_exports_the_model_inside(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Linear(4, 3))
+    report = export(torch.compile(model), tmp_path / "m.ts", input_size=(4,), timing_runs=1)  # never compiled
+    assert report.passed and report.notes[0] == "exported the model inside its torch.compile wrapper"
+
+
 # ---- CLI -------------------------------------------------------------------------------------------------
 
 

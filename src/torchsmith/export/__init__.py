@@ -78,6 +78,7 @@ def export(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"export needs an nn.Module, not {type(model).__name__}")
+    model, unwrapped = _unwrap(model)
     target = Path(path)
     fmt = _resolve_format(format, target)
     size = _resolve_input_size(model, input_size)
@@ -134,7 +135,7 @@ def export(
             dynamic_batch=dynamic_batch, atol=atol, rtol=rtol, checks=checks,
             files=[str(target.with_name(f.name)) for f in files],
             file_size=sum(f.stat().st_size for f in files), export_seconds=export_seconds,
-            opset=written.opset, seed=seed, notes=[_mode_note(model, modes), *written.notes],
+            opset=written.opset, seed=seed, notes=[*unwrapped, _mode_note(model, modes), *written.notes],
             warnings=exporter_warnings,
         )
         del runner  # an ONNX session holds the file open; let it go before the file moves
@@ -216,6 +217,21 @@ def _check_options(fmt: str, atol: float, rtol: float, opset: int | None, trace:
         raise ConfigError(f"{target} is a directory; give a file path such as {target / ('model' + _suffix_for(fmt))}")
     if not target.parent.is_dir():
         raise ConfigError(f"the folder {target.parent} does not exist; create it first (mkdir -p {target.parent})")
+
+
+def _unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """The model inside torch.compile / (Distributed)DataParallel wrappers, which no exporter takes, and notes."""
+    notes = []
+    for _ in range(4):  # e.g. DDP(torch.compile(model))
+        if type(model).__name__ == "OptimizedModule" and isinstance(model._modules.get("_orig_mod"), nn.Module):
+            notes.append("exported the model inside its torch.compile wrapper")
+            model = model._modules["_orig_mod"]  # type: ignore[assignment]
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            notes.append(f"exported the model inside its {type(model).__name__} wrapper")
+            model = model.module
+        else:
+            break
+    return model, notes
 
 
 def _check_single_input(model: nn.Module) -> None:
