@@ -256,3 +256,41 @@ def test_spec_built_model_declares_its_input_and_round_trips_its_state_dict():
     fixed = [f for f in report.findings if f.id == "fixed-input-size"]
     assert fixed and fixed[0].module == "fc1" and "spec declares its input as 3x32x32" in fixed[0].message
     assert "state-dict" not in report.skipped, report.skipped
+
+
+# --------------------------------------------------------------------------- QA: odd input, odd models
+def test_bad_sizes_checks_and_seeds_are_clear_errors():
+    for size in ((16.5,), (True,)):  # were rounded to 16 and 1 silently
+        with pytest.raises(ConfigError, match="positive integers"):
+            ts.check(bm.HealthyMLP(), size, checks="hooks")
+    with pytest.raises(ConfigError, match="checks must be names"):
+        ts.check(bm.HealthyMLP(), (16,), checks=5)  # type: ignore[arg-type]
+    for seed in ("a", 2**70):
+        with pytest.raises(ConfigError, match="seed must be an integer"):
+            ts.check(bm.HealthyMLP(), (16,), checks="hooks", seed=seed)  # type: ignore[arg-type]
+    # Every check used to be "skipped: the check itself failed" and the report said ok.
+    with pytest.raises(ConfigError, match=r"cannot make a probe batch of shape \(2, 100000, 100000\)"):
+        ts.check(bm.HealthyMLP(), (100_000, 100_000))
+
+
+class _FFTHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.fft(self.fc(x))  # (B, 8) complex
+
+
+def test_complex_output_is_not_an_unused_parameter():
+    report = ts.check(_FFTHead(), (16,), checks="unused-parameters,determinism")
+    assert report.findings == [] and report.skipped == {}, str(report)
+
+
+def test_cli_plot_into_a_folder_is_refused_before_checking(tmp_path):
+    (tmp_path / "stats.png").mkdir()
+    res = _cli(f"{CORPUS}:HealthyMLP", "--input", "16", "--plot", str(tmp_path / "stats.png"))
+    assert res.exit_code == 1 and "it is a folder" in res.stderr and res.stdout == ""
+    res = _cli(f"{CORPUS}:HealthyMLP", "--input", "16", "--checks", "signal", "--plot", str(tmp_path / "s.png"))
+    assert res.exit_code == 0 and (tmp_path / "s.png").stat().st_mode & 0o044  # readable like any new file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.png", "stats.png"]  # no temporary file left

@@ -522,3 +522,10 @@ def test_json_duplicate_keys_are_refused_like_yaml(tmp_path):
 def test_to_spec_refuses_a_bad_input_shape(size):
     with pytest.raises(ts.TorchsmithError, match="input"):
         ts.to_spec(nn.Sequential(nn.Linear(4, 3)), input_shape=size)
+
+
+def test_cli_written_spec_is_readable_like_any_new_file(tmp_path):
+    # The atomic write goes through mkstemp, whose file is private (0600) unless made otherwise.
+    out = tmp_path / "lenet.yaml"
+    result = CliRunner().invoke(main, ["spec", "lenet", "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0 and out.stat().st_mode & 0o044

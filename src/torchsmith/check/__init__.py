@@ -19,13 +19,14 @@ One module per group of checks:
 from __future__ import annotations
 
 import copy
+import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from torchsmith.check._context import Context, SkipCheck, describe_error, make_finding
+from torchsmith.check._context import BATCH, Context, SkipCheck, describe_error, make_finding
 from torchsmith.check.compile import check_exportable, check_graph_breaks, check_scriptable
 from torchsmith.check.registration import check_registration, check_state_dict, scan_unregistered
 from torchsmith.check.report import CHECKS, DEFAULT_CHECKS, FINDINGS, CheckReport, Finding, LayerStat
@@ -72,7 +73,13 @@ def resolve_checks(checks: str | Iterable[str] | None) -> list[str]:
     """Check names from ``None`` (the default set), ``"all"``, names or finding ids, or ``"a,b"``."""
     if checks is None:
         return list(DEFAULT_CHECKS)
-    items = [c.strip() for c in checks.split(",")] if isinstance(checks, str) else [str(c).strip() for c in checks]
+    if isinstance(checks, str):
+        items = [c.strip() for c in checks.split(",")]
+    elif isinstance(checks, Iterable):
+        items = [str(c).strip() for c in checks]
+    else:
+        raise ConfigError(f"checks must be names such as 'input-mutated,signal', a list of names or 'all', "
+                          f"not {checks!r}")
     items = [c for c in items if c]
     if not items:
         raise ConfigError("no checks named; give check names such as 'input-mutated,signal' or 'all'")
@@ -100,9 +107,11 @@ def _input_size(model: nn.Module, input_size: str | Sequence[int] | None) -> tup
                 "input_size=(3, 32, 32), or --input 3x32x32 at the command line; the model has no default_input_size")
     if isinstance(input_size, str):
         return parse_input_size(input_size)
-    try:
-        dims = tuple(int(d) for d in input_size)
-    except (TypeError, ValueError):
+    try:  # operator.index: 3.5 or True is a mistake, not a size to round
+        dims = tuple(operator.index(d) for d in input_size if not isinstance(d, bool))
+        if len(dims) != len(input_size):
+            raise TypeError("a bool is not a size")
+    except TypeError:
         raise ConfigError(f"input_size must be a sequence of positive integers like (3, 32, 32), "
                           f"not {input_size!r}") from None
     if not dims or any(d <= 0 for d in dims):
@@ -143,6 +152,8 @@ def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"check needs an nn.Module, not {type(model).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**62) < seed < 2**62:
+        raise ConfigError(f"seed must be an integer such as 0 (below 2**62 in size), not {seed!r}")
     size = _input_size(model, input_size)
     names = resolve_checks(checks)
     device, dtype = _device_dtype(model)
@@ -157,6 +168,11 @@ def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
     held = {id(obj): path for path, _, obj in scan_unregistered(work) if isinstance(obj, nn.Module)}
     ctx = Context(model=work, original=model, input_size=size, device=device, dtype=dtype, seed=seed, hooks=hooks,
                   held=held, token_range=_token_range(model))
+    try:  # made here, not inside a check, so that an input too large to allocate is one clear error
+        _ = ctx.x
+    except RuntimeError as e:
+        raise ConfigError(f"cannot make a probe batch of shape {(BATCH, *size)}: {describe_error(e)}; "
+                          "check the input size (without the batch dimension)") from e
     report = CheckReport(model=type(model).__name__, input_size=size, checks=names)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices), torch.enable_grad():

@@ -135,15 +135,18 @@ class Context:
             tracer.remove_grad_hooks()
             return
         try:
-            outs = [t for t in flat_tensors(out) if t.is_floating_point() and t.requires_grad]
+            # Complex outputs (an FFT head) count too, by their real and imaginary parts: without them
+            # every parameter looked unused.
+            outs = [(t, torch.view_as_real(t) if t.is_complex() else t) for t in flat_tensors(out)
+                    if (t.is_floating_point() or t.is_complex()) and t.requires_grad]
             if outs:
                 # A random projection of the outputs: unlike .sum() it gives every output
                 # element a gradient even after softmax/normalisation (whose sum is constant).
                 g = torch.Generator().manual_seed(self.seed + 99)
                 loss = sum(
-                    (o.float() * torch.randn(o.shape, generator=g).to(o.device)).sum() / max(o.shape[0], 1)
-                    if o.dim() else o.float()
-                    for o in outs
+                    (r.float() * torch.randn(r.shape, generator=g).to(r.device)).sum() / max(o.shape[0], 1)
+                    if o.dim() else r.float().sum()
+                    for o, r in outs
                 )
                 loss.backward()  # type: ignore[union-attr]
         finally:

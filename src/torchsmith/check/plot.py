@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +12,7 @@ from torchsmith.errors import ConfigError
 if TYPE_CHECKING:
     from torchsmith.check.report import CheckReport
 
-__all__ = ["plot_layer_stats"]
+__all__ = ["plot_layer_stats", "check_plot_path"]
 
 
 def plot_layer_stats(report: CheckReport, path: str | Path) -> Path:
@@ -18,11 +20,7 @@ def plot_layer_stats(report: CheckReport, path: str | Path) -> Path:
     stats = report.layer_stats
     if not stats:
         raise ConfigError("the report has no per-layer statistics to plot; run check with the 'signal' check")
-    out = Path(path)
-    if out.suffix.lower() != ".png":
-        raise ConfigError(f"the plot is written as PNG; give a path ending in .png, not {str(path)!r}")
-    if not out.parent.exists():
-        raise ConfigError(f"cannot write {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+    out = check_plot_path(path)
     try:
         import matplotlib
 
@@ -52,5 +50,35 @@ def plot_layer_stats(report: CheckReport, path: str | Path) -> Path:
     size = "x".join(map(str, report.input_size))
     ax1.set_title(f"{report.model} at initialisation, input {size}")
     fig.tight_layout()
-    fig.savefig(out, format="png")
+    # Through a temporary file in the same folder, so a failed write never leaves half a PNG behind.
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a plot is as readable as any new file
+        os.replace(tmp, out)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {str(out)!r}: {e.strerror or e}") from e
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_plot_path(path: str | Path) -> Path:
+    """The plot's path, if a PNG can be written there; a ConfigError saying why not otherwise."""
+    out = Path(path)
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"the plot is written as PNG; give a path ending in .png, not {str(path)!r}")
+    if not out.parent.exists():
+        raise ConfigError(f"cannot write {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+    if out.is_dir():
+        raise ConfigError(f"cannot write {str(out)!r}: it is a folder; give a file name ending in .png")
     return out

@@ -93,8 +93,14 @@ def max_output_diff(out_a: Any, out_b: Any) -> float | None:
     worst = 0.0
     for a, b in zip(ta, tb):
         if a.numel():
-            worst = max(worst, float((a.detach().double() - b.detach().double()).abs().max()))
+            worst = max(worst, float((_real(a).double() - _real(b).double()).abs().max()))
     return worst
+
+
+def _real(t: torch.Tensor) -> torch.Tensor:
+    """A complex tensor as its real and imaginary parts (.double() would drop the imaginary part)."""
+    t = t.detach()
+    return torch.view_as_real(t) if t.is_complex() else t
 
 
 def describe_divergence(ta: Any, tb: Any, out_a: Any, out_b: Any) -> tuple[str, str, float | None, str]:
@@ -115,7 +121,7 @@ def outputs_close(out_a: Any, out_b: Any) -> bool:
     if len(ta) != len(tb) or any(a.shape != b.shape for a, b in zip(ta, tb)):
         return False
     return all(
-        torch.allclose(a.detach().double(), b.detach().double(), rtol=1e-5, atol=1e-6, equal_nan=True)
+        torch.allclose(_real(a).double(), _real(b).double(), rtol=1e-5, atol=1e-6, equal_nan=True)
         for a, b in zip(ta, tb)
     )
 

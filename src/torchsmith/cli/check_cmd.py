@@ -8,6 +8,7 @@ import sys
 import click
 
 from torchsmith.check import CHECKS, check
+from torchsmith.check.plot import check_plot_path
 from torchsmith.cli._common import load_model, model_options, parse_input
 from torchsmith.errors import ConfigError
 
@@ -40,6 +41,8 @@ def command(model: str, opts: tuple[str, ...], input_size: str | None, fmt: str,
     """
     if plot is not None and not plot.lower().endswith(".png"):
         raise ConfigError(f"--plot writes a PNG; give a file name ending in .png, not {plot!r}")
+    if plot is not None:
+        check_plot_path(plot)  # before the checks run: a bad path should not cost a whole check
     net = load_model(model, opts)
     report = check(net, parse_input(input_size), checks=checks)
     if plot is not None:
