@@ -573,29 +573,23 @@ def test_cli_bad_input_one_line_partial_rows_on_stdout():
     assert "conv2 (Conv2d)" in proc.stdout and "FAILED" in proc.stdout
 
 
-@pytest.mark.slow  # a fresh interpreter: what really reaches stderr
-def test_cli_symbolic_batch_that_does_not_fit_is_one_line_without_torch_log(tmp_path):
-    import subprocess
-
+def test_cli_symbolic_batch_that_does_not_fit_is_one_line_without_torch_log(tmp_path, caplog):
     (tmp_path / "net.py").write_text("import torch.nn as nn\nclass Net(nn.Sequential):\n"
                                      "    def __init__(self):\n        super().__init__(nn.Linear(4, 2))\n")
-    proc = subprocess.run([sys.executable, "-m", "torchsmith", "show", "net.py:Net", "--input", "5", "--batch", "B"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[:2000]  # fake tensors logged a traceback here
+    result = CliRunner().invoke(main, ["show", "net.py:Net", "--input", "5", "--batch", "B"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: 0 (Linear) failed on input [B, 5]; it expects input of shape (*, 4)")
+    # Fake tensors log the op's traceback (to stderr, in a terminal) before raising it; nothing of it may remain.
+    assert not [r for r in caplog.records if r.name.startswith("torch._subclasses")], caplog.text[:2000]
 
 
-@pytest.mark.slow
 def test_cli_user_file_that_exits_on_import_is_an_error_not_a_silent_exit(tmp_path):
-    import subprocess
-
     (tmp_path / "script.py").write_text("import sys\nsys.exit(3)\n")
-    proc = subprocess.run([sys.executable, "-m", "torchsmith", "show", "script.py:Net"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 1, (proc.returncode, proc.stderr)
-    assert proc.stderr.strip() == ("error: importing 'script.py' called sys.exit(3); put its script code under "
-                                   "`if __name__ == '__main__':`")
+    result = CliRunner().invoke(main, ["show", "script.py:Net"])
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    assert result.stderr.strip() == ("error: importing 'script.py' called sys.exit(3); put its script code under "
+                                     "`if __name__ == '__main__':`")
 
 
 def test_user_file_importing_its_sibling_module(tmp_path):
