@@ -438,3 +438,13 @@ def test_wrapped_models_save_the_model_inside_so_load_rebuilds_it(tmp_path: Path
         path = ts.save(wrapped, tmp_path / "m.safetensors")
         loaded = ts.load(path)
         assert type(loaded).__name__ == "LeNet" and torch.equal(loaded.fc1.weight, model.fc1.weight)
+
+
+def test_a_path_that_is_not_a_path_is_one_clear_error(tmp_path: Path) -> None:
+    model = nn.Linear(2, 2)
+    calls = [lambda: ts.save(model, None), lambda: ts.load(5), lambda: ts.load_training_state(None),
+             lambda: checkpoint_info(None), lambda: diff_checkpoints(None, None),
+             lambda: convert_checkpoint(None, tmp_path / "o.safetensors")]
+    for call in calls:
+        with pytest.raises(ts.CheckpointError, match=r"must be a file path \(str or pathlib.Path\), not"):
+            call()

@@ -181,3 +181,10 @@ def test_tied_model_given_different_values_for_each_name_says_which_it_kept() ->
     assert torch.equal(model.emb.weight, torch.ones(10, 4)) and model.head.weight is model.emb.weight
     same = load_into(Tied(), {"emb.weight": torch.ones(10, 4), "head.weight": torch.ones(10, 4)})
     assert same.notes == []
+
+
+def test_a_load_that_torch_refuses_is_a_one_line_error() -> None:
+    state = {"weight": torch.ones(2, 2).to_sparse(), "bias": torch.ones(2)}  # torch cannot copy sparse into dense
+    with pytest.raises(ts.CheckpointError, match="loading state dict into Linear failed") as info:
+        load_into(nn.Linear(2, 2), state)
+    assert "\n" not in str(info.value) and "\t" not in str(info.value)

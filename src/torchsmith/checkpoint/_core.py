@@ -29,7 +29,7 @@ from torchsmith.errors import CheckpointError, TorchsmithError
 from torchsmith.registry import ARCH_ATTR, create_model
 
 __all__ = ["save", "load", "load_training_state", "training_state_path", "FORMAT", "FORMAT_VERSION",
-           "build_from_arch", "read_arch", "tie_groups", "set_tensor", "refuse_training_state"]
+           "build_from_arch", "read_arch", "tie_groups", "set_tensor", "refuse_training_state", "as_path"]
 
 FORMAT = "torchsmith.checkpoint"
 TRAIN_FORMAT = "torchsmith.training_state"
@@ -45,8 +45,15 @@ def training_state_path(path: PathLike) -> Path:
     return path.with_name(f"{path.stem}.train{path.suffix}")
 
 
+def as_path(path: Any, what: str = "path") -> Path:
+    """``path`` as a Path; anything else (None, a number) is a CheckpointError rather than a TypeError."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"{what} must be a file path (str or pathlib.Path), not {type(path).__name__}")
+    return Path(path)
+
+
 def _target(path: PathLike) -> Path:
-    path = Path(path)
+    path = as_path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory; give a file path like {path / 'model.safetensors'}")
     parent = path.parent if str(path.parent) else Path(".")
@@ -320,7 +327,7 @@ def load(path: PathLike, *, map_location: str | torch.device = "cpu", verify: bo
     file, so loading costs neither an initialisation nor a copy. The sha256 of
     the data is checked first (``verify=False`` skips it, for trusted files).
     """
-    path = Path(path)
+    path = as_path(path)
     device = _device(map_location)
     header = _format.read_header(path)
     refuse_training_state(header.metadata, path)
@@ -379,7 +386,7 @@ def load_training_state(path: PathLike, *, optimizer: torch.optim.Optimizer | No
     With ``restore_rng`` the torch, CUDA, numpy and python RNGs continue
     exactly where the saved run was, making a resumed run bit-identical.
     """
-    path = Path(path)
+    path = as_path(path)
     companion = training_state_path(path)
     if not companion.exists() and path.exists():
         raise CheckpointError(f"{path} has no training state ({companion.name} does not exist); save it with "

@@ -315,7 +315,8 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
     try:
         result = model.load_state_dict(state, strict=False, assign=on_meta)
     except RuntimeError as e:
-        raise CheckpointError(f"loading {src.label} into {report.model} failed: {e}") from e
+        detail = " ".join(str(e).split())  # torch's message spans lines and tabs; ours is one line
+        raise CheckpointError(f"loading {src.label} into {report.model} failed: {detail}") from e
     if result.unexpected_keys:
         raise CheckpointError(f"internal error: the model refused keys it listed: {result.unexpected_keys[:3]}")
     if to_reinit:

@@ -23,6 +23,7 @@ from torchsmith.checkpoint._core import (
     _dedupe,
     _target,
     _version,
+    as_path,
     read_arch,
     refuse_training_state,
     save,
@@ -105,7 +106,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def checkpoint_info(path: PathLike, *, verify: bool = True) -> CheckpointInfo:
     """Describe the checkpoint at ``path`` (safetensors, or a ``.pt`` read with ``weights_only=True``)."""
-    path = Path(path)
+    path = as_path(path)
     src = read_state_dict(path, verify=verify)
     size = path.stat().st_size
     meta: dict[str, Any] = {}
@@ -188,7 +189,7 @@ class CheckpointDiff:
 
 def diff_checkpoints(a: PathLike, b: PathLike, *, verify: bool = True) -> CheckpointDiff:
     """Compare two checkpoints tensor by tensor (``max |A - B|`` in float64 for tensors of equal shape)."""
-    sa, sb = read_state_dict(a, verify=verify), read_state_dict(b, verify=verify)
+    sa, sb = read_state_dict(as_path(a), verify=verify), read_state_dict(as_path(b), verify=verify)
     out = CheckpointDiff(str(a), str(b))
     out.only_a = [k for k in sa.tensors if k not in sb.tensors]
     out.only_b = [k for k in sb.tensors if k not in sa.tensors]
@@ -227,7 +228,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, model: nn.Module | None 
     ``weights_only=True`` refuses with a full unpickler, which runs whatever
     code the file contains: only for files you trust; it is never automatic.
     """
-    src, dst = Path(src), _target(dst)
+    src, dst = as_path(src, "the source"), _target(dst)
     if dst.suffix.lower() != ".safetensors":
         raise ConfigError(f"the output {dst} must end in .safetensors")
     if dst.resolve() == src.resolve():
