@@ -209,12 +209,14 @@ def test_zero_tolerance_catches_onnxruntime_rounding(tmp_path: Path) -> None:
     ({"input_size": (3, 64, 64)}, ShapeError, "build it with input_size=64"),
     ({"input_size": (3, 32, 32), "check_batch_sizes": (0,)}, ConfigError, "positive integers"),
     ({"atol": float("nan")}, ConfigError, "tolerances must be >= 0"),
+    ({"path": None}, ConfigError, r"path must be a file path \(str or pathlib.Path\), not NoneType"),
     ({"input_size": (3, 10**7, 10**7)}, ConfigError, "shape 2x3x10000000x10000000 cannot be allocated"),
 ])
 def test_bad_arguments_raise_one_clear_error(kwargs: dict, error: type, match: str, tmp_path: Path) -> None:
     path = kwargs.pop("path", "m.pt2")
     with pytest.raises(error, match=match):
-        export(ts.create_model("lenet"), tmp_path / path if "/" not in path else Path(path), **kwargs)
+        target = path if path is None else tmp_path / path if "/" not in path else Path(path)
+        export(ts.create_model("lenet"), target, **kwargs)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -78,6 +78,8 @@ def export(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"export needs an nn.Module, not {type(model).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"path must be a file path (str or pathlib.Path), not {type(path).__name__}")
     model, unwrapped = _unwrap(model)
     target = Path(path)
     fmt = _resolve_format(format, target)
