@@ -529,3 +529,12 @@ def test_cli_written_spec_is_readable_like_any_new_file(tmp_path):
     out = tmp_path / "lenet.yaml"
     result = CliRunner().invoke(main, ["spec", "lenet", "-o", str(out)], catch_exceptions=False)
     assert result.exit_code == 0 and out.stat().st_mode & 0o044
+
+
+def test_3d_avgpool_smaller_than_its_kernel_is_refused_when_checked_not_at_run_time():
+    # The meta device accepts it and avg_pool3d refuses it on real tensors, so check_spec said it was fine.
+    spec = {"input": [2, 10, 2, 10], "layers": [{"avgpool": {"kernel": 3, "stride": 2, "padding": 1}}]}
+    with pytest.raises(SpecError, match=r"layers\[0\] avgpool: input is \[N, 2, 10, 2, 10\] but 3-d avgpool needs"):
+        check_spec(spec)
+    spec["input"] = [2, 10, 3, 10]
+    assert ts.build(spec)(torch.randn(1, 2, 10, 3, 10)).shape[1:] == check_spec(spec).output

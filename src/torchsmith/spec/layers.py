@@ -146,6 +146,11 @@ def _pool(kind: str, modules: dict[int, type[nn.Module]]) -> Callable[..., tuple
         if any(2 * pi > ki for pi, ki in zip(p, k)):
             raise SpecError(f"`padding` {padding} is more than half the kernel {kernel}; torch refuses that")
         ceil = _bool(ceil_mode, "ceil_mode")
+        if kind == "avgpool" and n == 3 and any(size < ki for size, ki in zip(in_shape[1:], k)):
+            # avg_pool3d refuses this at run time although the padded size fits (the meta kernel does not).
+            raise SpecError(f"input is {fmt_shape(in_shape)} but 3-d avgpool needs every spatial size to be at "
+                            f"least the kernel {list(k)}, padding not counted; use a smaller kernel or downsample "
+                            f"less before it")
         spatial = _window_out(in_shape, kind, k, s, p, (1,) * n, ceil)
         one = len(set(k)) == 1 and len(set(s)) == 1 and len(set(p)) == 1  # keep repr short: kernel_size=2
         module = modules[n](k[0] if one else k, stride=s[0] if one else s, padding=p[0] if one else p,
