@@ -538,3 +538,13 @@ def test_3d_avgpool_smaller_than_its_kernel_is_refused_when_checked_not_at_run_t
         check_spec(spec)
     spec["input"] = [2, 10, 3, 10]
     assert ts.build(spec)(torch.randn(1, 2, 10, 3, 10)).shape[1:] == check_spec(spec).output
+
+
+def test_to_spec_says_what_is_wrong_with_the_input_shape_or_shared_layers():
+    # Both used to end in "cannot be written as a spec exactly (first differences: [...])".
+    with pytest.raises(SpecError, match=r"for input \[5\] the spec gives 0.weight the shape \[2, 5\], but the "
+                                        r"model's is \[2, 4\]; give the input shape"):
+        ts.to_spec(nn.Sequential(nn.Linear(4, 2)), input_shape=(5,))
+    shared = nn.Linear(4, 4)
+    with pytest.raises(SpecError, match="uses one module in two places"):
+        ts.to_spec(nn.Sequential(shared, nn.ReLU(), shared), input_shape=(4,))

@@ -53,7 +53,8 @@ def to_spec(model_or_name: nn.Module | str, *, input_shape: tuple[int, ...] | No
     name = arch.get("name") if isinstance(arch, dict) else None
     size = input_shape or getattr(model, "default_input_size", None)
     if size is None:
-        raise SpecError(f"{type(model).__name__} has no default_input_size; give input_shape=(C, H, W)")
+        raise SpecError(f"{type(model).__name__} has no default_input_size; give input_shape=(C, H, W) "
+                        f"(--input CxHxW at the command line)")
     size = _input_dims(size)
     if isinstance(model, LeNet):
         layers = _lenet(model)
@@ -97,6 +98,14 @@ def _verify(model: nn.Module, spec: dict[str, Any]) -> None:
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in built.state_dict().items()}
     if want != got:
+        if len(list(model.named_modules(remove_duplicate=False))) != len(list(model.named_modules())):
+            raise SpecError(f"{type(model).__name__} uses one module in two places (shared weights), which a spec "
+                            f"cannot express: every spec entry is a module of its own")
+        if want.keys() == got.keys():  # same layers, other sizes: the input shape is not the model's
+            key = next(k for k in want if want[k] != got[k])
+            raise SpecError(f"for input {spec['input']} the spec gives {key} the shape {list(got[key])}, but the "
+                            f"model's is {list(want[key])}; give the input shape the model takes "
+                            f"(input_shape=... / --input)")
         diff = sorted(set(want.items()) ^ set(got.items()))[:3]
         raise SpecError(f"{type(model).__name__} cannot be written as a spec exactly (first differences: {diff}); "
                         f"{_EXPRESSIBLE}")
