@@ -548,3 +548,11 @@ def test_to_spec_says_what_is_wrong_with_the_input_shape_or_shared_layers():
     shared = nn.Linear(4, 4)
     with pytest.raises(SpecError, match="uses one module in two places"):
         ts.to_spec(nn.Sequential(shared, nn.ReLU(), shared), input_shape=(4,))
+
+
+def test_to_spec_refuses_a_softmax_without_dim():
+    # It was written as dim -1, but on a 4-d input torch's implicit choice is dim 1: another model.
+    with pytest.raises(SpecError, match=r"nn.Softmax\(\) without dim"):
+        ts.to_spec(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Softmax()), input_shape=(3, 4, 4))
+    spec = ts.to_spec(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Softmax(dim=1)), input_shape=(3, 4, 4))
+    assert spec["layers"][1] == {"softmax": {"dim": 1, "name": 1}}

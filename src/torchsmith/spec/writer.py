@@ -234,7 +234,7 @@ _WRITERS: dict[type, Callable[[Any], Any]] = {
     nn.GELU: lambda m: {"gelu": _pick(m, approximate=("approximate", "none"))},
     nn.ELU: lambda m: {"elu": _pick(m, alpha=("alpha", 1.0))},
     nn.LeakyReLU: lambda m: {"leaky_relu": _pick(m, slope=("negative_slope", 0.01))},
-    nn.Softmax: lambda m: {"softmax": {"dim": -1 if m.dim is None else m.dim}},
+    nn.Softmax: lambda m: {"softmax": {"dim": _softmax_dim(m)}},
     nn.Dropout: lambda m: {"dropout": _pick(m, p=("p", 0.5))},
     nn.MaxPool1d: _pool("maxpool"), nn.MaxPool2d: _pool("maxpool"), nn.MaxPool3d: _pool("maxpool"),
     nn.AvgPool1d: _pool("avgpool"), nn.AvgPool2d: _pool("avgpool"), nn.AvgPool3d: _pool("avgpool"),
@@ -242,6 +242,13 @@ _WRITERS: dict[type, Callable[[Any], Any]] = {
     nn.AdaptiveAvgPool2d: lambda m: {"adaptive_avgpool": {"size": _size(m.output_size)}},
     nn.AdaptiveMaxPool2d: lambda m: {"adaptive_maxpool": {"size": _size(m.output_size)}},
 }
+
+
+def _softmax_dim(m: nn.Softmax) -> int:
+    if m.dim is None:  # torch picks it by the input's rank (dim 1 for 4-d input, not the last), so no one dim fits
+        raise SpecError("nn.Softmax() without dim picks its dimension from the input's rank (deprecated in torch); "
+                        "give it one, e.g. nn.Softmax(dim=1)")
+    return int(m.dim)
 
 
 def _size(size: Any) -> Any:
