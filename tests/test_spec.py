@@ -556,3 +556,11 @@ def test_to_spec_refuses_a_softmax_without_dim():
         ts.to_spec(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Softmax()), input_shape=(3, 4, 4))
     spec = ts.to_spec(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Softmax(dim=1)), input_shape=(3, 4, 4))
     assert spec["layers"][1] == {"softmax": {"dim": 1, "name": 1}}
+
+
+def test_wrong_argument_types_are_spec_errors():
+    for path in (None, 5):
+        with pytest.raises(SpecError, match="a spec file is a path"):
+            ts.build_file(path)  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match="copies between two nn.Modules, not a int"):
+        copy_weights(5, nn.Linear(4, 3))  # type: ignore[arg-type]

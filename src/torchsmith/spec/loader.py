@@ -101,6 +101,8 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     Raises :class:`SpecError` for a missing file, bad syntax (with its line) or
     a top level that is not a mapping.
     """
+    if not isinstance(path, (str, Path)):
+        raise SpecError(f"a spec file is a path such as 'net.yaml', not {type(path).__name__}")
     p = Path(path)
     if p.suffix.lower() not in SPEC_SUFFIXES:
         raise SpecError(f"{path}: a spec file ends in .yaml, .yml or .json")

@@ -288,6 +288,9 @@ def copy_weights(src: nn.Module, dst: nn.Module) -> list[tuple[str, str]]:
     For two models with the same layers in the same order but different names,
     e.g. a zoo model and the spec that reproduces it.
     """
+    for model in (src, dst):
+        if not isinstance(model, nn.Module):
+            raise SpecError(f"copy_weights copies between two nn.Modules, not a {type(model).__name__}")
     a, b = src.state_dict(), dst.state_dict()
     if len(a) != len(b):
         raise SpecError(f"the models have {len(a)} and {len(b)} tensors in their state_dict; copying by position "
