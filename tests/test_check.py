@@ -294,3 +294,22 @@ def test_cli_plot_into_a_folder_is_refused_before_checking(tmp_path):
     res = _cli(f"{CORPUS}:HealthyMLP", "--input", "16", "--checks", "signal", "--plot", str(tmp_path / "s.png"))
     assert res.exit_code == 0 and (tmp_path / "s.png").stat().st_mode & 0o044  # readable like any new file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.png", "stats.png"]  # no temporary file left
+
+
+class _NormFirstLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(16)  # registered before the embedding, which still meets the input
+        self.emb = nn.Embedding(50, 16)
+        self.head = nn.Linear(16, 50)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.emb(x)))
+
+
+def test_token_input_found_when_the_embedding_is_not_registered_first():
+    # It was probed with float input and got a false forward-failed error.
+    model = _NormFirstLM()
+    report = ts.check(model, (7,), checks="non-finite,unused-parameters,determinism,state-dict")
+    assert report.ok and report.findings == [] and report.skipped == {}, str(report)
+    assert model.training and not model.emb._forward_pre_hooks

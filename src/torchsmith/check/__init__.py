@@ -132,12 +132,45 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
-def _token_range(model: nn.Module) -> int | None:
-    """num_embeddings when the model's first layer (in registration order) is an Embedding: it takes token ids."""
+def _token_range(model: nn.Module, size: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> int | None:
+    """num_embeddings when the model's input goes straight into an Embedding: it takes token ids."""
+    embeddings = [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    if not embeddings:
+        return None
     for m in model.modules():
         if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False)):
-            return int(m.num_embeddings) if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) else None
-    return None
+            if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
+                return int(m.num_embeddings)
+            break
+    # An Embedding registered after other layers (a norm declared first) may still be the one that meets the
+    # input: ask the forward of a throwaway copy which Embedding receives the input tensor itself.
+    try:
+        probe = copy.deepcopy(model).eval()
+    except Exception:
+        return None
+    x = torch.zeros((1, *size), device=device, dtype=dtype)
+    found: list[int] = []
+
+    def pre(module: nn.Module, args: tuple) -> None:
+        if args and args[0] is x and not found:
+            found.append(int(module.num_embeddings))  # type: ignore[arg-type]
+            raise _Found
+
+    handles = [m.register_forward_pre_hook(pre) for m in probe.modules()
+               if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            probe(x)
+    except Exception:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else None
+
+
+class _Found(Exception):
+    """Stops the probe forward once the Embedding that takes the input is known."""
 
 
 def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
@@ -167,7 +200,7 @@ def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
     strip_hooks(work)
     held = {id(obj): path for path, _, obj in scan_unregistered(work) if isinstance(obj, nn.Module)}
     ctx = Context(model=work, original=model, input_size=size, device=device, dtype=dtype, seed=seed, hooks=hooks,
-                  held=held, token_range=_token_range(model))
+                  held=held, token_range=_token_range(work, size, device, dtype))
     try:  # made here, not inside a check, so that an input too large to allocate is one clear error
         _ = ctx.x
     except RuntimeError as e:
