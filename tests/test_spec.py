@@ -564,3 +564,20 @@ def test_wrong_argument_types_are_spec_errors():
             ts.build_file(path)  # type: ignore[arg-type]
     with pytest.raises(SpecError, match="copies between two nn.Modules, not a int"):
         copy_weights(5, nn.Linear(4, 3))  # type: ignore[arg-type]
+
+
+class _WithCallableDefault(nn.Module):
+    def __init__(self, fn=torch.tanh) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+ts.register_layer(_WithCallableDefault, name="test_spec_fn_default")
+
+
+def test_describe_layer_types_with_a_default_that_is_not_json():
+    rows = {name: args for name, args, _ in describe_layer_types()}  # was a TypeError from json.dumps
+    assert rows["test_spec_fn_default"].startswith("fn=\"<built-in method tanh")

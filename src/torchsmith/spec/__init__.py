@@ -118,7 +118,8 @@ def describe_layer_types() -> list[tuple[str, str, str]]:
     from torchsmith.spec.registry import REQUIRED
 
     def signature(args: Mapping[str, Any], shorthand: str | None) -> str:
-        parts = [f"{k}*" if v is REQUIRED else f"{k}={json.dumps(v)}" for k, v in args.items()]
+        # default=repr: a user type's default may be no JSON value at all (torch.relu, a dtype)
+        parts = [f"{k}*" if v is REQUIRED else f"{k}={json.dumps(v, default=repr)}" for k, v in args.items()]
         return ", ".join(parts) + (f"  (a single value is `{shorthand}`)" if shorthand else "")
 
     rows = []
