@@ -214,7 +214,8 @@ def main() -> None:
         runs = [ceiling("lenet", 128), fit_run("lenet", 128), fit_run("lenet", 4096, "bf16", True),
                 fit_run("resnet18-cifar", 512, "bf16", True)]
     else:
-        runs = [ceiling("lenet", 128), fit_run("lenet", 128), fit_run("lenet", 512), fit_run("lenet", 512, cl=True)]
+        runs = [ceiling("lenet", 128), fit_run("lenet", 128), ceiling("lenet", 512), fit_run("lenet", 512),
+                fit_run("lenet", 512, cl=True)]
         if args.procs > 1:
             runs.append(("lenet", f"torchsmith under torchrun, {args.procs} processes x 1 thread (gloo), "
                                   f"global batch 128", lambda: torchrun_loop("lenet", n, 128, args.procs)))
@@ -279,12 +280,14 @@ thread it is the throughput of one dedicated core, whatever else the machine is 
     if hasattr(os, "getloadavg"):
         section += f"- Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
     if not on_gpu:
-        section += """- The "ceiling" row is the model's bare training step (the same SGD) on batches cut in advance:
-  no loader, no metrics, no scheduler. It bounds what any trainer can reach with this model here: the
-  DataLoader's per-sample work that torchsmith's data path removes is the whole gap between the hand loop
-  and that row. On a CPU LeNet's step is its convolutions and pooling (a profile at batch 128: convolution
-  backward ~34%, forward ~23%, max-pool ~15%, ReLU ~9%), which no data path touches, so the 2x CPU
-  target is out of reach of a trainer: it is not met. `torch.compile` (inductor, C++ kernels) made the
+        section += """- The "ceiling" rows are the model's bare training step (the same SGD) on batches cut in advance:
+  no loader, no metrics, no scheduler. Each bounds what any trainer can reach with this model here at its
+  batch size: the DataLoader's per-sample work that torchsmith's data path removes is the whole gap
+  between the hand loop and the batch-128 ceiling. Rows within ~10% of each other are within this shared
+  machine's run-to-run drift, even as medians.
+- On a CPU LeNet's step is its convolutions and pooling (a profile at batch 128: convolution backward ~34%,
+  forward ~23%, max-pool ~15%, ReLU ~9%), which no data path touches, so the 2x CPU target is out of
+  reach of a trainer: it is not met. `torch.compile` (inductor, C++ kernels) made the
   step 2x slower here, channels_last does not help these 3- to 16-channel convolutions, and two
   single-thread processes under torchrun (gloo) do no better than one process with two threads. bf16
   autocast is about 5x slower than fp32 on this AVX2 CPU (no native bf16; the trainer says so when asked for it).
