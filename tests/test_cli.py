@@ -77,6 +77,15 @@ def test_bad_input_gives_one_clear_line(args, match):
     assert "Traceback" not in proc.stderr
 
 
+def test_errors_under_torchrun_say_which_rank_printed_them():
+    # Every rank of a torchrun job prints its own failure; the prefix tells the copies apart.
+    result = CliRunner().invoke(main, ["show", "nosuch"], env={"WORLD_SIZE": "2", "RANK": "1"})
+    assert result.exit_code == 1
+    assert result.output.startswith("[rank 1] error: unknown model 'nosuch'"), result.output
+    result = CliRunner().invoke(main, ["show", "nosuch"], env={"WORLD_SIZE": "1", "RANK": "0"})
+    assert result.output.startswith("error: unknown model"), result.output
+
+
 def test_user_code_file_and_module_references(tmp_path: Path):
     (tmp_path / "mynet.py").write_text(textwrap.dedent("""
         import torch.nn as nn
