@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import operator
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from torch import nn
 from torchsmith.errors import ConfigError, ModelLoadError, UnknownNameError
 from torchsmith.registry import create_model, list_models
 
-__all__ = ["resolve_model", "parse_input_size"]
+__all__ = ["resolve_model", "parse_input_size", "int_dims"]
 
 
 def parse_input_size(text: str) -> tuple[int, ...]:
@@ -34,6 +35,20 @@ def parse_input_size(text: str) -> tuple[int, ...]:
     if not dims or any(d <= 0 for d in dims):
         raise ConfigError(f"input size {text!r} must be positive integers like 3x32x32")
     return dims
+
+
+def int_dims(value: Any) -> tuple[int, ...] | None:
+    """``value`` as a tuple of integers, or None where it is not a sequence of integers.
+
+    ``operator.index`` takes Python, numpy and 0-d tensor integers and refuses floats and strings
+    (3.5 is a mistake, not a size to round); a bool is refused too. Callers check the range and say
+    what the dims are for.
+    """
+    try:
+        dims = tuple(operator.index(d) for d in value if not isinstance(d, bool))
+    except TypeError:
+        return None
+    return dims if len(dims) == len(value) else None
 
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")

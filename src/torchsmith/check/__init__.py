@@ -19,7 +19,6 @@ One module per group of checks:
 from __future__ import annotations
 
 import copy
-import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -43,7 +42,7 @@ from torchsmith.check.runtime import (
 from torchsmith.check.signal import check_init_symmetry, check_signal
 from torchsmith.check.sizes import check_input_sizes
 from torchsmith.errors import ConfigError, UnknownNameError
-from torchsmith.resolve import parse_input_size
+from torchsmith.resolve import int_dims, parse_input_size
 
 __all__ = ["check", "CheckReport", "Finding", "LayerStat", "CHECKS", "DEFAULT_CHECKS", "FINDINGS",
            "resolve_checks"]
@@ -107,13 +106,10 @@ def _input_size(model: nn.Module, input_size: str | Sequence[int] | None) -> tup
                 "input_size=(3, 32, 32), or --input 3x32x32 at the command line; the model has no default_input_size")
     if isinstance(input_size, str):
         return parse_input_size(input_size)
-    try:  # operator.index: 3.5 or True is a mistake, not a size to round
-        dims = tuple(operator.index(d) for d in input_size if not isinstance(d, bool))
-        if len(dims) != len(input_size):
-            raise TypeError("a bool is not a size")
-    except TypeError:
+    dims = int_dims(input_size)  # 3.5 or True is a mistake, not a size to round
+    if dims is None:
         raise ConfigError(f"input_size must be a sequence of positive integers like (3, 32, 32), "
-                          f"not {input_size!r}") from None
+                          f"not {input_size!r}")
     if not dims or any(d <= 0 for d in dims):
         raise ConfigError(f"input_size must be positive integers like (3, 32, 32), not {input_size!r}")
     return dims

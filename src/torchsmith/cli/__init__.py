@@ -39,7 +39,7 @@ class TorchsmithGroup(click.Group):
 
 def _fail(message: str, code: int) -> None:
     # Under torchrun every rank reports its own failure: say whose line each one is.
-    if os.environ.get("WORLD_SIZE", "1").isdigit() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
         message = f"[rank {os.environ.get('RANK', '?')}] {message}"
     click.echo(message, err=True)
     sys.exit(code)

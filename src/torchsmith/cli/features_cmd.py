@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torchsmith.capture import WHAT, _first_tensor, capture, check_plot_path, feature_stats, plot_features
 from torchsmith.cli._common import load_model, model_options
 from torchsmith.errors import ConfigError, DataError, ShapeError
-from torchsmith.resolve import parse_input_size
+from torchsmith.resolve import int_dims, parse_input_size
 from torchsmith.summary._inputs import declared_size
 from torchsmith.views import TableView
 
@@ -97,7 +97,8 @@ def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_te
         raise ConfigError(f"{type(net).__name__} has no default_input_size; give --input, e.g. --input 3x32x32")
     else:
         size = declared_size(net)
-        if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in size):
+        dims = int_dims(size)
+        if dims is None or any(d <= 0 for d in dims):
             raise ConfigError(f"{type(net).__name__}.default_input_size {size!r} is not all positive ints; "
                               "give --input, e.g. --input 3x32x32")
     if image is not None or dataset is not None:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from torchsmith.errors import DataError
+from torchsmith.resolve import int_dims
 
 __all__ = ["ImageDataset", "DataSplits", "stratified_split", "AUGMENTS"]
 
@@ -82,12 +83,12 @@ class ImageDataset:
 
 def check_input_size(input_size: Sequence[int] | str) -> tuple[int, int, int]:
     """``(C, H, W)`` as ints, from a sequence or a string such as ``"3x32x32"``."""
-    parts = input_size.replace(",", "x").split("x") if isinstance(input_size, str) else input_size
-    try:
-        size = tuple(int(s) for s in parts)
-    except (TypeError, ValueError):
-        size = ()
-    if len(size) != 3 or any(s <= 0 for s in size):
+    if isinstance(input_size, str):
+        parts = input_size.replace(",", "x").split("x")
+        size = tuple(int(p) for p in parts) if all(p.strip().isdigit() for p in parts) else None
+    else:
+        size = int_dims(input_size)
+    if size is None or len(size) != 3 or any(s <= 0 for s in size):
         raise DataError(f"an image input size is (C, H, W), e.g. 3x32x32 or (3, 32, 32); got {input_size!r}")
     return size  # type: ignore[return-value]
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from torchsmith.errors import ConfigError, SpecError
+from torchsmith.resolve import int_dims
 
 __all__ = ["LayerType", "register_layer", "get_layer_type", "layer_types", "Shape", "fmt_shape", "REQUIRED",
            "CONTAINER_TYPES"]
@@ -94,12 +94,8 @@ class LayerType:
 
 def _declared_shape(value: Any) -> Shape:
     """The output shape a factory returned with its module: positive integers, without the batch."""
-    try:  # operator.index accepts numpy and 0-d tensor integers, refuses floats and strings
-        dims = tuple(operator.index(d) for d in value if not isinstance(d, bool))
-        ok = bool(dims) and len(dims) == len(value) and all(d >= 1 for d in dims)
-    except TypeError:
-        ok = False
-    if not ok:
+    dims = int_dims(value)
+    if not dims or any(d < 1 for d in dims):
         raise SpecError(f"the factory returned the output shape {value!r}; return (module, shape) with the "
                         f"shape as positive integers without the batch dimension, e.g. (16, 5, 5)")
     return dims

@@ -9,7 +9,6 @@ weights load into the spec-built one with ``strict=True``.
 
 from __future__ import annotations
 
-import operator
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from torch import nn
 
 from torchsmith.errors import SpecError
 from torchsmith.registry import ARCH_ATTR, create_model
+from torchsmith.resolve import int_dims, parse_input_size
 
 __all__ = ["to_spec", "copy_weights"]
 
@@ -76,18 +76,12 @@ def to_spec(model_or_name: nn.Module | str, *, input_shape: tuple[int, ...] | No
 def _input_dims(size: Any) -> list[int]:
     """``(3, 32, 32)`` or ``"3x32x32"`` as a list of positive ints; a SpecError for anything else."""
     if isinstance(size, str):
-        from torchsmith.resolve import parse_input_size
-
         return list(parse_input_size(size))
-    try:
-        dims = [operator.index(d) for d in size if not isinstance(d, bool)]
-        ok = bool(dims) and len(dims) == len(size) and all(d >= 1 for d in dims)
-    except TypeError:
-        ok = False
-    if not ok:
+    dims = int_dims(size)
+    if not dims or any(d < 1 for d in dims):
         raise SpecError(f"input_shape must be positive integers without the batch dimension, like (3, 32, 32), "
                         f"not {size!r}")
-    return dims
+    return list(dims)
 
 
 def _verify(model: nn.Module, spec: dict[str, Any]) -> None:
