@@ -122,11 +122,12 @@ def bare_step(name: str, X: torch.Tensor, Y: torch.Tensor, device: torch.device,
     return n / (time.perf_counter() - t), n / (time.process_time() - c)
 
 
-def _config(batch_size: int, device: torch.device, amp: str, channels_last: bool) -> ts.TrainConfig:
+def _config(batch_size: int, device: torch.device, amp: str, channels_last: bool,
+            compile_: bool = False) -> ts.TrainConfig:
     return ts.TrainConfig(
         epochs=2, batch_size=batch_size, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False,
         weight_decay=0.0, schedule="constant", augment="none", device=device.type, amp=amp,
-        channels_last=channels_last, plot=False, log_every=10_000, eval_batch_size=2048)
+        channels_last=channels_last, compile=compile_, plot=False, log_every=10_000, eval_batch_size=2048)
 
 
 def _splits(n: int) -> ts.DataSplits:
@@ -135,14 +136,14 @@ def _splits(n: int) -> ts.DataSplits:
 
 
 def torchsmith_loop(name: str, splits: ts.DataSplits, device: torch.device, batch_size: int, amp: str,
-                    channels_last: bool) -> tuple[float, float]:
+                    channels_last: bool, compile_: bool = False) -> tuple[float, float]:
     """``torchsmith.fit`` for two epochs: the second epoch's (images/s, images per CPU-second).
 
     The CPU figure counts the whole second epoch, its evaluation of the test split included."""
     torch.manual_seed(0)
     model = make_model(name)
     clock = _EpochClock()
-    result = ts.fit(model, splits, reporter=clock, config=_config(batch_size, device, amp, channels_last))
+    result = ts.fit(model, splits, reporter=clock, config=_config(batch_size, device, amp, channels_last, compile_))
     images = len(splits.train) // batch_size * batch_size
     return float(result.history[-1]["images_per_s"]), images / (clock.marks[-1] - clock.marks[-2])
 
@@ -201,10 +202,10 @@ def main() -> None:
     # (wall images/s, images per CPU-second).
     Run = tuple[str, str, Callable[[], tuple[float, float]]]
 
-    def fit_run(name: str, batch: int, amp: str = "off", cl: bool = False) -> Run:
+    def fit_run(name: str, batch: int, amp: str = "off", cl: bool = False, compiled: bool = False) -> Run:
         label = ", ".join([f"torchsmith, batch {batch}"] + ([amp] if amp != "off" else []) +
-                          (["channels_last"] if cl else []))
-        return name, label, lambda: torchsmith_loop(name, splits, device, batch, amp, cl)
+                          (["channels_last"] if cl else []) + (["torch.compile"] if compiled else []))
+        return name, label, lambda: torchsmith_loop(name, splits, device, batch, amp, cl, compiled)
 
     def ceiling(name: str, batch: int) -> Run:
         return (name, f"ceiling: the bare step on pre-cut batches, batch {batch}",
@@ -215,7 +216,7 @@ def main() -> None:
                 fit_run("resnet18-cifar", 512, "bf16", True)]
     else:
         runs = [ceiling("lenet", 128), fit_run("lenet", 128), ceiling("lenet", 512), fit_run("lenet", 512),
-                fit_run("lenet", 512, cl=True)]
+                fit_run("lenet", 512, cl=True), fit_run("lenet", 128, amp="bf16"), fit_run("lenet", 128, compiled=True)]
         if args.procs > 1:
             runs.append(("lenet", f"torchsmith under torchrun, {args.procs} processes x 1 thread (gloo), "
                                   f"global batch 128", lambda: torchrun_loop("lenet", n, 128, args.procs)))
@@ -287,10 +288,11 @@ thread it is the throughput of one dedicated core, whatever else the machine is 
   machine's run-to-run drift, even as medians.
 - On a CPU LeNet's step is its convolutions and pooling (a profile at batch 128: convolution backward ~34%,
   forward ~23%, max-pool ~15%, ReLU ~9%), which no data path touches, so the 2x CPU target is out of
-  reach of a trainer: it is not met. `torch.compile` (inductor, C++ kernels) made the
-  step 2x slower here, channels_last does not help these 3- to 16-channel convolutions, and two
-  single-thread processes under torchrun (gloo) do no better than one process with two threads. bf16
-  autocast is about 5x slower than fp32 on this AVX2 CPU (no native bf16; the trainer says so when asked for it).
+  reach of a trainer: it is not met. The other levers do not help either (rows above): `torch.compile`
+  (inductor's C++ kernels) and bf16 autocast (emulated on this AVX2 CPU, which has no native bf16; the
+  trainer says so when asked for it) are slower than eager fp32, channels_last does not help these 3- to
+  16-channel convolutions, and two single-thread processes under torchrun do no better than one process
+  with two threads.
 - The data path pays off where the model is fast and the loader is not: the issue's H100 figures show
   33,600 images/s for the hand loop against 1.37M for data on the GPU.
 """
