@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # Never a bare `torch`, which pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-EXTRAS ?= dev,data,plot,onnx
+EXTRAS ?= dev,data,plot,onnx,hf,notebook,diagram,tensorboard,bench
 PYTEST_ARGS ?=
 
 .PHONY: install demo test lint bench clean
