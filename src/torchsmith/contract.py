@@ -1,0 +1,560 @@
+"""What torchsmith knows about any model: its input, how to rebuild it, its device and dtype, its outputs.
+
+Every command asks this module, never re-derives it with ``getattr`` in its own package:
+
+* :func:`input_spec` -- what one sample looks like (shape without the batch, dtype, token ids or images,
+  whether the model supports that one size only) and where that came from: the caller, torchsmith's
+  ``default_input_size``, a transformers ``config``, timm's ``pretrained_cfg``, or the first layer.
+* :func:`rebuild` / :func:`rebuild_source` -- a fresh, freshly initialised instance of the same architecture
+  with the same ``state_dict`` keys: from the zoo or spec record, ``type(model)(model.config)`` for
+  transformers, timm's builder, and otherwise a deep copy whose tensors are re-initialised.
+* :func:`device_dtype` -- where the model lives.
+* :func:`output_tensors` / :func:`primary_output` -- the tensors of any output structure (tensor, tuple,
+  named tuple, dict, dataclass, transformers ``ModelOutput``), skipping caches and other non-tensors.
+
+``input_size`` always means one sample *without* the batch dimension: ``(3, 32, 32)`` for images,
+``(16,)`` for 16 token ids. The batch is its own argument (:meth:`InputSpec.example`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import operator
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.errors import ConfigError, ShapeError
+from torchsmith.registry import ARCH_ATTR, create_model
+
+__all__ = ["InputSpec", "input_spec", "rebuild", "rebuild_source", "device_dtype", "output_tensors",
+           "primary_output", "parse_input_size", "int_dims", "is_token_dtype"]
+
+#: Token-id models get a sequence this long when nothing says otherwise (capped by the model's maximum).
+DEFAULT_SEQ_LEN = 32
+#: The spatial size tried first for a CNN that declares none; checked by a meta-device forward.
+_PROBE_SIDES = {1: (28, 32, 64), 3: (32, 64, 224)}
+_POS_EMBED = re.compile(r"(^|\.)(pos_embed|pos_embedding|position_embeddings?|absolute_pos_embed)(\.|$)")
+
+HOW_TO_GIVE = "input_size=(3, 32, 32) in Python (one sample, without the batch), --input 3x32x32 at the command line"
+
+
+# ---- input sizes ---------------------------------------------------------------------------------------------
+
+
+def parse_input_size(text: str) -> tuple[int, ...]:
+    """``"3x32x32"`` (or ``"3,32,32"``) -> ``(3, 32, 32)``."""
+    parts = text.replace(",", "x").replace("X", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise ConfigError(f"input size {text!r} is not a list of integers like 3x32x32") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise ConfigError(f"input size {text!r} must be positive integers like 3x32x32")
+    return dims
+
+
+def int_dims(value: Any) -> tuple[int, ...] | None:
+    """``value`` as a tuple of integers, or None where it is not a sequence of integers.
+
+    ``operator.index`` takes Python, numpy and 0-d tensor integers and refuses floats and strings
+    (3.5 is a mistake, not a size to round); a bool is refused too. Callers check the range and say
+    what the dims are for.
+    """
+    try:
+        dims = tuple(operator.index(d) for d in value if not isinstance(d, bool))
+    except TypeError:
+        return None
+    return dims if len(dims) == len(value) else None
+
+
+def _checked_size(input_size: Any) -> tuple[int, ...]:
+    if isinstance(input_size, str):
+        return parse_input_size(input_size)
+    if isinstance(input_size, int) and not isinstance(input_size, bool):
+        input_size = (input_size,)
+    dims = int_dims(input_size) if isinstance(input_size, (tuple, list, torch.Size)) else None
+    if dims is None:
+        raise ConfigError(f"input_size must be a sequence of positive integers like (3, 32, 32) (one sample, "
+                          f"without the batch), not {input_size!r}")
+    if not dims or any(d <= 0 for d in dims):
+        raise ConfigError(f"input_size must be positive integers like (3, 32, 32), not {input_size!r}")
+    return dims
+
+
+def is_token_dtype(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One sample of a model's input, without the batch dimension, and where that knowledge came from."""
+
+    size: tuple[int, ...]  # (3, 32, 32) for images, (16,) for 16 token ids
+    dtype: torch.dtype  # torch.float32 for images and tensors; torch.long for token ids
+    kind: str  # "image" | "tokens" | "tensor"
+    vocab_size: int | None = None  # tokens: ids are drawn from [0, vocab_size)
+    fixed: bool = False  # the model declares it supports this one size only
+    source: str = ""  # "given", "default_input_size", "config.image_size", "pretrained_cfg", "first layer (...)"
+
+    def example(self, batch: int = 2, *, seed: int = 0, device: torch.device | str | None = None,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A reproducible batch ``(batch, *size)``: standard normal floats, or token ids in ``[0, vocab_size)``.
+
+        ``dtype`` overrides the float dtype (a model in bfloat16); token ids stay integers. Drawn on the CPU
+        from a generator seeded with ``seed``, then moved, so every device gets the same values.
+        """
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ConfigError(f"batch must be a positive integer, not {batch!r}")
+        g = torch.Generator().manual_seed(seed)
+        shape = (batch, *self.size)
+        if is_token_dtype(self.dtype):
+            if self.vocab_size:
+                x = torch.randint(0, self.vocab_size, shape, generator=g, dtype=self.dtype)
+            else:  # integers with no known range: zeros are a valid index everywhere
+                x = torch.zeros(shape, dtype=self.dtype)
+        else:
+            x = torch.randn(shape, generator=g, dtype=torch.float32).to(dtype or self.dtype)
+        return x if device is None else x.to(device)
+
+    def describe(self) -> str:
+        """``"3x32x32 image (config.image_size, fixed)"``, for reports."""
+        text = "x".join(map(str, self.size)) + f" {self.kind}"
+        if self.kind == "tokens" and self.vocab_size:
+            text += f" ids < {self.vocab_size}"
+        extras = [s for s in (self.source, "fixed" if self.fixed else "") if s]
+        return text + (f" ({', '.join(extras)})" if extras else "")
+
+
+def input_spec(model: nn.Module, input_size: Any = None, *, input_dtype: torch.dtype | None = None) -> InputSpec:
+    """What one sample of ``model``'s input looks like (see :class:`InputSpec`).
+
+    ``input_size`` (without the batch; a tuple, or text such as ``"3x32x32"``) is used as given; whether the
+    model takes token ids, and their range, is still read from the model. Without it the size comes from
+    ``model.default_input_size``, a transformers config (``image_size``, ``num_channels``, ``vocab_size``,
+    ``max_position_embeddings``), timm's ``pretrained_cfg``, or the first layer (``Linear`` -> its
+    ``in_features``; ``Conv2d`` -> the first of a few square sizes a meta-device forward accepts;
+    ``Embedding`` -> a short sequence of ids). Raises :class:`ConfigError` saying how to give the size when
+    nothing is known.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"input_spec needs an nn.Module, not {type(model).__name__}")
+    if input_dtype is not None and not isinstance(input_dtype, torch.dtype):
+        raise ConfigError(f"input_dtype must be a torch.dtype such as torch.float32, not {input_dtype!r}")
+    declared = _declared(model)  # (size, kind, vocab, fixed, source) or None
+    if input_size is not None:
+        size = _checked_size(input_size)
+        vocab = _token_vocab(model, size, declared)
+        fixed = bool(declared and declared[3] and declared[0] == size)
+        return _finish(size, vocab, input_dtype, fixed, "given")
+    if declared is None:
+        raise ConfigError(f"the input size of {type(model).__name__} is not known (it has no default_input_size, "
+                          f"no config with an image_size or vocab_size, and its first layer does not tell); "
+                          f"give it: {HOW_TO_GIVE}")
+    size, kind, vocab, fixed, source = declared
+    if kind != "image" and vocab is None:
+        vocab = _token_vocab(model, size, declared)
+    return _finish(size, vocab, input_dtype, fixed, source, kind)
+
+
+def _finish(size: tuple[int, ...], vocab: int | None, input_dtype: torch.dtype | None, fixed: bool, source: str,
+            kind: str | None = None) -> InputSpec:
+    if input_dtype is not None and not is_token_dtype(input_dtype):
+        vocab = None  # the caller asked for floats: no ids
+    if vocab is not None:
+        return InputSpec(size, input_dtype or torch.long, "tokens", vocab, fixed, source)
+    dtype = input_dtype or torch.get_default_dtype()
+    if not kind or kind == "tokens":
+        kind = "image" if len(size) == 3 and size[0] in (1, 3, 4) else "tensor"
+    return InputSpec(size, dtype, kind, None, fixed, source)
+
+
+def _declared(model: nn.Module) -> tuple[tuple[int, ...], str, int | None, bool, str] | None:
+    """What the model says about its input: (size, kind, vocab, fixed, source), or None."""
+    default = getattr(model, "default_input_size", None)
+    if default is not None:
+        dims = int_dims(default) if isinstance(default, (tuple, list, torch.Size)) else None
+        if not dims or any(d <= 0 for d in dims):
+            raise ConfigError(f"{type(model).__name__}.default_input_size is {default!r}; it should be a non-empty "
+                              "tuple of the input's dims without the batch dim, e.g. (3, 32, 32)")
+        return dims, "", None, False, "default_input_size"
+    for find in (_from_hf_config, _from_timm):
+        found = find(model)
+        if found is not None:
+            return found
+    return _from_first_layer(model)
+
+
+def _pair(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, value
+    dims = int_dims(value) if isinstance(value, (tuple, list)) else None
+    return (dims[-2], dims[-1]) if dims and len(dims) >= 2 else None
+
+
+def _has_pos_embed(model: nn.Module) -> bool:
+    """A learned position embedding: a vision model built with one supports the size it was built for only."""
+    if getattr(model, "dynamic_img_size", False):  # timm: interpolates its position embedding
+        return False
+    names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_modules()]
+    return any(_POS_EMBED.search(n) for n in names)
+
+
+def _hf_config(model: nn.Module) -> Any:
+    config = getattr(model, "config", None)
+    if config is None or type(config).__module__.split(".")[0] != "transformers":
+        return None
+    return config
+
+
+def _from_hf_config(model: nn.Module) -> tuple[tuple[int, ...], str, int | None, bool, str] | None:
+    config = _hf_config(model)
+    if config is None:
+        return None
+    main = getattr(model, "main_input_name", "input_ids")
+    vision = getattr(config, "vision_config", None)
+    if main == "pixel_values":
+        cfg = config if getattr(config, "image_size", None) is not None or vision is None else vision
+        channels = getattr(cfg, "num_channels", 3)
+        channels = channels if isinstance(channels, int) and channels > 0 else 3
+        side = _pair(getattr(cfg, "image_size", None))
+        if side is None:
+            return None  # a CNN without a declared size: the first layer and a meta probe decide
+        return (channels, *side), "image", None, _has_pos_embed(model), "config.image_size"
+    if main == "input_ids":
+        vocab = getattr(config, "vocab_size", None)
+        vocab = vocab if isinstance(vocab, int) and vocab > 0 else None
+        max_pos = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        seq = min(max_pos, DEFAULT_SEQ_LEN) if isinstance(max_pos, int) and max_pos > 0 else DEFAULT_SEQ_LEN
+        source = "config.vocab_size" + (", max_position_embeddings" if max_pos else "")
+        return (seq,), "tokens", vocab, False, source
+    return None
+
+
+def _from_timm(model: nn.Module) -> tuple[tuple[int, ...], str, int | None, bool, str] | None:
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not isinstance(cfg, Mapping):
+        return None
+    patch = getattr(model, "patch_embed", None)
+    img = getattr(patch, "img_size", None) if patch is not None else None
+    chans = getattr(model, "in_chans", None)
+    size = int_dims(cfg.get("input_size") or ()) or None
+    side = _pair(img)
+    if side is not None and getattr(patch, "strict_img_size", True) and not getattr(model, "dynamic_img_size", False):
+        c = chans if isinstance(chans, int) else (size[0] if size else 3)
+        return (c, *side), "image", None, True, "patch_embed.img_size"
+    if size is None or len(size) != 3:
+        return None
+    if isinstance(chans, int) and chans != size[0]:  # built with in_chans=1: the config's 3 does not apply
+        size = (chans, *size[1:])
+    return size, "image", None, _has_pos_embed(model), "pretrained_cfg"
+
+
+def _first_leaf(model: nn.Module) -> nn.Module | None:
+    """The first module (in registration order) that holds parameters of its own and has no children."""
+    for m in model.modules():
+        if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False)):
+            return m
+    return None
+
+
+def _from_first_layer(model: nn.Module) -> tuple[tuple[int, ...], str, int | None, bool, str] | None:
+    first = _first_leaf(model)
+    if isinstance(first, (nn.Embedding, nn.EmbeddingBag)):
+        seq = _max_len(model) or 16
+        return (min(seq, 16),), "tokens", int(first.num_embeddings), False, "first layer (Embedding)"
+    if not isinstance(first, (nn.Linear, nn.Conv1d, nn.Conv2d)) and any(
+            isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules()):
+        seq = min(_max_len(model) or 16, 16)
+        vocab = _embedding_fed(model, (seq,))
+        if vocab is not None:
+            return (seq,), "tokens", vocab, False, "the Embedding that takes the input"
+    if isinstance(first, nn.Linear):
+        return (int(first.in_features),), "tensor", None, False, "first layer (Linear)"
+    if isinstance(first, nn.LayerNorm) and len(first.normalized_shape) == 1:
+        return (int(first.normalized_shape[0]),), "tensor", None, False, "first layer (LayerNorm)"
+    if isinstance(first, nn.Conv1d):
+        return _probe(model, [(first.in_channels, n) for n in (32, 64, 224)], "tensor", "first layer (Conv1d)")
+    if isinstance(first, nn.Conv2d):
+        c = int(first.in_channels)
+        sides = _PROBE_SIDES.get(c, (32, 64, 224))
+        return _probe(model, [(c, s, s) for s in sides], "image", "first layer (Conv2d)")
+    return None
+
+
+def _max_len(model: nn.Module) -> int | None:
+    for attr in ("block_size", "max_seq_len", "max_len", "max_length", "context_length"):
+        value = getattr(model, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _probe(model: nn.Module, sizes: list[tuple[int, ...]], kind: str,
+           source: str) -> tuple[tuple[int, ...], str, int | None, bool, str] | None:
+    """The first size a forward on meta tensors accepts (no weight memory; the model is not changed)."""
+    for size in sizes:
+        if _runs_on_meta(model, size, torch.float32):
+            return size, kind, None, False, source
+    return None
+
+
+def _runs_on_meta(model: nn.Module, size: tuple[int, ...], dtype: torch.dtype) -> bool:
+    tensors = {n: torch.empty_like(t, device="meta") for n, t in model.named_parameters(remove_duplicate=False)}
+    tensors.update({n: torch.empty_like(t, device="meta") for n, t in model.named_buffers(remove_duplicate=False)})
+    x = torch.empty((2, *size), dtype=dtype, device="meta")
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            torch.func.functional_call(model, tensors, (x,), tie_weights=False, strict=False)
+        return True
+    except Exception:
+        return False
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _token_vocab(model: nn.Module, size: tuple[int, ...],
+                 declared: tuple[tuple[int, ...], str, int | None, bool, str] | None) -> int | None:
+    """The number of token ids when the model's input goes straight into an Embedding; else None."""
+    if declared is not None and declared[1] == "tokens":
+        if declared[2] is not None:
+            return declared[2]
+    elif declared is not None and declared[1] == "image":
+        return None
+    embeddings = [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    if not embeddings:
+        return None
+    first = _first_leaf(model)
+    if isinstance(first, (nn.Embedding, nn.EmbeddingBag)):
+        return int(first.num_embeddings)
+    # An Embedding registered after other layers (a norm declared first) may still be the one that meets the
+    # input: ask a forward on meta tensors which Embedding receives the input tensor itself.
+    return _embedding_fed(model, size)
+
+
+class _Found(Exception):
+    """Stops the probe forward once the Embedding that takes the input is known."""
+
+
+def _embedding_fed(model: nn.Module, size: tuple[int, ...]) -> int | None:
+    x = torch.zeros((1, *size), dtype=torch.long, device="meta")
+    found: list[int] = []
+
+    def pre(module: nn.Module, args: tuple) -> None:
+        if args and args[0] is x and not found:
+            found.append(int(module.num_embeddings))  # type: ignore[arg-type]
+            raise _Found
+
+    tensors = {n: torch.empty_like(t, device="meta") for n, t in model.named_parameters(remove_duplicate=False)}
+    tensors.update({n: torch.empty_like(t, device="meta") for n, t in model.named_buffers(remove_duplicate=False)})
+    handles = [m.register_forward_pre_hook(pre) for m in model.modules()
+               if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            torch.func.functional_call(model, tensors, (x,), tie_weights=False, strict=False)
+    except Exception:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    return found[0] if found else None
+
+
+# ---- rebuilding --------------------------------------------------------------------------------------------
+
+
+def rebuild_source(model: nn.Module) -> str:
+    """How :func:`rebuild` makes a fresh instance of ``model``, in words, for reports."""
+    return _rebuild_plan(model)[0]
+
+
+def rebuild(model: nn.Module) -> nn.Module:
+    """A fresh, freshly initialised instance of ``model``'s architecture with the same ``state_dict`` keys.
+
+    In order: the zoo or spec record torchsmith put on the model (``create_model`` / ``spec.build``, which
+    also covers ``hf:``, ``timm:`` and ``torchvision:`` models built by name), ``type(model)(model.config)``
+    for transformers, ``timm.create_model`` for timm, and otherwise a deep copy whose parameters are
+    re-initialised (``reset_parameters`` where a module has one; other non-constant tensors redrawn from
+    their own mean and spread). Built on the model's device and in its dtype; the model is not changed.
+    """
+    how, build = _rebuild_plan(model)
+    fresh = build()
+    device, dtype = device_dtype(model)
+    floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if len(floats) == 1 and dtype != torch.float32 and dtype.is_floating_point:
+        fresh = fresh.to(dtype)
+    if device.type != "meta" and device_dtype(fresh)[0] != device:
+        fresh = fresh.to(device)
+    return fresh.train(model.training)
+
+
+def _rebuild_plan(model: nn.Module) -> tuple[str, Any]:
+    arch = getattr(model, ARCH_ATTR, None)
+    if isinstance(arch, Mapping) and isinstance(arch.get("name"), str):
+        name, kwargs = arch["name"], dict(arch.get("kwargs") or {})
+
+        def from_zoo() -> nn.Module:
+            with _on_device_of(model):
+                return create_model(name, **kwargs)
+        return f"zoo record: create_model({name!r})", from_zoo
+    if isinstance(arch, Mapping) and isinstance(arch.get("spec"), Mapping):
+        spec = arch["spec"]
+
+        def from_spec() -> nn.Module:
+            from torchsmith.spec import build  # the spec package builds on the contract, not the reverse
+
+            with _on_device_of(model):
+                return build(spec)
+        return "spec record", from_spec
+    config = _hf_config(model)
+    if config is not None:
+        def from_config() -> nn.Module:
+            with _on_device_of(model):
+                return type(model)(copy.deepcopy(config))
+        return f"transformers {type(model).__name__}(config)", from_config
+    timm_name = _timm_name(model)
+    if timm_name is not None:
+        def from_timm() -> nn.Module:
+            import timm
+
+            kwargs = {"num_classes": getattr(model, "num_classes", None), "in_chans": getattr(model, "in_chans", None)}
+            with _on_device_of(model):
+                fresh = timm.create_model(timm_name, pretrained=False,
+                                          **{k: v for k, v in kwargs.items() if isinstance(v, int)})
+            return fresh if _same_layout(model, fresh) else _reinit_copy(model)
+        return f"timm.create_model({timm_name!r})", from_timm
+    return "deep copy, re-initialised", lambda: _reinit_copy(model)
+
+
+def _timm_name(model: nn.Module) -> str | None:
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not isinstance(cfg, Mapping) or not type(model).__module__.startswith("timm."):
+        return None
+    name = cfg.get("architecture")
+    if not isinstance(name, str):
+        return None
+    try:
+        import timm  # noqa: F401
+    except Exception:
+        return None
+    return name
+
+
+def _same_layout(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(sa[k].shape == sb[k].shape for k in sa)
+
+
+class _on_device_of:
+    """Build on meta when the model is on meta (no memory); elsewhere build normally and move afterwards."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.meta = device_dtype(model)[0].type == "meta"
+        self.ctx: Any = None
+
+    def __enter__(self) -> None:
+        if self.meta:
+            self.ctx = torch.device("meta")
+            self.ctx.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.ctx is not None:
+            self.ctx.__exit__(*exc)
+
+
+def _reinit_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every module's ``reset_parameters`` run and other varied tensors redrawn."""
+    fresh = copy.deepcopy(model)
+    covered: set[int] = set()
+    with torch.no_grad():
+        for m in fresh.modules():
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                try:
+                    reset()
+                except Exception:  # a custom reset that needs arguments or state: its tensors are redrawn below
+                    continue
+                covered.update(id(p) for p in m.parameters())
+        for p in fresh.parameters():
+            if id(p) in covered or p.is_meta or not p.is_floating_point() or p.numel() < 2:
+                continue
+            flat = p.detach().float()
+            std = float(flat.std())
+            if std == 0.0 or not torch.isfinite(flat).all():  # a constant init (ones, a layer scale): keep it
+                continue
+            p.normal_(float(flat.mean()), std)
+    return fresh
+
+
+def device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device of the first parameter (or buffer) and the first floating dtype; cpu/float32 if none."""
+    device: torch.device | None = None
+    dtype: torch.dtype | None = None
+    for t in (*model.parameters(), *model.buffers()):
+        if device is None:
+            device = t.device
+        if dtype is None and t.is_floating_point():
+            dtype = t.dtype
+        if device is not None and dtype is not None:
+            break
+    return device or torch.device("cpu"), dtype or torch.float32
+
+
+# ---- outputs -----------------------------------------------------------------------------------------------
+
+
+def output_tensors(out: Any) -> list[torch.Tensor]:
+    """Every tensor in a model output, in order: tensors, tuples and named tuples, lists, dicts (insertion order,
+    which is a transformers ``ModelOutput``'s), dataclasses. None and non-tensors (a ``DynamicCache``) are skipped.
+    """
+    found: list[torch.Tensor] = []
+    _collect(out, found, 0)
+    return found
+
+
+def _collect(obj: Any, found: list[torch.Tensor], depth: int) -> None:
+    if depth > 32:
+        return
+    if isinstance(obj, torch.Tensor):
+        found.append(obj)
+    elif isinstance(obj, Mapping):
+        for value in obj.values():
+            _collect(value, found, depth + 1)
+    elif isinstance(obj, (tuple, list)):
+        for value in obj:
+            _collect(value, found, depth + 1)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            _collect(getattr(obj, f.name, None), found, depth + 1)
+
+
+_PRIMARY = ("logits", "last_hidden_state", "prediction_logits", "start_logits", "pooler_output", "image_embeds",
+            "text_embeds")
+
+
+def primary_output(out: Any) -> torch.Tensor:
+    """The output a loss or a shape report is about: ``logits``, else ``last_hidden_state``, else the first tensor."""
+    if isinstance(out, torch.Tensor):
+        return out
+    for key in _PRIMARY:
+        value = out.get(key) if isinstance(out, Mapping) else (
+            getattr(out, key, None) if dataclasses.is_dataclass(out) else None)
+        if isinstance(value, torch.Tensor):
+            return value
+    tensors = output_tensors(out)
+    if not tensors:
+        raise ShapeError(f"the model's output ({type(out).__name__}) holds no tensor; return a tensor, or a tuple, "
+                         "dict or dataclass holding one")
+    return tensors[0]
