@@ -40,10 +40,30 @@ def test_digits_split_is_fixed_stratified_and_fitted():
     assert torch.equal(again.test.images, b.test.images)  # same everywhere, every time
 
 
-def test_digits_without_scikit_learn_says_how_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # what an absent package looks like to import
-    with pytest.raises(DataError, match=r"pip install 'torchsmith\[data\]'"):
-        load_dataset("digits")
+def test_digits_load_without_scikit_learn():
+    """The digits ship inside torchsmith: a fresh interpreter where scikit-learn cannot be imported loads them."""
+    import subprocess
+
+    guard = ("import sys; sys.modules['sklearn'] = None; sys.modules['sklearn.datasets'] = None\n"
+             "from torchsmith.data import load_dataset\n"
+             "s = load_dataset('digits')\n"
+             "assert 'sklearn' not in {m.split('.')[0] for m, v in sys.modules.items() if v is not None}\n"
+             "print(len(s.train), len(s.test), s.input_size, int(s.train.images.sum()))\n")
+    proc = subprocess.run([sys.executable, "-c", guard], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    here = load_dataset("digits")
+    assert proc.stdout.split() == ["1347", "450", "(1,", "8,", "8)", str(int(here.train.images.sum()))]
+
+
+def test_packaged_digits_equal_scikit_learns_copy():
+    sk = pytest.importorskip("sklearn.datasets")
+    from torchsmith.data.digits import digits_arrays
+
+    images, labels = digits_arrays()
+    bunch = sk.load_digits()
+    assert images.shape == (1797, 8, 8) and labels.shape == (1797,)
+    assert np.array_equal(images.astype(np.float64), bunch.images)
+    assert np.array_equal(labels, bunch.target)
 
 
 def test_unknown_dataset_suggests_a_name():

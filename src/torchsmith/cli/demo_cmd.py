@@ -22,7 +22,7 @@ def command(out: str | None, epochs: int, seed: int, threads: int, no_subprocess
             as_json: bool) -> None:
     """Build LeNet, initialise it, summarise it, train it on digits, save it, load it back, compare.
 
-    Everything is local: the digits (1,797 real 8x8 images) ship with scikit-learn.
+    Everything is local: the digits (1,797 real 8x8 images) ship inside torchsmith.
 
     \b
     Examples:

@@ -1,8 +1,8 @@
 """Datasets and the in-memory device loader.
 
 ``load_dataset(name, ...)`` returns :class:`DataSplits` (train and test
-:class:`ImageDataset`, uint8 images in memory). Names: ``digits`` (embedded,
-from scikit-learn), ``cifar10``, ``mnist``, ``fashion-mnist`` (official files
+:class:`ImageDataset`, uint8 images in memory). Names: ``digits`` (embedded:
+shipped in the package), ``cifar10``, ``mnist``, ``fashion-mnist`` (official files
 from ``data_dir``), ``synthetic`` (random, for benchmarks) or a directory of
 class sub-folders. Nothing is ever downloaded.
 """
