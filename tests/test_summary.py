@@ -339,7 +339,7 @@ def test_torch_shape_error_gets_expected_and_got():
     ({"input_size": (1, 3, 32, 32), "input_data": torch.zeros(1), "model_or_name": "lenet"}, "not both"),
     ({"model_or_name": "lenet", "mode": "training"}, "mode must be"),
     ({"model_or_name": "lenet", "dtype": "fp13"}, "unknown dtype 'fp13'"),
-    ({"model_or_name": nn.Linear(2, 2)}, "has no default_input_size"),
+    ({"model_or_name": nn.Sequential(nn.Flatten())}, "has no default_input_size"),  # nothing tells its input
     ({"model_or_name": 42}, "takes an nn.Module or a model name"),
     ({"model_or_name": "lenet", "depth": "2"}, "depth must be an int"),
     ({"model_or_name": "lenet", "device": "gpu0"}, "device 'gpu0' is not a device"),
@@ -371,13 +371,16 @@ def test_one_input_dtype_per_input():
         summary(nn.Linear(5, 2), (2, 5), input_dtype=("float32", "long"))
 
 
-@pytest.mark.parametrize("declared", [32, "3x32x32", (), None])
+@pytest.mark.parametrize("declared", [32, "3x32x32", ()])
 def test_bad_default_input_size_is_a_config_error(declared):
     net = nn.Linear(32, 2)
     net.default_input_size = declared  # type: ignore[assignment]
-    match = "has no default_input_size" if declared is None else "default_input_size is .*; it should be a non-empty"
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match="default_input_size is .*; it should be a non-empty"):
         summary(net)
+
+
+def test_without_default_input_size_the_first_layer_tells():
+    assert summary(nn.Linear(32, 2)).output_shapes == (1, 2)  # the contract reads in_features
 
 
 @pytest.mark.parametrize("build,input_dtype,got", [

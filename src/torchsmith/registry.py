@@ -3,6 +3,10 @@
 A builder is a small function with keyword-only options that returns an
 ``nn.Module``. ``create_model`` records the name and options on the model
 (``model.torchsmith_arch``) so a checkpoint can rebuild it later.
+
+A *source* builds models another library names: ``create_model("hf:bert")``
+calls the builder registered with ``@register_source("hf")`` with ``"bert"``
+(see :mod:`torchsmith.library`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from torch import nn
 
 from torchsmith.errors import ConfigError, TorchsmithError, UnknownNameError
 
-__all__ = ["register_model", "create_model", "list_models", "model_options", "ARCH_ATTR"]
+__all__ = ["register_model", "register_source", "source_of", "create_model", "list_models", "model_options",
+           "ARCH_ATTR"]
 
 #: Attribute set on every model built by ``create_model``: {"name": ..., "kwargs": {...}}.
 ARCH_ATTR = "torchsmith_arch"
@@ -27,6 +32,7 @@ Builder = Callable[..., nn.Module]
 F = TypeVar("F", bound=Builder)
 
 _MODELS: dict[str, Builder] = {}
+_SOURCES: dict[str, Builder] = {}  # "hf" -> builder(ref, **options)
 
 
 def register_model(fn: F | None = None, *, name: str | None = None) -> Any:
@@ -48,10 +54,32 @@ def register_model(fn: F | None = None, *, name: str | None = None) -> Any:
     return decorator
 
 
+def register_source(prefix: str) -> Callable[[F], F]:
+    """Register ``builder(ref, **options)`` for model names ``"<prefix>:<ref>"``; a prefix registers once."""
+
+    def decorator(builder: F) -> F:
+        if prefix in _SOURCES:
+            raise ConfigError(f"model source {prefix!r} is already registered (by {_SOURCES[prefix].__module__})")
+        _SOURCES[prefix] = builder
+        return builder
+
+    return decorator
+
+
 def _ensure_zoo_loaded() -> None:
-    # Importing the zoo registers its builders; done lazily so that importing
-    # the registry alone has no side effects beyond defining it.
+    # Importing the zoo and the library adapters registers their builders; done lazily so that
+    # importing the registry alone has no side effects beyond defining it.
+    import torchsmith.library  # noqa: F401
     import torchsmith.models  # noqa: F401
+
+
+def source_of(name: str) -> str | None:
+    """The source prefix of ``name`` (``"hf"`` for ``"hf:bert"``), or None for a zoo name or anything else."""
+    if not isinstance(name, str) or ":" not in name:
+        return None
+    _ensure_zoo_loaded()
+    prefix = name.partition(":")[0]
+    return prefix if prefix in _SOURCES else None
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -90,8 +118,17 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     ``num_classes="abc"`` is refused with the option's name, not a TypeError
     from deep inside the model.
 
+    ``name`` may name a library model: ``"hf:bert"``, ``"hf:path/config.json"``, ``"timm:convnext_atto"``,
+    ``"torchvision:resnet50"`` (random weights, nothing downloaded; see :mod:`torchsmith.library`).
+
     >>> model = create_model("lenet", in_channels=1, input_size=28)
     """
+    prefix = source_of(name)
+    if prefix is not None:
+        model = _SOURCES[prefix](name.partition(":")[2], **kwargs)
+        if getattr(model, ARCH_ATTR, None) is None:  # a source may record a self-contained form itself
+            object.__setattr__(model, ARCH_ATTR, {"name": name, "kwargs": dict(kwargs)})
+        return model
     builder = get_builder(name)
     sig = inspect.signature(builder)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())

@@ -1,6 +1,8 @@
 """Turn a model reference from the command line into an ``nn.Module``.
 
-A reference is a zoo name (``lenet``), a file and attribute
+A reference is a zoo name (``lenet``), a library model (``hf:bert``,
+``hf:path/config.json``, ``timm:convnext_atto``, ``torchvision:resnet50``; random
+weights, see :mod:`torchsmith.library`), a file and attribute
 (``path/to/net.py:Net``), an importable module and attribute
 (``package.module:make_net``), a spec file (``net.yaml``, ``net.json``; built
 by :func:`torchsmith.spec.build_file`) or a checkpoint (``model.safetensors``;
@@ -12,43 +14,17 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import operator
 import sys
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from torchsmith.contract import int_dims, parse_input_size
 from torchsmith.errors import ConfigError, ModelLoadError, UnknownNameError
-from torchsmith.registry import create_model, list_models
+from torchsmith.registry import create_model, list_models, source_of
 
 __all__ = ["resolve_model", "parse_input_size", "int_dims"]
-
-
-def parse_input_size(text: str) -> tuple[int, ...]:
-    """``"3x32x32"`` (or ``"3,32,32"``) -> ``(3, 32, 32)``."""
-    parts = text.replace(",", "x").replace("X", "x").split("x")
-    try:
-        dims = tuple(int(p) for p in parts if p.strip())
-    except ValueError:
-        raise ConfigError(f"input size {text!r} is not a list of integers like 3x32x32") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise ConfigError(f"input size {text!r} must be positive integers like 3x32x32")
-    return dims
-
-
-def int_dims(value: Any) -> tuple[int, ...] | None:
-    """``value`` as a tuple of integers, or None where it is not a sequence of integers.
-
-    ``operator.index`` takes Python, numpy and 0-d tensor integers and refuses floats and strings
-    (3.5 is a mistake, not a size to round); a bool is refused too. Callers check the range and say
-    what the dims are for.
-    """
-    try:
-        dims = tuple(operator.index(d) for d in value if not isinstance(d, bool))
-    except TypeError:
-        return None
-    return dims if len(dims) == len(value) else None
 
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
@@ -57,6 +33,10 @@ CHECKPOINT_SUFFIXES = (".safetensors",)
 
 def resolve_model(ref: str, **kwargs: Any) -> nn.Module:
     """Build the model that ``ref`` names (see module docstring)."""
+    if not isinstance(ref, str):
+        raise ConfigError(f"a model reference is a string such as 'lenet' or 'hf:bert', not {type(ref).__name__}")
+    if source_of(ref) is not None:
+        return create_model(ref, **kwargs)
     lowered = ref.lower()
     if lowered.endswith(SPEC_SUFFIXES):
         if kwargs:
@@ -86,8 +66,8 @@ def resolve_model(ref: str, **kwargs: Any) -> nn.Module:
         if e.kind == "model":
             raise UnknownNameError(
                 "model", ref, list_models(),
-                hint="give a zoo name, path/to/file.py:Class, package.module:attr, a spec.yaml or a "
-                     "checkpoint.safetensors",
+                hint="give a zoo name, hf:NAME, timm:NAME, torchvision:NAME, path/to/file.py:Class, "
+                     "package.module:attr, a spec.yaml or a checkpoint.safetensors",
             ) from None
         raise
 

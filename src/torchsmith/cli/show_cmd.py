@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from torchsmith.cli._common import model_options, parse_opts
+from torchsmith.contract import InputSpec, input_spec
 from torchsmith.errors import ConfigError, TorchsmithError
 from torchsmith.resolve import resolve_model
 from torchsmith.summary import parse_dtype, rich_summary, summary
-from torchsmith.summary._inputs import declared_size, parse_dim
+from torchsmith.summary._inputs import parse_dim
 from torchsmith.views import (
     buffer_view,
     count_parameters,
@@ -94,11 +95,12 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
         return
     net = _build(model, opts, meta=True)
     size = None
-    declared: Any = getattr(net, "default_input_size", None)  # (C, H, W) on zoo models
+    declared = _declared_input(net) if input_text is None else None  # (C, H, W), (T,) ... from the contract
     if input_text is not None:
         size = (parse_dim(batch), *parse_cli_input(input_text))
     elif declared is not None:
-        size = (parse_dim(batch), *declared_size(net))
+        size = (parse_dim(batch), *declared.size)
+        input_dtype = input_dtype or str(declared.dtype)
     else:
         # Nothing to run: the structure and counts still help; say how to get the rest.
         if fmt == "json":  # still JSON: a pipe into a parser must not get a text tree
@@ -107,8 +109,8 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
             click.echo(json.dumps(tree_to_dict(module_tree(net)), indent=2))
         else:
             click.echo(format_tree(module_tree(net), title=f"{type(net).__name__} ({model})", max_depth=depth))
-        click.echo(f"note: {type(net).__name__} has no default_input_size; give --input (e.g. --input 3x32x32) "
-                   "for shapes, FLOPs and memory", err=True)
+        click.echo(f"note: the input size of {type(net).__name__} is not known (no default_input_size, config or "
+                   "telling first layer); give --input (e.g. --input 3x32x32) for shapes, FLOPs and memory", err=True)
         return
     size = tuple(d if isinstance(d, int) else f"{d[0]}={d[1]}" if isinstance(d, tuple) else d for d in size)
     try:
@@ -128,6 +130,16 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
         Console().print(rich_summary(result, depth=depth, collapse=not expand))
         return
     click.echo(result.render("text" if fmt == "table" else fmt, depth=depth, collapse=not expand))
+
+
+def _declared_input(net: nn.Module) -> InputSpec | None:
+    """What the model says about its input (default_input_size, a library config, its first layer), or None."""
+    try:
+        return input_spec(net)
+    except ConfigError as e:
+        if "default_input_size is" in str(e):  # a declared size that is wrong: the user must hear it
+            raise
+        return None
 
 
 def _show_views(model: str, opts: tuple[str, ...], views: tuple[str, ...], fmt: str, depth: int) -> None:

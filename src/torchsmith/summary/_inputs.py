@@ -1,6 +1,8 @@
 """Inputs for a summary run: parse sizes, name symbolic dims, build meta / fake / real tensors.
 
-``input_size`` includes the batch dimension, as torchinfo's does: ``(1, 3, 32, 32)``.
+``input_size`` includes the batch dimension, as torchinfo's does: ``(1, 3, 32, 32)``. Without one, the
+size (without batch) and dtype come from :func:`torchsmith.contract.input_spec` (``default_input_size``, a
+transformers or timm config, the first layer) at batch 1; token-id models get integer inputs.
 A dimension may be a name (``"B"``) or a name with the value used to trace it
 (``"T=128"``); such dims stay symbolic (torch's ShapeEnv) and shapes and FLOPs
 come out as formulas in them. Several inputs are given as a list of sizes.
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchsmith.contract import input_spec
 from torchsmith.errors import ConfigError
 
 __all__ = ["InputSpec", "Namer", "parse_dim", "declared_size"]
@@ -100,12 +103,13 @@ class InputSpec:
                 raise ConfigError("give input_size or input_data, not both")
             return cls(data=input_data)
         if input_size is None:
-            default = getattr(model, "default_input_size", None)
-            if default is None:
-                raise ConfigError(
-                    f"{type(model).__name__} has no default_input_size; give the input size, e.g. "
-                    "input_size=(1, 3, 32, 32) in Python or --input 3x32x32 at the command line")
-            input_size = (1, *declared_size(model))
+            try:
+                contract = input_spec(model)
+            except ConfigError as e:
+                raise ConfigError(f"{e}; summary's input_size includes the batch: input_size=(1, 3, 32, 32)") from None
+            input_size = (1, *contract.size)
+            if input_dtype is None:
+                input_dtype = contract.dtype
         # Several inputs: a list or a tuple of sizes, ((1, 16), (1, 16)) as torchinfo takes them.
         nested = isinstance(input_size, (list, tuple)) and bool(input_size) and all(
             isinstance(s, (list, tuple)) for s in input_size)
@@ -123,7 +127,7 @@ class InputSpec:
         if any(not s for s in sizes):
             raise ConfigError("an input size is empty; give at least one dimension, e.g. (1, 16)")
         if input_dtype is None:
-            dtypes = [torch.get_default_dtype()] * len(sizes)
+            dtypes = [_default_dtype(model, sizes[0]) if len(sizes) == 1 else torch.get_default_dtype()] * len(sizes)
         elif isinstance(input_dtype, torch.dtype):
             dtypes = [input_dtype] * len(sizes)
         else:
@@ -188,6 +192,16 @@ class InputSpec:
             else:
                 args.append(torch.zeros(shape, dtype=dt, device=device))
         return tuple(args), {}
+
+
+def _default_dtype(model: nn.Module, size: tuple[Dim, ...]) -> torch.dtype:
+    """Token ids (long) for a model whose input goes into an Embedding, else the default float dtype."""
+    if len(size) < 2:
+        return torch.get_default_dtype()
+    try:
+        return input_spec(model, tuple(_hint(d) for d in size[1:])).dtype  # the contract's size has no batch
+    except ConfigError:
+        return torch.get_default_dtype()
 
 
 def declared_size(model: nn.Module) -> tuple[Any, ...]:
