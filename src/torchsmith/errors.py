@@ -28,7 +28,14 @@ __all__ = [
 
 
 class TorchsmithError(Exception):
-    """Base class of every error torchsmith raises on purpose."""
+    """Base class of every error torchsmith raises on purpose.
+
+    ``cli_message``, when set, is the same message in command-line words (``--input 3x32x32`` where
+    ``str()`` says ``input_size=(3, 32, 32)``); the CLI prints it instead, so a CLI user never reads
+    advice given as a Python call.
+    """
+
+    cli_message: str | None = None
 
 
 class ConfigError(TorchsmithError, ValueError):

@@ -26,7 +26,7 @@ class TorchsmithGroup(click.Group):
         try:
             return super().invoke(ctx)
         except TorchsmithError as e:
-            _fail(f"error: {e}", 1)
+            _fail(f"error: {e.cli_message or e}", 1)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
