@@ -315,7 +315,7 @@ def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str
         buffer_elements=sum(b.numel() for b in buffers), forward_flops=namer.value(ffl),
         forward_macs=namer.value(ffl // 2), training_flops=namer.value(training),
         uncounted_ops=dict(trace.uncounted), memory=memory, ran_on=ran, symbols=symbols,
-        notes=notes, output_shapes=trace.output, events=trace.events, depth=depth)
+        notes=notes, output_shapes=trace.output, events=trace.events, graph=trace.graph, depth=depth)
 
 
 def _input_bytes(spec: InputSpec) -> int | str:

@@ -108,6 +108,8 @@ class _Entry:
     d_self: Any
     d_uncounted: Counter[str]
     out: Any
+    graph: list[Any] = dataclasses.field(default_factory=list)  # data-flow steps inside the call
+    io_ids: tuple[list[Any], list[Any]] = ([], [])  # identities of the recorded call's inputs and outputs
 
 
 def _rename(name: str, old: str, new: str) -> str:
@@ -156,7 +158,7 @@ class BlockCache:
         if entry is not None:
             self.hits += 1
             return self._replay(entry, own)
-        r0, e0 = len(t.rows), len(t.events)
+        r0, e0, g0 = len(t.rows), len(t.events), len(t.graph)
         before = (t.forward_flops, t.backward_flops, t.activation_elements, t._self_flops[own], Counter(t.uncounted))
         out = forward(*args, **kwargs)
         spec = _out_spec(out)
@@ -166,7 +168,8 @@ class BlockCache:
                 rows=t.rows[r0:], self_flops=t._self_flops[r0:], out_bytes=t._out_bytes[r0:], events=t.events[e0:],
                 d_forward=t.forward_flops - before[0], d_backward=t.backward_flops - before[1],
                 d_activation=t.activation_elements - before[2], d_self=t._self_flops[own] - before[3],
-                d_uncounted=t.uncounted - before[4], out=spec)
+                d_uncounted=t.uncounted - before[4], out=spec, graph=t.graph[g0:],
+                io_ids=([i for i, _ in tr.in_tensors.get(own, ())], [i for i, _ in tr.tensor_refs(out)]))
         return out
 
     def _replay(self, e: _Entry, own: int) -> Any:
@@ -187,8 +190,21 @@ class BlockCache:
         t.backward_flops = t.backward_flops + e.d_backward
         t.activation_elements = t.activation_elements + e.d_activation
         t._self_flops[own] = t._self_flops[own] + e.d_self
+        row.ran_ops = row.ran_ops or t.rows[e.own].ran_ops
         t.uncounted.update(e.d_uncounted)
-        return _materialize(e.out)
+        out = _materialize(e.out)
+        # Data-flow steps: the recorded call's inputs and outputs become this call's, the rest salted.
+        ids = dict(zip(e.io_ids[0], [i for i, _ in self.tracer.in_tensors.get(own, ())]))
+        ids.update(zip(e.io_ids[1], [i for i, _ in self.tracer.tensor_refs(out)]))
+
+        def ref(pairs: Any) -> Any:
+            return tuple((ids.get(i, ("replay", self.hits, i)), shape) for i, shape in pairs)
+
+        for g in e.graph:
+            t.graph.append(dataclasses.replace(g, row=own if g.row == e.own else base + (g.row - e.first),
+                                               name=_rename(g.name, e.name, row.name) if g.kind == "module" else g.name,
+                                               inputs=ref(g.inputs), outputs=ref(g.outputs)))
+        return out
 
 
 def _eligible(model: nn.Module) -> set[int]:

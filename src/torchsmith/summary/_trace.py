@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchsmith.summary._cache import BlockCache
 from torchsmith.summary._flops import FLOP_FORMULAS, op_flops
 from torchsmith.summary._inputs import Namer
-from torchsmith.summary.result import FlowEvent, LayerRow
+from torchsmith.summary.result import FlowEvent, GraphStep, LayerRow
 
 __all__ = ["Trace", "meta_copy", "run_trace", "module_modes", "restore_modes", "expected_input"]
 
@@ -37,6 +37,10 @@ _QUIET = {
     "new_zeros", "new_ones", "new_full", "new_empty_strided", "contiguous", "scalar_tensor", "_local_scalar_dense",
     "device",
 }
+
+#: Copies that the graph follows as the same value under a new identity (``.contiguous()`` after a permute).
+_ALIAS_OPS = {"clone", "contiguous", "_to_copy", "detach", "lift_fresh", "lift_fresh_copy", "alias"}
+_PLAIN = (int, float, str, bool, type(None))
 
 _POOL_WORDS = ("pool",)
 _RESHAPE_OPS = {"view", "_unsafe_view", "reshape", "flatten", "_reshape_alias", "squeeze", "unsqueeze"}
@@ -83,6 +87,9 @@ class _ModuleInfo:
     buffers: int
     leaf: bool
     note: str  # aliases and tied weights, e.g. "also decoder; tied: weight = embed.weight"
+    base: str = ""  # the torch.nn class it derives from
+    attrs: dict[str, Any] = field(default_factory=dict)
+    param_shapes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +99,7 @@ class Trace:
     namer: Namer
     rows: list[LayerRow] = field(default_factory=list)
     events: list[FlowEvent] = field(default_factory=list)
+    graph: list[GraphStep] = field(default_factory=list)
     uncounted: Counter[str] = field(default_factory=Counter)
     forward_flops: Any = 0
     activation_elements: Any = 0
@@ -124,7 +132,10 @@ class _Recorder(TorchDispatchMode):
         packet = func._overloadpacket
         name = packet.__name__
         if name in _QUIET:
-            return func(*args, **kwargs)
+            out = func(*args, **kwargs)
+            if name in _ALIAS_OPS:
+                self.tracer.on_alias(name, args, out)
+            return out
         if packet not in FLOP_FORMULAS and func is not torch.ops.prim.device.default:
             # Composite ops reach us whole on some backends; count through their decomposition, as torch does.
             with self:
@@ -158,6 +169,7 @@ class _Tracer:
         self.stack: list[int] = []
         self.modules: list[nn.Module] = []  # parallel to stack; dropped when the pass ends
         self.in_ids: dict[int, int | None] = {}  # row -> id() of its first input tensor, for the flow's branches
+        self.in_tensors: dict[int, tuple[Any, ...]] = {}  # row -> (identity, shape) of each input tensor
         # Every tensor whose id() a flow event records stays alive until the trace ends: a freed
         # tensor's id can be reused by a later one, which would link unrelated steps of the flow.
         self._alive: list[torch.Tensor] = []
@@ -194,6 +206,7 @@ class _Tracer:
             input_shapes=self.describe(list(args) + list(kwargs.values()) if kwargs else list(args)),
             output_shapes=None, params=info.params, trainable=info.trainable, buffers=info.buffers,
             is_leaf=info.leaf, call=call, note="; ".join(notes),
+            base=info.base, attrs=info.attrs, param_shapes=info.param_shapes,
         )
         self.stack.append(len(t.rows))
         self.modules.append(module)
@@ -203,6 +216,7 @@ class _Tracer:
         first = _first_tensor((args, kwargs))
         row.first_input = None if first is None else self.shape(first)
         self.in_ids[len(t.rows) - 1] = None if first is None else self._ident(first)
+        self.in_tensors[len(t.rows) - 1] = self.tensor_refs((args, kwargs))
 
     def _post(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         if not self.stack:
@@ -217,6 +231,8 @@ class _Tracer:
             depth=row.depth, name=row.name, kind="module", type=row.type, leaf=row.is_leaf,
             before=row.first_input, after=None if first is None else self.shape(first),
             src=self.in_ids.pop(idx, None), dst=None if first is None else self._ident(first)))
+        self.trace.graph.append(GraphStep(kind="module", row=idx, name=row.name,
+                                          inputs=self.in_tensors.pop(idx, ()), outputs=self.tensor_refs(output)))
 
     # ---------------------------------------------------------------- ops
     def on_op(self, func: Any, name: str, packet: Any, args: Any, kwargs: Any, out: Any) -> None:
@@ -238,8 +254,14 @@ class _Tracer:
             t.uncounted[f"aten.{name}"] += 1
         # A functional op that changes the shape of the tensor flowing through: a step of the shape flow
         # (ops inside a leaf module are that module's step).
-        if not self.stack or t.rows[self.stack[-1]].is_leaf:
+        if not self.stack:
             return
+        scope = t.rows[self.stack[-1]]
+        scope.ran_ops = True
+        if scope.is_leaf:
+            return
+        t.graph.append(GraphStep(kind="op", row=self.stack[-1], name=name, inputs=self.tensor_refs((args, kwargs)),
+                                 outputs=self.tensor_refs(out), args=_plain_args(args, kwargs)))
         first_in, first_out = _first_tensor(args), _first_tensor(out)
         if first_in is not None and first_out is not None:
             before, after = self.shape(first_in), self.shape(first_out)
@@ -247,6 +269,20 @@ class _Tracer:
                 t.events.append(FlowEvent(depth=len(self.stack), name=_op_label(name, before, after), kind="op",
                                           type=f"aten.{name}", leaf=True, before=before, after=after,
                                           src=self._ident(first_in), dst=self._ident(first_out)))
+
+    def on_alias(self, name: str, args: Any, out: Any) -> None:
+        """A copy run directly in a non-leaf module: the graph follows the value through it."""
+        if not self.stack or self.trace.rows[self.stack[-1]].is_leaf:
+            return
+        first_in, first_out = _first_tensor(args), _first_tensor(out)
+        if first_in is None or first_out is None or first_in is first_out:
+            return
+        self.trace.graph.append(GraphStep(kind="alias", row=self.stack[-1], name=name,
+                                          inputs=self.tensor_refs(first_in), outputs=self.tensor_refs(first_out)))
+
+    def tensor_refs(self, obj: Any) -> tuple[tuple[Any, tuple[Any, ...]], ...]:
+        """(identity, shape) of every tensor in ``obj``, for the data-flow graph."""
+        return tuple((self._ident(x), self.shape(x)) for x in _tensors(obj))
 
     def _ident(self, t: torch.Tensor) -> int:
         self._alive.append(t)
@@ -294,6 +330,42 @@ def expected_input(m: nn.Module) -> str | None:
     return None
 
 
+def _plain_args(args: Any, kwargs: Any) -> tuple[Any, ...]:
+    """An op's non-tensor arguments (kernel sizes, strides, dims), tensors as None: what explain() reads."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, _PLAIN):
+            return v
+        if isinstance(v, (list, tuple)) and len(v) <= 8 and all(isinstance(x, _PLAIN) for x in v):
+            return tuple(v)
+        return None
+
+    return tuple(plain(a) for a in args) + tuple((k, plain(v)) for k, v in kwargs.items())
+
+
+def _plain_attrs(m: nn.Module) -> dict[str, Any]:
+    """A module's plain hyperparameters (stride, padding, num_heads...): values, never references."""
+    out: dict[str, Any] = {}
+    for k, v in vars(m).items():
+        if k.startswith("_") or k == "training":
+            continue
+        if isinstance(v, _PLAIN) or (isinstance(v, (tuple, list)) and len(v) <= 8
+                                     and all(isinstance(x, _PLAIN) for x in v)):
+            out[k] = tuple(v) if isinstance(v, list) else v
+        if len(out) >= 40:
+            break
+    return out
+
+
+def _nn_base(m: nn.Module) -> str:
+    """The public torch.nn class ``m`` is or derives from ("Conv2d" for a user's subclass), else ""."""
+    for cls in type(m).__mro__:
+        if cls is nn.Module:
+            break
+        if getattr(nn, cls.__name__, None) is cls:
+            return cls.__name__
+    return ""
+
+
 def _op_label(name: str, before: tuple[Any, ...], after: tuple[Any, ...]) -> str:
     if any(w in name for w in _POOL_WORDS):
         return "pool"
@@ -327,7 +399,9 @@ def _module_infos(model: nn.Module) -> dict[int, _ModuleInfo]:
             params=sum(p.numel() for p in params),
             trainable=sum(p.numel() for p in params if p.requires_grad),
             buffers=sum(b.numel() for b in m.buffers()),
-            leaf=next(iter(m.children()), None) is None, note="; ".join(notes))
+            leaf=next(iter(m.children()), None) is None, note="; ".join(notes),
+            base=_nn_base(m), attrs=_plain_attrs(m),
+            param_shapes={k: None if p is None else tuple(p.shape) for k, p in m._parameters.items()})
     return infos
 
 

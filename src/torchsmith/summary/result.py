@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["LayerRow", "FlowEvent", "MemoryEstimate", "ModelSummary", "Num", "format_flow_shape"]
+__all__ = ["LayerRow", "FlowEvent", "GraphStep", "MemoryEstimate", "ModelSummary", "Num", "format_flow_shape"]
 
 Num = int | str  # a count, or a formula in the input's symbolic dims
 
@@ -38,10 +38,16 @@ class LayerRow:
     macs: Num = 0  # multiply-accumulates (flops // 2 for matmul/conv/attention)
     output_bytes: Num = 0
     first_input: Any = field(default=None, repr=False)  # shape of the first input tensor, for the flow
+    # What the explanation needs from the module itself (summaries keep no reference to the model):
+    base: str = field(default="", repr=False)  # the torch.nn class it derives from ("Conv2d" for a subclass)
+    attrs: dict[str, Any] = field(default_factory=dict, repr=False)  # plain hyperparameters (stride, padding...)
+    param_shapes: dict[str, Any] = field(default_factory=dict, repr=False)  # own parameters; None: absent bias
+    ran_ops: bool = field(default=False, repr=False)  # an op ran in it (False: Identity, eval-mode Dropout)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("first_input")
+        for key in ("first_input", "base", "attrs", "param_shapes", "ran_ops"):
+            d.pop(key)
         return d
 
 
@@ -58,6 +64,23 @@ class FlowEvent:
     after: tuple[Any, ...] | None
     src: Any = None  # identity of the input tensor (to tell a residual branch from the main path)
     dst: Any = None  # identity of the output tensor
+
+
+@dataclass
+class GraphStep:
+    """A node of the data-flow graph: a module call, or an op run directly in a non-leaf module's forward.
+
+    Tensors are ``(identity, shape)`` pairs; identities link a step's outputs to later steps' inputs
+    (an in-place op such as ``out += shortcut`` outputs the identity it took in). ``kind`` "alias" is
+    a copy (``contiguous``, ``clone``, ``.to``): its output is its input under a new identity.
+    """
+
+    kind: str  # "module", "op" or "alias"
+    row: int  # the module call's row ("module"), or the row of the module whose forward ran the op
+    name: str  # dotted module name, or the aten op ("add_", "cat", "view")
+    inputs: tuple[tuple[Any, tuple[Any, ...]], ...]
+    outputs: tuple[tuple[Any, tuple[Any, ...]], ...]
+    args: tuple[Any, ...] = ()  # an op's plain (non-tensor) arguments: kernel sizes, dims
 
 
 @dataclass
@@ -97,6 +120,7 @@ class ModelSummary:
     notes: list[str] = field(default_factory=list)
     output_shapes: Any = None
     events: list[FlowEvent] = field(default_factory=list, repr=False)
+    graph: list[GraphStep] = field(default_factory=list, repr=False)  # data flow, for diagram() and explain()
     error: str | None = None  # set on a partial summary: why the forward stopped
     failed_module: str | None = None
     depth: int | None = 3  # default depth of render() and str()
@@ -165,6 +189,23 @@ class ModelSummary:
         from torchsmith.summary.render import rich_summary
 
         return rich_summary(self, depth=self.depth)
+
+    # ------------------------------------------------------------------ picture and arithmetic
+    def diagram(self, depth: int | None | str = "default", *, collapse: bool = True) -> Any:
+        """The network as a graph of modules and joining ops, edges labelled with shapes: a ``Diagram``.
+
+        ``depth`` is the deepest module level drawn (deeper modules are one box); ``collapse``
+        draws a chain of identical blocks as one box "BasicBlock x3".
+        """
+        from torchsmith.summary.diagram import build_diagram
+
+        return build_diagram(self, depth=self.depth if depth == "default" else depth, collapse=collapse)
+
+    def explain(self) -> Any:
+        """For each layer, the formula behind its output shape and its parameter count: an ``Explanation``."""
+        from torchsmith.summary.explain import build_explanation
+
+        return build_explanation(self)
 
 
 def _side_branches(events: list[FlowEvent]) -> set[int]:
