@@ -139,17 +139,20 @@ class _Head(torch.nn.Module):
         return self.wrap(self.fc(x.flatten(1)))
 
 
-@pytest.mark.parametrize("wrap, message", [
-    (lambda t: (t, 0), "returns a tuple but training needs one logits tensor"),
-    (lambda t: {"logits": t}, "returns a dict but training needs one logits tensor"),
-    (lambda t: t.long(), "outputs are torch.int64 but the cross-entropy loss needs floating-point logits"),
-])
-def test_models_whose_outputs_are_not_logits_are_refused_before_training(wrap, message):
-    with pytest.raises(DataError, match=message):
-        fit(_Head(wrap), "digits", epochs=1)
-    if not isinstance(wrap(torch.zeros(1)), torch.Tensor):
-        with pytest.raises(DataError, match="evaluation needs one logits tensor"):
-            ts.evaluate(_Head(wrap), "digits")
+@pytest.mark.parametrize("wrap", [lambda t: (t, 0), lambda t: {"logits": t}, lambda t: {"hidden": t}],
+                         ids=["tuple", "dict-logits", "dict-other"])
+def test_models_returning_a_structure_train_and_evaluate_on_its_logits(wrap):
+    torch.manual_seed(0)
+    model = _Head(wrap)
+    result = fit(model, "digits", epochs=1, max_steps=3, log_every=1)
+    assert result.global_step == 3
+    evaluated = ts.evaluate(model, "digits")
+    assert evaluated.num_samples == 450 and 0.0 <= evaluated.accuracy <= 1.0
+
+
+def test_integer_outputs_are_refused_before_training():
+    with pytest.raises(DataError, match="outputs are torch.int64 but the cross-entropy loss needs floating-point"):
+        fit(_Head(lambda t: t.long()), "digits", epochs=1)
 
 
 def test_meta_models_and_misfit_inputs_get_the_fix():
@@ -157,12 +160,19 @@ def test_meta_models_and_misfit_inputs_get_the_fix():
         meta = ts.create_model("lenet", **SMALL)
     with pytest.raises(ConfigError, match=r"meta device .* model.to_empty\(device='cpu'\)"):
         fit(meta, "digits", epochs=1)
-    # No default_input_size: the digits stay 1x8x8 and a 3x8x8 head cannot take them; the error says how to fit.
+    # The first layer says 192 features; the digits are 1x8x8 (64): the error says how to give the size,
+    # in Python words from Python and in command-line words (cli_message) for the CLI.
     head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 10))
-    with pytest.raises(DataError, match=r"cannot take digits images of size 1x8x8.*default_input_size"):
+    with pytest.raises(DataError, match=r"takes input of size 192 .*not digits images of size 1x8x8") as err:
         fit(head, "digits", epochs=1)
-    with pytest.raises(DataError, match="cannot take these images of size 1x8x8"):
+    assert "input_size=(3, 32, 32)" in str(err.value) and "--input" not in str(err.value)
+    assert "--input 3x32x32" in err.value.cli_message and "input_size" not in err.value.cli_message
+    with pytest.raises(DataError, match=r"takes input of size 192 .*not digits images of size 1x8x8"):
         ts.evaluate(head, "digits")
+    # Given a size the model cannot take: the error names it.
+    with pytest.raises(DataError, match=r"cannot take input of size 1x12x12 .*it takes 1x16x16 \(default_input_size\)"
+                       r".*input_size=\(1, 16, 16\)"):
+        fit(small_model(), "digits", epochs=1, input_size=(1, 12, 12))
     # evaluate takes a dataset name as fit does, fitted to the model's default_input_size
     result = ts.evaluate(small_model(), "digits")
     assert result.num_samples == 450 and 0.0 <= result.accuracy <= 1.0

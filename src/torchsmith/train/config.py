@@ -21,7 +21,7 @@ DEVICES = ("auto", "cpu", "cuda")
 TRAJECTORY_FIELDS = (
     "data", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule",
     "warmup_epochs", "label_smoothing", "seed", "augment", "crop_padding", "amp", "channels_last", "init",
-    "num_samples", "sync_batchnorm", "grad_clip",
+    "num_samples", "sync_batchnorm", "grad_clip", "input_size", "input_dtype",
 )
 
 
@@ -33,6 +33,9 @@ class TrainConfig:
     ``lr`` is the peak learning rate; the schedule warms up to it over
     ``warmup_epochs`` and then follows ``schedule``. ``augment="auto"`` takes the
     dataset's own default (crop for digits, crop+flip for CIFAR-10).
+    ``input_size`` is one sample without the batch, ``(3, 32, 32)``: the data is fitted to it (resized,
+    grey <-> RGB). ``None`` asks the model (:func:`torchsmith.contract.input_spec`); a model that does not
+    tell gets the data at its own size. ``tensorboard`` also writes TensorBoard event files to ``out_dir``.
     """
 
     data: str = "digits"
@@ -65,9 +68,14 @@ class TrainConfig:
     sync_batchnorm: bool = False
     grad_clip: float | None = None
     plot: bool = True
+    input_size: tuple[int, ...] | None = None  # one sample without the batch; None: the model's own
+    input_dtype: str | None = None  # "float32", "bf16", "long" (token ids); None: what the model takes
+    tensorboard: bool = False  # event files in out_dir, for `tensorboard --logdir runs`
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def __post_init__(self) -> None:
+        if self.input_size is not None:
+            self.input_size = _input_size(self.input_size)
         self.validate()
 
     def validate(self) -> None:
@@ -100,9 +108,16 @@ class TrainConfig:
             raise ConfigError(f"crop_padding must be >= 0, got {self.crop_padding}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive, got {self.grad_clip}")
+        if self.input_dtype is not None:
+            from torchsmith.summary import parse_dtype
+
+            parse_dtype(self.input_dtype)  # unknown names get close matches
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if self.input_size is not None:
+            out["input_size"] = list(self.input_size)  # as JSON has it, so a saved config compares equal
+        return out
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -118,3 +133,15 @@ class TrainConfig:
             if key not in {f.name for f in dataclasses.fields(self)}:
                 raise UnknownNameError("training option", key, [f.name for f in dataclasses.fields(self)])
         return dataclasses.replace(self, **changes)
+
+
+def _input_size(value: Any) -> tuple[int, ...]:
+    """``(3, 32, 32)``, ``[3, 32, 32]`` or ``"3x32x32"`` -> ``(3, 32, 32)``."""
+    from torchsmith.resolve import int_dims, parse_input_size
+
+    if isinstance(value, str):
+        return parse_input_size(value)
+    dims = int_dims(value) if isinstance(value, (tuple, list)) else None
+    if not dims or any(d <= 0 for d in dims):
+        raise ConfigError(f"input_size must be one sample's dims without the batch, like (3, 32, 32), not {value!r}")
+    return dims

@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchsmith.contract import device_dtype, primary_output
 from torchsmith.data import DataSplits, DeviceLoader, load_dataset
 from torchsmith.errors import CheckpointError, ConfigError, DataError, TorchsmithError
 from torchsmith.train.distributed import DistInfo, all_reduce_sum
+from torchsmith.train.inputs import ModelInput, is_tokens, misfit, model_input, token_data_error
 
 __all__ = ["EvalResult", "evaluate", "evaluate_checkpoint", "run_eval"]
 
@@ -70,7 +72,8 @@ class EvalResult:
 
 
 def run_eval(model: nn.Module, loader: DeviceLoader, num_classes: int, *, autocast: Any = None,
-             dist: DistInfo | None = None) -> tuple[float, int, int, torch.Tensor]:
+             dist: DistInfo | None = None, given: ModelInput | None = None,
+             data_name: str = "dataset") -> tuple[float, int, int, torch.Tensor]:
     """(loss sum, correct, count, confusion (K, K) on the CPU) over ``loader``, summed over ranks.
 
     The model is put in eval mode and given back in the mode it was in.
@@ -85,16 +88,12 @@ def run_eval(model: nn.Module, loader: DeviceLoader, num_classes: int, *, autoca
         with torch.no_grad(), (autocast if autocast is not None else contextlib.nullcontext()):
             for x, y in loader.epoch():
                 try:
-                    logits = model(x)
+                    out = model(x)
                 except TorchsmithError:
                     raise
                 except Exception as e:
-                    size = "x".join(map(str, x.shape[1:]))
-                    raise DataError(f"the model cannot take these images of size {size}: {type(e).__name__}: "
-                                    f"{str(e).splitlines()[0] if str(e) else ''}") from e
-                if not isinstance(logits, torch.Tensor):
-                    raise DataError(f"the model returns a {type(logits).__name__} but evaluation needs one logits "
-                                    f"tensor of shape (batch, {k}); make forward return the logits alone")
+                    raise misfit(model, data_name, tuple(x.shape[1:]), given or ModelInput(None), e) from e
+                logits = primary_output(out)  # a tensor, or the logits of a dict / ModelOutput / named tuple
                 if logits.dim() != 2 or logits.shape[1] != k:
                     raise DataError(f"the model gives outputs of shape {tuple(logits.shape)} but the data has "
                                     f"{k} classes; build it with num_classes={k}")
@@ -110,48 +109,49 @@ def run_eval(model: nn.Module, loader: DeviceLoader, num_classes: int, *, autoca
     return float(loss_sum), int(matrix.diag().sum()), count, matrix
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in [*model.parameters(), *model.buffers()]:
-        return tensor.device
-    return torch.device("cpu")
-
-
 def evaluate(model: nn.Module, data: str | DataSplits, *, split: str = "test", batch_size: int = 1024,
-             mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> EvalResult:
-    """Evaluate ``model`` on ``data``'s ``split`` (a dataset name or :class:`DataSplits`, fitted to the
-    model's ``default_input_size`` as training does) on the device the model is on.
+             mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+             input_size: Any = None, input_dtype: torch.dtype | str | None = None,
+             data_dir: str | Path | None = None) -> EvalResult:
+    """Evaluate ``model`` on ``data``'s ``split`` (a dataset name or :class:`DataSplits`) on the device the
+    model is on, the data fitted to the model's input as training does: ``input_size`` (one sample without
+    the batch, ``(3, 32, 32)``) when given, else what the model contract knows, else the data's own size.
 
     ``mean``/``std`` are the normalisation the model was trained with (the
     trainer stores them in its checkpoints); by default, the data's own.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"evaluate needs an nn.Module, not {type(model).__name__}")
-    in_size = getattr(model, "default_input_size", None)
-    if isinstance(data, str):
-        data = load_dataset(data, input_size=in_size)
-    elif isinstance(data, DataSplits):
-        data = data.fitted_to(in_size)
-    else:
+    if not isinstance(data, (str, DataSplits)):
         raise ConfigError(f"evaluate needs a dataset name (e.g. 'digits') or DataSplits, not {type(data).__name__}")
+    given = model_input(model, input_size, input_dtype)
+    if is_tokens(given.spec):
+        raise token_data_error(model, given.spec, data if isinstance(data, str) else data.name)  # type: ignore[arg-type]
+    if isinstance(data, str):
+        data = load_dataset(data, data_dir=data_dir, input_size=given.image_size)
+    else:
+        data = data.fitted_to(given.image_size)
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test', not {split!r}")
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     part = data.train if split == "train" else data.test
+    device, dtype = device_dtype(model)
     loader = DeviceLoader(part, batch_size=batch_size, mean=mean or data.mean, std=std or data.std,
-                          device=_model_device(model))
-    loss_sum, correct, count, matrix = run_eval(model, loader, data.num_classes)
+                          device=device, dtype=given.float_dtype or dtype)
+    loss_sum, correct, count, matrix = run_eval(model, loader, data.num_classes, given=given, data_name=data.name)
     return EvalResult(loss=loss_sum / max(count, 1), accuracy=correct / max(count, 1), num_samples=count,
                       classes=data.classes, confusion=matrix.tolist(), dataset=data.name, split=split,
-                      notes=list(data.notes))
+                      notes=[*given.notes, *data.notes])
 
 
 def evaluate_checkpoint(path: str | Path, data: str | DataSplits = "digits", *, data_dir: str | None = None,
-                        split: str = "test", batch_size: int = 1024, device: str = "cpu") -> EvalResult:
+                        split: str = "test", batch_size: int = 1024, device: str = "cpu", input_size: Any = None,
+                        input_dtype: torch.dtype | str | None = None) -> EvalResult:
     """Rebuild the model saved at ``path`` (or in run directory ``path``) and evaluate it on ``data``.
 
-    The normalisation statistics the trainer saved with the checkpoint are used, so
-    the evaluation sees exactly the inputs training did.
+    The normalisation statistics and the input size the trainer saved with the checkpoint are used, so
+    the evaluation sees exactly the inputs training did; ``input_size`` overrides the saved size.
     """
     from torchsmith import checkpoint
 
@@ -178,10 +178,11 @@ def evaluate_checkpoint(path: str | Path, data: str | DataSplits = "digits", *, 
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but CUDA is not available; use --device cpu")
     model.to(device)
-    if isinstance(data, str):
-        data = load_dataset(data, data_dir=data_dir, input_size=getattr(model, "default_input_size", None))
+    if input_size is None and saved.get("input_size"):
+        input_size = tuple(saved["input_size"])  # the size the model was trained at
     mean = tuple(saved["mean"]) if saved.get("mean") else None
     std = tuple(saved["std"]) if saved.get("std") else None
-    result = evaluate(model, data, split=split, batch_size=batch_size, mean=mean, std=std)
+    result = evaluate(model, data, split=split, batch_size=batch_size, mean=mean, std=std, input_size=input_size,
+                      input_dtype=input_dtype, data_dir=data_dir)
     result.source = str(ckpt)
     return result

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchsmith.contract import device_dtype, primary_output
 from torchsmith.data import DataSplits, DeviceLoader, load_dataset
 from torchsmith.errors import ConfigError, DataError, TorchsmithError, TrainingError
 from torchsmith.train import state as run_state
@@ -39,10 +40,12 @@ from torchsmith.train.distributed import (
     wrap_ddp,
 )
 from torchsmith.train.eval import run_eval
+from torchsmith.train.inputs import is_tokens, misfit, model_input, output_width, token_data_error
 from torchsmith.train.metrics import plot_metrics, write_metrics
 from torchsmith.train.optim import build_optimizer, build_scheduler
 from torchsmith.train.progress import Reporter
 from torchsmith.train.result import TrainResult
+from torchsmith.train.tensorboard import TensorBoardLog
 
 __all__ = ["fit", "resolve_device"]
 
@@ -94,8 +97,10 @@ def fit(model: nn.Module, data: str | DataSplits | None = None, config: TrainCon
     cudnn_benchmark = torch.backends.cudnn.benchmark
     if device_type == "cuda":
         torch.backends.cudnn.benchmark = True
+    run: _Run | None = None
     try:
-        return _Run(model, data if isinstance(data, DataSplits) else None, cfg, rep, info).run()
+        run = _Run(model, data if isinstance(data, DataSplits) else None, cfg, rep, info)
+        return run.run()
     except TorchsmithError:
         raise
     except Exception as e:
@@ -107,6 +112,8 @@ def fit(model: nn.Module, data: str | DataSplits | None = None, config: TrainCon
                                 f"train without --compile") from e
         raise
     finally:
+        if run is not None:
+            run.close()
         torch.backends.cudnn.benchmark = cudnn_benchmark
         model.train(was_training)
         rep.close()
@@ -129,10 +136,17 @@ class _Run:
         if cfg.sync_batchnorm and info.enabled and self.device.type != "cuda":
             raise ConfigError("--sync-batchnorm needs CUDA (torch's SyncBatchNorm runs on GPUs only); on CPU "
                               "leave it off and each rank normalises over its own part of the batch")
-        in_size = getattr(model, "default_input_size", None)
+        # The data is fitted to the model's input (the contract's answer, or cfg.input_size when given).
+        self.input = model_input(model, cfg.input_size, cfg.input_dtype)
+        self.notes += self.input.notes
+        name = splits.name if splits is not None else cfg.data
+        if is_tokens(self.input.spec):
+            raise token_data_error(model, self.input.spec, name)  # type: ignore[arg-type]
+        in_size = self.input.image_size
         if splits is None:
-            splits = load_dataset(cfg.data, data_dir=cfg.data_dir, input_size=in_size,
-                                  num_classes=int(getattr(model, "num_classes", 10) or 10),
+            synthetic = cfg.data.lower() == "synthetic"
+            classes = (output_width(model, self.input.spec) or 10) if synthetic else 10
+            splits = load_dataset(cfg.data, data_dir=cfg.data_dir, input_size=in_size, num_classes=classes,
                                   num_samples=cfg.num_samples, seed=cfg.seed)
         else:
             splits = splits.fitted_to(in_size)
@@ -145,6 +159,15 @@ class _Run:
                             f"{splits.num_classes})")
         self.augment = splits.augment if cfg.augment == "auto" else cfg.augment
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else (Path(cfg.resume) if cfg.resume else None)
+        self.input_dtype = torch.float32
+        self.tb: TensorBoardLog | None = None
+        if cfg.tensorboard and self.out_dir is None:
+            raise ConfigError("TensorBoard events go to the run directory; give the run an out_dir (--out DIR)")
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
 
     # ------------------------------------------------------------------ setup
     def _prepare_model(self) -> None:
@@ -163,33 +186,32 @@ class _Run:
                               f"first: model.to_empty(device='cpu'), then torchsmith.init_weights(model, ...) "
                               f"or load a checkpoint into it")
         model.to(self.device)
+        dtype = device_dtype(model)[1]
+        self.input_dtype = self.input.float_dtype or (dtype if dtype.is_floating_point else torch.float32)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._probe()
 
     def _probe(self) -> None:
         """One forward on two test images, so a misfit fails here with a clear message, not mid-epoch."""
-        x = self.splits.test.images[:2].to(self.device).float()
+        x = self.splits.test.images[:2].to(self.device, self.input_dtype)
         was = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                out = self.model(x)
+                raw = self.model(x)
         except TorchsmithError:
             raise
         except Exception as e:
-            hint = ("" if getattr(self.model, "default_input_size", None) else
-                    "; give the model a default_input_size (C, H, W) attribute, or fit the data to it: "
-                    "load_dataset(NAME, input_size=(C, H, W))")
-            raise DataError(f"the model cannot take {self.splits.name} images of size "
-                            f"{'x'.join(map(str, self.splits.input_size))}: {type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}{hint}") from e
+            raise misfit(self.model, self.splits.name, self.splits.input_size, self.input, e) from e
         finally:
             self.model.train(was)
         want = f"(2, {self.splits.num_classes})"
-        if not isinstance(out, torch.Tensor):
-            raise DataError(f"the model returns a {type(out).__name__} but training needs one logits tensor of shape "
-                            f"{want}; make forward return the logits alone (or wrap the model to pick them)")
+        try:
+            out = primary_output(raw)  # a tensor, or the logits of a dict / ModelOutput / named tuple
+        except TorchsmithError as e:
+            raise DataError(f"the model returns a {type(raw).__name__} with no tensor in it but training needs "
+                            f"logits of shape {want}; make forward return the logits") from e
         if not out.is_floating_point():
             raise DataError(f"the model's outputs are {out.dtype} but the cross-entropy loss needs floating-point "
                             f"logits; do not round or cast them to an integer type in forward")
@@ -201,7 +223,7 @@ class _Run:
     def _loaders(self) -> tuple[DeviceLoader, DeviceLoader]:
         cfg, info, s = self.cfg, self.info, self.splits
         common = {"mean": s.mean, "std": s.std, "device": self.device, "rank": info.rank,
-                  "world_size": info.world_size, "channels_last": cfg.channels_last}
+                  "world_size": info.world_size, "channels_last": cfg.channels_last, "dtype": self.input_dtype}
         if cfg.batch_size % info.world_size:
             raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must divide evenly among "
                               f"{info.world_size} ranks; use a multiple of {info.world_size}")
@@ -240,6 +262,9 @@ class _Run:
             (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
 
         steps = len(train_loader)
+        if cfg.tensorboard and self.out_dir is not None and info.is_main:
+            # On resume, events a crashed run wrote after its checkpoint are dropped (steps past global_step).
+            self.tb = TensorBoardLog(self.out_dir, purge_step=st.global_step + 1 if self.resume_path else None)
         rep.start(epochs=cfg.epochs, steps_per_epoch=steps, start_epoch=st.epoch, start_step=st.step_in_epoch,
                   notes=self.notes)
         stopped = False
@@ -251,12 +276,16 @@ class _Run:
             acc = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, seen (this rank)
             if first and st.partial:
                 acc += torch.tensor(st.partial, dtype=torch.float64, device=self.device)
+            if self.tb is not None and first and st.partial:
+                self.tb.start_epoch(st.partial[0], st.partial[2])
+            elif self.tb is not None:
+                self.tb.start_epoch()
             t_epoch = t_read = time.perf_counter()
             epoch_time, seen_at_read = 0.0, float(acc[2]) if first else 0.0
             step = first
             for x, y in batches:
                 with autocast:
-                    logits = net(x)
+                    logits = primary_output(net(x))  # a tensor, or the logits of a ModelOutput / dict
                     loss = criterion(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
@@ -288,6 +317,8 @@ class _Run:
                     rate = (seen - seen_at_read) * info.world_size / max(now - t_read, 1e-9)
                     rep.update(epoch=epoch + 1, step=step, loss=loss_sum / max(seen, 1),
                                acc=correct / max(seen, 1), images_per_s=rate)
+                    if self.tb is not None:
+                        self.tb.interval(st.global_step, loss_sum, seen)
                     seen_at_read, t_read = seen, time.perf_counter()
                 if not last and (stop_now or (cfg.save_every_steps and st.global_step % cfg.save_every_steps == 0)):
                     now = time.perf_counter()
@@ -308,7 +339,8 @@ class _Run:
             all_reduce_sum(acc, info)
             loss_sum, correct, seen = acc.tolist()
             t_loss, t_correct, t_count, _ = run_eval(model, test_loader, self.splits.num_classes,
-                                                     autocast=autocast, dist=info)
+                                                     autocast=autocast, dist=info, given=self.input,
+                                                     data_name=self.splits.name)
             row = {"epoch": epoch + 1, "step": st.global_step, "lr": optimizer.param_groups[0]["lr"],
                    "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                    "test_loss": t_loss / max(t_count, 1), "test_acc": t_correct / max(t_count, 1),
@@ -322,6 +354,8 @@ class _Run:
             st.data_rng = train_loader.get_rng_state()
             self._save(st, optimizer, scheduler, scaler, best=improved)
             rep.epoch_end(row)
+            if self.tb is not None:
+                self.tb.epoch(row)
             if cfg.max_steps is not None and st.global_step >= cfg.max_steps and epoch + 1 < cfg.epochs:
                 stopped = True
                 break
