@@ -159,7 +159,8 @@ assert n_params == 62_006
     md("""
 **torchsmith**: the same model, its table and its one-line shape flow, with the classic
 HxWxC notation. The flow is read off the run, so it is right even when the code is
-not what you think it is.
+not what you think it is. `.diagram()` draws it: modules as boxes, the functional ops of
+`forward` (`F.relu`, the `view`) as circles, each edge labelled with the tensor's shape.
 """),
     code("""
 s = ts.summary(net, (1, 3, 32, 32))
@@ -169,6 +170,12 @@ assert s.total_params == 62_006
 assert s.flow() == ("32x32x3 -> conv1 -> 28x28x6 -> pool -> 14x14x6 -> conv2 -> 10x10x16 -> pool -> 5x5x16"
                     " -> flatten 400 -> 120 -> 84 -> 10")
 assert [r.params for r in s.rows if r.depth == 1] == [456, 0, 2416, 0, 48120, 10164, 850]
+"""),
+    code("""
+lenet_diagram = s.diagram()
+assert {"6x28x28", "6x14x14", "16x10x10", "16x5x5", "400", "120", "84", "10"} <= {e.label for e in lenet_diagram.edges}
+assert lenet_diagram.node("flatten").kind == "op"               # x.view(-1, 16*5*5) is in the picture too
+lenet_diagram
 """),
     # ------------------------------------------------------------------ 3. init
     md("""
@@ -395,7 +402,9 @@ assert len(resnet.layer1[0].shortcut) == 0 and len(resnet.layer2[0].shortcut) ==
 """),
     md("""
 **torchsmith**: the summary to depth 2 collapses the two identical blocks of `layer1`
-into one row (`x2`); the doctor runs its checks on a copy and finds nothing wrong.
+into one row (`x2`); the doctor runs its checks on a copy and finds nothing wrong. The
+diagram at depth 3 opens the blocks: each `add` joins the two paths, and where the shape
+changes (`layer2.0`, `layer3.0`) the shortcut is the 1x1 projection.
 """),
     code("""
 s = ts.summary(resnet, (1, 3, 32, 32), depth=2)
@@ -406,6 +415,15 @@ assert s.output_shapes == (1, 10)
 resnet_report = ts.check(resnet, (3, 32, 32))
 print(resnet_report)
 assert resnet_report.ok and not resnet_report.findings
+"""),
+    code("""
+resnet_diagram = ts.summary(resnet, (1, 3, 32, 32)).diagram(depth=3)
+adds = [n for n in resnet_diagram.nodes if n.kind == "op" and n.name == "add"]
+by_id = {n.id: n for n in resnet_diagram.nodes}
+joined = {by_id[e.src].name for a in adds for e in resnet_diagram.inputs_of(a.id)}
+assert adds and all(len(resnet_diagram.inputs_of(a.id)) == 2 for a in adds)   # every add joins two paths
+assert {"layer2.0.shortcut", "layer3.0.shortcut"} <= joined                  # the projections feed an add
+resnet_diagram
 """),
     # ------------------------------------------------------------------ 6. dynamic shapes
     md("""
@@ -568,8 +586,9 @@ assert [f.id for f in report.findings] == ["input-mutated"]
 
 The `digits` images are 1x8x8; LeNet takes 3x32x32. `ts.load_dataset("digits",
 input_size=(3, 32, 32))` fits the data to the model (resize, grey to RGB) and keeps it as
-one uint8 tensor. First the loop every course writes, then `ts.fit`, which adds the
-schedule, augmentation, evaluation, checkpoints and metrics files.
+one uint8 tensor. First the loop every course writes, then `ts.fit`, which fits the data to
+`input_size` itself and adds the schedule, augmentation, evaluation, checkpoints, metrics
+files and curves.
 """),
     code("""
 splits = ts.load_dataset("digits", input_size=(3, 32, 32))
@@ -602,12 +621,16 @@ for epoch in range(3):
 assert accuracy > 0.85
 """),
     code("""
+from IPython.display import Image
+
 model = FixedLeNet()
-result = ts.fit(model, splits, ts.TrainConfig(epochs=4, batch_size=64, lr=3e-3, seed=0, device="cpu",
-                                              out_dir="runs/lenet-digits"))
+config = ts.TrainConfig(input_size=(3, 32, 32), epochs=4, batch_size=64, lr=3e-3, seed=0, device="cpu",
+                        out_dir="runs/lenet-digits")
+result = ts.fit(model, "digits", config)
 print(result)
 assert result.history[-1]["test_acc"] > 0.9
 assert result.best_checkpoint is not None and result.best_checkpoint.exists()
+Image(filename="runs/lenet-digits/curves.png", width=700)
 """),
     # ------------------------------------------------------------------ 10. state_dict
     md("""
