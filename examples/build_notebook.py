@@ -445,12 +445,9 @@ assert net(torch.randn(2, 3, 52, 52)).shape == (8, 10)
 """),
     md("""
 **torchsmith**: the doctor runs the model at other batch and spatial sizes and reports the
-hard-coded size as an error (`hard-coded-size`), with the fix. The fix: take the batch
-from the tensor (`torch.flatten(x, 1)` or `nn.Flatten()`), and make the classifier's input
-independent of the image size, here with `nn.AdaptiveAvgPool2d((5, 5))` as torchvision's
-AlexNet and VGG do (the alternatives: compute the size from a dummy forward in `__init__`,
-or `nn.LazyLinear`, which infers `in_features` at the first call). The weights and the
-62,006 parameters are unchanged.
+hard-coded size as an error (`hard-coded-size`), with the fix. The first half of the fix:
+take the batch from the tensor, `torch.flatten(x, 1)` (or `nn.Flatten()`), so that samples
+can never fold into the batch; a wrong size then fails loudly at `fc1`.
 """),
     code("""
 report = ts.check(net, (3, 32, 32))
@@ -459,15 +456,45 @@ assert not report.ok
 assert [f.id for f in report.errors] == ["hard-coded-size"]
 
 
+class FlatLeNet(LeNet):
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = torch.flatten(x, 1)                    # (B, 16*h*w): the batch stays the batch
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+try:
+    FlatLeNet()(torch.randn(2, 3, 52, 52))
+    raise AssertionError("52x52 should not fit fc1")
+except RuntimeError as e:
+    print("52x52 now fails loudly:", e)
+"""),
+    md("""
+The second half: decide which sizes the model takes.
+
+* **Any size**: make the classifier's input independent of the image, here with
+  `nn.AdaptiveAvgPool2d((5, 5))` before the flatten, as torchvision's AlexNet and VGG do
+  (at 32x32 it changes nothing; the weights and the 62,006 parameters are the same). The
+  doctor passes.
+* **One size**: say so. Declare `default_input_size` and raise an error that names the
+  size; the doctor then reports a note, `fixed-input-size`, not an error.
+
+(Computing `16*5*5` from a dummy forward in `__init__`, or `nn.LazyLinear`, which infers
+`in_features` at the first call, saves the arithmetic but still fixes the size.)
+"""),
+    code("""
 class FixedLeNet(LeNet):
     def __init__(self, num_classes=10):
         super().__init__(num_classes)
-        self.adapt = nn.AdaptiveAvgPool2d((5, 5)) # any image size -> 5x5 (at 32x32 it changes nothing)
+        self.adapt = nn.AdaptiveAvgPool2d((5, 5))  # any image size -> 5x5 (at 32x32 it changes nothing)
 
     def forward(self, x):
         x = self.pool(F.relu(self.conv1(x)))
         x = self.pool(F.relu(self.conv2(x)))
-        x = torch.flatten(self.adapt(x), 1)       # (B, 400), the batch taken from x
+        x = torch.flatten(self.adapt(x), 1)        # (B, 400), the batch taken from x
         x = F.relu(self.fc1(x))
         x = F.relu(self.fc2(x))
         return self.fc3(x)
@@ -480,6 +507,21 @@ fixed_report = ts.check(fixed, (3, 32, 32))
 print(fixed_report)
 assert fixed_report.ok and not fixed_report.by_id("hard-coded-size")
 assert ts.count_parameters(fixed) == 62_006
+
+
+class OneSizeLeNet(FlatLeNet):
+    default_input_size = (3, 32, 32)
+
+    def forward(self, x):
+        if tuple(x.shape[1:]) != self.default_input_size:
+            raise ts.ShapeError(f"OneSizeLeNet takes 3x32x32 images, not {'x'.join(map(str, x.shape[1:]))}; "
+                                "resize them to 32x32 first")
+        return super().forward(x)
+
+
+one_size_report = ts.check(OneSizeLeNet())                # the input size now comes from the model
+print(one_size_report)
+assert one_size_report.ok and [f.id for f in one_size_report.findings] == ["fixed-input-size"]
 """),
     # ------------------------------------------------------------------ 7. functional
     md("""
