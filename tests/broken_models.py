@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import types
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +122,104 @@ class HealthyTokens(nn.Module):
         return self.head(out.mean(dim=1))
 
 
-HEALTHY = [HealthyMLP, HealthyCNN, HealthyContainers, HealthyZeroHead, HealthyWeightNorm, HealthyTokens]
+class LayerScaleBlock(nn.Module):
+    """A ConvNeXt block: depthwise conv, norm, MLP, then a per-channel scale that starts at one constant."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.GroupNorm(1, dim)
+        self.pw1 = nn.Conv2d(dim, 2 * dim, 1)
+        self.pw2 = nn.Conv2d(2 * dim, dim, 1)
+        self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), 1e-6))  # torchvision's shape: (C, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.layer_scale * self.pw2(F.gelu(self.pw1(self.norm(self.dwconv(x)))))
+
+
+class HealthyLayerScale(nn.Module):
+    """Layer scales set to one constant (1e-6) are not symmetric units: each channel's scale multiplies a
+    different input, so their gradients differ. With 256 channels a few of those gradients agree to 1e-3 by
+    chance, which an older rule took for symmetry; the small gradient inside the scaled branch is not a
+    vanishing gradient either (the skip path carries it to the stem)."""
+
+    INPUT = (3, 16, 16)
+    EXPECT: list = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 256, 4, stride=4)
+        self.blocks = nn.Sequential(LayerScaleBlock(256), LayerScaleBlock(256))
+        self.head = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean(dim=(2, 3)))
+
+
+class _Rotate(nn.Module):
+    """A function in module clothing (like transformers' kernel ``Func`` wrappers): no state at all."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-x[..., x.shape[-1] // 2:], x[..., : x.shape[-1] // 2]], dim=-1)
+
+
+class HealthyFunctionTable(nn.Module):
+    """Stateless modules in a plain dict are not unregistered submodules worth a finding: registration
+    would change nothing about them (no parameters, buffers, tensors, or train/eval behaviour)."""
+
+    INPUT = (16,)
+    EXPECT: list = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+        self.kernels = {"rotate": _Rotate()}
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.kernels["rotate"](self.fc(x)))
+
+
+class _KVCache:
+    """A cache object that is not a pytree type (like transformers' DynamicCache)."""
+
+    def __init__(self, key: torch.Tensor) -> None:
+        self.key = key
+
+
+class HealthyCacheOutput(nn.Module):
+    """Returns its cache beside the output while ``config.use_cache`` is on, like a transformers decoder:
+    torch.export cannot return the cache, but that is a setting (verified to export with it off)."""
+
+    INPUT = (16,)
+    EXPECT = [("export-needs-config", "")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = types.SimpleNamespace(use_cache=True)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, _KVCache]:
+        y = self.fc(x)
+        return (y, _KVCache(y)) if self.config.use_cache else y
+
+
+class UnknownInput(nn.Module):
+    """Its first layer (a GRU) does not say what one sample looks like: check must be told the input size."""
+
+    INPUT = (5, 8)
+    EXPECT: list = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(8, 8, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x)[0]
+
+
+HEALTHY = [HealthyMLP, HealthyCNN, HealthyContainers, HealthyZeroHead, HealthyWeightNorm, HealthyTokens,
+           HealthyLayerScale, HealthyFunctionTable, HealthyCacheOutput]
 
 # --------------------------------------------------------------------------- input mutated
 
@@ -266,10 +364,11 @@ class KwargsSwish(nn.Module):
 
 
 class NotScriptable(nn.Module):
-    """A submodule whose forward takes ``**kwargs``: TorchScript cannot compile it."""
+    """A submodule whose forward takes ``**kwargs``: TorchScript cannot compile it (an opt-in check)."""
 
     INPUT = (16,)
     EXPECT = [("not-scriptable", "act")]
+    CHECKS = "scriptable"
 
     def __init__(self) -> None:
         super().__init__()
@@ -394,6 +493,26 @@ class ZeroInit(nn.Module):
         self.fc2 = nn.Linear(32, 4)
         for p in self.parameters():
             nn.init.zeros_(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+class ConstantMLP(nn.Module):
+    """Every weight one constant: the hidden units start identical and, with identical outgoing weights,
+    get identical gradients, so they stay copies. The output units start identical too, but each gets its
+    own gradient (the loss treats them differently), so fc2 learns."""
+
+    INPUT = (16,)
+    EXPECT = [("symmetric-init", "fc1")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 4)
+        for layer in (self.fc1, self.fc2):
+            nn.init.constant_(layer.weight, 0.1)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(torch.tanh(self.fc1(x)))
@@ -673,7 +792,8 @@ class MetaBuffer(nn.Module):
 BROKEN = [
     InplaceInput, InplaceReLUFirst, TutorialNet, DeclaredButBare, ViewFixedFeatures, FixedBatch, BatchMixing,
     DataDependentBranch, NotScriptable, GraphBreak, PlainList, PlainTensor, ParamInList, LayerInForward,
-    ZeroInit, CopiedFilters, TinyInitTanh, HugeInitReLU, DeadReLU, SaturatedTanh, DeepSigmoid, UnusedLayer,
+    ZeroInit, ConstantMLP, CopiedFilters, TinyInitTanh, HugeInitReLU, DeadReLU, SaturatedTanh, DeepSigmoid,
+    UnusedLayer,
     hook_left, PlainFloatState, CountedNames, DropoutInEval, NaNOutput, NaNWeight, MaskedSqrt, MixedDtypes,
     MetaBuffer,
 ]

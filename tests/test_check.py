@@ -146,8 +146,9 @@ def test_same_seed_same_report():
 def test_input_size_default_and_missing():
     assert ts.check(ts.create_model("lenet"), checks="hooks").input_size == (3, 32, 32)
     assert ts.check(bm.HealthyMLP(), "16", checks="hooks").input_size == (16,)
-    with pytest.raises(ConfigError, match="needs the input size of HealthyMLP"):
-        ts.check(bm.HealthyMLP())
+    assert ts.check(bm.HealthyMLP(), checks="hooks").input_size == (16,)  # the contract reads the first Linear
+    with pytest.raises(ConfigError, match="input size of UnknownInput is not known"):
+        ts.check(bm.UnknownInput())
     with pytest.raises(ConfigError, match="positive integers"):
         ts.check(bm.HealthyMLP(), (16, 0))
     with pytest.raises(ConfigError, match="needs an nn.Module"):
@@ -233,10 +234,11 @@ def test_cli_plot_and_bad_input(tmp_path):
 
 
 def test_cli_errors_are_one_line_without_traceback():
-    proc = subprocess.run([sys.executable, "-m", "torchsmith", "check", f"{CORPUS}:HealthyMLP"],
+    proc = subprocess.run([sys.executable, "-m", "torchsmith", "check", f"{CORPUS}:UnknownInput"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and "needs the input size" in proc.stderr and "--input" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "input size of UnknownInput is not known" in proc.stderr
+    assert "--input" in proc.stderr
     res = _cli("lenet", "--checks", "input-mutatd")
     assert res.exit_code == 1 and "did you mean 'input-mutated'" in res.stderr and "Traceback" not in res.stderr
 

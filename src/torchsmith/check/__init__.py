@@ -41,8 +41,8 @@ from torchsmith.check.runtime import (
 )
 from torchsmith.check.signal import check_init_symmetry, check_signal
 from torchsmith.check.sizes import check_input_sizes
+from torchsmith.contract import input_spec
 from torchsmith.errors import ConfigError, UnknownNameError
-from torchsmith.resolve import int_dims, parse_input_size
 
 __all__ = ["check", "CheckReport", "Finding", "LayerStat", "CHECKS", "DEFAULT_CHECKS", "FINDINGS",
            "resolve_checks"]
@@ -97,24 +97,6 @@ def resolve_checks(checks: str | Iterable[str] | None) -> list[str]:
     return chosen
 
 
-def _input_size(model: nn.Module, input_size: str | Sequence[int] | None) -> tuple[int, ...]:
-    if input_size is None:
-        input_size = getattr(model, "default_input_size", None)
-        if input_size is None:
-            raise ConfigError(
-                f"check needs the input size of {type(model).__name__} (without the batch dimension): pass "
-                "input_size=(3, 32, 32), or --input 3x32x32 at the command line; the model has no default_input_size")
-    if isinstance(input_size, str):
-        return parse_input_size(input_size)
-    dims = int_dims(input_size)  # 3.5 or True is a mistake, not a size to round
-    if dims is None:
-        raise ConfigError(f"input_size must be a sequence of positive integers like (3, 32, 32), "
-                          f"not {input_size!r}")
-    if not dims or any(d <= 0 for d in dims):
-        raise ConfigError(f"input_size must be positive integers like (3, 32, 32), not {input_size!r}")
-    return dims
-
-
 def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     tensors = [t for t in list(model.parameters()) + list(model.buffers()) if not t.is_meta]
     if not tensors and any(True for _ in model.parameters()):
@@ -128,62 +110,23 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
-def _token_range(model: nn.Module, size: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> int | None:
-    """num_embeddings when the model's input goes straight into an Embedding: it takes token ids."""
-    embeddings = [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
-    if not embeddings:
-        return None
-    for m in model.modules():
-        if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False)):
-            if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
-                return int(m.num_embeddings)
-            break
-    # An Embedding registered after other layers (a norm declared first) may still be the one that meets the
-    # input: ask the forward of a throwaway copy which Embedding receives the input tensor itself.
-    try:
-        probe = copy.deepcopy(model).eval()
-    except Exception:
-        return None
-    x = torch.zeros((1, *size), device=device, dtype=dtype)
-    found: list[int] = []
-
-    def pre(module: nn.Module, args: tuple) -> None:
-        if args and args[0] is x and not found:
-            found.append(int(module.num_embeddings))  # type: ignore[arg-type]
-            raise _Found
-
-    handles = [m.register_forward_pre_hook(pre) for m in probe.modules()
-               if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            probe(x)
-    except Exception:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-    return found[0] if found else None
-
-
-class _Found(Exception):
-    """Stops the probe forward once the Embedding that takes the input is known."""
-
-
 def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
           checks: str | Iterable[str] | None = None, seed: int = 0) -> CheckReport:
     """Run the model-building checks on a copy of ``model``; return a :class:`CheckReport`.
 
     ``input_size`` is one sample's shape without the batch dimension, e.g.
-    ``(3, 32, 32)``; it defaults to ``model.default_input_size``. ``checks``
+    ``(3, 32, 32)``; it defaults to what the model contract reads from the model
+    (:func:`torchsmith.contract.input_spec`: ``default_input_size``, a transformers
+    config, timm's ``pretrained_cfg`` or the first layer). ``checks``
     picks checks by name or finding id (``"input-mutated,signal"``, a list, or
-    ``"all"``); the default runs every check except the slow ``graph-breaks``.
+    ``"all"``); the default runs every check except the opt-in ``scriptable``
+    (TorchScript is deprecated) and the slow ``graph-breaks``.
     The same ``seed`` gives the same probe inputs and the same report.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"check needs an nn.Module, not {type(model).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**62) < seed < 2**62:
         raise ConfigError(f"seed must be an integer such as 0 (below 2**62 in size), not {seed!r}")
-    size = _input_size(model, input_size)
     names = resolve_checks(checks)
     device, dtype = _device_dtype(model)
     hooks = collect_hooks(model) if "hooks" in names else []
@@ -194,9 +137,13 @@ def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
                           f"{describe_error(e)}; keep objects that cannot be copied (open files, locks, "
                           "generators) out of the model's attributes") from e
     strip_hooks(work)
+    # Asked of the copy: finding the size or the Embedding that takes the input may run a meta forward,
+    # and the user's hooks must not see it.
+    spec = input_spec(work, input_size)
+    size = spec.size
     held = {id(obj): path for path, _, obj in scan_unregistered(work) if isinstance(obj, nn.Module)}
     ctx = Context(model=work, original=model, input_size=size, device=device, dtype=dtype, seed=seed, hooks=hooks,
-                  held=held, token_range=_token_range(work, size, device, dtype))
+                  held=held, token_range=spec.vocab_size if spec.kind == "tokens" else None, spec=spec)
     try:  # made here, not inside a check, so that an input too large to allocate is one clear error
         _ = ctx.x
     except RuntimeError as e:

@@ -1,11 +1,14 @@
 """The state one ``check`` shares between its checks: the copy, the input, the traced runs.
 
 The expensive runs (a train-mode forward+backward with statistics, two eval
-forwards) happen once, on first use, and every check reads them.
+forwards) happen once, on first use, and every check reads them. They record
+shapes, finiteness and statistics only; a check that finds two runs differ asks
+:meth:`Context.fingerprinted` for the runs that name the first module that differs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +17,7 @@ from torch import nn
 
 from torchsmith.check._run import Tracer, flat_tensors
 from torchsmith.check.report import FINDINGS, Finding
+from torchsmith.contract import InputSpec
 
 __all__ = ["Context", "SkipCheck", "HookInfo", "describe_error", "make_finding"]
 
@@ -74,6 +78,7 @@ class Context:
     dtype: torch.dtype
     seed: int = 0
     token_range: int | None = None  # token-id input in [0, token_range) for models that start with an Embedding
+    spec: InputSpec | None = None  # the contract's reading of the input (fixed size, where it came from)
     hooks: list[HookInfo] = field(default_factory=list)
     layer_stats: list[Any] = field(default_factory=list)  # filled by the signal check
     held: dict[int, str] = field(default_factory=dict)  # id -> would-be path of modules in plain containers
@@ -84,7 +89,10 @@ class Context:
     _eval_error: str | None = None
 
     def make_input(self, size: tuple[int, ...] | None = None, batch: int = BATCH, seed: int = 0) -> torch.Tensor:
-        """A standard-normal batch (batch, *size), or token ids for an Embedding-first model; reproducible."""
+        """A standard-normal batch (batch, *size), or token ids for a token model; reproducible."""
+        if self.spec is not None:
+            spec = dataclasses.replace(self.spec, size=tuple(size or self.input_size))
+            return spec.example(batch, seed=self.seed + seed, device=self.device, dtype=self.dtype)
         g = torch.Generator().manual_seed(self.seed + seed)
         shape = (batch, *(size or self.input_size))
         if self.token_range is not None:
@@ -182,3 +190,22 @@ class Context:
                 self.model.train()
             self._evals = runs
         return self._evals
+
+    def fingerprinted(self, x: torch.Tensor, model: nn.Module | None = None) -> Tracer:
+        """An eval-mode forward (no grad) of the copy, or of ``model``, that fingerprints every module output.
+
+        Only for naming where two runs differ, after a check found that they do: it costs about twice a
+        plain forward. A forward that raises leaves the calls made so far in the tracer.
+        """
+        model = self.model if model is None else model
+        was = model.training
+        model.eval()
+        tracer = Tracer(model, x, held=self.held if model is self.model else None, fingerprints=True)
+        try:
+            with torch.no_grad():
+                tracer.run(model, x)
+        except Exception:
+            pass
+        finally:
+            model.train(was)
+        return tracer

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["Call", "Tracer", "ActStat", "flat_tensors", "first_tensor", "module_paths"]
+from torchsmith.contract import output_tensors
+
+__all__ = ["Call", "Tracer", "ActStat", "flat_tensors", "first_tensor", "mean_std", "module_paths"]
 
 
 def module_paths(model: nn.Module) -> dict[int, str]:
@@ -27,21 +29,13 @@ def module_paths(model: nn.Module) -> dict[int, str]:
     return {id(m): p for p, m in model.named_modules()}
 
 
-def flat_tensors(obj: Any, depth: int = 0) -> Iterator[torch.Tensor]:
-    """Every tensor in a (nested) output: tensors, tuples, lists, dicts, dataclass-like objects."""
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif depth > 6 or obj is None or isinstance(obj, (str, bytes, int, float, bool)):
-        return
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from flat_tensors(v, depth + 1)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from flat_tensors(v, depth + 1)
-    elif hasattr(obj, "__dict__") and not isinstance(obj, nn.Module):
-        for v in vars(obj).values():
-            yield from flat_tensors(v, depth + 1)
+def flat_tensors(obj: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a (nested) output: tensors, tuples, named tuples, lists, dicts, ``ModelOutput``, dataclasses.
+
+    The contract's reading of an output (:func:`torchsmith.contract.output_tensors`): non-tensor objects such as
+    a transformers ``DynamicCache`` are skipped, so every check sees the same tensors the other commands see.
+    """
+    return iter(output_tensors(obj))
 
 
 def first_tensor(obj: Any) -> torch.Tensor | None:
@@ -50,6 +44,26 @@ def first_tensor(obj: Any) -> torch.Tensor | None:
         if t.is_floating_point() or t.is_complex():
             return t
     return None
+
+
+def mean_std(d: torch.Tensor) -> tuple[float, float]:
+    """Mean and (unbiased) std of a floating tensor with two cheap reductions (a sum and a norm).
+
+    ``torch.std_mean`` is several times slower than a sum on CPU, and the signal statistics run on every
+    module output. Where the mean dominates (E[x]^2 > 0.999 E[x^2]) the one-pass formula loses precision,
+    so those rare tensors take the exact ``torch.std_mean``.
+    """
+    n = d.numel()
+    acc = torch.float32 if d.dtype in (torch.float16, torch.bfloat16) else None
+    mean = float(d.sum(dtype=acc)) / n
+    square = float(torch.linalg.vector_norm(d, dtype=acc)) ** 2 / n
+    var = square - mean * mean
+    if n < 2:
+        return mean, 0.0
+    if not var > 1e-3 * square:  # cancellation (or NaN): compute it exactly
+        std_t, mean_t = torch.std_mean(d.float())
+        return float(mean_t), float(std_t)
+    return mean, math.sqrt(var * n / (n - 1))
 
 
 @dataclass
@@ -118,11 +132,15 @@ class Tracer:
     """Instrument one forward of ``model``: module calls, outputs, statistics, input mutation.
 
     ``x`` is the model input whose version counter is watched; ``stats`` adds
-    activation/gradient statistics (train-mode run at initialisation).
+    activation/gradient statistics (train-mode run at initialisation). Every call
+    records its output shape and whether it is finite (one ``aminmax``);
+    ``fingerprints`` adds float64 sums of each output, which name the first module
+    where two runs differ. They cost about a forward pass more, so a check asks for
+    them only after it found a difference, in a second, localising run.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor | None, *, stats: bool = False,
-                 fingerprints: bool = True, held: dict[int, str] | None = None) -> None:
+                 fingerprints: bool = False, held: dict[int, str] | None = None) -> None:
         self.paths = module_paths(model)
         self.held = held or {}  # id -> would-be path of modules kept in plain containers
         self.x = x
@@ -176,20 +194,21 @@ class Tracer:
         t = first_tensor(output)
         if t is not None:
             call.out_shape = tuple(t.shape)
-            if self.fingerprints or self.stats:
-                with torch.no_grad():
-                    d = t.detach()
-                    d = d.abs() if d.is_complex() else d
-                    # Sums accumulated in float64 without a float64 copy; NaN/Inf anywhere makes |x|'s sum non-finite.
+            with torch.no_grad():
+                d = t.detach()
+                d = d.abs() if d.is_complex() else d
+                if d.numel():
+                    lo, hi = torch.aminmax(d)  # NaN anywhere makes both NaN, Inf makes one infinite
+                    call.finite = math.isfinite(float(lo)) and math.isfinite(float(hi))
+                if self.fingerprints:
+                    # Sums accumulated in float64 without a float64 copy.
                     f64 = torch.float64
                     call.fingerprint = (float(d.sum(dtype=f64)), float(d.abs().sum(dtype=f64)))
-                    call.finite = math.isfinite(call.fingerprint[1])
                     if d.dim() and d.shape[0]:
                         call.fingerprint0 = (float(d[0].sum(dtype=f64)), float(d[0].abs().sum(dtype=f64)))
-                    if self.stats and leaf and d.numel() > 1 and call.finite:
-                        std, mean = torch.std_mean(d.float())
-                        call.act_mean, call.act_std = float(mean), float(std)
-                        call.zero_frac = float((d == 0).sum()) / d.numel()
+                if self.stats and leaf and d.numel() > 1 and call.finite:
+                    call.act_mean, call.act_std = mean_std(d)
+                    call.zero_frac = 1.0 - int(torch.count_nonzero(d)) / d.numel()
             if self.stats and leaf and t.requires_grad:
                 self._grad_handles.append(t.register_hook(_GradRecorder(call)))
         self.calls.append(call)
@@ -248,5 +267,6 @@ class _GradRecorder:
 
     def __call__(self, grad: torch.Tensor) -> None:
         if grad.numel() > 1:
-            std = float(grad.detach().float().std())
+            with torch.no_grad():
+                std = mean_std(grad.detach())[1]
             self.call.grad_std = std if math.isfinite(std) else float("inf")

@@ -117,7 +117,11 @@ def _reason(e: BaseException) -> str:
 
 # --------------------------------------------------------------------------- torch.jit.script
 def check_scriptable(ctx: Context) -> list[Finding]:
-    """``torch.jit.script`` the model; on failure name the module whose code it could not compile."""
+    """``torch.jit.script`` the model; on failure name the module whose code it could not compile.
+
+    Opt-in: torch.jit.script is deprecated (torch 2.10+ warns "Please switch to torch.compile or
+    torch.export"), and it fails on every transformers model (it cannot read a config's source).
+    """
     if not hasattr(torch.jit, "script"):
         raise SkipCheck("this torch has no torch.jit.script")
     try:
@@ -134,23 +138,56 @@ def check_scriptable(ctx: Context) -> list[Finding]:
             f"torch.jit.script fails in {module or '(model)'}{where}: {_reason(e)}",
             "keep forward to TorchScript's subset: type-annotate non-tensor arguments, no *args/**kwargs, "
             "no data-dependent Python types; or mark helper methods @torch.jit.ignore. "
-            "Not needed if you deploy with torch.export instead",
+            "TorchScript is deprecated: deploy with torch.export (the exportable check) instead where you can",
             error=_reason(e))]
 
 
 # --------------------------------------------------------------------------- torch.export
+_PLAIN_LEAVES = (torch.Tensor, int, float, bool, str, type(None))
+
+
+def _unknown_output_types(out: Any) -> list[str]:
+    """Qualified names of the objects in an output that are not pytree nodes torch.export can return."""
+    leaves = torch.utils._pytree.tree_leaves(out)
+    names = {f"{type(v).__module__}.{type(v).__qualname__}" for v in leaves if not isinstance(v, _PLAIN_LEAVES)}
+    return sorted(names)
+
+
+def _cache_option(model: nn.Module) -> Any:
+    """The model's config when it has ``use_cache=True`` (a transformers decoder that returns its KV cache)."""
+    config = getattr(model, "config", None)
+    return config if getattr(config, "use_cache", None) is True else None
+
+
+@contextlib.contextmanager
+def _without_cache(config: Any) -> Iterator[None]:
+    if config is None:
+        yield
+        return
+    config.use_cache = False  # the check's deep copy's config: the user's model keeps its own
+    try:
+        yield
+    finally:
+        config.use_cache = True
+
+
 def check_exportable(ctx: Context) -> list[Finding]:
-    """``torch.export.export`` the model in eval mode at the probe input; name the failing module."""
+    """``torch.export.export`` the model in eval mode at the probe input; name the failing module.
+
+    A transformers decoder with ``use_cache=True`` returns a ``DynamicCache``, which torch.export cannot
+    return: that is a setting, not a broken model. Seen in the eval output, it is exported once with
+    ``config.use_cache=False`` instead, and the finding says whether that export succeeded.
+    """
     export = getattr(getattr(torch, "export", None), "export", None)
     if export is None:
         raise SkipCheck("this torch has no torch.export.export")
-    ctx.train_run()
+    unknown = _unknown_output_types(ctx.eval_runs()[0][1])
     model = ctx.model
+    option = _cache_option(model) if unknown else None
     model.eval()
     try:
-        with _quiet():
+        with _quiet(), _without_cache(option):
             export(model, (ctx.x.clone(),))
-        return []
     except Exception as e:
         text = str(e)
         frames = _frames(text, innermost_last=True) + _user_frames_of(e)
@@ -158,14 +195,28 @@ def check_exportable(ctx: Context) -> list[Finding]:
         data_dependent = any(k in text for k in ("data-dependent", "data dependent", "GuardOnDataDependent",
                                                  "Dynamic control flow", "Could not guard"))
         why = " (Python control flow that depends on tensor values)" if data_dependent else ""
+        how = " with config.use_cache=False" if option is not None else ""
+        fix = ("remove data-dependent Python control flow from forward (compute both branches and use torch.where, "
+               "or torch.cond), avoid .item()/.tolist()/numpy in forward, and keep shapes from x.shape")
+        if unknown and option is None:
+            fix = (f"return tensors (or tuples, dicts, dataclasses of them) instead of {', '.join(unknown)}, or "
+                   "register that type with torch.utils._pytree.register_pytree_node; " + fix)
         return [make_finding(
             "not-exportable", module,
-            f"torch.export.export fails in {module or '(model)'}{why}: {_reason(e)}",
-            "remove data-dependent Python control flow from forward (compute both branches and use torch.where, "
-            "or torch.cond), avoid .item()/.tolist()/numpy in forward, and keep shapes from x.shape",
-            error=_reason(e), data_dependent=data_dependent)]
+            f"torch.export.export fails{how} in {module or '(model)'}{why}: {_reason(e)}",
+            fix, error=_reason(e), data_dependent=data_dependent, output_types=unknown)]
     finally:
         model.train()
+    if option is None:
+        return []
+    return [make_finding(
+        "export-needs-config", "",
+        f"with use_cache=True forward returns {', '.join(unknown)}, which torch.export.export cannot return; "
+        "verified: with config.use_cache=False the model exports",
+        "set model.config.use_cache = False before torch.export.export (or pass use_cache=False to forward); "
+        f"if the cache must be an output, register {unknown[0].rsplit('.', 1)[-1]} with "
+        "torch.utils._pytree.register_pytree_node",
+        option="use_cache", value=False, verified=True, output_types=unknown)]
 
 
 # --------------------------------------------------------------------------- torch.compile

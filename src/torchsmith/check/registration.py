@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from torchsmith.check._context import Context, SkipCheck, describe_error, make_finding
-from torchsmith.check._run import Tracer
 from torchsmith.check.report import Finding
 from torchsmith.check.runtime import describe_divergence, outputs_close
+from torchsmith.contract import rebuild, rebuild_source
 from torchsmith.errors import TorchsmithError
 
 __all__ = ["check_registration", "check_state_dict", "scan_unregistered"]
@@ -58,8 +58,24 @@ def scan_unregistered(model: nn.Module) -> list[tuple[str, str, Any]]:
     return found
 
 
-def _owns_state(m: nn.Module) -> bool:
-    return any(True for _ in m.parameters()) or any(True for _ in m.buffers())
+def _stateful(m: nn.Module) -> bool:
+    """What registration would change for ``m``: parameters, buffers or tensor attributes (.to(), state_dict),
+    or a layer whose forward depends on .train()/.eval() (dropout, batch norm).
+
+    A module without any of these (transformers' kernel ``Func`` wrappers, an activation) behaves the same
+    registered or not, so holding it in a plain dict is not worth a finding.
+    """
+    if any(True for _ in m.parameters()) or any(True for _ in m.buffers()):
+        return True
+    if any(isinstance(sub, _MODE_DEPENDENT) for sub in m.modules()):
+        return True
+    return any(isinstance(obj, torch.Tensor) for sub in m.modules() for _, obj in _attributes(sub))
+
+
+def _attributes(module: nn.Module) -> Iterator[tuple[str, Any]]:
+    for attr, value in vars(module).items():
+        if attr not in _MODULE_ATTRS:
+            yield from _walk(value, attr)
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -74,16 +90,17 @@ def check_registration(ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     for path, owner, obj in held:
         if isinstance(obj, nn.Module):
+            if not _stateful(obj):
+                continue  # a function in module clothing (a table of kernels, an activation): nothing is lost
             ran = id(obj) in called
             n = sum(p.numel() for p in obj.parameters())
-            stateful = _owns_state(obj) or any(isinstance(m, _MODE_DEPENDENT) for m in obj.modules())
             findings.append(make_finding(
                 "unregistered-submodule", path,
                 f"{path} ({type(obj).__name__}, {n:,} parameters) is held in a plain Python container or attribute "
                 f"of {owner or '(model)'}{' and runs in forward' if ran else ''}: model.parameters(), .to(), "
                 ".train()/.eval() and state_dict do not see it",
                 "hold submodules in nn.ModuleList / nn.ModuleDict / nn.Sequential (or assign them as attributes)",
-                severity=None if stateful else "warning", type=type(obj).__name__, parameters=n, called=ran,
+                type=type(obj).__name__, parameters=n, called=ran,
             ))
         else:
             used = id(obj) in tracer.tensors_seen
@@ -103,7 +120,7 @@ def check_registration(ctx: Context) -> list[Finding]:
             ))
     listed = {id(obj) for _, _, obj in held}
     for mid, (module, caller) in tracer.unregistered.items():
-        if mid in listed:
+        if mid in listed or not _stateful(module):
             continue
         n = sum(p.numel() for p in module.parameters())
         findings.append(make_finding(
@@ -111,99 +128,120 @@ def check_registration(ctx: Context) -> list[Finding]:
             f"{caller or '(model)'} calls a {type(module).__name__} ({n:,} parameters) that it does not own: "
             "it is created inside forward (a fresh, untrained layer on every call) or borrowed from elsewhere",
             "create layers once in __init__ and assign them as attributes (self.fc = nn.Linear(...))",
-            severity=None if _owns_state(module) else "warning", type=type(module).__name__, parameters=n,
+            type=type(module).__name__, parameters=n,
         ))
     return findings
 
 
 # --------------------------------------------------------------------------- state_dict round trip
 def _fresh_instance(ctx: Context) -> tuple[nn.Module, str]:
-    """A newly built model of the same kind, randomly initialised with another seed; and how it was built."""
+    """A newly built model of the same architecture, randomly initialised with another seed; and how it was built.
+
+    The contract's :func:`~torchsmith.contract.rebuild` (zoo or spec record, ``type(model)(model.config)``,
+    timm's builder). Where that can only re-initialise a deep copy, a class whose constructor takes no
+    arguments is constructed instead when it holds tensors of the same shapes: a copy would carry over
+    exactly the state outside the state_dict that this check exists to find.
+    """
     original = ctx.original
-    arch = getattr(original, "torchsmith_arch", None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed + 1234)
-        if isinstance(arch, dict) and "name" in arch:
-            from torchsmith.registry import create_model
-
-            return create_model(arch["name"], **dict(arch.get("kwargs") or {})), "create_model"
-        if isinstance(arch, dict) and "spec" in arch:
-            from torchsmith.spec import build
-
-            return build(arch["spec"]), "spec"
-        cls = type(original)
+        how = rebuild_source(original)
+        if how.startswith("deep copy"):
+            fresh = _default_constructed(ctx)
+            if fresh is not None:
+                return fresh, f"{type(original).__name__}()"
         try:
-            params = list(inspect.signature(cls).parameters.values())
-        except (TypeError, ValueError) as e:
-            raise SkipCheck(f"cannot inspect {cls.__name__}'s constructor to build a fresh instance") from e
-        needed = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        if needed:
-            raise SkipCheck(f"{cls.__name__}() needs arguments ({', '.join(needed)}) and the model has no "
-                            "torchsmith_arch, so no fresh instance can be built")
-        try:
-            return cls(), "default-constructor"
+            return rebuild(original), how
+        except TorchsmithError:
+            raise
         except Exception as e:
-            raise SkipCheck(f"{cls.__name__}() failed: {describe_error(e)}") from e
+            raise SkipCheck(f"cannot build a fresh instance ({how}): {describe_error(e)}") from e
+
+
+def _default_constructed(ctx: Context) -> nn.Module | None:
+    """``type(model)()`` when that needs no arguments and holds tensors of this model's shapes, else None."""
+    cls = type(ctx.original)
+    try:
+        params = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        return None
+    try:
+        fresh = cls()
+    except Exception:
+        return None
+    shapes = sorted(tuple(t.shape) for t in ctx.original.state_dict().values() if isinstance(t, torch.Tensor))
+    if sorted(tuple(t.shape) for t in fresh.state_dict().values() if isinstance(t, torch.Tensor)) != shapes:
+        return None  # built with other arguments than the defaults
+    dtypes = {t.dtype for t in ctx.original.parameters() if t.is_floating_point()}
+    try:
+        return fresh.to(device=ctx.device, dtype=dtypes.pop() if len(dtypes) == 1 else None)
+    except Exception:
+        return None
+
+
+def _saved_and_loaded(sd: dict[str, Any]) -> dict[str, Any]:
+    """The state_dict after torch.save / torch.load(weights_only=True).
+
+    Plain dense tensors always survive that unchanged, so only the other entries (extra state, tensor
+    subclasses, quantised tensors) go through the serialiser: writing a large model's weights to memory
+    and back cost more than a forward pass and could not fail.
+    """
+    plain = {k: v for k, v in sd.items()
+             if type(v) in (torch.Tensor, nn.Parameter) and v.layout == torch.strided and not v.is_quantized}
+    other = {k: v for k, v in sd.items() if k not in plain}
+    if other:
+        buf = io.BytesIO()
+        torch.save(other, buf)
+        buf.seek(0)
+        other = torch.load(buf, weights_only=True)
+    return {k: plain[k] if k in plain else other[k] for k in sd}
 
 
 def check_state_dict(ctx: Context) -> list[Finding]:
     """Save the state_dict, load it into a fresh instance, and compare eval outputs module by module."""
-    (ta, out_a), (_, out_b) = ctx.eval_runs()
+    (_, out_a), (_, out_b) = ctx.eval_runs()
     if not outputs_close(out_a, out_b):
         raise SkipCheck("eval-mode output is not deterministic (see nondeterministic-eval)")
     fresh, how = _fresh_instance(ctx)
-    sd = ctx.model.state_dict()
-    buf = io.BytesIO()
     try:
-        torch.save(sd, buf)
-        buf.seek(0)
-        sd = torch.load(buf, weights_only=True)
+        sd = _saved_and_loaded(ctx.model.state_dict())
     except Exception as e:
         return [make_finding(
             "state-dict-roundtrip", "",
             f"the state_dict does not survive torch.save / torch.load(weights_only=True): {describe_error(e)}",
             "keep only tensors (and plain numbers/strings) in state_dict; return plain data from get_extra_state")]
-    dtypes = {t.dtype for t in ctx.original.parameters() if t.is_floating_point()}
-    try:
-        fresh.to(device=ctx.device, dtype=dtypes.pop() if len(dtypes) == 1 else None)
-    except Exception as e:
-        raise SkipCheck(f"cannot move the fresh instance to {ctx.device}: {describe_error(e)}") from e
-    fresh_keys, keys = set(fresh.state_dict()), set(sd)
-    if fresh_keys != keys:
-        missing, unexpected = sorted(fresh_keys - keys), sorted(keys - fresh_keys)
-        same_shapes = sorted(tuple(t.shape) for t in fresh.state_dict().values()) == \
-            sorted(tuple(t.shape) for t in sd.values())
-        if how == "default-constructor" and not same_shapes:
-            raise SkipCheck(f"{type(fresh).__name__}() with default arguments has other tensors than this model "
-                            "(it was built with other arguments)")
+    fresh_sd = fresh.state_dict()
+    if set(fresh_sd) != set(sd):
+        missing, unexpected = sorted(set(fresh_sd) - set(sd)), sorted(set(sd) - set(fresh_sd))
         return [make_finding(
             "state-dict-roundtrip", "",
             f"a fresh {type(fresh).__name__} ({how}) has other state_dict keys: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}; names that differ between instances break save/load",
             "derive module and parameter names from the architecture only (no counters, ids or random names)",
-            missing=missing, unexpected=unexpected)]
+            missing=missing, unexpected=unexpected, built_with=how)]
     try:
         fresh.load_state_dict(sd, strict=True)
     except Exception as e:
-        if how == "default-constructor":
-            raise SkipCheck(f"{type(fresh).__name__}() with default arguments does not take this model's "
-                            f"state_dict (built with other arguments?): {describe_error(e)}") from e
-        return [make_finding("state-dict-roundtrip", "", f"load_state_dict into a fresh instance failed: "
-                             f"{describe_error(e)}", "keep tensor names and shapes a function of the constructor "
-                             "arguments only")]
+        return [make_finding(
+            "state-dict-roundtrip", "",
+            f"load_state_dict into a fresh {type(fresh).__name__} ({how}) failed: {describe_error(e)}",
+            "keep tensor names and shapes a function of the constructor arguments only", built_with=how)]
     fresh.eval()
-    tracer = Tracer(fresh, None)
     x = ctx.x.clone()
     try:
         with torch.no_grad():
-            out_f = tracer.run(fresh, x)
+            out_f = fresh(x)
     except TorchsmithError:
         raise
     except Exception as e:
         raise SkipCheck(f"the fresh instance's forward failed: {describe_error(e)}") from e
     if outputs_close(out_a, out_f):
         return []
-    module, kind, diff, diff_text = describe_divergence(ta, tracer, out_a, out_f)
+    # Fingerprinted reruns of both name the first module whose output differs.
+    ta, tf = ctx.fingerprinted(x.clone()), ctx.fingerprinted(x.clone(), fresh)
+    module, kind, diff, diff_text = describe_divergence(ta, tf, out_a, out_f)
     return [make_finding(
         "state-dict-roundtrip", module,
         f"a fresh {type(fresh).__name__} ({how}) loaded with this model's state_dict computes different "

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Finding", "LayerStat", "CheckReport", "FINDINGS", "CHECKS", "DEFAULT_CHECKS", "Severity"]
+__all__ = ["Finding", "LayerStat", "CheckReport", "FINDINGS", "CHECKS", "DEFAULT_CHECKS", "OPT_IN_CHECKS", "Severity"]
 
 Severity = Literal["error", "warning", "info"]
 
@@ -20,7 +20,7 @@ Severity = Literal["error", "warning", "info"]
 CHECKS: dict[str, str] = {
     "input-mutated": "forward must not modify its input in place (tensor version counters, train and eval)",
     "input-sizes": "other input sizes (2x the spatial size, batch of 1) work, and samples do not mix in eval",
-    "scriptable": "torch.jit.script compiles the model",
+    "scriptable": "torch.jit.script compiles the model (deprecated in torch; opt-in)",
     "exportable": "torch.export.export captures the model",
     "graph-breaks": "torch.compile captures forward in one graph (torch._dynamo.explain; slow, opt-in)",
     "registration": "every submodule and tensor the model holds is registered (modules, parameters, buffers)",
@@ -34,8 +34,11 @@ CHECKS: dict[str, str] = {
     "devices-dtypes": "parameters and buffers share one device and one floating dtype",
 }
 
-#: The checks run when ``checks`` is not given: all but the slow torch.compile one.
-DEFAULT_CHECKS: tuple[str, ...] = tuple(c for c in CHECKS if c != "graph-breaks")
+#: The checks run when ``checks`` is not given: all but the slow torch.compile one and TorchScript, which torch
+#: deprecates in favour of torch.export (the ``exportable`` check holds forward to the same no-data-dependent-
+#: control-flow rule).
+OPT_IN_CHECKS: tuple[str, ...] = ("scriptable", "graph-breaks")
+DEFAULT_CHECKS: tuple[str, ...] = tuple(c for c in CHECKS if c not in OPT_IN_CHECKS)
 
 #: Finding id -> (severity, check that produces it, what it means). Ids never change meaning.
 FINDINGS: dict[str, tuple[Severity, str, str]] = {
@@ -46,6 +49,8 @@ FINDINGS: dict[str, tuple[Severity, str, str]] = {
     "batch-mixing": ("error", "input-sizes", "in eval mode one sample's output depends on the other samples"),
     "not-scriptable": ("warning", "scriptable", "torch.jit.script fails"),
     "not-exportable": ("error", "exportable", "torch.export.export fails"),
+    "export-needs-config": ("info", "exportable",
+                            "torch.export fails only with a config option on (use_cache); verified it exports off"),
     "graph-break": ("warning", "graph-breaks", "torch.compile splits forward into several graphs"),
     "unregistered-submodule": ("error", "registration",
                                "a module held in a plain list/dict/attribute container is invisible to the model"),

@@ -7,9 +7,10 @@ user actually has, not the code that produced it.
 Thresholds (documented in the README, not tuned per model):
 
 * symmetric units: rows of a weight (output units, conv filters) that are
-  bit-identical *and* got gradients equal to 1e-3 relative: gradient descent
-  can never tell them apart. Identical rows whose gradients differ (a zero-init
-  classifier head) are only noted (``zero-init``, info).
+  bit-identical *and* got gradients equal to ``SAME_GRAD`` (1e-4) relative: gradient
+  descent can never tell them apart. Identical rows whose gradients differ (a
+  zero-init classifier head, ConvNeXt's layer scale set to one constant) learn
+  apart; an all-zero one is only noted (``zero-init``, info).
 * activations: a weighted layer (one with parameters) whose output std falls
   below ``VANISH`` or rises above ``EXPLODE`` times the input's std.
 * gradients: a weighted layer whose output-gradient std is below ``GRAD_VANISH``
@@ -24,6 +25,7 @@ Thresholds (documented in the README, not tuned per model):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -41,6 +43,8 @@ GRAD_EXPLODE = 1e5
 DEAD = 0.9
 SATURATED = 0.5
 MIN_NUMEL = 32  # fewer outputs than this say nothing about a unit's fate
+SAME_GRAD = 1e-4  # gradients this close (relative to the largest) are the same: float noise, not learning
+MIN_ROW = 4  # a unit's gradient row must have this many entries to be matched pairwise (see _stuck_units)
 
 
 def _owner(name: str) -> tuple[str, str]:
@@ -49,8 +53,58 @@ def _owner(name: str) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------- symmetry
+def _stuck_units(w: torch.Tensor, g: torch.Tensor) -> int:
+    """How many units (rows of ``w``) start identical to another unit and get the same gradient as it.
+
+    Units are grouped by bit-identical rows of ``w``. A whole group is stuck when every member's gradient
+    row equals the group's first within ``SAME_GRAD`` of the group's largest gradient entry: gradient
+    descent can then never tell them apart. Inside a group that is not stuck as a whole, two members are
+    also stuck together when their gradient rows agree, but only for rows of at least ``MIN_ROW`` entries:
+    a single number per unit (a layer scale of shape (C, 1, 1)) matches another unit's by chance
+    once there are hundreds of units, and chance is not symmetry.
+    """
+    uniq, inverse, counts = torch.unique(w, dim=0, return_inverse=True, return_counts=True)
+    if uniq.shape[0] == w.shape[0]:
+        return 0
+    stuck = 0
+    for gi in torch.nonzero(counts > 1).flatten().tolist():
+        rows = g[torch.nonzero(inverse == gi).flatten()]
+        tol = SAME_GRAD * float(rows.abs().max()) if rows.numel() else 0.0
+        spread = (rows - rows[0]).abs().amax(dim=1)
+        if bool((spread <= tol).all()):
+            stuck += rows.shape[0]
+        elif rows.shape[1] >= MIN_ROW:
+            stuck += _matching_rows(rows, tol)
+    return stuck
+
+
+def _matching_rows(rows: torch.Tensor, tol: float) -> int:
+    """How many rows equal another row within ``tol`` (max-norm), in O(n log n) instead of all pairs.
+
+    Rows are sorted by a random projection; equal rows project within ``tol * |r|_1`` of each other, so they
+    sit next to each other in that order, and only neighbours are compared in full.
+    """
+    r = torch.randn(rows.shape[1], generator=torch.Generator().manual_seed(0), dtype=rows.dtype).to(rows.device)
+    proj, order = torch.sort(rows @ r)
+    close = (proj[1:] - proj[:-1]).abs() <= tol * float(r.abs().sum())
+    pairs = torch.nonzero(close).flatten()
+    if not pairs.numel():
+        return 0
+    a, b = rows[order[pairs]], rows[order[pairs + 1]]
+    same = (a - b).abs().amax(dim=1) <= tol
+    matched = torch.zeros(rows.shape[0], dtype=torch.bool, device=rows.device)
+    matched[order[pairs[same]]] = True
+    matched[order[pairs[same] + 1]] = True
+    return int(matched.sum())
+
+
 def check_init_symmetry(ctx: Context) -> list[Finding]:
-    """Identical rows in a weight that also get identical gradients stay identical forever."""
+    """Units that start identical and receive identical gradients stay identical forever.
+
+    Reads the gradients of the shared train-mode backward. Identical units whose gradients differ
+    (a zero-initialised head, a layer scale set to one constant: each channel multiplies a different
+    input) learn apart; only an all-zero weight of that kind is noted, as ``zero-init``.
+    """
     ctx.train_run()
     modules = dict(ctx.model.named_modules())
     findings: list[Finding] = []
@@ -66,17 +120,7 @@ def check_init_symmetry(ctx: Context) -> list[Finding]:
         key = torch.stack([w.sum(1, dtype=torch.float64), (w.double() ** 2).sum(1)], dim=1)
         if torch.unique(key, dim=0).shape[0] == w.shape[0]:
             continue
-        uniq, inverse, counts = torch.unique(w, dim=0, return_inverse=True, return_counts=True)
-        if uniq.shape[0] == w.shape[0]:
-            continue
-        g = p.grad.detach().reshape(p.shape[0], -1).double()
-        tol = 1e-3 * float(g.abs().max()) + 1e-12
-        stuck = 0
-        for gi in torch.nonzero(counts > 1).flatten().tolist():
-            rows = torch.nonzero(inverse == gi).flatten()
-            grows = g[rows]
-            same = (grows - grows[0]).abs().max(dim=1).values <= tol
-            stuck += int(same.sum()) if int(same.sum()) > 1 else 0
+        stuck = _stuck_units(w, p.grad.detach().reshape(p.shape[0], -1).double())
         all_zero = not bool(w.any())
         constant = bool((w == w.flatten()[0]).all())
         what = "all zero" if all_zero else f"all {float(w.flatten()[0]):.4g}" if constant else "copies of each other"
@@ -118,37 +162,8 @@ def check_signal(ctx: Context) -> list[Finding]:
     ref = 1.0 if ctx.token_range is not None else (float(ctx.x.double().std()) or 1.0)
     findings: list[Finding] = []
     stds = [s.act_std for s in weighted]
-    for s in weighted:
-        r = s.act_std / ref
-        if not math.isfinite(r):
-            break  # non-finite outputs are their own finding
-        if 0 < r < VANISH or r > EXPLODE:
-            fid = "vanishing-activations" if r < VANISH else "exploding-activations"
-            findings.append(make_finding(
-                fid, s.module,
-                f"the output std of {s.module} ({s.type}) is {s.act_std:.3g}, {r:.3g}x the input's: the signal "
-                f"{'vanishes' if r < VANISH else 'explodes'} at initialisation (output stds layer by layer: "
-                + ", ".join(f"{v:.2g}" for v in stds[:12]) + (" ..." if len(stds) > 12 else "") + ")",
-                "use an initialisation matched to the activation (torchsmith.init_weights(model, 'kaiming') for "
-                "ReLU, 'xavier' with the gain for tanh/sigmoid) or add normalisation layers",
-                std=s.act_std, ratio_to_input=r))
-            break
-    with_grad = [s for s in weighted if s.grad_std is not None and math.isfinite(s.grad_std)]
-    if with_grad and with_grad[-1].grad_std:
-        gref = with_grad[-1].grad_std
-        for s in with_grad[:-1]:
-            r = s.grad_std / gref  # type: ignore[operator]
-            if 0 < r < GRAD_VANISH or r > GRAD_EXPLODE:
-                fid = "vanishing-gradients" if r < GRAD_VANISH else "exploding-gradients"
-                findings.append(make_finding(
-                    fid, s.module,
-                    f"the gradient reaching {s.module} ({s.type}) has std {s.grad_std:.3g}, {r:.3g}x that at the "
-                    f"last layer ({with_grad[-1].module}): early layers would "
-                    f"{'barely learn' if r < GRAD_VANISH else 'take huge steps'}",
-                    "use a variance-preserving initialisation (Kaiming for ReLU, Xavier for tanh), "
-                    "normalisation layers or residual connections; avoid stacks of saturating activations",
-                    grad_std=s.grad_std, ratio_to_last=r))
-                break
+    findings += _activation_scale(weighted, ref, stds)
+    findings += _gradient_scale([s for s in weighted if s.grad_std is not None and math.isfinite(s.grad_std)])
     reported: set[tuple[str, str]] = set()
     for a in tracer.activations:
         if a.numel < MIN_NUMEL:
@@ -173,3 +188,69 @@ def check_signal(ctx: Context) -> list[Finding]:
     if not stats:
         raise SkipCheck("no layer produced a floating-point output to measure")
     return findings
+
+
+def _trailing_run(ratios: list[float], out_of_range: Callable[[float], bool]) -> int | None:
+    """Index where the run of out-of-range ratios that reaches the end begins, or None if the last is in range."""
+    i = len(ratios)
+    while i > 0 and out_of_range(ratios[i - 1]):
+        i -= 1
+    return None if i == len(ratios) else i
+
+
+def _activation_scale(weighted: list[LayerStat], ref: float, stds: list[float]) -> list[Finding]:
+    """The signal vanishes or explodes when it does so at the last weighted layer and stays so up to it.
+
+    A layer whose output is small only inside a residual branch (a Llama MLP's down projection at std 0.02,
+    a ConvNeXt block before its layer scale) is not a vanishing signal: the skip path carries the signal on,
+    and the layers after it are back in range. Layers with an all-zero output (a zero-initialised head) are
+    left out; ``zero-init`` covers them.
+    """
+    seq = []
+    for s in weighted:
+        r = s.act_std / ref
+        if not math.isfinite(r):
+            break  # non-finite outputs are their own finding
+        if r > 0:
+            seq.append((s, r))
+    for fid, out in (("vanishing-activations", lambda r: r < VANISH), ("exploding-activations", lambda r: r > EXPLODE)):
+        start = _trailing_run([r for _, r in seq], out)
+        if start is None:
+            continue
+        s, r = seq[start]
+        verb = "vanishes" if fid.startswith("vanishing") else "explodes"
+        return [make_finding(
+            fid, s.module,
+            f"the output std of {s.module} ({s.type}) is {s.act_std:.3g}, {r:.3g}x the input's, and stays out of "
+            f"range up to the last layer ({seq[-1][0].module}, {seq[-1][1]:.3g}x): the signal {verb} at "
+            "initialisation (output stds layer by layer: "
+            + ", ".join(f"{v:.2g}" for v in stds[:12]) + (" ..." if len(stds) > 12 else "") + ")",
+            "use an initialisation matched to the activation (torchsmith.init_weights(model, 'kaiming') for "
+            "ReLU, 'xavier' with the gain for tanh/sigmoid) or add normalisation layers",
+            std=s.act_std, ratio_to_input=r)]
+    return []
+
+
+def _gradient_scale(with_grad: list[LayerStat]) -> list[Finding]:
+    """Early layers barely learn (or take huge steps) when the gradient reaching the *first* weighted layer is out
+    of range against the last layer's. A branch whose gradient is scaled down on purpose (a layer scale of 1e-6,
+    a zero-initialised residual) does not count: the first layer still gets its gradient through the skip path.
+    """
+    if len(with_grad) < 2 or not with_grad[-1].grad_std:
+        return []
+    gref = with_grad[-1].grad_std
+    ratios = [float(s.grad_std) / gref for s in with_grad[:-1]]  # type: ignore[arg-type]
+    for fid, out in (("vanishing-gradients", lambda r: 0 < r < GRAD_VANISH),
+                     ("exploding-gradients", lambda r: r > GRAD_EXPLODE)):
+        if not out(ratios[0]):
+            continue
+        s, r = with_grad[0], ratios[0]
+        return [make_finding(
+            fid, s.module,
+            f"the gradient reaching {s.module} ({s.type}), the first weighted layer, has std {s.grad_std:.3g}, "
+            f"{r:.3g}x that at the last layer ({with_grad[-1].module}): early layers would "
+            f"{'barely learn' if fid.startswith('vanishing') else 'take huge steps'}",
+            "use a variance-preserving initialisation (Kaiming for ReLU, Xavier for tanh), "
+            "normalisation layers or residual connections; avoid stacks of saturating activations",
+            grad_std=s.grad_std, ratio_to_last=r)]
+    return []

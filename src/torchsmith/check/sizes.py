@@ -11,15 +11,20 @@ What "should accept" means, so the check stays general:
   can break. Models without convolutions (MLPs, sequence models) are only
   probed on the batch size: their feature sizes are legitimately fixed.
 
-A model that *declares* its one input size (an ``input_size`` or
-``default_input_size`` attribute) and rejects others with a torchsmith
-:class:`~torchsmith.errors.TorchsmithError` (like the zoo LeNet) gets an
-``info`` finding, not an error: it says what is wrong and how to fix it.
+A model that *declares* its one input size gets an ``info`` finding
+(``fixed-input-size``), not an error: one whose contract says so (a ViT's
+``config.image_size`` with learned position embeddings, timm's
+``patch_embed.img_size``) is not probed at other sizes at all; one that rejects
+another size on purpose -- a torchsmith error with an ``input_size`` or
+``default_input_size`` attribute (the zoo LeNet), or a ValueError/assert raised
+by the model's own code rather than inside a torch op -- is told apart from a
+size that was fixed by accident (a Linear whose in_features fit one size).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -29,9 +34,12 @@ from torchsmith.check._context import Context, describe_error, make_finding
 from torchsmith.check._run import Tracer, flat_tensors
 from torchsmith.check.report import Finding
 from torchsmith.check.runtime import outputs_close
+from torchsmith.contract import InputSpec, input_spec
 from torchsmith.errors import TorchsmithError
 
 __all__ = ["check_input_sizes", "spatial_dims"]
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
 
 _SPATIAL_TYPES: tuple[type, ...] = (
     nn.modules.conv._ConvNd,
@@ -68,6 +76,37 @@ def _size(dims: tuple[int, ...]) -> str:
 
 def _declares_size(model: nn.Module) -> bool:
     return any(hasattr(model, a) for a in ("input_size", "default_input_size"))
+
+
+def _declared_fixed(ctx: Context) -> InputSpec | None:
+    """The contract's input spec when the model declares the probe size as the one size it supports.
+
+    That is a ViT's ``config.image_size`` with learned position embeddings, timm's ``patch_embed.img_size`` or
+    ``pretrained_cfg`` (see :func:`torchsmith.contract.input_spec`).
+    """
+    spec = ctx.spec
+    if spec is None:
+        try:
+            spec = input_spec(ctx.model, ctx.input_size)  # the copy: its hooks are stripped
+        except TorchsmithError:
+            return None
+    return spec if spec.fixed and tuple(spec.size) == tuple(ctx.input_size) else None
+
+
+def _rejected_on_purpose(error: BaseException) -> bool:
+    """The model's own code refused the size (a ValueError or assert naming it), not a torch op that broke.
+
+    transformers' ViT raises ``ValueError: Input image size (64*64) doesn't match model (32*32)``, timm's
+    patch embedding asserts the size: the model states its one size and checks it. A Linear whose
+    in_features were computed for one size fails inside torch (a RuntimeError from the matmul or a view).
+    """
+    if isinstance(error, RuntimeError) or not isinstance(error, (ValueError, AssertionError)):
+        return False
+    tb, filename = error.__traceback__, None
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return filename is not None and not filename.startswith(_TORCH_DIR)
 
 
 def _spec_built(model: nn.Module) -> bool:
@@ -161,7 +200,9 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
                 full, one = [a for a, _ in pairs], [b for _, b in pairs]
                 mixed = _mixing(full, one) if deterministic else None
                 if mixed is not None:
-                    module = _first_sample_divergence(base, tracer) or ""
+                    # Fingerprinted reruns of both batches name the first module where sample 0 changes.
+                    module = _first_sample_divergence(ctx.fingerprinted(x.clone()),
+                                                      ctx.fingerprinted(x1.clone())) or ""
                     findings.append(make_finding(
                         "batch-mixing", module,
                         f"in eval mode the first sample's output changes by up to {mixed:.3g} when the other "
@@ -175,14 +216,22 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
         # -- twice the spatial size ---------------------------------------------------------
         nd = spatial_dims(model, ctx.input_size)
         batch_broken = any(f.id == "hard-coded-size" for f in findings)
-        if nd and not batch_broken:
+        fixed = _declared_fixed(ctx) if nd and not batch_broken else None
+        if fixed is not None:
+            findings.append(make_finding(
+                "fixed-input-size", "",
+                f"the model declares that it supports {_size(fixed.size)} input only ({fixed.source}); "
+                "other spatial sizes are not probed",
+                "nothing to fix if one input size is intended; build the model for another size to use one",
+                size=list(fixed.size), source=fixed.source))
+        elif nd and not batch_broken:
             # A batch of one: 2x the spatial size already costs 2**nd times the base sample.
             size2 = (ctx.input_size[0], *(2 * s for s in ctx.input_size[1:]))
             tracer, out2, err = _run(ctx, ctx.make_input(size2, batch=1, seed=7))
             where = f"at {_size(size2)} input (the model works at {_size(ctx.input_size)})"
             if err is not None:
                 text, observed = _why(ctx, tracer, err, base, where)
-                if isinstance(err, TorchsmithError) and _declares_size(model):
+                if (isinstance(err, TorchsmithError) and _declares_size(model)) or _rejected_on_purpose(err):
                     findings.append(make_finding(
                         "fixed-input-size", tracer.failed_in or "",
                         f"the model accepts only the input size it was built for; {where} it raises "
