@@ -256,7 +256,8 @@ def check_unused_parameters(ctx: Context) -> list[Finding]:
             "unused-parameter", mod,
             f"{mod or '(model)'} ({kind}): {desc} got no gradient from a train-mode forward+backward "
             f"({n:,} parameters that an optimiser would never change)",
-            "use the layer in forward, delete it, or freeze it on purpose with requires_grad_(False)",
+            "use the layer in forward, delete it, or freeze it on purpose with requires_grad_(False); nothing to "
+            "fix if forward uses it only when given other arguments (a mask token used with bool_masked_pos)",
             parameters=[local for local, _ in items], numel=n,
         ))
     return findings

@@ -44,6 +44,7 @@ DEAD = 0.9
 SATURATED = 0.5
 MIN_NUMEL = 32  # fewer outputs than this say nothing about a unit's fate
 SAME_GRAD = 1e-4  # gradients this close (relative to the largest) are the same: float noise, not learning
+MIN_BN_VALUES = 16  # a batch norm over fewer values per channel makes the probe's statistics meaningless
 MIN_ROW = 4  # a unit's gradient row must have this many entries to be matched pairwise (see _stuck_units)
 
 
@@ -111,9 +112,12 @@ def check_init_symmetry(ctx: Context) -> list[Finding]:
     for name, p in ctx.model.named_parameters():
         mod, local = _owner(name)
         owner = modules.get(mod)
-        if (p.dim() < 2 or p.shape[0] < 2 or not p.is_floating_point() or p.grad is None
+        if (p.dim() < 2 or p.shape[0] < 2 or p[0].numel() < 2 or not p.is_floating_point() or p.grad is None
                 or isinstance(owner, (nn.Embedding, nn.EmbeddingBag))):
-            continue  # vectors (bias, norm scale) start equal on purpose; embeddings are tables, not units
+            # Vectors start equal on purpose: biases, norm scales, and per-unit scales shaped (C, 1, 1) (a
+            # layer scale) or (heads, 1) (LeViT's attention biases at a 1x1 resolution); embeddings are
+            # tables, not units.
+            continue
         w = p.detach().reshape(p.shape[0], -1)
         # Cheap screen first: rows that differ in sum or sum of squares cannot be identical,
         # so the exact (sorting) comparison only runs on weights with a candidate pair.
@@ -162,8 +166,16 @@ def check_signal(ctx: Context) -> list[Finding]:
     ref = 1.0 if ctx.token_range is not None else (float(ctx.x.double().std()) or 1.0)
     findings: list[Finding] = []
     stds = [s.act_std for s in weighted]
-    findings += _activation_scale(weighted, ref, stds)
-    findings += _gradient_scale([s for s in weighted if s.grad_std is not None and math.isfinite(s.grad_std)])
+    degenerate = _degenerate_batch_norm(tracer.calls, modules)
+    if degenerate is None:
+        findings += _activation_scale(weighted, ref, stds)
+        findings += _gradient_scale([s for s in weighted if s.grad_std is not None and math.isfinite(s.grad_std)])
+    else:
+        # Statistics after a batch norm that normalises a handful of values are the probe's, not the model's;
+        # gradients at the first layer flow back through it.
+        order = [s.module for s in weighted]
+        cut = order.index(degenerate) if degenerate in order else len(order)
+        findings += _activation_scale(weighted[:cut], ref, stds)
     reported: set[tuple[str, str]] = set()
     for a in tracer.activations:
         if a.numel < MIN_NUMEL:
@@ -254,3 +266,16 @@ def _gradient_scale(with_grad: list[LayerStat]) -> list[Finding]:
             "normalisation layers or residual connections; avoid stacks of saturating activations",
             grad_std=s.grad_std, ratio_to_last=r)]
     return []
+
+
+def _degenerate_batch_norm(calls: list[Call], modules: dict[str, nn.Module]) -> str | None:
+    """The first batch norm that, in the train-mode probe, normalised fewer than ``MIN_BN_VALUES`` values per
+    channel (a batch of 2 at a 1x1 resolution: LeViT's last stage, a ResNet at 32x32). Its output is then
+    about +-1 whatever its input, and the gradient through it is the probe's artefact, not the model's."""
+    for c in calls:
+        module = modules.get(c.path)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training and c.in_shapes:
+            shape = c.in_shapes[0]
+            if len(shape) >= 2 and shape[1] and math.prod(shape) // shape[1] < MIN_BN_VALUES:
+                return c.path
+    return None

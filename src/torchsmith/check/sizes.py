@@ -93,6 +93,29 @@ def _declared_fixed(ctx: Context) -> InputSpec | None:
     return spec if spec.fixed and tuple(spec.size) == tuple(ctx.input_size) else None
 
 
+_DECLARING_SOURCES = ("config.image_size", "pretrained_cfg", "patch_embed.img_size")
+
+
+def _declared_by_library(ctx: Context) -> InputSpec | None:
+    """The contract's spec when the model's own config (transformers ``image_size``, timm's ``pretrained_cfg``)
+    names the probe size: a library model built for one resolution (LeViT's attention biases are computed for
+    it) says so there. Asked only after another size failed; a hand-written model has no such record."""
+    try:
+        spec = input_spec(ctx.model)
+    except TorchsmithError:
+        return None
+    if spec.source in _DECLARING_SOURCES and tuple(spec.size) == tuple(ctx.input_size):
+        return spec
+    return None
+
+
+def _declared_source(ctx: Context) -> str:
+    try:
+        return input_spec(ctx.model).source
+    except TorchsmithError:
+        return "its config"
+
+
 def _rejected_on_purpose(error: BaseException) -> bool:
     """The model's own code refused the size (a ValueError or assert naming it), not a torch op that broke.
 
@@ -218,12 +241,13 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
         batch_broken = any(f.id == "hard-coded-size" for f in findings)
         fixed = _declared_fixed(ctx) if nd and not batch_broken else None
         if fixed is not None:
+            source = fixed.source if fixed.source != "given" else _declared_source(ctx)
             findings.append(make_finding(
                 "fixed-input-size", "",
-                f"the model declares that it supports {_size(fixed.size)} input only ({fixed.source}); "
-                "other spatial sizes are not probed",
+                f"the model declares that it supports {_size(fixed.size)} input only ({source}); other spatial "
+                "sizes are not probed",
                 "nothing to fix if one input size is intended; build the model for another size to use one",
-                size=list(fixed.size), source=fixed.source))
+                size=list(fixed.size), source=source))
         elif nd and not batch_broken:
             # A batch of one: 2x the spatial size already costs 2**nd times the base sample.
             size2 = (ctx.input_size[0], *(2 * s for s in ctx.input_size[1:]))
@@ -238,6 +262,13 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
                         f"{describe_error(err)}",
                         "nothing to fix if one input size is intended; rebuild the model for another size",
                         size=list(size2), **observed))
+                elif (declared := _declared_by_library(ctx)) is not None:
+                    findings.append(make_finding(
+                        "fixed-input-size", tracer.failed_in or "",
+                        f"the model declares its input as {_size(declared.size)} ({declared.source}); {text}",
+                        "nothing to fix if one input size is intended; build the model for another size (its "
+                        "config's image_size) to use one",
+                        size=list(size2), source=declared.source, **observed))
                 elif _spec_built(model):
                     findings.append(make_finding(
                         "fixed-input-size", tracer.failed_in or "",
