@@ -220,10 +220,12 @@ def test_bad_arguments_raise_one_clear_error(kwargs: dict, error: type, match: s
     assert list(tmp_path.iterdir()) == []
 
 
-def test_model_without_default_input_size_needs_one(tmp_path: Path) -> None:
+def test_model_without_a_known_input_size_needs_one(tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Flatten(), nn.ReLU())  # no parameters, no default_input_size: nothing tells its input
     with pytest.raises(ConfigError, match=r"has no default_input_size.*--input 3x32x32"):
-        export(nn.Linear(4, 2), tmp_path / "l.pt2")
-    assert export(nn.Linear(4, 2), tmp_path / "l.pt2", input_size=(4,), timing_runs=1).passed
+        export(net, tmp_path / "l.pt2")
+    assert export(net, tmp_path / "l.pt2", input_size=(4,), timing_runs=1).passed
+    assert export(nn.Linear(4, 2), tmp_path / "m.pt2", timing_runs=1).input_shape == (2, 4)  # read from in_features
 
 
 def test_lazy_model_is_refused_and_left_uninitialised(tmp_path: Path) -> None:

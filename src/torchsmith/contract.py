@@ -124,9 +124,9 @@ class InputSpec:
 
     def describe(self) -> str:
         """``"3x32x32 image (config.image_size, fixed)"``, for reports."""
-        text = "x".join(map(str, self.size)) + f" {self.kind}"
+        text = "x".join(map(str, self.size)) + (" token ids" if self.kind == "tokens" else f" {self.kind}")
         if self.kind == "tokens" and self.vocab_size:
-            text += f" ids < {self.vocab_size}"
+            text += f" < {self.vocab_size}"
         extras = [s for s in (self.source, "fixed" if self.fixed else "") if s]
         return text + (f" ({', '.join(extras)})" if extras else "")
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
+from torchsmith.contract import InputSpec, device_dtype, input_spec
 from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError
 from torchsmith.export.formats import FORMATS, SUFFIXES, Runner, flatten_outputs
 from torchsmith.export.report import BatchCheck, ExportReport, ExportVerificationError, format_bytes
@@ -63,8 +64,12 @@ def export(
 
     ``format`` is ``"exported"`` (``torch.export`` ``.pt2``), ``"onnx"`` or
     ``"torchscript"``; by default it follows the suffix (``.onnx``, ``.ts``,
-    ``.pt``) and is ``"exported"`` otherwise. ``input_size`` is (C, H, W)
-    without the batch, by default ``model.default_input_size``. The example
+    ``.pt``) and is ``"exported"`` otherwise. ``input_size`` is one sample without
+    the batch ((C, H, W), or (T,) token ids); by default the model's own, from
+    :func:`torchsmith.contract.input_spec` (``default_input_size``, a transformers or
+    timm config, the first layer). A model whose input goes into an ``nn.Embedding``
+    (BERT, GPT-2, Llama) is fed token ids, as ``torch.export.export(model, (input_ids,))``
+    would be. Outputs may be tensors, tuples, dicts, dataclasses or a ``ModelOutput``. The example
     batch has ``batch_size`` rows; with ``dynamic_batch`` the file accepts any
     batch and is checked at ``batch_size``, 1 and 5 (or ``check_batch_sizes``).
     A check passes when ``max|exported - eager| <= atol + rtol * max|eager|``
@@ -83,7 +88,7 @@ def export(
     model, unwrapped = _unwrap(model)
     target = Path(path)
     fmt = _resolve_format(format, target)
-    size = _resolve_input_size(model, input_size)
+    spec = _resolve_input(model, input_size)
     batches = _resolve_batches(batch_size, dynamic_batch, check_batch_sizes)
     _check_options(fmt, atol, rtol, opset, trace, timing_runs, target)
     writer, loader, runtime = FORMATS[fmt]
@@ -99,12 +104,11 @@ def export(
         raise ConfigError(f"{type(model).__name__} has tensors on the meta device, which hold no data "
                           f"({', '.join(on_meta[:4])}{' ...' if len(on_meta) > 4 else ''}); load its weights "
                           "first (torchsmith.load_into, or model.to_empty(device='cpu') and an init), then export")
-    device, dtype = _device_and_dtype(model)
-    generator = torch.Generator().manual_seed(seed)
+    device, dtype = device_dtype(model)
     try:
-        example = torch.randn(batch_size, *size, generator=generator).to(device=device, dtype=dtype)
+        example = spec.example(batch_size, seed=seed, device=device, dtype=dtype)
     except (RuntimeError, MemoryError) as e:  # e.g. a mistyped input size: 10**12 elements
-        shape = "x".join(str(d) for d in (batch_size, *size))
+        shape = "x".join(str(d) for d in (batch_size, *spec.size))
         raise ConfigError(f"an example input of shape {shape} cannot be allocated ({type(e).__name__}); "
                           "check input_size (--input)") from e
     modes = {m: m.training for m in model.modules()}
@@ -130,14 +134,15 @@ def export(
         except Exception as e:
             raise ExportError(f"the {fmt} file was written but {runtime} cannot load it: "
                               f"{type(e).__name__}: {e}".replace("\n", " ")) from e
-        checks = [_check(model, runner, b, size, generator, device, dtype, atol, rtol, timing_runs)
-                  for b in batches]
+        checks = [_check(model, runner, b, spec, seed + 1 + i, device, dtype, atol, rtol, timing_runs)
+                  for i, b in enumerate(batches)]
         report = ExportReport(
             format=fmt, path=str(target), exporter=written.exporter, input_shape=tuple(example.shape),
             dynamic_batch=dynamic_batch, atol=atol, rtol=rtol, checks=checks,
             files=[str(target.with_name(f.name)) for f in files],
             file_size=sum(f.stat().st_size for f in files), export_seconds=export_seconds,
-            opset=written.opset, seed=seed, notes=[*unwrapped, _mode_note(model, modes), *written.notes],
+            opset=written.opset, seed=seed,
+            notes=[*unwrapped, _mode_note(model, modes), *written.notes, f"input: {spec.describe()}"],
             warnings=exporter_warnings,
         )
         del runner  # an ONNX session holds the file open; let it go before the file moves
@@ -173,19 +178,11 @@ def _suffix_for(fmt: str) -> str:
     return {"exported": ".pt2", "onnx": ".onnx", "torchscript": ".ts"}[fmt]
 
 
-def _resolve_input_size(model: nn.Module, input_size: Sequence[int] | None) -> tuple[int, ...]:
-    if input_size is None:
-        input_size = getattr(model, "default_input_size", None)
-        if input_size is None:
-            raise ConfigError(f"{type(model).__name__} has no default_input_size; give the input size without "
-                              "the batch dimension, e.g. input_size=(3, 32, 32) (--input 3x32x32)")
-    try:
-        size = tuple(int(d) for d in input_size)
-    except (TypeError, ValueError):
-        raise ConfigError(f"input_size must be a sequence of integers like (3, 32, 32), not {input_size!r}") from None
-    if not size or any(d <= 0 for d in size):
-        raise ConfigError(f"input_size must be positive integers like (3, 32, 32), not {size}")
-    return size
+def _resolve_input(model: nn.Module, input_size: Sequence[int] | None) -> InputSpec:
+    """The contract's input: the size given (its token-ness read from the model), or the model's own."""
+    if input_size is not None and not isinstance(input_size, (str, tuple, list, torch.Size)):
+        raise ConfigError(f"input_size must be a sequence of integers like (3, 32, 32), not {input_size!r}")
+    return input_spec(model, input_size)
 
 
 def _resolve_batches(batch_size: int, dynamic: bool, check: Sequence[int] | None) -> list[int]:
@@ -250,12 +247,6 @@ def _check_single_input(model: nn.Module) -> None:
                           "and builds the others, or give the others default values")
 
 
-def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    for p in model.parameters():
-        return p.device, (p.dtype if p.is_floating_point() else torch.float32)
-    return torch.device("cpu"), torch.float32
-
-
 # ---- running and comparing -------------------------------------------------------------------------------
 
 
@@ -272,10 +263,10 @@ def _eager_forward(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
                           "(input_size=..., --input CxHxW)".replace("\n", " ")) from e
 
 
-def _check(model: nn.Module, runner: Runner, batch: int, size: tuple[int, ...], generator: torch.Generator,
+def _check(model: nn.Module, runner: Runner, batch: int, spec: InputSpec, seed: int,
            device: torch.device, dtype: torch.dtype, atol: float, rtol: float, runs: int) -> BatchCheck:
     """Fresh random inputs of ``batch`` rows through eager and the loaded export; errors and latencies."""
-    x = torch.randn(batch, *size, generator=generator).to(device=device, dtype=dtype)
+    x = spec.example(batch, seed=seed, device=device, dtype=dtype)
     # Each runtime gets its own copy: a forward that writes into its input (x.mul_(2)) would otherwise hand
     # the second runtime a different input, and a correct export would fail the check.
     expected = _eager_forward(model, x.clone())

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchsmith.contract import output_tensors
 from torchsmith.errors import ExportError
 from torchsmith.export.localise import describe_failure
 
@@ -45,21 +46,17 @@ class Written:
 
 
 def flatten_outputs(out: Any) -> list[torch.Tensor]:
-    """A model output (tensor, or nested tuple/list/dict of tensors) as a flat list, dicts in insertion order.
+    """A model output's tensors as a flat list (:func:`torchsmith.contract.output_tensors`), dicts and
+    ``ModelOutput`` in insertion order.
 
     That is the order ``torch.export`` and the ONNX exporter flatten outputs in,
     so element ``i`` of every runtime's list is the same output.
     """
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, (tuple, list)):
-        return [t for item in out for t in flatten_outputs(item)]
-    if isinstance(out, dict):
-        return [t for item in out.values() for t in flatten_outputs(item)]
-    if out is None:
-        return []
-    raise ExportError(f"the model returned a {type(out).__name__}; export needs tensors, or tuples, lists or "
-                      "dicts of tensors")
+    tensors = output_tensors(out)
+    if not tensors and out is not None:
+        raise ExportError(f"the model returned a {type(out).__name__} holding no tensor; export needs tensors, or "
+                          "tuples, lists, dicts or dataclasses of tensors")
+    return tensors
 
 
 def _has_param(fn: Callable[..., Any], name: str) -> bool:
