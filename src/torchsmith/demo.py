@@ -147,7 +147,11 @@ def _run_demo(out_dir: str | Path | None, *, epochs: int, seed: int, fresh_proce
     cfg = demo_config(out_dir, epochs=epochs, seed=seed)
     result = fit(model, None, cfg, reporter=rep)
     ckpt = out_dir / "last.safetensors"
-    rep.message(f"== 5. saved {ckpt} (+ training state, metrics, curves) in {out_dir}")
+    rep.message(f"== 5. saved {ckpt} (+ training state, metrics{', curves' if 'plot' in result.files else ''}) "
+                f"in {out_dir}")
+    for note in result.notes:
+        if "matplotlib" in note:
+            rep.message(f"   {note}")
 
     data_mean, data_std = result.data_mean, result.data_std
     from torchsmith.data import load_dataset

@@ -23,9 +23,19 @@ def model_options(fn: F) -> F:
     )(fn)
 
 
-def input_option(required: bool = False, default: str | None = None) -> Callable[[F], F]:
-    return click.option("--input", "input_size", default=default, required=required, metavar="CxHxW",
-                        help="Input size without the batch dimension, e.g. 3x32x32.")
+#: The one wording of ``--input`` for every command that runs a model.
+INPUT_HELP = "Input size without the batch dimension, e.g. 3x32x32."
+INPUT_DTYPE_HELP = "Input dtype, e.g. long for token ids or bf16 (default: what the model takes)."
+
+
+def input_option(required: bool = False, default: str | None = None, help: str = INPUT_HELP) -> Callable[[F], F]:
+    """``--input CxHxW`` into the ``input_size`` parameter (text; parse it with :func:`parse_input`)."""
+    return click.option("--input", "input_size", default=default, required=required, metavar="CxHxW", help=help)
+
+
+def input_dtype_option(fn: F) -> F:
+    """``--input-dtype DTYPE`` into the ``input_dtype`` parameter (text; the library parses it)."""
+    return click.option("--input-dtype", "input_dtype", default=None, metavar="DTYPE", help=INPUT_DTYPE_HELP)(fn)
 
 
 def parse_opts(opts: tuple[str, ...]) -> dict[str, Any]:

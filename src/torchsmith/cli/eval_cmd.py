@@ -6,6 +6,7 @@ import json
 
 import click
 
+from torchsmith.cli._common import input_dtype_option, input_option, parse_input
 from torchsmith.data import DATASETS
 
 
@@ -17,22 +18,26 @@ from torchsmith.data import DATASETS
 @click.option("--split", type=click.Choice(("test", "train")), default="test", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="cpu", show_default=True)
+@input_option(help="Input size without the batch dimension, e.g. 3x32x32 (default: the size the run trained at).")
+@input_dtype_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(checkpoint: str, data: str, data_dir: str | None, split: str, batch_size: int, device: str,
-            as_json: bool) -> None:
+            input_size: str | None, input_dtype: str | None, as_json: bool) -> None:
     """Evaluate a saved model on a dataset's test (or train) split.
 
     CHECKPOINT is a .safetensors file written by torchsmith, or a `torchsmith
-    train` run directory (its best.safetensors). The normalisation saved with
-    the checkpoint is used, so the model sees what it saw in training.
+    train` run directory (its best.safetensors). The normalisation and input
+    size saved with the checkpoint are used, so the model sees what it saw in
+    training.
 
     \b
     Examples:
       torchsmith eval runs/lenet-digits/best.safetensors --data digits
       torchsmith eval runs/lenet-digits --json
+      torchsmith eval runs/LeNet-digits/best.safetensors --input 3x32x32
     """
     from torchsmith.train.eval import evaluate_checkpoint
 
     result = evaluate_checkpoint(checkpoint, data, data_dir=data_dir, split=split, batch_size=batch_size,
-                                 device=device)
+                                 device=device, input_size=parse_input(input_size), input_dtype=input_dtype)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))

@@ -12,7 +12,7 @@ from typing import Any
 import click
 import yaml
 
-from torchsmith.cli._common import load_model, model_options, parse_opts
+from torchsmith.cli._common import input_dtype_option, input_option, load_model, model_options, parse_input, parse_opts
 from torchsmith.data import DATASETS
 from torchsmith.errors import ConfigError
 from torchsmith.train.config import AMP_MODES, DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig
@@ -28,6 +28,7 @@ _FIELDS = {
     "channels_last": "channels_last", "compile": "compile", "augment": "augment", "crop_padding": "crop_padding",
     "max_steps": "max_steps", "save_every_steps": "save_every_steps", "log_every": "log_every",
     "samples": "num_samples", "sync_batchnorm": "sync_batchnorm", "grad_clip": "grad_clip", "plot": "plot",
+    "input_size": "input_size", "input_dtype": "input_dtype", "tensorboard": "tensorboard",
 }
 
 
@@ -62,6 +63,9 @@ def _default_out(model: str, data: str) -> str:
 @click.command("train")
 @click.argument("model", required=False)
 @model_options
+@input_option(help="Input size without the batch dimension, e.g. 3x32x32; the data is resized and its channels "
+                   "converted to fit (default: what the model declares).")
+@input_dtype_option
 @click.option("--data", default=_DEFAULTS.data, show_default=True,
               help=f"Dataset: {', '.join(DATASETS)}, or a folder of class sub-folders.")
 @click.option("--data-dir", type=click.Path(), default=None, help="Where cifar10/mnist/fashion-mnist files lie.")
@@ -100,6 +104,8 @@ def _default_out(model: str, data: str) -> str:
 @click.option("--sync-batchnorm", is_flag=True, default=False, help="SyncBatchNorm under torchrun.")
 @click.option("--grad-clip", type=float, default=None, help="Clip the gradient norm to this value.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png at the end.")
+@click.option("--tensorboard", is_flag=True, default=False,
+              help="Also write TensorBoard event files to the run directory (view: tensorboard --logdir runs).")
 @click.option("--progress", type=click.Choice(("auto", "rich", "plain", "none")), default="auto", show_default=True,
               help="Progress display on stderr: auto is a bar on a terminal, plain lines otherwise.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -115,6 +121,7 @@ def command(ctx: click.Context, model: str | None, opts: tuple[str, ...], progre
     \b
     Examples:
       torchsmith train lenet --data digits --epochs 15
+      torchsmith train net.py:LeNet --input 3x32x32 --data digits --tensorboard
       torchsmith train resnet18 --opt stem=cifar --opt num_classes=10 --data cifar10 --data-dir ~/data \\
           --optimizer sgd --lr 0.1 --batch-size 512 --amp bf16 --channels-last
       torchsmith train --resume runs/lenet-digits
@@ -126,6 +133,7 @@ def command(ctx: click.Context, model: str | None, opts: tuple[str, ...], progre
     from torchsmith.train.resume import load_run_model, model_reference, run_config
     from torchsmith.train.state import resume_checkpoint
 
+    options["input_size"] = parse_input(options["input_size"])
     given = {k: v for k, v in options.items()
              if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     if resume is not None:

@@ -184,8 +184,14 @@ class DataSplits:
         size = check_input_size(input_size)
         if size == self.input_size:
             return self
+        (c0, h0, w0), (c, h, w) = self.input_size, size
+        how = []
+        if c0 != c:
+            how.append(f"grey repeated to {c} channels" if c0 == 1 else f"{c0} channels to grey (BT.601 luma)")
+        if (h0, w0) != (h, w):
+            how.append(f"resized {h0}x{w0} -> {h}x{w} (bilinear{', antialiased' if h < h0 or w < w0 else ''})")
         note = (f"{self.name}: images converted from {'x'.join(map(str, self.input_size))} to "
-                f"{'x'.join(map(str, size))} to fit the model")
+                f"{'x'.join(map(str, size))} to fit the model: {'; '.join(how)}")
         return DataSplits(train=self.train.fitted_to(size), test=self.test.fitted_to(size), name=self.name,
                           augment=self.augment, notes=[*self.notes, note])
 

@@ -40,7 +40,7 @@ from torchsmith.train.distributed import (
     wrap_ddp,
 )
 from torchsmith.train.eval import run_eval
-from torchsmith.train.inputs import is_tokens, misfit, model_input, output_width, token_data_error
+from torchsmith.train.inputs import InputSizeError, is_tokens, misfit, model_input, output_width, token_data_error
 from torchsmith.train.metrics import plot_metrics, write_metrics
 from torchsmith.train.optim import build_optimizer, build_scheduler
 from torchsmith.train.progress import Reporter
@@ -143,6 +143,9 @@ class _Run:
         if is_tokens(self.input.spec):
             raise token_data_error(model, self.input.spec, name)  # type: ignore[arg-type]
         in_size = self.input.image_size
+        if cfg.input_size is not None and in_size is None:
+            raise InputSizeError(f"input size {'x'.join(map(str, cfg.input_size))} is not an image size (C, H, W); "
+                                 f"{name} holds images")
         if splits is None:
             synthetic = cfg.data.lower() == "synthetic"
             classes = (output_width(model, self.input.spec) or 10) if synthetic else 10
