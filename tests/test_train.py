@@ -307,3 +307,70 @@ def test_progress_displays_render_the_run():
     fit(small_model(), "digits", epochs=1, batch_size=256, log_every=2, reporter=RichReporter(rich_out))
     assert "epoch   1/1  train loss" in rich_out.getvalue() and "test loss" in rich_out.getvalue()
     assert isinstance(make_reporter("auto", io.StringIO()), PlainReporter)  # not a terminal: plain lines
+
+
+# --------------------------------------------------------------------------- TensorBoard
+def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_events_hold_the_metrics_also_across_a_resume(tmp_path):
+    pytest.importorskip("tensorboard")
+    from torchsmith.train.tensorboard import EPOCH_SCALARS
+
+    run = tmp_path / "run"
+    opts = {"epochs": 2, "batch_size": 128, "log_every": 5, "tensorboard": True, "plot": False}  # 10 steps an epoch
+    fit(small_model(), "digits", out_dir=str(run), max_steps=13, **opts)  # stops mid-epoch 2, with a checkpoint
+    resume(run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20]
+    scalars = _scalars(run)
+    assert set(EPOCH_SCALARS) | {"loss/train_step"} <= set(scalars)
+    for tag, column in EPOCH_SCALARS.items():
+        assert [s for s, _ in scalars[tag]] == [10, 20], tag  # once per epoch, no duplicate after the resume
+        assert [v for _, v in scalars[tag]] == pytest.approx([r[column] for r in rows], rel=1e-6), tag
+    # Per log interval: every 5 steps, plus where the first invocation stopped (13).
+    steps = [s for s, _ in scalars["loss/train_step"]]
+    assert steps == [5, 10, 13, 15, 20]
+    assert all(0 < v < 5 for _, v in scalars["loss/train_step"])
+
+
+def test_tensorboard_needs_a_run_directory_and_says_how_to_install():
+    with pytest.raises(ConfigError, match="give the run an out_dir"):
+        fit(small_model(), "digits", epochs=1, tensorboard=True)
+    code = ("import sys; sys.modules['tensorboard'] = None\n"
+            "from torchsmith.train.tensorboard import TensorBoardLog\n"
+            "from torchsmith.errors import ConfigError\n"
+            "try:\n    TensorBoardLog(sys.argv[1])\nexcept ConfigError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code, "unused"], capture_output=True, text=True, timeout=120,
+                          env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("TensorBoard logging needs the tensorboard package; install it with "
+                                   "`pip install tensorboard`")
+
+
+# --------------------------------------------------------------------------- library models
+def test_fit_takes_a_step_on_transformers_classifiers_and_evaluates_their_logits():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    resnet = transformers.ResNetForImageClassification(transformers.ResNetConfig(
+        num_labels=10, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"))
+    vit = transformers.ViTForImageClassification(transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, num_labels=10))
+    for model in (resnet, vit):
+        out = model(torch.zeros(1, 3, 32, 32))
+        assert not isinstance(out, torch.Tensor) and out.logits.shape == (1, 10)  # a ModelOutput
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        # Synthetic data of the model's own input (3x32x32: ViT's config.image_size, ResNet's first conv).
+        result = fit(model, "synthetic", epochs=1, max_steps=1, batch_size=8, num_samples=16, log_every=1)
+        assert result.global_step == 1
+        assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # one real step
+    # and on digits, fitted to the model's input (grey to RGB, 8x8 -> 32x32), evaluated on its logits
+    result = fit(vit, "digits", epochs=1, max_steps=2, batch_size=16, log_every=1)
+    assert any("1x8x8 to 3x32x32" in note for note in result.notes)
+    assert ts.evaluate(vit, "digits").num_samples == 450

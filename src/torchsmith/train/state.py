@@ -135,4 +135,7 @@ def files_in(out_dir: Path) -> dict[str, Path]:
     """The run's files that exist, by role."""
     names = {"last": LAST, "best": BEST, "metrics_jsonl": "metrics.jsonl", "metrics_csv": "metrics.csv",
              "config": "config.json"}
-    return {role: out_dir / name for role, name in names.items() if (out_dir / name).is_file()}
+    found = {role: out_dir / name for role, name in names.items() if (out_dir / name).is_file()}
+    if any(out_dir.glob("events.out.tfevents.*")):
+        found["tensorboard"] = out_dir  # view with: tensorboard --logdir <the folder above>
+    return found
