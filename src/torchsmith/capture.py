@@ -10,6 +10,7 @@ change them), and every hook is removed on exit, also when the forward raises.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchsmith.contract import output_tensors
 from torchsmith.errors import ConfigError, UnknownNameError
 
 __all__ = ["capture", "Captured", "FeatureStats", "feature_stats", "plot_features", "match_layers", "WHAT"]
@@ -104,8 +106,10 @@ def _detach(obj: Any) -> Any:
         return obj.detach().clone()
     if isinstance(obj, (list, tuple)):
         return type(obj)(_detach(o) for o in obj) if type(obj) in (list, tuple) else [_detach(o) for o in obj]
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):  # a dict or a transformers ModelOutput: kept as a plain dict
         return {k: _detach(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _detach(getattr(obj, f.name, None)) for f in dataclasses.fields(obj)}
     return obj
 
 
@@ -177,13 +181,9 @@ class FeatureStats:
 
 
 def _first_tensor(obj: Any) -> torch.Tensor | None:
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if isinstance(obj, (list, tuple)):
-        return next((t for t in map(_first_tensor, obj) if t is not None), None)
-    if isinstance(obj, dict):
-        return next((t for t in map(_first_tensor, obj.values()) if t is not None), None)
-    return None
+    """The first tensor of any output structure (tuple, dict, ``ModelOutput``, dataclass), or None."""
+    tensors = output_tensors(obj)
+    return tensors[0] if tensors else None
 
 
 def feature_stats(captured: Captured) -> list[FeatureStats]:

@@ -19,7 +19,7 @@ from torchsmith.export import FORMAT_NAMES, ExportReport, ExportVerificationErro
               help="exported (torch.export .pt2), onnx or torchscript. Default: from the --out suffix, "
                    "else exported.")
 @click.option("--input", "input_size", default=None, metavar="CxHxW",
-              help="Input size without the batch dimension, e.g. 3x32x32. Default: the model's own.")
+              help="Input size without the batch dimension, e.g. 3x32x32, or 16 token ids. Default: the model's own.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True,
               help="Batch of the example input the export is traced with.")
 @click.option("--static-batch", is_flag=True, help="Fix the batch dimension instead of making it dynamic.")
@@ -38,8 +38,10 @@ def command(model: str, opts: tuple[str, ...], out: str, fmt: str | None, input_
             seed: int, report_format: str) -> None:
     """Export MODEL to FILE and verify it against the eager model.
 
-    MODEL is a zoo name, path/to/file.py:Class, package.module:attr, a spec
-    (.yaml/.json) or a checkpoint (.safetensors). The written file is loaded
+    MODEL is a zoo name, a library model (hf:bert, timm:NAME, torchvision:NAME;
+    random weights), path/to/file.py:Class, package.module:attr, a spec
+    (.yaml/.json) or a checkpoint (.safetensors). Token models (an Embedding
+    first: BERT, GPT-2) get token ids, e.g. --input 16. The written file is loaded
     back (torch.export.load, onnxruntime, torch.jit.load) and run on fresh
     random inputs at the export batch and, with a dynamic batch, at 1 and 5;
     the report gives the error against eager, file size and latency. A file
@@ -51,6 +53,7 @@ def command(model: str, opts: tuple[str, ...], out: str, fmt: str | None, input_
       torchsmith export lenet --format onnx --out lenet.onnx --opset 18
       torchsmith export resnet18 --opt num_classes=10 --input 3x64x64 --out r18.ts --format-report json
       torchsmith export net.py:Net --input 3x32x32 --format torchscript --trace --out net.ts
+      torchsmith export hf:bert --opt num_hidden_layers=2 --opt hidden_size=128 --input 16 --out bert.pt2
     """
     net = load_model(model, opts)
     try:

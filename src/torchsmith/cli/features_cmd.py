@@ -8,11 +8,10 @@ import click
 import torch
 import torch.nn.functional as F
 
-from torchsmith.capture import WHAT, _first_tensor, capture, check_plot_path, feature_stats, plot_features
+from torchsmith.capture import WHAT, capture, check_plot_path, feature_stats, plot_features
 from torchsmith.cli._common import load_model, model_options
+from torchsmith.contract import device_dtype, input_spec, parse_input_size, primary_output
 from torchsmith.errors import ConfigError, DataError, ShapeError
-from torchsmith.resolve import int_dims, parse_input_size
-from torchsmith.summary._inputs import declared_size
 from torchsmith.views import TableView
 
 
@@ -40,6 +39,13 @@ def load_image(path: str, size: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(img.unsqueeze(0), size=(h, w), mode="bilinear", align_corners=False)[0].contiguous()
 
 
+def _primary(out: object) -> torch.Tensor | None:
+    try:
+        return primary_output(out)
+    except ShapeError:  # no tensor at all: reported below as nothing to differentiate
+        return None
+
+
 def dataset_sample(name: str, index: int, size: tuple[int, ...]) -> torch.Tensor:
     """Image ``index`` of dataset ``name``'s test split (no downloads), as (C, H, W) floats in [0, 1]."""
     from torchsmith.data import load_dataset
@@ -55,7 +61,8 @@ def dataset_sample(name: str, index: int, size: tuple[int, ...]) -> torch.Tensor
 @model_options
 @click.option("--layers", "layers", multiple=True, required=True, metavar="GLOB",
               help="Layers to capture, repeatable; * stays within a name part (layer* = layer1..4), ** crosses.")
-@click.option("--input", "input_text", metavar="CxHxW", help="Input size without batch (default: the model's own).")
+@click.option("--input", "input_text", metavar="CxHxW",
+              help="Input size without batch, e.g. 3x32x32 or 16 token ids (default: the model's own).")
 @click.option("--what", type=click.Choice(WHAT), default="output", show_default=True,
               help="Capture outputs, inputs, or the gradients of the outputs.")
 @click.option("--image", type=str, default=None, help="Feed this image (PNG) instead of random input.")
@@ -83,6 +90,7 @@ def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_te
       torchsmith features lenet --layers conv1 --layers conv2 --plot maps.png
       torchsmith features lenet --opt in_channels=1 --opt input_size=8 --layers 'conv*' --dataset digits
       torchsmith features resnet18 --input 3x64x64 --layers layer1 --image cat.png --plot maps.png
+      torchsmith features hf:bert --opt num_hidden_layers=2 --layers 'encoder.layer.*' --input 16
     """
     if image and dataset:
         raise ConfigError("give --image or --dataset, not both")
@@ -91,23 +99,15 @@ def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_te
     if plot_path is not None:
         check_plot_path(Path(plot_path))  # before the forward, so a bad path wastes no run
     net = load_model(model, opts)
-    if input_text:
-        size = parse_input_size(input_text)
-    elif getattr(net, "default_input_size", None) is None:
-        raise ConfigError(f"{type(net).__name__} has no default_input_size; give --input, e.g. --input 3x32x32")
-    else:
-        size = declared_size(net)
-        dims = int_dims(size)
-        if dims is None or any(d <= 0 for d in dims):
-            raise ConfigError(f"{type(net).__name__}.default_input_size {size!r} is not all positive ints; "
-                              "give --input, e.g. --input 3x32x32")
+    spec = input_spec(net, parse_input_size(input_text) if input_text else None)  # token ids for token models
+    size = spec.size
     if image is not None or dataset is not None:
-        if len(size) != 3:
-            raise ConfigError(f"--image and --dataset need an image input CxHxW, but the input is {size}")
+        if len(size) != 3 or spec.kind == "tokens":
+            raise ConfigError(f"--image and --dataset need an image input CxHxW, but the input is {spec.describe()}")
         x = (load_image(image, size) if image else dataset_sample(dataset or "", index, size)).unsqueeze(0)
     else:
-        x = torch.randn((1, *size), generator=torch.Generator().manual_seed(seed))
-    if what == "grad":
+        x = spec.example(1, seed=seed, device=device_dtype(net)[0])
+    if what == "grad" and x.is_floating_point():
         # The input takes part in the graph, so a model with no parameters has feature gradients too.
         x.requires_grad_(True)
     was_training = net.training
@@ -121,7 +121,7 @@ def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_te
                     raise ShapeError(f"{type(net).__name__} cannot take input {list(x.shape)}: "
                                      f"{str(e).splitlines()[0]}; check --input") from e
                 if what == "grad":
-                    out = _first_tensor(out)  # a tuple's or dict's first tensor (logits before extras)
+                    out = _primary(out)  # logits, last_hidden_state, or the first tensor of any structure
                     if not isinstance(out, torch.Tensor) or not out.requires_grad:
                         raise ConfigError(f"{type(net).__name__}'s output does not depend on its input through "
                                           "differentiable ops, so there are no gradients to capture; use --what "
