@@ -25,7 +25,8 @@ from torch.nn.parameter import is_lazy
 from torchsmith.checkpoint import _format
 from torchsmith.checkpoint._atomic import commit_deferred, discard_deferred
 from torchsmith.checkpoint._codec import decode, encode
-from torchsmith.errors import CheckpointError, TorchsmithError
+from torchsmith.contract import input_spec
+from torchsmith.errors import CheckpointError, ConfigError, TorchsmithError
 from torchsmith.registry import ARCH_ATTR, create_model
 
 __all__ = ["save", "load", "load_training_state", "training_state_path", "FORMAT", "FORMAT_VERSION",
@@ -99,9 +100,10 @@ def _arch_metadata(model: nn.Module) -> dict[str, str]:
                                   f"{{'spec': {{...}}}}, not {arch!r:.80}")
         where = f"model option of {arch.get('name', 'spec')!r}"
         meta["arch"] = json.dumps(encode(dict(arch), None, where), allow_nan=False)
-    size = getattr(model, "default_input_size", None)
-    if isinstance(size, (tuple, list)) and all(isinstance(d, int) for d in size):
-        meta["input_size"] = json.dumps(list(size))
+    try:  # informational: default_input_size, a library config or the first layer (the model contract)
+        meta["input_size"] = json.dumps(list(input_spec(model).size))
+    except ConfigError:
+        pass
     policy = getattr(model, "init_policy", None)
     if policy is not None:
         try:  # informational: only stored when it is plain data
