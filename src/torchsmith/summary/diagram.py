@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torchsmith.summary.result import GraphStep, LayerRow, ModelSummary
 
-__all__ = ["Diagram", "DiagramNode", "DiagramEdge", "build_diagram", "format_shape"]
+__all__ = ["Diagram", "DiagramNode", "DiagramEdge", "build_diagram", "format_shape", "layer_detail"]
 
 #: Ops that only rearrange a tensor: a chain of them is drawn as one node.
 _SHAPE_OPS = {"view", "_unsafe_view", "reshape", "_reshape_alias", "permute", "transpose", "t", "expand",
@@ -235,7 +235,7 @@ class _Builder:
             name = _range_name(r.name, last.name) if count > 1 else r.name
             if r.call > 1:
                 name += f" (call {r.call})"
-            detail = f"as {self.rows[self.like[i]].name}" if i in self.like else _detail(r)
+            detail = f"as {self.rows[self.like[i]].name}" if i in self.like else layer_detail(r)
             self.nodes[nid] = DiagramNode(id=nid, kind="module", name=name, type=r.type, count=count,
                                           detail=detail, rows=(i,))
             self.owner[i] = nid
@@ -413,7 +413,7 @@ def _range_name(first: str, last: str) -> str:
     return f"{first} .. {last}"
 
 
-def _detail(r: LayerRow) -> str:
+def layer_detail(r: LayerRow) -> str:
     """A layer's defining numbers: "3→6, 5x5" for a conv, "400→120" for a linear."""
     a = r.attrs
     if "in_channels" in a and "kernel_size" in a:
