@@ -374,3 +374,22 @@ def test_fit_takes_a_step_on_transformers_classifiers_and_evaluates_their_logits
     result = fit(vit, "digits", epochs=1, max_steps=2, batch_size=16, log_every=1)
     assert any("1x8x8 to 3x32x32" in note for note in result.notes)
     assert ts.evaluate(vit, "digits").num_samples == 450
+
+
+def test_fit_takes_a_step_on_a_token_classifier_with_synthetic_ids():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    bert = transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64, num_labels=3))
+    before = {k: v.clone() for k, v in bert.state_dict().items()}
+    result = fit(bert, "synthetic", epochs=1, batch_size=8, num_samples=32, log_every=1)
+    assert result.global_step == 4 and result.history[0]["test_acc"] >= 0.0
+    assert any(not torch.equal(before[k], v) for k, v in bert.state_dict().items())
+    from torchsmith.data import load_dataset
+
+    ids = load_dataset("synthetic", input_size=(32,), vocab_size=100, num_classes=3, num_samples=40)
+    assert ids.train.images.shape == (40, 32) and int(ids.train.images.max()) < 100
+    assert ts.evaluate(bert, ids).num_samples == 4
+    with pytest.raises(DataError, match=r"takes token ids \(32 token ids < 100 .*synthetic data only"):
+        fit(bert, "digits", epochs=1)

@@ -17,12 +17,13 @@ from torchsmith.data.digits import load_digits
 from torchsmith.data.files import load_cifar10, load_fashion_mnist, load_mnist, read_idx
 from torchsmith.data.folder import load_image_folder
 from torchsmith.data.loader import DeviceLoader, default_padding
-from torchsmith.data.synthetic import load_synthetic
+from torchsmith.data.synthetic import load_synthetic, load_synthetic_tokens
 from torchsmith.errors import DataError, UnknownNameError
 
 __all__ = [
     "load_dataset", "DATASETS", "AUGMENTS", "DataSplits", "ImageDataset", "DeviceLoader", "default_padding",
-    "load_digits", "load_cifar10", "load_mnist", "load_fashion_mnist", "load_synthetic", "load_image_folder",
+    "load_digits", "load_cifar10", "load_mnist", "load_fashion_mnist", "load_synthetic", "load_synthetic_tokens",
+    "load_image_folder",
     "read_idx", "stratified_split", "channel_stats",
 ]
 
@@ -31,11 +32,20 @@ DATASETS = ("digits", "cifar10", "mnist", "fashion-mnist", "synthetic")
 
 
 def load_dataset(name: str, *, data_dir: str | Path | None = None, input_size: Sequence[int] | str | None = None,
-                 num_classes: int = 10, num_samples: int = 10_000, seed: int = 0) -> DataSplits:
+                 num_classes: int = 10, num_samples: int = 10_000, seed: int = 0,
+                 vocab_size: int | None = None) -> DataSplits:
     """Load dataset ``name``, fitted to ``input_size`` (C, H, W) when given.
 
-    ``num_classes``, ``num_samples`` and ``seed`` shape the ``synthetic`` data only.
+    ``num_classes``, ``num_samples`` and ``seed`` shape the ``synthetic`` data only; with ``vocab_size``
+    it is token ids in ``[0, vocab_size)`` of ``input_size`` ``(T,)`` (16 ids when not given), for a model
+    of token ids.
     """
+    key = name.lower().replace("_", "-") if isinstance(name, str) else ""
+    if key == "synthetic" and vocab_size is not None:
+        size = tuple(input_size) if input_size is not None and not isinstance(input_size, str) else (16,)
+        if len(size) != 1:
+            raise DataError(f"synthetic token data is (T,) ids a sample, not {size}")
+        return load_synthetic_tokens(int(size[0]), vocab_size, num_classes, num_samples=num_samples, seed=seed)
     if not isinstance(name, str):
         raise DataError(f"a dataset is named by a string (e.g. 'digits') or a folder path, not {type(name).__name__}")
     if input_size is not None:

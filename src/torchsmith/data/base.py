@@ -26,7 +26,11 @@ AUGMENTS = ("none", "crop", "flip", "crop+flip")
 
 @dataclass
 class ImageDataset:
-    """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64, with class names."""
+    """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64, with class names.
+
+    For a model of token ids (synthetic data only), ``images`` holds int64 ids ``(N, T)`` instead: the
+    loader passes them through as they are (no normalisation, no augmentation).
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -34,7 +38,9 @@ class ImageDataset:
     name: str = "dataset"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.dim() != 4:
+        tokens = isinstance(self.images, torch.Tensor) and self.images.dtype == torch.long and self.images.dim() == 2
+        if not tokens and (not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8
+                           or self.images.dim() != 4):
             got = (f"{self.images.dtype} tensor of shape {tuple(self.images.shape)}"
                    if isinstance(self.images, torch.Tensor) else type(self.images).__name__)
             raise DataError(f"{self.name}: images must be a uint8 tensor (N, C, H, W), got a {got}")
@@ -54,10 +60,13 @@ class ImageDataset:
         return len(self.labels)
 
     @property
-    def input_size(self) -> tuple[int, int, int]:
-        """(C, H, W) of one image."""
-        _, c, h, w = self.images.shape
-        return (int(c), int(h), int(w))
+    def input_size(self) -> tuple[int, ...]:
+        """(C, H, W) of one image; (T,) of one sequence of token ids."""
+        return tuple(int(s) for s in self.images.shape[1:])
+
+    @property
+    def is_tokens(self) -> bool:
+        return self.images.dim() == 2
 
     @property
     def num_classes(self) -> int:
@@ -72,6 +81,8 @@ class ImageDataset:
 
     def fitted_to(self, input_size: Sequence[int]) -> ImageDataset:
         """Adapt channels (grey <-> RGB) and resize (bilinear, antialiased) to ``(C, H, W)``."""
+        if self.is_tokens:
+            raise DataError(f"{self.name} holds token ids, not images: it cannot be fitted to an image size")
         c, h, w = check_input_size(input_size)
         x = self.images
         if x.shape[1] != c:
@@ -162,11 +173,13 @@ class DataSplits:
             raise DataError(f"{self.name}: the training split is empty")
         if self.augment not in AUGMENTS:
             raise DataError(f"{self.name}: unknown augmentation {self.augment!r}; one of {', '.join(AUGMENTS)}")
-        if not self.mean or not self.std:
+        if self.train.is_tokens:
+            self.mean, self.std, self.augment = (), (), "none"  # ids are passed through as they are
+        elif not self.mean or not self.std:
             self.mean, self.std = channel_stats(self.train.images)
 
     @property
-    def input_size(self) -> tuple[int, int, int]:
+    def input_size(self) -> tuple[int, ...]:
         return self.train.input_size
 
     @property

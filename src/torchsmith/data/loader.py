@@ -60,7 +60,10 @@ class DeviceLoader:
         if batch_size % world_size:
             raise DataError(f"the global batch size {batch_size} must divide evenly among {world_size} ranks; "
                             f"use a multiple of {world_size}")
-        c = data.input_size[0]
+        self.tokens = data.is_tokens
+        c = 1 if self.tokens else data.input_size[0]
+        if self.tokens:
+            mean, std, augment = (0.0,), (1.0,), "none"  # token ids are not normalised or augmented
         if len(mean) != c or len(std) != c:
             raise DataError(f"mean and std need one value per channel ({c}), got {len(mean)} and {len(std)}")
         self.device = torch.device(device)
@@ -68,7 +71,7 @@ class DeviceLoader:
         self.batch_size = batch_size
         self.local_batch = batch_size // world_size
         self.shuffle, self.drop_last, self.augment = shuffle, drop_last, augment
-        self.padding = default_padding(data.input_size[1]) if padding is None else int(padding)
+        self.padding = (0 if self.tokens else default_padding(data.input_size[1])) if padding is None else int(padding)
         self.rank, self.world_size = rank, world_size
         self.channels_last, self.dtype = channels_last, dtype
         # x_norm = (x / 255 - mean) / std = (x - 255 * mean) * (1 / (255 * std)), one fused pass per batch.
@@ -178,6 +181,8 @@ class DeviceLoader:
         return out.permute(0, 3, 1, 2)  # (B, C, H, W), physically channels-last
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tokens:
+            return x  # (B, T) int64 token ids
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         x = x.to(dtype=self.dtype, memory_format=fmt)  # one pass: convert and lay out
         return x.sub_(self._shift).mul_(self._scale)

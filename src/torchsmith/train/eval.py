@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchsmith.contract import device_dtype, primary_output
-from torchsmith.data import DataSplits, DeviceLoader, load_dataset
+from torchsmith.data import DataSplits, DeviceLoader
 from torchsmith.errors import CheckpointError, ConfigError, DataError, TorchsmithError
 from torchsmith.train.distributed import DistInfo, all_reduce_sum
-from torchsmith.train.inputs import ModelInput, is_tokens, misfit, model_input, token_data_error
+from torchsmith.train.inputs import ModelInput, fitted_splits, misfit, model_input
 
 __all__ = ["EvalResult", "evaluate", "evaluate_checkpoint", "run_eval"]
 
@@ -125,12 +125,7 @@ def evaluate(model: nn.Module, data: str | DataSplits, *, split: str = "test", b
     if not isinstance(data, (str, DataSplits)):
         raise ConfigError(f"evaluate needs a dataset name (e.g. 'digits') or DataSplits, not {type(data).__name__}")
     given = model_input(model, input_size, input_dtype)
-    if is_tokens(given.spec):
-        raise token_data_error(model, given.spec, data if isinstance(data, str) else data.name)  # type: ignore[arg-type]
-    if isinstance(data, str):
-        data = load_dataset(data, data_dir=data_dir, input_size=given.image_size)
-    else:
-        data = data.fitted_to(given.image_size)
+    data = fitted_splits(model, given, data, data_dir=data_dir)
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test', not {split!r}")
     if batch_size < 1:

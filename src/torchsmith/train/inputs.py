@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from torchsmith.contract import InputSpec, device_dtype, input_spec, is_token_dtype, primary_output
+from torchsmith.data import DataSplits, load_dataset
 from torchsmith.errors import ConfigError, DataError
 
-__all__ = ["ModelInput", "InputSizeError", "model_input", "parse_input_dtype", "output_width"]
+__all__ = ["ModelInput", "InputSizeError", "model_input", "fitted_splits", "parse_input_dtype", "output_width"]
 
 _EXAMPLE = (3, 32, 32)
 
@@ -142,3 +143,30 @@ def output_width(model: nn.Module, spec: InputSpec | None) -> int | None:
 
 def is_tokens(spec: InputSpec | None) -> bool:
     return spec is not None and spec.kind == "tokens" and is_token_dtype(spec.dtype)
+
+
+def fitted_splits(model: nn.Module, given: ModelInput, data: str | DataSplits, *, data_dir: Any = None,
+                  num_samples: int = 10_000, seed: int = 0) -> DataSplits:
+    """``data`` (a name or loaded splits) fitted to the model's input: images resized and converted to
+    ``given.image_size``; synthetic data made in the model's own shape (token ids for a model of tokens,
+    as many classes as it predicts)."""
+    name = data if isinstance(data, str) else data.name
+    spec = given.spec
+    synthetic = isinstance(data, str) and data.lower() == "synthetic"
+    if is_tokens(spec):
+        assert spec is not None
+        if isinstance(data, DataSplits) and data.train.is_tokens:
+            return data
+        if not synthetic:
+            raise token_data_error(model, spec, name)
+        return load_dataset("synthetic", input_size=spec.size, vocab_size=spec.vocab_size or 1,
+                            num_classes=output_width(model, spec) or 10, num_samples=num_samples, seed=seed)
+    size = given.image_size
+    if spec is not None and spec.source == "given" and size is None:
+        raise InputSizeError(f"input size {'x'.join(map(str, spec.size))} is not an image size (C, H, W); "
+                             f"{name} holds images")
+    if isinstance(data, DataSplits):
+        return data.fitted_to(size)
+    classes = (output_width(model, spec) or 10) if synthetic else 10
+    return load_dataset(data, data_dir=data_dir, input_size=size, num_classes=classes, num_samples=num_samples,
+                        seed=seed)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from torchsmith.contract import device_dtype, primary_output
-from torchsmith.data import DataSplits, DeviceLoader, load_dataset
+from torchsmith.data import DataSplits, DeviceLoader
 from torchsmith.errors import ConfigError, DataError, TorchsmithError, TrainingError
 from torchsmith.train import state as run_state
 from torchsmith.train.config import TrainConfig
@@ -40,7 +40,7 @@ from torchsmith.train.distributed import (
     wrap_ddp,
 )
 from torchsmith.train.eval import run_eval
-from torchsmith.train.inputs import InputSizeError, is_tokens, misfit, model_input, output_width, token_data_error
+from torchsmith.train.inputs import fitted_splits, misfit, model_input
 from torchsmith.train.metrics import plot_metrics, write_metrics
 from torchsmith.train.optim import build_optimizer, build_scheduler
 from torchsmith.train.progress import Reporter
@@ -139,20 +139,8 @@ class _Run:
         # The data is fitted to the model's input (the contract's answer, or cfg.input_size when given).
         self.input = model_input(model, cfg.input_size, cfg.input_dtype)
         self.notes += self.input.notes
-        name = splits.name if splits is not None else cfg.data
-        if is_tokens(self.input.spec):
-            raise token_data_error(model, self.input.spec, name)  # type: ignore[arg-type]
-        in_size = self.input.image_size
-        if cfg.input_size is not None and in_size is None:
-            raise InputSizeError(f"input size {'x'.join(map(str, cfg.input_size))} is not an image size (C, H, W); "
-                                 f"{name} holds images")
-        if splits is None:
-            synthetic = cfg.data.lower() == "synthetic"
-            classes = (output_width(model, self.input.spec) or 10) if synthetic else 10
-            splits = load_dataset(cfg.data, data_dir=cfg.data_dir, input_size=in_size, num_classes=classes,
-                                  num_samples=cfg.num_samples, seed=cfg.seed)
-        else:
-            splits = splits.fitted_to(in_size)
+        splits = fitted_splits(model, self.input, splits if splits is not None else cfg.data,
+                               data_dir=cfg.data_dir, num_samples=cfg.num_samples, seed=cfg.seed)
         self.splits = splits
         self.notes += splits.notes
         classes = getattr(model, "num_classes", None)
@@ -197,7 +185,8 @@ class _Run:
 
     def _probe(self) -> None:
         """One forward on two test images, so a misfit fails here with a clear message, not mid-epoch."""
-        x = self.splits.test.images[:2].to(self.device, self.input_dtype)
+        x = self.splits.test.images[:2].to(self.device)
+        x = x if self.splits.train.is_tokens else x.to(self.input_dtype)  # token ids stay integers
         was = self.model.training
         self.model.eval()
         try:
