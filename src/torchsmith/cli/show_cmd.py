@@ -25,7 +25,7 @@ from torchsmith.views import (
     tree_to_dict,
 )
 
-FORMATS = ("table", "text", "json", "markdown", "csv")
+FORMATS = ("table", "text", "json", "markdown", "csv", "mermaid")
 REAL_WEIGHTS_LIMIT = 500_000_000  # --params builds real weights (for mean/std) up to 2 GB in fp32
 
 
@@ -67,6 +67,12 @@ def _build(ref: str, opts: tuple[str, ...], meta: bool) -> nn.Module:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="table: rich in a terminal, plain text otherwise.")
 @click.option("--flow", is_flag=True, help="Print only the one-line shape flow.")
+@click.option("--diagram", "diagram_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Draw the network to FILE: .svg, .png, .html, .mmd (mermaid) or .dot; --depth sets how deep. "
+                   "--format mermaid prints it as text instead.")
+@click.option("--explain", is_flag=True,
+              help="Explain each layer's output shape and parameter count with its own numbers, "
+                   "and the receptive field of a CNN.")
 @click.option("--dtype", default=None, metavar="DTYPE", help="Dtype of the memory estimate (e.g. bf16).")
 @click.option("--expand", is_flag=True, help="Do not collapse repeated identical blocks into one 'xN' row.")
 @click.option("--params", "views", flag_value="params", multiple=True,
@@ -75,7 +81,8 @@ def _build(ref: str, opts: tuple[str, ...], meta: bool) -> nn.Module:
 @click.option("--buffers", "views", flag_value="buffers", multiple=True, help="Buffers, persistent or not.")
 @click.option("--hooks", "views", flag_value="hooks", multiple=True, help="Every registered hook, by module.")
 def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: str, input_dtype: str | None,
-            depth: int, fmt: str, flow: bool, dtype: str | None, expand: bool, views: tuple[str, ...]) -> None:
+            depth: int, fmt: str, flow: bool, diagram_path: str | None, explain: bool, dtype: str | None, expand: bool,
+            views: tuple[str, ...]) -> None:
     """Show MODEL layer by layer: shapes, parameters, MACs/FLOPs, memory, on the meta device.
 
     MODEL is a zoo name, path/to/file.py:Class or package.module:attr. No weights are
@@ -88,11 +95,18 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
       torchsmith show resnet50 --input 3x224x224 --batch B --depth 2
       torchsmith show my_gpt.py:GPT --input T=128 --input-dtype long --dtype bf16
       torchsmith show lenet --params
+      torchsmith show resnet20 --diagram net.svg --depth 2
+      torchsmith show lenet --format mermaid
+      torchsmith show net.py:LeNet --input 3x32x32 --explain
       torchsmith show resnet18 --opt stem=cifar --opt num_classes=10 --modules --depth 1
     """
     if views:
         _show_views(model, opts, views, fmt, depth)
         return
+    if diagram_path:
+        from torchsmith.summary.diagram_render import check_diagram_path
+
+        check_diagram_path(diagram_path)  # before the forward: a typo in the suffix fails at once
     net = _build(model, opts, meta=True)
     size = None
     declared = _declared_input(net) if input_text is None else None  # (C, H, W), (T,) ... from the contract
@@ -101,6 +115,9 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
     elif declared is not None:
         size = (parse_dim(batch), *declared.size)
         input_dtype = input_dtype or str(declared.dtype)
+    elif diagram_path or explain or fmt == "mermaid":
+        raise ConfigError(f"the input size of {type(net).__name__} is not known, and the diagram and the explanation "
+                          "come from a forward pass; give --input (e.g. --input 3x32x32)")
     else:
         # Nothing to run: the structure and counts still help; say how to get the rest.
         if fmt == "json":  # still JSON: a pipe into a parser must not get a text tree
@@ -118,11 +135,15 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
     except TorchsmithError as e:
         partial = getattr(e, "partial", None)
         if partial is not None and partial.rows and not flow:
-            click.echo(partial.render("text" if fmt == "table" else fmt, depth=depth, collapse=not expand))
+            click.echo(partial.render("text" if fmt in ("table", "mermaid") else fmt, depth=depth,
+                                      collapse=not expand))
         raise
     result.model = f"{type(net).__name__} ({model})"
     if flow:
         click.echo(result.flow(depth=depth))
+        return
+    if diagram_path or explain or fmt == "mermaid":
+        _picture_and_arithmetic(result, diagram_path, explain, fmt, depth, expand)
         return
     if fmt == "table" and sys.stdout.isatty():
         from rich.console import Console
@@ -140,6 +161,30 @@ def _declared_input(net: nn.Module) -> InputSpec | None:
         if "default_input_size is" in str(e):  # a declared size that is wrong: the user must hear it
             raise
         return None
+
+
+def _picture_and_arithmetic(result: Any, diagram_path: str | None, explain: bool, fmt: str, depth: int,
+                            expand: bool) -> None:
+    """--diagram FILE, --format mermaid and --explain: the picture and the arithmetic instead of the table."""
+    if diagram_path or fmt == "mermaid":
+        picture = result.diagram(depth=depth, collapse=not expand)
+        if fmt == "mermaid":
+            click.echo(picture.mermaid(), nl=False)
+        if diagram_path:
+            from torchsmith.summary.diagram_render import dot_available
+
+            path = picture.save(diagram_path)
+            how = "graphviz dot" if dot_available() else "grandalf"
+            click.echo(f"wrote {path} ({len(picture.nodes)} nodes, {len(picture.edges)} edges, laid out by {how})",
+                       err=fmt == "mermaid")
+    if explain:
+        text = result.explain()
+        if fmt == "json":
+            import json
+
+            click.echo(json.dumps(text.to_dict(), indent=2, default=str))
+        else:
+            click.echo(text.render("markdown" if fmt == "markdown" else "text"))
 
 
 def _show_views(model: str, opts: tuple[str, ...], views: tuple[str, ...], fmt: str, depth: int) -> None:

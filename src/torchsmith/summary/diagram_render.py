@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from torchsmith.summary.diagram import Diagram, DiagramNode
 
 __all__ = ["to_mermaid", "to_dot", "to_svg", "to_png", "to_html", "html_fragment", "save_diagram",
-           "SUFFIXES", "ENGINES", "dot_available"]
+           "SUFFIXES", "ENGINES", "dot_available", "check_diagram_path"]
 
 SUFFIXES = (".svg", ".png", ".html", ".mmd", ".dot")
 ENGINES = ("auto", "dot", "grandalf")
@@ -341,8 +341,9 @@ def to_html(d: Diagram, engine: str = "auto") -> str:
 
 
 # --------------------------------------------------------------------------- files
-def save_diagram(d: Diagram, path: Path, engine: str = "auto") -> Path:
-    """Write the diagram in the format its suffix names, through a temp file renamed into place."""
+def check_diagram_path(path: str | Path) -> str:
+    """The suffix of a diagram file name, or a ConfigError naming the supported ones."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise ConfigError(f"cannot save a diagram as {str(path)!r}: unknown suffix {suffix or '(none)'!r}; "
@@ -351,6 +352,12 @@ def save_diagram(d: Diagram, path: Path, engine: str = "auto") -> Path:
         raise ConfigError(f"{str(path)!r} is a folder; give a file name such as {path / ('net' + suffix)}")
     if not path.parent.is_dir():
         raise ConfigError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    return suffix
+
+
+def save_diagram(d: Diagram, path: Path, engine: str = "auto") -> Path:
+    """Write the diagram in the format its suffix names, through a temp file renamed into place."""
+    suffix = check_diagram_path(path)
     data: bytes
     if suffix == ".png":
         data = to_png(d, engine)
