@@ -56,7 +56,8 @@ def test_python_dash_m_and_unknown_model_is_one_line_no_traceback():
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         "error: unknown model 'resnet81'; did you mean 'resnet18'? "
-        "(give a zoo name, path/to/file.py:Class, package.module:attr, a spec.yaml or a checkpoint.safetensors)"
+        "(give a zoo name, hf:NAME, timm:NAME, torchvision:NAME, path/to/file.py:Class, package.module:attr, "
+        "a spec.yaml or a checkpoint.safetensors)"
     )
     assert "Traceback" not in proc.stderr + proc.stdout
 

@@ -233,6 +233,9 @@ def _from_hf_config(model: nn.Module) -> tuple[tuple[int, ...], str, int | None,
         seq = min(max_pos, DEFAULT_SEQ_LEN) if isinstance(max_pos, int) and max_pos > 0 else DEFAULT_SEQ_LEN
         source = "config.vocab_size" + (", max_position_embeddings" if max_pos else "")
         return (seq,), "tokens", vocab, False, source
+    if main == "input_values":  # raw audio (wav2vec2, HuBERT): one second at the usual 16 kHz
+        rate = getattr(config, "sampling_rate", 16000)
+        return (rate if isinstance(rate, int) and rate > 0 else 16000,), "tensor", None, False, "audio input_values"
     return None
 
 
@@ -408,7 +411,8 @@ def _rebuild_plan(model: nn.Module) -> tuple[str, Any]:
         def from_zoo() -> nn.Module:
             with _on_device_of(model):
                 return create_model(name, **kwargs)
-        return f"zoo record: create_model({name!r})", from_zoo
+        kind = "library record" if ":" in name else "zoo record"
+        return f"{kind}: create_model({name!r})", from_zoo
     if isinstance(arch, Mapping) and isinstance(arch.get("spec"), Mapping):
         spec = arch["spec"]
 
