@@ -257,6 +257,11 @@ class InitReport:
             lines += [f"  {n}: {w}" for n, w in self.uncovered]
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        from torchsmith.html.weights import init_html
+
+        return init_html(self)
+
 
 # --------------------------------------------------------------------------- policy
 def resolve_policy(policy: Policy) -> dict[str, Any]:

@@ -35,6 +35,11 @@ class ModuleNode:
     children: list[ModuleNode] = field(default_factory=list)
     shared_with: str | None = None  # path of the first place this module appears, if reused
 
+    def _repr_html_(self) -> str:
+        from torchsmith.html.views import tree_html
+
+        return tree_html(self)
+
 
 def check_materialized(model: nn.Module, error: type[TorchsmithError] = SummaryError,
                        doing: str = "inspecting it", only: set[str] | None = None) -> None:
@@ -157,6 +162,11 @@ class TableView:
 
     def __str__(self) -> str:
         return self.render("text")
+
+    def _repr_html_(self) -> str:
+        from torchsmith.html.views import table_view_html
+
+        return table_view_html(self)
 
 
 _NUMERIC = {"numel", "mean", "std", "min", "max", "zeros"}

@@ -181,3 +181,8 @@ class CheckReport:
         from torchsmith.check.render import format_report
 
         return format_report(self)
+
+    def _repr_html_(self) -> str:
+        from torchsmith.html.check import check_html
+
+        return check_html(self)

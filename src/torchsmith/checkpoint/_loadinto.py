@@ -118,6 +118,11 @@ class LoadReport:
             lines.append(f"  re-initialised with {self.init_policy}: {', '.join(self.reinitialised)}")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        from torchsmith.html.weights import load_html
+
+        return load_html(self)
+
 
 def _apply_remap(keys: list[str], remap: Remap) -> dict[str, tuple[str, str]]:
     """source key -> (new key, cause) for the keys ``remap`` renames; a callable may return None to drop."""

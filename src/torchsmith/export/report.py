@@ -132,6 +132,11 @@ class ExportReport:
             lines += [f"  exporter warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        from torchsmith.html.export import export_html
+
+        return export_html(self)
+
 
 class ExportVerificationError(ExportError):
     """The export was written but does not compute what the eager model does.

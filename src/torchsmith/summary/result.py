@@ -190,6 +190,11 @@ class ModelSummary:
 
         return rich_summary(self, depth=self.depth)
 
+    def _repr_html_(self) -> str:
+        from torchsmith.html.summary import summary_html
+
+        return summary_html(self)
+
     # ------------------------------------------------------------------ picture and arithmetic
     def diagram(self, depth: int | None | str = "default", *, collapse: bool = True) -> Any:
         """The network as a graph of modules and joining ops, edges labelled with shapes: a ``Diagram``.

@@ -70,6 +70,11 @@ class EvalResult:
             lines.append(f"  ({len(self.classes)} classes: too many to print; see to_dict()['confusion'])")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        from torchsmith.html.train import eval_html
+
+        return eval_html(self)
+
 
 def run_eval(model: nn.Module, loader: DeviceLoader, num_classes: int, *, autocast: Any = None,
              dist: DistInfo | None = None, given: ModelInput | None = None,

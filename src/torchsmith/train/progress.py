@@ -137,10 +137,16 @@ class RichReporter(Reporter):
 
 
 def make_reporter(mode: str = "auto", stream: TextIO | None = None) -> Reporter:
-    """``auto`` (rich on a terminal, plain otherwise), ``rich``, ``plain`` or ``none``."""
+    """``auto`` (a live bar in a Jupyter cell, rich on a terminal, plain otherwise), ``notebook``, ``rich``,
+    ``plain`` or ``none``."""
     stream = stream or sys.stderr
     if mode == "none":
         return NullReporter()
+    if mode == "notebook" or (mode == "auto" and "IPython" in sys.modules):
+        from torchsmith.html.progress import NotebookReporter, in_notebook
+
+        if mode == "notebook" or in_notebook():
+            return NotebookReporter()
     if mode == "rich" or (mode == "auto" and hasattr(stream, "isatty") and stream.isatty()):
         return RichReporter(stream)
     return PlainReporter(stream)

@@ -82,3 +82,8 @@ class TrainResult:
         for name, path in self.files.items():
             lines.append(f"{name}: {path}")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from torchsmith.html.train import train_html
+
+        return train_html(self)
