@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from lesson_nets import LeNet, ResidualBlock
 
+from lesson_nets import LeNet, ResidualBlock
 from torchsmith.cli import main
 from torchsmith.errors import ConfigError
 from torchsmith.summary import summary

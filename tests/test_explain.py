@@ -1,4 +1,4 @@
-"""summary(...).explain() and `show --explain`: each layer's formulas with its own numbers, checked against the trace."""
+"""summary(...).explain() and `show --explain`: each layer's formulas with its own numbers, checked by the trace."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from lesson_nets import LeNet, ResidualBlock, SmallResNet
 from torch import nn
 
 import torchsmith as ts
+from lesson_nets import LeNet, ResidualBlock, SmallResNet
 from torchsmith.cli import main
 from torchsmith.summary import summary
 from torchsmith.summary.explain import LayerExplanation
