@@ -3,6 +3,7 @@ unused parameters, and hooks left on the model."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -146,12 +147,20 @@ def check_determinism(ctx: Context) -> list[Finding]:
 
 
 # --------------------------------------------------------------------------- NaN / Inf
+def _all_finite(t: torch.Tensor) -> bool:
+    """No NaN/Inf in ``t``: its min and max are finite (``aminmax`` is several times cheaper than ``isfinite``)."""
+    with torch.no_grad():
+        d = t.detach()
+        lo, hi = torch.aminmax(torch.view_as_real(d) if d.is_complex() else d)
+    return math.isfinite(float(lo)) and math.isfinite(float(hi))
+
+
 def check_non_finite(ctx: Context) -> list[Finding]:
     """NaN/Inf in parameters and buffers (static), in module outputs and in gradients (run)."""
     findings: list[Finding] = []
     bad: dict[str, list[str]] = defaultdict(list)
     for name, t in list(ctx.model.named_parameters()) + list(ctx.model.named_buffers()):
-        if (t.is_floating_point() or t.is_complex()) and not t.is_meta and not bool(torch.isfinite(t).all()):
+        if (t.is_floating_point() or t.is_complex()) and not t.is_meta and t.numel() and not _all_finite(t):
             n_bad = int((~torch.isfinite(t)).sum())
             mod, local = _owner(name)
             bad[mod].append(f"{local} ({n_bad} of {t.numel()})")
@@ -185,7 +194,7 @@ def check_non_finite(ctx: Context) -> list[Finding]:
         return findings
     grads: dict[str, list[str]] = defaultdict(list)
     for name, p in ctx.model.named_parameters():
-        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+        if p.grad is not None and p.grad.numel() and not _all_finite(p.grad):
             mod, local = _owner(name)
             grads[mod].append(local)
     for mod, names in grads.items():

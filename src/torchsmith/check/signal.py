@@ -121,7 +121,8 @@ def check_init_symmetry(ctx: Context) -> list[Finding]:
         w = p.detach().reshape(p.shape[0], -1)
         # Cheap screen first: rows that differ in sum or sum of squares cannot be identical,
         # so the exact (sorting) comparison only runs on weights with a candidate pair.
-        key = torch.stack([w.sum(1, dtype=torch.float64), (w.double() ** 2).sum(1)], dim=1)
+        key = torch.stack([w.sum(1, dtype=torch.float64), torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)],
+                          dim=1)
         if torch.unique(key, dim=0).shape[0] == w.shape[0]:
             continue
         stuck = _stuck_units(w, p.grad.detach().reshape(p.shape[0], -1).double())
@@ -166,16 +167,11 @@ def check_signal(ctx: Context) -> list[Finding]:
     ref = 1.0 if ctx.token_range is not None else (float(ctx.x.double().std()) or 1.0)
     findings: list[Finding] = []
     stds = [s.act_std for s in weighted]
-    degenerate = _degenerate_batch_norm(tracer.calls, modules)
-    if degenerate is None:
-        findings += _activation_scale(weighted, ref, stds)
+    findings += _activation_scale(weighted, ref, stds)
+    if _degenerate_batch_norm(tracer.calls, modules) is None:
+        # The gradient reaching the first layer flows back through every batch norm: through one that
+        # normalised a handful of values it is the probe's artefact, not the model's.
         findings += _gradient_scale([s for s in weighted if s.grad_std is not None and math.isfinite(s.grad_std)])
-    else:
-        # Statistics after a batch norm that normalises a handful of values are the probe's, not the model's;
-        # gradients at the first layer flow back through it.
-        order = [s.module for s in weighted]
-        cut = order.index(degenerate) if degenerate in order else len(order)
-        findings += _activation_scale(weighted[:cut], ref, stds)
     reported: set[tuple[str, str]] = set()
     for a in tracer.activations:
         if a.numel < MIN_NUMEL:
