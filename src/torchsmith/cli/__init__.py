@@ -66,13 +66,14 @@ def _register() -> None:
         export_cmd,
         features_cmd,
         models_cmd,
+        report_cmd,
         show_cmd,
         spec_cmd,
         train_cmd,
     )
 
     for module in (models_cmd, show_cmd, features_cmd, ckpt_cmd, spec_cmd, export_cmd, train_cmd, eval_cmd,
-                   demo_cmd, check_cmd):
+                   demo_cmd, check_cmd, report_cmd):
         main.add_command(module.command)
 
 

@@ -138,6 +138,9 @@ CSS = """
 .torchsmith .diagram{overflow:auto;max-width:100%;background:#fff;border:1px solid rgba(127,127,127,.25);
   border-radius:4px;padding:8px;margin:.4em 0 1em}
 .torchsmith .diagram svg{max-width:100%;height:auto}
+.torchsmith .diagram{text-align:center}.torchsmith .diagram p{text-align:left}
+.torchsmith .explain{overflow-x:auto;max-width:100%}
+.torchsmith .explain td{white-space:normal}.torchsmith .explain td code{white-space:pre}
 .torchsmith ul.tree,.torchsmith ul.tree ul{list-style:none;margin:0;padding-left:1.3em}
 .torchsmith ul.tree{padding-left:0}
 .torchsmith ul.tree li{font-family:ui-monospace,Menlo,Consolas,"DejaVu Sans Mono",monospace;font-size:12.5px;

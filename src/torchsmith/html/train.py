@@ -95,7 +95,7 @@ def eval_body(result: EvalResult, *, picture: bool = True) -> str:
     parts.append("<h3>Confusion matrix (rows: true class, columns: predicted)</h3>")
     png = confusion_png(result.confusion, result.classes) if picture else None
     if png is not None:
-        parts.append(img(png, "confusion matrix", width=640))
+        parts.append(img(png, "confusion matrix", width=520))
     if len(result.classes) <= 30:
         parts.append(confusion_table(result.confusion, result.classes))
     elif png is None:
