@@ -45,7 +45,7 @@ from torchsmith.train.metrics import plot_metrics, write_metrics
 from torchsmith.train.optim import build_optimizer, build_scheduler
 from torchsmith.train.progress import Reporter
 from torchsmith.train.result import TrainResult
-from torchsmith.train.tensorboard import TensorBoardLog
+from torchsmith.train.tensorboard import TensorBoardLog, require_tensorboard
 
 __all__ = ["fit", "resolve_device"]
 
@@ -154,6 +154,8 @@ class _Run:
         self.tb: TensorBoardLog | None = None
         if cfg.tensorboard and self.out_dir is None:
             raise ConfigError("TensorBoard events go to the run directory; give the run an out_dir (--out DIR)")
+        if cfg.tensorboard:
+            require_tensorboard()  # before anything is written
 
     def close(self) -> None:
         if self.tb is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from torchsmith.errors import ConfigError
 
-__all__ = ["TensorBoardLog", "EPOCH_SCALARS"]
+__all__ = ["TensorBoardLog", "EPOCH_SCALARS", "require_tensorboard"]
 
 #: TensorBoard tag -> metrics.jsonl column, written once per epoch.
 EPOCH_SCALARS = {
@@ -33,16 +33,22 @@ EPOCH_SCALARS = {
 _MISSING = "TensorBoard logging needs the tensorboard package; install it with `pip install tensorboard`"
 
 
+def require_tensorboard() -> Any:
+    """torch's ``SummaryWriter`` class, or a one-line error naming the pip command when tensorboard is absent."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:  # torch raises ImportError when tensorboard is absent or too old
+        raise ConfigError(_MISSING) from e
+    return SummaryWriter
+
+
 class TensorBoardLog:
     """A ``SummaryWriter`` on ``log_dir``; ``purge_step`` drops events from a crashed run's tail on resume."""
 
     def __init__(self, log_dir: Path, *, purge_step: int | None = None) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:  # torch raises ImportError when tensorboard is absent or too old
-            raise ConfigError(_MISSING) from e
+        writer = require_tensorboard()
         self.log_dir = Path(log_dir)
-        self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge_step)
+        self.writer = writer(log_dir=str(self.log_dir), purge_step=purge_step)
         self._loss = self._seen = 0.0
 
     def start_epoch(self, loss_sum: float = 0.0, seen: float = 0.0) -> None:
