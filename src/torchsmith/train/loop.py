@@ -153,7 +153,8 @@ class _Run:
         self.input_dtype = torch.float32
         self.tb: TensorBoardLog | None = None
         if cfg.tensorboard and self.out_dir is None:
-            raise ConfigError("TensorBoard events go to the run directory; give the run an out_dir (--out DIR)")
+            raise ConfigError("TensorBoard events go to the run directory; give fit an out_dir, "
+                              "e.g. out_dir='runs/mine'")
         if cfg.tensorboard:
             require_tensorboard()  # before anything is written
 
