@@ -176,13 +176,13 @@ def layout(d: Diagram) -> _Layout:
     for nid, v in vertices.items():
         v.view = _VertexView(boxes[nid].w, boxes[nid].h)
     labels: dict[tuple[str, str], list[str]] = {}
-    for e in d.edges:  # grandalf draws one line per pair; several tensors share it, labels joined
-        labels.setdefault((e.src, e.dst), []).append(e.label)
+    for de in d.edges:  # grandalf draws one line per pair; several tensors share it, labels joined
+        labels.setdefault((de.src, de.dst), []).append(de.label)
     edges = {}
-    for a, b in labels:
-        edge = Edge(vertices[a], vertices[b])
+    for src, dst in labels:
+        edge = Edge(vertices[src], vertices[dst])
         edge.view = _EdgeView()
-        edges[(a, b)] = edge
+        edges[(src, dst)] = edge
     graph = Graph(list(vertices.values()), list(edges.values()))
     x_offset = 0.0
     for comp in graph.C:  # each connected part laid out on its own, side by side
@@ -196,24 +196,24 @@ def layout(d: Diagram) -> _Layout:
         shift = x_offset - min(xs)
         for v in comp.sV:
             boxes[v.data].xy = (v.view.xy[0] + shift, v.view.xy[1])
-        for e in comp.sE:
-            e.view.points = [(x + shift, y) for x, y in e.view.points]
+        for ge in comp.sE:
+            ge.view.points = [(x + shift, y) for x, y in ge.view.points]
         x_offset = max(boxes[v.data].xy[0] + boxes[v.data].w / 2 for v in comp.sV) + 40
     routes = []
-    for (a, b), edge in edges.items():
-        pts = edge.view.points or [boxes[a].xy, boxes[b].xy]
-        routes.append(_Route(a, b, ", ".join(labels[(a, b)]), list(pts)))
+    for (src, dst), edge in edges.items():
+        pts = edge.view.points or [boxes[src].xy, boxes[dst].xy]
+        routes.append(_Route(src, dst, ", ".join(labels[(src, dst)]), list(pts)))
     # Normalise to a margin, room at the top for the title.
-    xs = [b.xy[0] - b.w / 2 for b in boxes.values()] + [p[0] for r in routes for p in r.points]
-    ys = [b.xy[1] - b.h / 2 for b in boxes.values()] + [p[1] for r in routes for p in r.points]
+    xs = [bx.xy[0] - bx.w / 2 for bx in boxes.values()] + [p[0] for r in routes for p in r.points]
+    ys = [bx.xy[1] - bx.h / 2 for bx in boxes.values()] + [p[1] for r in routes for p in r.points]
     dx, dy = 20 - min(xs), 44 - min(ys)
-    for b in boxes.values():
-        b.xy = (b.xy[0] + dx, b.xy[1] + dy)
+    for bx in boxes.values():
+        bx.xy = (bx.xy[0] + dx, bx.xy[1] + dy)
     for r in routes:
         r.points = [(x + dx, y + dy) for x, y in r.points]
-    width = max(max(b.xy[0] + b.w / 2 for b in boxes.values()),
+    width = max(max(bx.xy[0] + bx.w / 2 for bx in boxes.values()),
                 max((p[0] + 8 * len(r.label) for r in routes for p in r.points), default=0)) + 20
-    height = max(b.xy[1] + b.h / 2 for b in boxes.values()) + 20
+    height = max(bx.xy[1] + bx.h / 2 for bx in boxes.values()) + 20
     return _Layout(boxes, routes, width, height)
 
 
