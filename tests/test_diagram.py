@@ -220,3 +220,15 @@ def test_cli_diagram_needs_an_input_size(tmp_path):
     assert r.exit_code == 1
     assert "the input size of Identity is not known" in r.output and "give --input" in r.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_forward_draws_up_to_the_failure():
+    from torchsmith.errors import ShapeError
+
+    with pytest.raises(ShapeError) as info:
+        summary(LeNet(), (1, 3, 64, 64))  # the hand-written view(-1, 400) fits 32x32 only
+    d = info.value.partial.diagram()
+    assert [n.name for n in d.nodes][-1] == "pool (call 2)" and "output" not in [n.id for n in d.nodes]
+    assert d.outputs_of("input")[0].label == "3x64x64"
+    assert "the forward stopped" in d.notes[0] and "invalid for input of size 2704" in d.notes[0]
+    assert "the forward stopped" in d._repr_html_()

@@ -174,9 +174,9 @@ def _picture_and_arithmetic(result: Any, diagram_path: str | None, explain: bool
             from torchsmith.summary.diagram_render import dot_available
 
             path = picture.save(diagram_path)
-            how = "graphviz dot" if dot_available() else "grandalf"
-            click.echo(f"wrote {path} ({len(picture.nodes)} nodes, {len(picture.edges)} edges, laid out by {how})",
-                       err=fmt == "mermaid")
+            how = "" if path.suffix.lower() in (".mmd", ".dot") else \
+                f", laid out by {'graphviz dot' if dot_available() else 'grandalf'}"
+            click.echo(f"wrote {path} ({len(picture.nodes)} nodes, {len(picture.edges)} edges{how})", err=True)
     if explain:
         text = result.explain()
         if fmt == "json":

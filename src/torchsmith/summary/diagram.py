@@ -28,7 +28,8 @@ _SHAPE_OPS = {"view", "_unsafe_view", "reshape", "_reshape_alias", "permute", "t
               "select", "unbind", "narrow"}
 _OP_NAMES = {"_unsafe_view": "view", "_reshape_alias": "reshape", "max_pool2d_with_indices": "max_pool2d",
              "max_pool1d_with_indices": "max_pool1d", "max_pool3d_with_indices": "max_pool3d",
-             "_softmax": "softmax", "_log_softmax": "log_softmax", "bmm": "matmul", "mm": "matmul",
+             "_softmax": "softmax", "_safe_softmax": "softmax", "_log_softmax": "log_softmax", "bmm": "matmul",
+             "mm": "matmul",
              "convolution": "conv", "addmm": "linear", "native_layer_norm": "layer_norm", "_to_copy": "to",
              "_scaled_dot_product_flash_attention_for_cpu": "attention",
              "_scaled_dot_product_efficient_attention": "attention",
@@ -279,10 +280,12 @@ class _Builder:
         producer: dict[Any, str] = {}
         root = self.step_of.get(0)
         self.nodes = {"input": DiagramNode(id="input", kind="input", name="input", type="input"), **self.nodes}
-        if root is not None:
-            for i, _ in root.inputs:
+        # A forward that stopped never finished the model's own call: its first step took the input.
+        feed = root if root is not None else (self.s.graph[0] if self.s.graph else None)
+        if feed is not None:
+            for i, _ in feed.inputs:
                 producer[i] = "input"
-            shapes = ", ".join(dict.fromkeys(format_shape(sh) for _, sh in root.inputs))
+            shapes = ", ".join(dict.fromkeys(format_shape(sh) for _, sh in feed.inputs))
             self.nodes["input"].name = f"input {shapes}" if shapes else "input"
         for k, g in enumerate(self.s.graph):
             owner = self.owner.get(g.row)
@@ -322,6 +325,8 @@ class _Builder:
                 self._link(producer, g, nid)
                 for i, _ in g.outputs:
                     producer[i] = nid
+        if root is None:
+            return  # the forward stopped: no output to draw
         self.nodes["output"] = DiagramNode(id="output", kind="output", name="output", type="output")
         if root is not None:
             for i, shape in root.outputs:
