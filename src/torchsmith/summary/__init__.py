@@ -21,12 +21,14 @@ from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithE
 from torchsmith.resolve import resolve_model
 from torchsmith.summary._inputs import InputSpec, Namer
 from torchsmith.summary._trace import Trace, meta_copy, module_modes, restore_modes, run_trace
+from torchsmith.summary.diagram import Diagram
+from torchsmith.summary.explain import Explanation
 from torchsmith.summary.render import render_summary, rich_summary
 from torchsmith.summary.result import FlowEvent, LayerRow, MemoryEstimate, ModelSummary
 from torchsmith.views import check_materialized
 
 __all__ = ["summary", "ModelSummary", "LayerRow", "MemoryEstimate", "FlowEvent", "render_summary",
-           "rich_summary", "parse_dtype"]
+           "rich_summary", "parse_dtype", "Diagram", "Explanation"]
 
 RUN_META, RUN_FAKE, RUN_REAL = "meta", "fake tensors", "real tensors (batch 1)"
 
