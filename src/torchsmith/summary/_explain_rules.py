@@ -420,6 +420,10 @@ def _elementwise(layer: Layer) -> Worked:
     w.params, w.computed_params = generic_params(layer)
     if not w.params:
         w.params = ["params = 0"]
+    if "Dropout" in layer.type:
+        p = layer.attrs.get("p", 0.5)
+        w.notes.append(f"training: each value zeroed with probability {p}, the rest scaled by 1/(1-{p}); "
+                       "evaluation: passes values through")
     return w
 
 
