@@ -85,7 +85,8 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
             views: tuple[str, ...]) -> None:
     """Show MODEL layer by layer: shapes, parameters, MACs/FLOPs, memory, on the meta device.
 
-    MODEL is a zoo name, path/to/file.py:Class or package.module:attr. No weights are
+    MODEL is a zoo name, a library model (hf:NAME[:HEAD], hf:path/config.json, timm:NAME,
+    torchvision:NAME), path/to/file.py:Class or package.module:attr. No weights are
     allocated for the summary, so billion-parameter models take a second.
 
     \b
@@ -95,6 +96,8 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
       torchsmith show resnet50 --input 3x224x224 --batch B --depth 2
       torchsmith show my_gpt.py:GPT --input T=128 --input-dtype long --dtype bf16
       torchsmith show lenet --params
+      torchsmith show hf:llama --opt num_hidden_layers=2 --opt hidden_size=256
+      torchsmith show hf:path/to/config.json:ForCausalLM --depth 1
       torchsmith show resnet20 --diagram net.svg --depth 2
       torchsmith show lenet --format mermaid
       torchsmith show net.py:LeNet --input 3x32x32 --explain
