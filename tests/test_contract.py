@@ -188,3 +188,17 @@ def test_output_tensors_and_primary_output_on_every_structure(models):
     assert primary_output(out).shape == (2, 4, 32)
     with pytest.raises(ShapeError, match="holds no tensor"):
         primary_output((None, "x"))
+
+
+def test_probes_leave_the_model_as_they_found_it():
+    calls: list[str] = []
+    net = NormFirst().train()
+    cnn = small_cnn(1, 28).train()
+    for m in (net.embed, cnn[0]):
+        m.register_forward_hook(lambda *_: calls.append("hook"))
+    cnn[1].eval()  # a module in its own mode
+    assert input_spec(net).vocab_size == 100 and input_spec(cnn).size == (1, 28, 28)  # both ran meta probes
+    assert calls == []  # the user's hooks saw no probe
+    assert net.training and cnn.training and not cnn[1].training
+    net(torch.zeros(1, 3, dtype=torch.long))
+    assert calls == ["hook"]  # and are still registered

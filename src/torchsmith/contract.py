@@ -308,20 +308,40 @@ def _probe(model: nn.Module, sizes: list[tuple[int, ...]], kind: str,
 
 
 def _runs_on_meta(model: nn.Module, size: tuple[int, ...], dtype: torch.dtype) -> bool:
+    return _meta_forward(model, torch.empty((2, *size), dtype=dtype, device="meta"))
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+               "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs")
+
+
+def _meta_forward(model: nn.Module, x: torch.Tensor, pre_hook: Any = None, hooked: tuple[type, ...] = ()) -> bool:
+    """Run ``model`` in eval mode on meta tensors (its own weights are not read): whether the forward succeeds.
+
+    The user's forward hooks are set aside meanwhile (a probe must not feed their recorders) and every module's
+    mode flag and hooks are put back afterwards, so the model is left exactly as it was.
+    """
     tensors = {n: torch.empty_like(t, device="meta") for n, t in model.named_parameters(remove_duplicate=False)}
     tensors.update({n: torch.empty_like(t, device="meta") for n, t in model.named_buffers(remove_duplicate=False)})
-    x = torch.empty((2, *size), dtype=dtype, device="meta")
-    modes = {m: m.training for m in model.modules()}
+    modules = list(model.modules())
+    saved = [(m, m.training, {a: getattr(m, a) for a in _HOOK_DICTS if hasattr(m, a)}) for m in modules]
     try:
-        model.eval()
+        for m, _, hooks in saved:
+            m.training = False  # the flag itself: train() would run user overrides
+            for a, d in hooks.items():
+                setattr(m, a, type(d)())
+            if pre_hook is not None and isinstance(m, hooked):
+                m.register_forward_pre_hook(pre_hook)
         with torch.no_grad():
             torch.func.functional_call(model, tensors, (x,), tie_weights=False, strict=False)
         return True
     except Exception:
         return False
     finally:
-        for m, training in modes.items():
+        for m, training, hooks in saved:
             m.training = training
+            for a, d in hooks.items():
+                setattr(m, a, d)
 
 
 def _token_vocab(model: nn.Module, size: tuple[int, ...],
@@ -356,22 +376,7 @@ def _embedding_fed(model: nn.Module, size: tuple[int, ...]) -> int | None:
             found.append(int(module.num_embeddings))  # type: ignore[arg-type]
             raise _Found
 
-    tensors = {n: torch.empty_like(t, device="meta") for n, t in model.named_parameters(remove_duplicate=False)}
-    tensors.update({n: torch.empty_like(t, device="meta") for n, t in model.named_buffers(remove_duplicate=False)})
-    handles = [m.register_forward_pre_hook(pre) for m in model.modules()
-               if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        with torch.no_grad():
-            torch.func.functional_call(model, tensors, (x,), tie_weights=False, strict=False)
-    except Exception:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-        for m, training in modes.items():
-            m.training = training
+    _meta_forward(model, x, pre, (nn.Embedding, nn.EmbeddingBag))
     return found[0] if found else None
 
 
