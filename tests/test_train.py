@@ -340,7 +340,7 @@ def test_tensorboard_events_hold_the_metrics_also_across_a_resume(tmp_path):
 
 
 def test_tensorboard_needs_a_run_directory_and_says_how_to_install():
-    with pytest.raises(ConfigError, match="give the run an out_dir"):
+    with pytest.raises(ConfigError, match="give fit an out_dir"):
         fit(small_model(), "digits", epochs=1, tensorboard=True)
     code = ("import sys; sys.modules['tensorboard'] = None\n"
             "from torchsmith.train.tensorboard import TensorBoardLog\n"
