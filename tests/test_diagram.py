@@ -232,3 +232,11 @@ def test_a_failed_forward_draws_up_to_the_failure():
     assert d.outputs_of("input")[0].label == "3x64x64"
     assert "the forward stopped" in d.notes[0] and "invalid for input of size 2704" in d.notes[0]
     assert "the forward stopped" in d._repr_html_()
+
+
+def test_real_tensors_draw_the_same_graph():
+    # device="cpu" runs the model itself: tensor identities still link the two paths at the add.
+    meta = summary(ResidualBlock(8, 16, stride=2), (2, 8, 16, 16)).diagram()
+    real = summary(ResidualBlock(8, 16, stride=2), (2, 8, 16, 16), device="cpu").diagram()
+    assert [n.label for n in real.nodes] == [n.label for n in meta.nodes]
+    assert sorted((e.src, e.dst, e.label) for e in real.edges) == sorted((e.src, e.dst, e.label) for e in meta.edges)

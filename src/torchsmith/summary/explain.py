@@ -25,6 +25,7 @@ from torchsmith.summary._explain_rules import (
     explain_pool_op,
     explain_view_op,
 )
+from torchsmith.summary._receptive import ReceptiveField, apply_window, start_field
 
 if TYPE_CHECKING:
     from torchsmith.summary.result import GraphStep, ModelSummary
@@ -37,22 +38,6 @@ _UNARY_OPS = {"relu", "relu_", "gelu", "sigmoid", "tanh", "silu", "hardtanh", "h
 _JOIN_OPS = {"add", "add_", "cat", "stack"}
 _HEAD_KEYS = ("num_attention_heads", "num_heads", "n_head", "n_heads", "num_attn_heads")
 _HEAD_DIM_KEYS = ("attention_head_size", "head_dim", "head_size")
-
-
-@dataclass
-class ReceptiveField:
-    """What one output position of a layer sees of the input image, per spatial dim."""
-
-    size: tuple[int, ...]  # r: input pixels seen
-    jump: tuple[int, ...]  # j: input pixels between neighbouring outputs (the product of the strides)
-    start: tuple[float, ...]  # centre of the first output's field, in input pixels (the first pixel's centre 0.5)
-    formula: str = ""  # "r = 6 + (5-1)*2 = 14, j = 2*1 = 2, start = 3.5 + ((5-1)/2 - 0)*2 = 7.5"
-
-    def text(self) -> str:
-        return f"{_same(self.size)}, jump {_same(self.jump)}, start {_same(self.start)}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"size": list(self.size), "jump": list(self.jump), "start": list(self.start), "formula": self.formula}
 
 
 @dataclass
@@ -437,8 +422,8 @@ class _Builder:
             window = self.windows.get(e) if e is not None else None
             out_rank = len(g.outputs[0][1]) if g.outputs else 0
             if window is not None:
-                rf_in = rf_in or _start_field(len(window.kernel))
-                rf = _apply(rf_in, window)
+                rf_in = rf_in or start_field(len(window.kernel))
+                rf = apply_window(rf_in, window)
             elif rf_in is not None and out_rank >= len(rf_in.size) + 2:
                 rf = ReceptiveField(rf_in.size, rf_in.jump, rf_in.start, "unchanged")
             else:
@@ -466,30 +451,6 @@ class _Builder:
             k = max(made, key=lambda p: math.prod(fields[p].size) if p in fields else 0, default=None)
 
 
-def _start_field(n: int) -> ReceptiveField:
-    return ReceptiveField(size=(1,) * n, jump=(1,) * n, start=(0.5,) * n, formula="the input: r = 1, j = 1")
-
-
-def _apply(f: ReceptiveField, w: Window) -> ReceptiveField:
-    """r_out = r_in + (k_eff-1)*j_in, j_out = j_in*s, start_out = start_in + ((k_eff-1)/2 - p)*j_in."""
-    n = len(w.kernel)
-    size, jump, start = _fit(f.size, n), _fit(f.jump, n), _fit(f.start, n)
-    keff = tuple(d * (k - 1) + 1 for k, d in zip(w.kernel, w.dilation))
-    r = tuple(rr + (ke - 1) * jj for rr, ke, jj in zip(size, keff, jump))
-    j = tuple(jj * s for jj, s in zip(jump, w.stride))
-    st = tuple(ss + ((ke - 1) / 2 - p) * jj for ss, ke, p, jj in zip(start, keff, w.padding, jump))
-    k0 = w.kernel[0] if w.dilation[0] == 1 else f"{w.dilation[0]}*({w.kernel[0]}-1)+1"
-    formula = (f"r = {size[0]} + ({k0}-1)*{jump[0]} = {r[0]}, j = {jump[0]}*{w.stride[0]} = {j[0]}, "
-               f"start = {_num(start[0])} + (({k0}-1)/2 - {_num(w.padding[0])})*{jump[0]} = {_num(st[0])}")
-    if w.dilation[0] != 1:
-        formula = formula.replace(f"({k0}-1)", f"({keff[0]}-1)")
-    return ReceptiveField(size=r, jump=j, start=tuple(float(x) for x in st), formula=formula)
-
-
-def _fit(v: tuple[Any, ...], n: int) -> tuple[Any, ...]:
-    return v if len(v) == n else (v[0],) * n
-
-
 def _fork(a: list[int], b: list[int]) -> tuple[int | None, list[int], list[int]]:
     """Where two chains back from a join meet, and the steps of each branch after it (in forward order)."""
     seen_b = {k: n for n, k in enumerate(b)}
@@ -503,16 +464,6 @@ def _shape(shape: Any) -> str:
     from torchsmith.summary.diagram import format_shape
 
     return "?" if shape is None else format_shape(shape)
-
-
-def _same(v: tuple[Any, ...]) -> str:
-    if len(set(v)) == 1:
-        return _num(v[0])
-    return "x".join(_num(x) for x in v)
-
-
-def _num(x: Any) -> str:
-    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
 
 
 def _list(shape: Any) -> Any:
