@@ -135,7 +135,9 @@ def model_report(model: nn.Module | str, input_size: Sequence[int] | str | None 
         tuple(input_size) if input_size is not None else None)
     s, summary_html = _summary_part(model, size, input_dtype)
     doctor = check(model, size, checks=checks)
-    name = type(model).__name__ + (f" ({ref})" if ref and ref != type(model).__name__.lower() else "")
+    shown_ref = Path(ref).name if ref and "/" in ref else ref  # net.py:LeNet, not the whole path
+    name = type(model).__name__ + (f" ({shown_ref})" if shown_ref and shown_ref != type(model).__name__.lower()
+                                   else "")
     shown = "x".join(map(str, doctor.input_size))
     sections: list[Section] = [("summary", "Summary", summary_html), *_picture_parts(s),
                                ("doctor", "Doctor", check_body(doctor)),
