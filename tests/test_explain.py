@@ -211,3 +211,17 @@ def test_symbolic_batch_keeps_formulas():
     ex = summary("lenet", ("B", 3, 32, 32)).explain()
     assert ex.layer("conv1").shape_formulas[1] == "H_out = (32 + 2*0 - 1*(5-1) - 1)/1 + 1 = 28"
     assert ex.mismatches == []
+
+
+def test_grouped_query_attention_from_the_projections():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                      num_key_value_heads=2, intermediate_size=64, vocab_size=100)
+    ex = summary(transformers.LlamaModel(config), (1, 10), input_dtype="long").explain()
+    assert ex.mismatches == []
+    attn = ex.layer("layers.0.self_attn")  # heads live in the config only: read from q_proj and head_dim
+    assert attn.kind == "attention" and attn.what == "LlamaAttention: 4 heads of 8"
+    assert "K, V = x W_k, x W_v: (10, 16) each, 2 heads (2, 10, 8), each shared by 4/2 = 2 query heads" \
+        in attn.shape_formulas[1]
+    # RoPE's rotate-half (cat, add) inside attention is part of attention, not a residual join
+    assert [e.name for e in ex.layers if e.kind == "join"] == ["layers.0: add", "layers.0: add"]

@@ -28,7 +28,7 @@ from torchsmith.summary._explain_rules import (
 from torchsmith.summary._receptive import ReceptiveField, apply_window, start_field
 
 if TYPE_CHECKING:
-    from torchsmith.summary.result import GraphStep, ModelSummary
+    from torchsmith.summary.result import GraphStep, LayerRow, ModelSummary
 
 __all__ = ["Explanation", "LayerExplanation", "ReceptiveField", "build_explanation"]
 
@@ -38,6 +38,9 @@ _UNARY_OPS = {"relu", "relu_", "gelu", "sigmoid", "tanh", "silu", "hardtanh", "h
 _JOIN_OPS = {"add", "add_", "cat", "stack"}
 _HEAD_KEYS = ("num_attention_heads", "num_heads", "n_head", "n_heads", "num_attn_heads")
 _HEAD_DIM_KEYS = ("attention_head_size", "head_dim", "head_size")
+_Q_NAMES = {"q_proj", "query", "q", "wq", "q_lin", "to_q"}
+_K_NAMES = {"k_proj", "key", "k", "wk", "k_lin", "to_k"}
+_O_NAMES = {"o_proj", "out_proj", "c_proj", "dense", "out_lin", "wo", "to_out", "proj"}
 
 
 @dataclass
@@ -356,11 +359,30 @@ class _Builder:
         r = self.rows[i]
         if r.base == "MultiheadAttention":
             return True
-        if r.is_leaf or not any(k in r.attrs for k in _HEAD_KEYS):
-            return False
-        kids = [j for j in range(i + 1, self.end[i] + 1) if self.rows[j].parent == i]
-        projections = [j for j in kids if self.rows[j].is_leaf and "weight" in self.rows[j].param_shapes]
-        return len(projections) >= 1
+        return not r.is_leaf and self._heads(i) is not None
+
+    def _projections(self, i: int) -> dict[str, LayerRow]:
+        """The attention module's own weight-bearing leaf children, by their last name."""
+        return {self.rows[j].name.rsplit(".", 1)[-1]: self.rows[j] for j in range(i + 1, self.end[i] + 1)
+                if self.rows[j].parent == i and self.rows[j].is_leaf and "weight" in self.rows[j].param_shapes}
+
+    def _heads(self, i: int) -> tuple[int, int | None, int | None] | None:
+        """(query heads, head dim, key/value heads) from the module's attributes or its q/k projections."""
+        a = self.rows[i].attrs
+        proj = self._projections(i)
+        if not proj:
+            return None
+        hd = next((a[k] for k in _HEAD_DIM_KEYS if isinstance(a.get(k), int) and a[k] > 0), None)
+        q = next((proj[n] for n in _Q_NAMES if n in proj), None)
+        k = next((proj[n] for n in _K_NAMES if n in proj), None)
+        heads = next((a[key] for key in _HEAD_KEYS if isinstance(a.get(key), int) and a[key] > 0), None)
+        if heads is None and hd and q is not None and isinstance(q.attrs.get("out_features"), int):
+            heads = q.attrs["out_features"] // hd  # Llama, Mistral: heads only in the config
+        if heads is None:
+            return None
+        kv = k.attrs["out_features"] // hd if hd and k is not None and isinstance(k.attrs.get("out_features"), int) \
+            else None
+        return heads, hd, kv
 
     def _inside_attention(self, row: int) -> bool:
         r: int | None = row
@@ -378,16 +400,22 @@ class _Builder:
 
             return self._entry(layer, rule_for(layer), "attention")
         a = r.attrs
-        heads = next(a[k] for k in _HEAD_KEYS if k in a)
+        heads, hd, kv = self._heads(g.row) or (1, None, None)
         x = layer.in_shape or ()
         e = x[-1] if x else None
-        hd = next((a[k] for k in _HEAD_DIM_KEYS if isinstance(a.get(k), int)), None)
         if hd is None and isinstance(e, int):
             hd = e // heads
         w = Worked(what=f"{r.type}: {heads} heads of {hd}")
         if len(x) >= 2 and hd is not None:
             w.shape = attention_lines(x[0], x[-2], x[-2], e, heads, hd)
-            width = a.get("all_head_size") or a.get("embed_dim") or heads * hd
+            if kv is not None and kv != heads:  # grouped-query attention (Llama, Mistral)
+                t = x[-2]
+                w.shape[1] = (f"Q = x W_q: ({t}, {heads * hd}) split into {heads} heads ({heads}, {t}, {hd}); "
+                              f"K, V = x W_k, x W_v: ({t}, {kv * hd}) each, {kv} heads ({kv}, {t}, {hd}), each "
+                              f"shared by {heads}/{kv} = {heads // kv} query heads (grouped-query attention)")
+            out = next((p for n, p in self._projections(g.row).items() if n in _O_NAMES), None)
+            width = (out.attrs.get("out_features") if out is not None else None) or a.get("all_head_size") \
+                or a.get("embed_dim") or heads * hd
             w.computed = (*x[:-1], width)
         kids = [j for j in range(g.row + 1, self.end[g.row] + 1)
                 if self.rows[j].parent == g.row and self.rows[j].is_leaf and self.rows[j].params]
