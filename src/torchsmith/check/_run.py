@@ -46,6 +46,15 @@ def first_tensor(obj: Any) -> torch.Tensor | None:
     return None
 
 
+def _finite(t: torch.Tensor) -> bool:
+    """No NaN/Inf: min and max are finite (NaN anywhere makes both NaN); one ``aminmax``, no boolean copy."""
+    if not t.numel():
+        return True
+    d = t.detach()
+    lo, hi = torch.aminmax(torch.view_as_real(d) if d.is_complex() else d)
+    return math.isfinite(float(lo)) and math.isfinite(float(hi))
+
+
 def mean_std(d: torch.Tensor) -> tuple[float, float]:
     """Mean and (unbiased) std of a floating tensor with two cheap reductions (a sum and a norm).
 
@@ -195,11 +204,10 @@ class Tracer:
         if t is not None:
             call.out_shape = tuple(t.shape)
             with torch.no_grad():
+                # Every floating output counts (a NaN in a tuple's second tensor, a ModelOutput's attentions).
+                call.finite = all(_finite(o) for o in flat_tensors(output) if o.is_floating_point() or o.is_complex())
                 d = t.detach()
                 d = d.abs() if d.is_complex() else d
-                if d.numel():
-                    lo, hi = torch.aminmax(d)  # NaN anywhere makes both NaN, Inf makes one infinite
-                    call.finite = math.isfinite(float(lo)) and math.isfinite(float(hi))
                 if self.fingerprints:
                     # Sums accumulated in float64 without a float64 copy.
                     f64 = torch.float64
