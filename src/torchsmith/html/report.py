@@ -48,8 +48,8 @@ def _document(title: str, subtitle: str, sections: Sequence[Section]) -> str:
     return page(title, body)
 
 
-def _problem(text: str) -> str:
-    return (f'<div class="finding warning"><div class="head"><span class="badge warning">NOT SHOWN</span></div>'
+def _problem(text: str, label: str = "NOT SHOWN") -> str:
+    return (f'<div class="finding warning"><div class="head"><span class="badge warning">{esc(label)}</span></div>'
             f"<p>{esc(text)}</p></div>")
 
 
@@ -78,7 +78,7 @@ def _summary_part(model: nn.Module, size: tuple[int, ...] | None, input_dtype: A
         s = summary(model, (1, *size) if size else None, input_dtype=input_dtype)
     except ShapeError as e:
         partial = getattr(e, "partial", None)
-        html = _problem(f"the forward stopped: {e}")
+        html = _problem(f"the forward stopped: {e}", "STOPPED")
         return None, html + (summary_body(partial) if partial is not None else "")
     return s, summary_body(s, s.depth)
 
