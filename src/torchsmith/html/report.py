@@ -230,7 +230,8 @@ def run_report(run_dir: str | Path, *, evaluate: bool = True) -> str:
         except TorchsmithError as e:
             sections.append(("model", "Model", _problem(f"the model could not be rebuilt: {e}")))
     sections.append(("config", "Options", _config_part(values)))
-    model_ref = ((values.get("extra") or {}).get("model") or {}).get("ref", "model")
+    model_ref = str(((values.get("extra") or {}).get("model") or {}).get("ref", "model"))
+    model_ref = Path(model_ref).name if "/" in model_ref else model_ref  # net.py:LeNet, not the whole path
     final = history[-1]
     subtitle = (f"torchsmith run report: {model_ref} on {cfg.data}, {len(history)} epoch(s), final test accuracy "
                 f"{100 * final.get('test_acc', 0):.2f}%, best {100 * best.get('test_acc', 0):.2f}% "
