@@ -4,7 +4,6 @@ well-formed, with its pictures embedded; the training progress bar runs in a rea
 from __future__ import annotations
 
 import html
-import shutil
 import sys
 from pathlib import Path
 
@@ -219,9 +218,3 @@ def test_no_result_module_imports_a_renderer_at_import_time():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             offenders += [f"{path.relative_to(src)}: {n}" for n in names if n.startswith("torchsmith.html")]
     assert not offenders
-
-
-def test_chromium_detection_is_where_the_browser_test_looks():
-    # The browser test (test_report.py) skips without it; say so in the test log rather than silently.
-    if shutil.which("chromium") is None:
-        pytest.skip("chromium is not installed (apt-get install chromium): the report's browser test skips")

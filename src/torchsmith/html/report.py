@@ -107,7 +107,11 @@ def _init_part(model: nn.Module) -> str:
         policy = "kaiming"
         intro = ("The model declares no <code>init_policy</code>; this is what torchsmith's default policy "
                  "(<code>kaiming</code>) sets, applied to a copy:")
-    work = copy.deepcopy(model)
+    try:
+        work = copy.deepcopy(model)
+    except Exception as e:
+        raise ConfigError(f"the init report runs on a copy, but copy.deepcopy({type(model).__name__}) failed: "
+                          f"{type(e).__name__}: {e}") from e
     report = init_weights(work, policy, generator=torch.Generator().manual_seed(0))
     return f"<p>{intro}</p>" + init_body(report)
 
