@@ -54,13 +54,15 @@ this notebook is also a test: it runs top to bottom in `make test`.
 
 Everything runs on a CPU in well under a minute; the only data is the small
 `digits` set that ships with torchsmith (1,797 greyscale 8x8 images), so nothing
-is downloaded.
+is downloaded. In Jupyter every torchsmith result draws itself as HTML (a table, the
+findings with their fixes, pictures); `print(result)` gives the same content as text.
 """),
     code("""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
+from IPython.display import display
 
 import torchsmith as ts
 
@@ -109,14 +111,21 @@ for act in (nn.ReLU(), nn.Sigmoid(), nn.Tanh()):
     md("""
 **torchsmith**: `ts.summary` runs the model once on the *meta* device (shapes only, no
 numbers computed, no memory for weights) and lists every layer's input and output
-shape, parameters and FLOPs. `input_size` includes the batch dimension.
+shape, parameters and FLOPs. `input_size` includes the batch dimension. `.explain()`
+shows the arithmetic behind each number, with the layer's own values, checked against
+the shapes the run produced.
 """),
     code("""
 layers = nn.Sequential(conv, nn.ReLU(), pool, nn.Flatten(), fc)
 s = ts.summary(layers, (4, 3, 32, 32))
-print(s)
+display(s)
 assert [r.output_shapes for r in s.rows[1:]] == [(4, 6, 28, 28), (4, 6, 28, 28), (4, 6, 14, 14), (4, 1176), (4, 10)]
 assert s.total_params == 456 + 1176 * 10 + 10
+
+conv_explained = s.explain().layer("0")
+print("\\n".join([conv_explained.what, *conv_explained.shape_formulas, *conv_explained.param_formulas]))
+assert "H_out = (32 + 2*0 - 1*(5-1) - 1)/1 + 1 = 28" in conv_explained.shape_formulas
+assert conv_explained.computed_params == 456 and conv_explained.ok
 """),
     # ------------------------------------------------------------------ 2. LeNet
     md("""
@@ -164,7 +173,7 @@ not what you think it is. `.diagram()` draws it: modules as boxes, the functiona
 """),
     code("""
 s = ts.summary(net, (1, 3, 32, 32))
-print(s)
+display(s)
 print(s.flow())
 assert s.total_params == 62_006
 assert s.flow() == ("32x32x3 -> conv1 -> 28x28x6 -> pool -> 14x14x6 -> conv2 -> 10x10x16 -> pool -> 5x5x16"
@@ -176,6 +185,19 @@ lenet_diagram = s.diagram()
 assert {"6x28x28", "6x14x14", "16x10x10", "16x5x5", "400", "120", "84", "10"} <= {e.label for e in lenet_diagram.edges}
 assert lenet_diagram.node("flatten").kind == "op"               # x.view(-1, 16*5*5) is in the picture too
 lenet_diagram
+"""),
+    md("""
+And the arithmetic of every layer, with the receptive field (how many input pixels one
+output position sees) along the way. Note the `view(-1, 400)`: torchsmith points out that
+a hard-coded 400 fits this input size only; section 6 comes back to it.
+"""),
+    code("""
+explanation = s.explain()
+assert not explanation.mismatches                               # every formula agrees with the run
+assert explanation.layer("conv2").computed_params == 6 * 16 * 5 * 5 + 16 == 2416
+assert explanation.layer("fc1").computed_params == 400 * 120 + 120 == 48120
+assert explanation.receptive_fields[-1].receptive_field.size == (16, 16)   # after the second pool
+explanation
 """),
     # ------------------------------------------------------------------ 3. init
     md("""
@@ -253,10 +275,10 @@ report = ts.init_weights(net, {
     "types": {"Linear": {"scheme": "xavier_uniform", "gain": "relu"}},
     "names": {"fc3.weight": {"scheme": "normal", "std": 0.01}},           # a small output layer
 }, generator=torch.Generator().manual_seed(0))
-print(report)
 assert report.uncovered == []
 assert abs(net.fc3.weight.std().item() - 0.01) < 0.002
 assert net.fc1.bias.abs().sum().item() == 0                               # biases zeroed by the type rule
+report
 """),
     code("""
 deep = nn.Sequential(*[m for _ in range(20) for m in (nn.Linear(256, 256), nn.Tanh())])
@@ -265,7 +287,7 @@ for m in deep:
         nn.init.normal_(m.weight, 0.0, 0.01)
         nn.init.zeros_(m.bias)
 signal = ts.check(deep, (256,), checks="signal")
-print(signal)
+display(signal)
 assert {f.id for f in signal.findings} >= {"vanishing-activations", "vanishing-gradients"}
 
 ts.init_weights(deep, {"preset": "xavier", "types": {"Linear": {"scheme": "xavier_normal", "gain": "tanh"}}},
@@ -325,17 +347,13 @@ assert [n for n, _ in cnn.named_buffers()] == ["features.1.running_mean", "featu
 always removes its hooks, even when the forward fails.
 """),
     code("""
-from torchsmith.views import format_tree
-
-print(ts.param_view(cnn))
-print(format_tree(ts.module_tree(cnn)))
-print(ts.buffer_view(cnn))
+display(ts.param_view(cnn), ts.module_tree(cnn), ts.buffer_view(cnn))
 
 handle = cnn.head.register_forward_hook(lambda mod, inp, out: None)
 hooks = ts.hook_view(cnn)
-print(hooks)
+display(hooks)
 handle.remove()
-print(ts.hook_view(cnn))
+display(ts.hook_view(cnn))
 assert len(hooks.records) == 1 and hooks.records[0].module == "head"
 assert ts.hook_view(cnn).empty
 assert ts.count_parameters(cnn) == sum(p.numel() for p in cnn.parameters()) == 330
@@ -408,12 +426,12 @@ changes (`layer2.0`, `layer3.0`) the shortcut is the 1x1 projection.
 """),
     code("""
 s = ts.summary(resnet, (1, 3, 32, 32), depth=2)
-print(s)
+display(s)
 print(s.flow(depth=2))
 assert s.total_params == 175_258
 assert s.output_shapes == (1, 10)
 resnet_report = ts.check(resnet, (3, 32, 32))
-print(resnet_report)
+display(resnet_report)
 assert resnet_report.ok and not resnet_report.findings
 """),
     code("""
@@ -424,6 +442,19 @@ joined = {by_id[e.src].name for a in adds for e in resnet_diagram.inputs_of(a.id
 assert adds and all(len(resnet_diagram.inputs_of(a.id)) == 2 for a in adds)   # every add joins two paths
 assert {"layer2.0.shortcut", "layer3.0.shortcut"} <= joined                  # the projections feed an add
 resnet_diagram
+"""),
+    md("""
+`.explain()` says, for each residual add, what each path does to the shape and why the
+shortcut is an identity or a projection:
+"""),
+    code("""
+resnet_explained = ts.summary(resnet, (1, 3, 32, 32)).explain()
+joins = {e.name: e for e in resnet_explained.layers if e.kind == "join"}
+for name in ("layer1.0: in-place add", "layer2.0: in-place add"):
+    print(name, *joins[name].shape_formulas, *joins[name].notes, sep="\\n    ")
+assert len(joins) == 6 and not resnet_explained.mismatches
+assert "identity" in joins["layer1.0: in-place add"].notes[0]
+assert "1x1" in joins["layer2.0: in-place add"].notes[0] and "(576 params)" in joins["layer2.0: in-place add"].notes[0]
 """),
     # ------------------------------------------------------------------ 6. dynamic shapes
     md("""
@@ -451,7 +482,7 @@ can never fold into the batch; a wrong size then fails loudly at `fc1`.
 """),
     code("""
 report = ts.check(net, (3, 32, 32))
-print(report)
+display(report)
 assert not report.ok
 assert [f.id for f in report.errors] == ["hard-coded-size"]
 
@@ -504,7 +535,7 @@ fixed = FixedLeNet()
 for size in (32, 52, 64):
     assert fixed(torch.randn(2, 3, size, size)).shape == (2, 10)
 fixed_report = ts.check(fixed, (3, 32, 32))
-print(fixed_report)
+display(fixed_report)
 assert fixed_report.ok and not fixed_report.by_id("hard-coded-size")
 assert ts.count_parameters(fixed) == 62_006
 
@@ -520,7 +551,7 @@ class OneSizeLeNet(FlatLeNet):
 
 
 one_size_report = ts.check(OneSizeLeNet())                # the input size now comes from the model
-print(one_size_report)
+display(one_size_report)
 assert one_size_report.ok and [f.id for f in one_size_report.findings] == ["fixed-input-size"]
 """),
     # ------------------------------------------------------------------ 7. functional
@@ -578,7 +609,7 @@ round trip that follows from them); with `nn.ModuleList` it passes.
     code("""
 hidden = HiddenLayers()
 report = ts.check(hidden, (16,))
-print(report)
+display(report)
 assert {"unregistered-submodule", "state-dict-roundtrip"} <= {f.id for f in report.errors}
 assert ts.check(Registered(), (16,)).ok
 """),
@@ -593,7 +624,7 @@ default runs all but the slow `graph-breaks`. One more classic mistake, an in-pl
 operation on the input:
 """),
     code("""
-from IPython.display import Markdown, display
+from IPython.display import Markdown
 from torchsmith.check import CHECKS, DEFAULT_CHECKS, FINDINGS
 
 by_check = {}
@@ -619,8 +650,8 @@ before = x.clone()
 Normalise()(x)
 assert not torch.equal(x, before)
 report = ts.check(Normalise(), (8,), checks="input-mutated")
-print(report)
 assert [f.id for f in report.findings] == ["input-mutated"]
+report
 """),
     # ------------------------------------------------------------------ 9. training
     md("""
@@ -630,7 +661,7 @@ The `digits` images are 1x8x8; LeNet takes 3x32x32. `ts.load_dataset("digits",
 input_size=(3, 32, 32))` fits the data to the model (resize, grey to RGB) and keeps it as
 one uint8 tensor. First the loop every course writes, then `ts.fit`, which fits the data to
 `input_size` itself and adds the schedule, augmentation, evaluation, checkpoints, metrics
-files and curves.
+files and curves; `make_reporter()` draws a live progress bar in the cell.
 """),
     code("""
 splits = ts.load_dataset("digits", input_size=(3, 32, 32))
@@ -663,16 +694,15 @@ for epoch in range(3):
 assert accuracy > 0.85
 """),
     code("""
-from IPython.display import Image
+from torchsmith.train import make_reporter
 
 model = FixedLeNet()
 config = ts.TrainConfig(input_size=(3, 32, 32), epochs=4, batch_size=64, lr=3e-3, seed=0, device="cpu",
                         out_dir="runs/lenet-digits")
-result = ts.fit(model, "digits", config)
-print(result)
+result = ts.fit(model, "digits", config, reporter=make_reporter())
 assert result.history[-1]["test_acc"] > 0.9
 assert result.best_checkpoint is not None and result.best_checkpoint.exists()
-Image(filename="runs/lenet-digits/curves.png", width=700)
+result
 """),
     # ------------------------------------------------------------------ 10. state_dict
     md("""
@@ -704,13 +734,13 @@ re-initialises it while every other tensor loads.
 path = ts.save(model, "lenet.safetensors")
 fresh = FixedLeNet()
 load_report = ts.load_into(fresh, path)
-print(load_report)
+display(load_report)
 fresh.eval()
 assert torch.equal(fresh(probe), model(probe))
 
 five = FixedLeNet(num_classes=5)
 head_report = ts.load_into(five, path, on_mismatch="reinit")
-print(head_report)
+display(head_report)
 assert torch.equal(five.conv1.weight, model.conv1.weight)
 assert five.fc3.weight.shape == (5, 84)
 """),

@@ -52,8 +52,10 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     assert all(c.execution_count for c in code), "some code cells did not run"
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
-    # It trained and drew: the initialisation plot is an image, the run wrote its checkpoint.
-    assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs)
+    # It drew and trained: results rendered as HTML, the initialisation plot is an image, the diagrams are
+    # SVG, and the run wrote its checkpoint.
+    kinds = {kind for c in code for o in c.outputs for kind in o.get("data", {})}
+    assert {"text/html", "image/png", "image/svg+xml"} <= kinds, kinds
     assert (tmp_path / "runs" / "lenet-digits" / "best.safetensors").exists()
     assert NOTEBOOK.read_bytes() == before, "executing the copy changed the committed notebook"
 
