@@ -3,9 +3,13 @@
 Every input must end in success or a ``TorchsmithError`` (never ``IndexError``,
 ``struct.error``, a crash or a hang), within 5 s. The seeds are real
 checkpoints: a torchsmith ``.safetensors`` with its training-state companion,
-a zip ``.pt`` (``torch.save``) and a legacy (non-zip) ``.pt``. Mutations: byte
-flips, truncation, insertion, deletion, chunk duplication, random header
-lengths and structured edits of the safetensors JSON header.
+the same pair for a spec model with header lengths whose first byte is ``0x80``
+(pickle's PROTO opcode, which 1 save in 32 writes there), a zip ``.pt``
+(``torch.save``) and a legacy (non-zip) ``.pt`` (which starts with ``0x80``
+too). Mutations: byte flips, truncation, insertion, deletion, chunk
+duplication, random header lengths (low byte ``0x80`` among them), a pickle's
+first two bytes written over a safetensors length, and structured edits of the
+safetensors JSON header.
 
 The CI test (tests/test_checkpoint_fuzz.py) runs 2,000 inputs with a fixed
 seed; this script runs many more (100,000 by default) and writes its result to
@@ -25,16 +29,75 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-KINDS = ("safetensors", "train", "pt_zip", "pt_legacy")
+KINDS = ("safetensors", "train", "safetensors_80", "train_80", "pt_zip", "pt_legacy")
 TIME_LIMIT_S = 5.0
+#: A small spec model (a BatchNorm: a module with a version of its own) whose files start with 0x80.
+SPEC = {"input": [3, 8, 8], "layers": [{"conv": {"out": 4, "kernel": 3}}, "batchnorm", "relu", "flatten",
+                                        {"linear": 3}]}
 
 
 class _Timeout(Exception):
     pass
+
+
+def header_length(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[:8], "little")
+
+
+def steer_first_byte(save: Callable[[str], Path], first: int = 0x80) -> Path:
+    """Have ``save(pad)`` write a file whose header length starts with byte ``first``; return its path.
+
+    ``pad`` is text that the file's header records as it is (a spec's description, an ``extra`` entry), so
+    it lengthens the header byte for byte. torchsmith pads headers to 8 bytes, so ``first`` must be a
+    multiple of 8. One trial save measures the header, the second writes the file.
+    """
+    if first % 8:
+        raise ValueError(f"torchsmith pads headers to 8 bytes: the first byte {first:#x} cannot be written")
+    path = save("")
+    unpadded = len(path.read_bytes()[8:8 + header_length(path)].rstrip(b" "))
+    path = save("p" * ((first - unpadded) % 256))
+    if path.read_bytes()[0] != first:
+        raise AssertionError(f"{path} starts with {path.read_bytes()[0]:#x}, not {first:#x}")
+    return path
+
+
+@contextmanager
+def fixed_rng_states() -> Iterator[None]:
+    """The python and numpy RNGs seeded with 0 inside, restored after: a training-state companion records
+    their states, whose JSON length varies with their values, so two saves inside have equal lengths."""
+    import numpy as np
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    random.seed(0)
+    np.random.seed(0)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def describe_as(model: torch.nn.Module, text: str) -> torch.nn.Module:
+    """The spec model ``model`` with ``text`` as its spec's description (recorded in a checkpoint's header)."""
+    from torchsmith.registry import ARCH_ATTR
+
+    arch = dict(getattr(model, ARCH_ATTR))
+    arch["spec"] = {**arch["spec"], "description": text}
+    object.__setattr__(model, ARCH_ATTR, arch)
+    return model
+
+
+def _trained(model: torch.nn.Module, shape: tuple[int, ...]) -> tuple[torch.optim.Optimizer, object]:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, *shape)).sum().backward()
+    opt.step()
+    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
 
 
 def make_seeds(directory: Path) -> dict[str, bytes]:
@@ -43,18 +106,37 @@ def make_seeds(directory: Path) -> dict[str, bytes]:
 
     torch.manual_seed(0)
     model = ts.create_model("lenet", num_classes=3, input_size=16)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model(torch.randn(2, 3, 16, 16)).sum().backward()
-    opt.step()
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    opt, sched = _trained(model, (3, 16, 16))
     path = directory / "seed.safetensors"
     ts.save(model, path, optimizer=opt, scheduler=sched, extra={"epoch": 1})
     seeds = {"safetensors": path.read_bytes(), "train": ts.checkpoint.training_state_path(path).read_bytes()}
+
+    # The pair again, both headers' lengths starting with 0x80: the weights steered by the spec's
+    # description, the training state by an extra entry (the RNG states it records are fixed: same length).
+    spec_model = ts.build(SPEC)
+    spec_opt, spec_sched = _trained(spec_model, tuple(SPEC["input"]))  # type: ignore[arg-type]
+    path80 = directory / "seed80.safetensors"
+    pads = {"weights": "", "state": ""}
+
+    def save_pair(part: str, pad: str) -> Path:
+        pads[part] = pad
+        with fixed_rng_states():
+            ts.save(describe_as(spec_model, pads["weights"]), path80, optimizer=spec_opt, scheduler=spec_sched,
+                    extra={"epoch": 1, "pad": pads["state"]})
+        return path80 if part == "weights" else ts.checkpoint.training_state_path(path80)
+
+    steer_first_byte(lambda pad: save_pair("weights", pad))
+    steer_first_byte(lambda pad: save_pair("state", pad))  # rewrites the weights unchanged
+    seeds["safetensors_80"] = path80.read_bytes()
+    seeds["train_80"] = ts.checkpoint.training_state_path(path80).read_bytes()
+    assert seeds["safetensors_80"][0] == seeds["train_80"][0] == 0x80
+
     torch.save(model.state_dict(), directory / "seed.pt")
     seeds["pt_zip"] = (directory / "seed.pt").read_bytes()
     torch.save(model.state_dict(), directory / "legacy.pt", _use_new_zipfile_serialization=False)
     seeds["pt_legacy"] = (directory / "legacy.pt").read_bytes()
-    for name in ("seed.safetensors", "seed.train.safetensors", "seed.pt", "legacy.pt"):
+    for name in ("seed.safetensors", "seed.train.safetensors", "seed80.safetensors", "seed80.train.safetensors",
+                 "seed.pt", "legacy.pt"):
         (directory / name).unlink()
     return seeds
 
@@ -104,7 +186,7 @@ def _mutate_header(rng: random.Random, data: bytes) -> bytes:
 
 def mutate(rng: random.Random, data: bytes, kind: str) -> bytes:
     """One mutated or truncated variant of ``data``."""
-    op = rng.randrange(9 if kind in ("safetensors", "train") else 7)
+    op = rng.randrange(10 if kind.startswith(("safetensors", "train")) else 7)
     b = bytearray(data)
     if op == 0:  # truncate
         return bytes(b[: rng.randrange(len(b))])
@@ -129,9 +211,16 @@ def mutate(rng: random.Random, data: bytes, kind: str) -> bytes:
         span = rng.randint(1, 32)
         b[i:i + span] = (fill * span) if rng.random() < 0.5 else rng.randbytes(span)
         return bytes(b)
-    if op == 7:  # a random header length
-        return rng.choice([0, 1, 7, len(b), len(b) - 8, 2**63, 2**64 - 1, rng.randrange(2**32)]).to_bytes(
-            8, "little") + bytes(b[8:])
+    if op == 7:  # a random header length; some with the low byte 0x80, some that also look like PROTO 2..5
+        n = int.from_bytes(b[:8], "little")
+        near = n + 0x100 if n & 0xFF == 0x80 else (n & ~0xFF) | 0x80  # the real length's neighbour ending in 0x80
+        return rng.choice([0, 1, 7, len(b), len(b) - 8, 2**63, 2**64 - 1, rng.randrange(2**32), 0x80, 0x280,
+                           0x580, near, ((len(b) - 8) & ~0xFF) | 0x80]).to_bytes(8, "little") + bytes(b[8:])
+    if op == 8:  # a pickle's first bytes over the length: PROTO 0x80 and a protocol, or 0x80 alone
+        if b[0] == 0x80 or rng.random() < 0.5:  # (a seed that starts with 0x80 already gets the protocol)
+            b[1] = rng.randint(2, 5)
+        b[0] = 0x80
+        return bytes(b)
     return _mutate_header(rng, bytes(b))
 
 
@@ -141,9 +230,9 @@ def check_one(path: Path, kind: str, model: torch.nn.Module) -> str:
     from torchsmith.checkpoint import checkpoint_info, load_into
 
     outcomes = []
-    if kind in ("safetensors", "train"):
+    if kind.startswith(("safetensors", "train")):
         try:
-            if kind == "safetensors":
+            if kind.startswith("safetensors"):
                 ts.load(path)
             else:
                 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -152,7 +241,7 @@ def check_one(path: Path, kind: str, model: torch.nn.Module) -> str:
             outcomes.append("ok")
         except ts.TorchsmithError as e:
             outcomes.append(type(e).__name__)
-    if kind != "train":
+    if not kind.startswith("train"):
         try:
             load_into(model, path, strict=False, on_mismatch="skip")
             checkpoint_info(path)
@@ -171,7 +260,7 @@ def run(n: int, seed: int, directory: Path) -> dict[str, object]:
     import torchsmith as ts
 
     seeds = make_seeds(directory)
-    model = ts.create_model("lenet", num_classes=3, input_size=16)
+    lenet, spec = ts.create_model("lenet", num_classes=3, input_size=16), ts.build(SPEC)
     rng = random.Random(seed)
     outcomes: Counter[str] = Counter()
     slowest = 0.0
@@ -182,14 +271,16 @@ def run(n: int, seed: int, directory: Path) -> dict[str, object]:
         for i in range(n):
             kind = KINDS[i % len(KINDS)]
             data = mutate(rng, seeds[kind], kind)
-            suffix = ".pt" if kind.startswith("pt") else ".safetensors"
-            path = directory / (("x.train" if kind == "train" else "x") + suffix)
+            # The content decides, never the name: every other 0x80 safetensors input is named .pt.
+            renamed = kind == "safetensors_80" and (i // len(KINDS)) % 2 == 1
+            suffix = ".pt" if kind.startswith("pt") or renamed else ".safetensors"
+            path = directory / (("x.train" if kind.startswith("train") else "x") + suffix)
             path.write_bytes(data)
             start = time.perf_counter()
             if use_alarm:
                 signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT_S)
             try:
-                outcome = check_one(path, kind, model)
+                outcome = check_one(path, kind, spec if kind.endswith("_80") else lenet)
             except _Timeout:
                 raise AssertionError(f"input {i} ({kind}) took over {TIME_LIMIT_S} s") from None
             except Exception as e:
@@ -230,6 +321,7 @@ def _write_doc(args: argparse.Namespace, done: int, total: Counter[str], slowest
         f"Machine: {machine()}; system load average (1 min) {os.getloadavg()[0]:.1f} when written "
         "(the machine is shared: times include waiting for a core)\n\n"
         f"{status}{done:,} mutated or truncated checkpoints (torchsmith safetensors, training-state companions, "
+        "the same pair with header lengths whose first byte is 0x80 (`_80`; every other such input named `.pt`), "
         f"zip and legacy `.pt`), in batches of {args.batch:,} with seeds {args.seed} + batch index, in "
         f"{elapsed:.0f} s: **every input ended in success or a TorchsmithError**; none raised anything else, "
         f"none took over {TIME_LIMIT_S:.0f} s (slowest {slowest * 1000:.0f} ms).\n\n"

@@ -23,13 +23,32 @@ def _engine():  # type: ignore[no-untyped-def]
 
 @pytest.mark.slow
 def test_fuzz_2000_mutated_checkpoints(tmp_path: Path) -> None:
-    result = _engine().run(2000, seed=20240601, directory=tmp_path)
+    engine = _engine()
+    result = engine.run(2000, seed=20240601, directory=tmp_path)
     outcomes = result["outcomes"]
     assert sum(outcomes.values()) == 2000
     assert result["slowest_s"] < 5.0
     # The mutations reach every reader and mostly produce errors, not accidental successes.
     kinds = {k.split(":")[0] for k in outcomes}
-    assert kinds == {"safetensors", "train", "pt_zip", "pt_legacy"}
+    assert kinds == set(engine.KINDS) and {"safetensors_80", "train_80"} <= kinds
     errors = sum(v for k, v in outcomes.items() if "Error" in k)
     assert errors > 1000
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_seeds_load_through_every_reader_whatever_their_first_byte(tmp_path: Path) -> None:
+    """Unmutated, every seed loads; the 0x80 pair (header lengths starting with pickle's PROTO byte) too."""
+    import torchsmith as ts
+
+    engine = _engine()
+    seeds = engine.make_seeds(tmp_path)
+    assert seeds["safetensors_80"][0] == seeds["train_80"][0] == seeds["pt_legacy"][0] == 0x80
+    models = {"lenet": ts.create_model("lenet", num_classes=3, input_size=16), "spec": ts.build(engine.SPEC)}
+    for kind, data in seeds.items():
+        for suffix in (".safetensors", ".pt"):
+            path = tmp_path / (("x.train" if kind.startswith("train") else "x") + suffix)
+            path.write_bytes(data)
+            outcome = engine.check_one(path, kind, models["spec" if kind.endswith("_80") else "lenet"])
+            assert set(outcome.split("+")) == {"ok"}, (kind, suffix, outcome)
+            path.unlink()
     assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
 import io
 import os
 import pickle
@@ -120,11 +121,24 @@ def test_malformed_files_give_one_error_naming_the_file(tmp_path: Path, content:
         load_into(torch.nn.Linear(2, 2), path)
 
 
-def _versioned(value: float) -> torch.nn.Module:
-    model = ts.create_model("resnet20")
+def _fuzz_engine():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("_fuzz_checkpoint", REPO / "benchmarks" / "fuzz_checkpoint.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _versioned_first_byte(value: float, first: int, probe: Path) -> torch.nn.Module:
+    """resnet20 (built from its spec) filled with ``value``, whose checkpoint header length starts with ``first``:
+    steered by the spec's description, which the header records (issue 15: 0x80 was taken for a pickle)."""
+    engine = _fuzz_engine()
+    model = ts.build_file(REPO / "examples" / "resnet20.yaml")
     with torch.no_grad():
         for t in model.state_dict().values():
             t.fill_(value)
+    engine.steer_first_byte(lambda pad: ts.save(engine.describe_as(model, pad), probe), first)
+    probe.unlink()
     return model
 
 
@@ -147,9 +161,12 @@ def _fork(child: Callable[[], int]) -> int:
 
 @pytest.mark.slow
 def test_kill_9_during_overwrite_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
+    # The two versions' headers start with 0x80 (pickle's PROTO byte) and 0x88: every read after a kill
+    # must take the file for the safetensors file it is.
     path = tmp_path / "ckpt.safetensors"
-    ts.save(_versioned(0), path)
-    versions = [_versioned(1), _versioned(2)]
+    probe = tmp_path / "probe.safetensors"
+    ts.save(_versioned_first_byte(0, 0x80, probe), path)
+    versions = [_versioned_first_byte(1, 0x80, probe), _versioned_first_byte(2, 0x88, probe)]
 
     def writer() -> int:
         i = 0
@@ -158,7 +175,7 @@ def test_kill_9_during_overwrite_leaves_a_complete_checkpoint(tmp_path: Path) ->
             i += 1
 
     rng = random.Random(1234)
-    trials, interrupted, seen = 24, 0, set()
+    trials, interrupted, seen, firsts = 24, 0, set(), set()
     for _ in range(trials):
         pid = _fork(writer)
         time.sleep(rng.uniform(0.005, 0.15))
@@ -166,12 +183,15 @@ def test_kill_9_during_overwrite_leaves_a_complete_checkpoint(tmp_path: Path) ->
         _, status = os.waitpid(pid, 0)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         interrupted += bool(temp_files_for(path))
-        state = read_state_dict(path).tensors  # verifies the sha256: the file is one complete save
-        values = {float(v) for t in state.values() for v in t.unique()}
+        source = read_state_dict(path)  # verifies the sha256: the file is one complete save
+        assert source.kind == "safetensors" and source.verified is True
+        values = {float(v) for t in source.tensors.values() for v in t.unique()}
         assert len(values) == 1, f"a mix of versions: {sorted(values)[:5]}"
         seen |= values
+        firsts.add(path.read_bytes()[0])
     loaded = ts.load(path)
-    assert seen <= {0.0, 1.0, 2.0}
+    assert seen <= {0.0, 1.0, 2.0} and firsts <= {0x80, 0x88} and 0x80 in firsts
+    assert load_into(_versioned_first_byte(0, 0x80, probe), path).ok and checkpoint_info(path).verified
     # Some kills must have landed mid-write for the test to mean anything.
     assert interrupted >= 1, "no kill landed during a write; lengthen the writes"
     ts.save(loaded, path)
@@ -246,3 +266,54 @@ def test_failed_training_state_write_keeps_the_previous_pair(tmp_path: Path) -> 
     assert ts.load_training_state(path, optimizer=torch.optim.Adam(model.parameters()), restore_rng=False) == {
         "epoch": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors", "ckpt.train.safetensors"]
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_training_state_save_leaves_a_pair_that_loads(tmp_path: Path) -> None:
+    """kill -9 while ``save(..., optimizer=, extra=)`` writes a pair whose two headers start with 0x80: the
+    weights always load, and the training state loads or (only in the instant between the two renames)
+    is refused as belonging to another save, never misread."""
+    engine = _fuzz_engine()
+    path, probe = tmp_path / "last.safetensors", tmp_path / "probe.safetensors"
+    model = _versioned_first_byte(1, 0x80, probe)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+
+    def save(pad: str) -> Path:
+        with engine.fixed_rng_states():  # the RNG states the companion records: the same length every time
+            ts.save(model, path, optimizer=opt, extra={"step": 0, "pad": pad})
+        return training_state_path(path)
+
+    engine.steer_first_byte(save)
+    extra_pad = ts.load_training_state(path, restore_rng=False)["pad"]
+    assert path.read_bytes()[0] == training_state_path(path).read_bytes()[0] == 0x80
+
+    def writer() -> int:
+        step = 0
+        while True:
+            step = (step + 1) % 10  # one digit: the header keeps its length
+            with engine.fixed_rng_states():
+                ts.save(model, path, optimizer=opt, extra={"step": step, "pad": extra_pad})
+
+    rng = random.Random(4321)
+    refused = interrupted = 0
+    for _ in range(8):
+        pid = _fork(writer)
+        time.sleep(rng.uniform(0.005, 0.1))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        interrupted += bool(temp_files_for(path) or temp_files_for(training_state_path(path)))
+        assert path.read_bytes()[0] == training_state_path(path).read_bytes()[0] == 0x80
+        target = ts.build_file(REPO / "examples" / "resnet20.yaml")
+        assert load_into(target, path).ok
+        try:
+            extra = ts.load_training_state(path, optimizer=torch.optim.SGD(target.parameters(), lr=0.1, momentum=0.9),
+                                           restore_rng=False)
+            assert extra["pad"] == extra_pad
+        except ts.CheckpointError as e:
+            assert "belongs to a different save" in str(e)
+            refused += 1
+    assert refused <= 2, "the pair was split far more often than the instant between two renames allows"
+    assert interrupted >= 1, "no kill landed during a write; lengthen the writes"

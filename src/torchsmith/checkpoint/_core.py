@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from torchsmith.checkpoint import _format
+from torchsmith.checkpoint import _format, _versions
 from torchsmith.checkpoint._atomic import commit_deferred, discard_deferred
 from torchsmith.checkpoint._codec import decode, encode
 from torchsmith.contract import input_spec
@@ -157,6 +157,9 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "torch_version": torch.__version__,
             "torchsmith_version": _version()}
     meta.update(_arch_metadata(model))
+    versions = _versions.of(state)
+    if versions is not None:  # the modules' versions, which their _load_from_state_dict reads
+        meta[_versions.KEY] = _versions.encode(versions)
     unique, aliases = _dedupe(state)
     tensors = {name: _format.prepare_tensor(name, t) for name, t in unique.items()}
     if aliases:
@@ -288,7 +291,8 @@ def set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
         owner._buffers[leaf] = value
 
 
-def _fill(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, aliases: Mapping[str, str]) -> nn.Module:
+def _fill(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, aliases: Mapping[str, str],
+          versions: _versions.ModuleMeta | None) -> nn.Module:
     groups = tie_groups(model)
     expected = model.state_dict()
     missing = [k for k in expected if k not in tensors]
@@ -303,9 +307,18 @@ def _fill(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, aliase
                               "architecture changed since it was saved: build the model and use "
                               "torchsmith.load_into(model, path, strict=False) to see and load what fits")
     on_meta = any(t.is_meta for t in expected.values())
-    model.load_state_dict(tensors, strict=True, assign=on_meta)
+    # The file's module versions; a file written before torchsmith kept them: the model's own.
+    modules = dict(model.named_modules(remove_duplicate=False))
+    load_meta, _ = _versions.complete(modules, getattr(expected, "_metadata", None) or {}, versions, set(tensors))
+    try:
+        model.load_state_dict(_versions.with_metadata(tensors, load_meta), strict=True, assign=on_meta)
+    except Exception as e:  # a module's own _load_from_state_dict refused (e.g. a version it does not know)
+        detail = " ".join(str(e).split())
+        raise CheckpointError(f"{path} cannot be loaded into the model its metadata names: {type(e).__name__}: "
+                              f"{detail}") from e
     if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
-        return _fill(build_from_arch(getattr(model, ARCH_ATTR), meta=False, source=path), tensors, path, aliases)
+        return _fill(build_from_arch(getattr(model, ARCH_ATTR), meta=False, source=path), tensors, path, aliases,
+                     versions)
     # Tie again what the builder tied (assign replaced each name separately) and what the file says was tied.
     by_name: dict[str, torch.Tensor] = dict(model.named_buffers(remove_duplicate=False))
     by_name.update(model.named_parameters(remove_duplicate=False))
@@ -338,8 +351,10 @@ def load(path: PathLike, *, map_location: str | torch.device = "cpu", verify: bo
         raise CheckpointError(f"{path} holds weights but no architecture (it was not written by torchsmith.save "
                               "from a zoo or spec model); build the model and use torchsmith.load_into(model, path)")
     tensors, _ = _format.open_tensors(header, verify_hash=verify)
+    raw_versions = header.metadata.get(_versions.KEY)
+    versions = None if raw_versions is None else _versions.decode(raw_versions, str(path))
     model = build_from_arch(arch, meta=True, source=path)
-    model = _fill(model, tensors, path, _format._aliases(header))
+    model = _fill(model, tensors, path, _format._aliases(header), versions)
     object.__setattr__(model, ARCH_ATTR, arch)
     if device.type != "cpu":
         model = model.to(device)

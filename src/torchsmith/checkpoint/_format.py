@@ -34,16 +34,17 @@ from typing import Any
 
 import torch
 
+from torchsmith.checkpoint import _sniff
 from torchsmith.checkpoint._atomic import atomic_fd, write_all
 from torchsmith.errors import CheckpointError
 
 __all__ = ["DTYPES", "TensorEntry", "Header", "write_safetensors", "read_header", "open_tensors",
-           "data_sha256", "index_sha256", "HASH_KEY", "INDEX_HASH_KEY"]
+           "data_sha256", "index_sha256", "HASH_KEY", "INDEX_HASH_KEY", "MAX_HEADER"]
 
 HASH_KEY = "sha256"              # sha256 of the data region (all tensor bytes, in file order)
 INDEX_HASH_KEY = "index_sha256"  # sha256 of the tensor table (names, dtypes, shapes, offsets)
 _PLACEHOLDER = "f" * 64          # same length as a hex digest; overwritten in place after the data
-_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 #: The data is hashed in pieces of at most this many bytes (each tensor split on its own), and ``sha256``
 #: is the sha256 of the concatenated piece digests (a hash list, as BitTorrent's): pieces are hashed on
 #: all cores at once, on save while the file is written and on load, and one flipped byte anywhere in the
@@ -247,12 +248,13 @@ def read_header(path: str | os.PathLike[str]) -> Header:
                 raise _bad(path, f"the file has {size} bytes, fewer than the 8-byte header length")
             first = f.read(8)
             n = int.from_bytes(first, "little")
-            if n < 2 or n > _MAX_HEADER or n > size - 8:
-                if first[:4] == b"PK\x03\x04" or first[:1] == b"\x80":  # what torch.save writes
+            if n < 2 or n > MAX_HEADER or n > size - 8:
+                head = first + f.read(_sniff.HEAD_BYTES - 8)
+                if _sniff.torch_kind(head):  # what torch.save writes, told by its structure (not by 0x80 alone)
                     raise _bad(path, "it is a PyTorch (torch.save) file; torchsmith.load_into(model, path) reads "
                                      "it safely, and `torchsmith ckpt convert` turns it into a safetensors checkpoint")
-                raise _bad(path, f"the header length field says {n} bytes but the file has {size} "
-                                 "(truncated, or not a safetensors file)")
+                raise _bad(path, f"the header length does not fit the file (truncated, or not a safetensors file): "
+                                 f"{_sniff.describe(head, size)}")
             raw = f.read(n)
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
+from torchsmith.checkpoint import _versions
 from torchsmith.checkpoint._core import refuse_training_state, tie_groups
 from torchsmith.checkpoint._sources import read_state_dict
 from torchsmith.errors import CheckpointError, ConfigError, UnknownNameError
@@ -220,17 +221,21 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
     target = model.state_dict()
     report = LoadReport(source=src.label, model=type(model).__name__, notes=list(src.notes), verified=src.verified)
 
-    # 1. Wrapper prefixes, then the user's remap: source key -> model key.
+    # 1. Wrapper prefixes, then the user's remap: source key -> model key. The module versions follow.
     names = {k: k for k in src.tensors}
+    versions = src.module_meta
     causes = []
     for kind, prefix, cause in _detect_prefixes(list(names), set(target)):
         verb = "stripped" if kind == "strip" else "added"
         report.prefixes.append((f"{verb} {prefix!r} {'from' if kind == 'strip' else 'to'} every key", cause))
         causes.append(f"{verb} {prefix!r} ({cause})")
         names = {orig: (cur[len(prefix):] if kind == "strip" else prefix + cur) for orig, cur in names.items()}
+        if versions is not None:
+            versions = _versions.rename(versions, _prefix_step(kind, prefix))
     if causes:
         report.remapped = [Remapped(orig, cur, "; ".join(causes)) for orig, cur in names.items()]
     if remap is not None:
+        before = dict(names)
         renamed = _apply_remap(list(names.values()), remap)
         by_current = {cur: orig for orig, cur in names.items()}
         for cur, (new, cause) in renamed.items():
@@ -241,6 +246,8 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
                 continue
             names[orig] = new
             report.remapped = [r for r in report.remapped if r.source != orig] + [Remapped(orig, new, cause)]
+        if versions is not None:
+            versions = _remap_versions(versions, remap, before, names)
     mapped: dict[str, torch.Tensor] = {}
     for orig, new in names.items():
         if new in mapped:
@@ -277,6 +284,8 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
                     report.missing.remove(n)
                     report.tied.append(n)
     report.unexpected = [k for k in mapped if k not in target]
+    modules = dict(model.named_modules(remove_duplicate=False))
+    load_meta = _apply_versions(report, modules, getattr(target, "_metadata", None) or {}, versions, set(mapped))
     if lazy:
         report.notes.append(f"{len(lazy)} uninitialised lazy tensor(s) take their shapes from the source: "
                             f"{', '.join(lazy[:4])}{' ...' if len(lazy) > 4 else ''}")
@@ -315,13 +324,17 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
                                     f"first forward: {', '.join(lazy_missing[:4])}")
 
     # 4. Load what matched (load_state_dict runs the modules' own load hooks), then re-initialise.
-    state = {k: mapped[k] for k in report.matched}
+    state = _versions.with_metadata({k: mapped[k] for k in report.matched}, load_meta)
     on_meta = any(t.is_meta for t in target.values())
     try:
         result = model.load_state_dict(state, strict=False, assign=on_meta)
     except RuntimeError as e:
         detail = " ".join(str(e).split())  # torch's message spans lines and tabs; ours is one line
         raise CheckpointError(f"loading {src.label} into {report.model} failed: {detail}") from e
+    except Exception as e:  # a module's own _load_from_state_dict refused, e.g. a version it does not know
+        detail = " ".join(str(e).split())
+        raise CheckpointError(f"loading {src.label} into {report.model} failed in a module's load hook "
+                              f"({type(e).__name__}: {detail}); the model may be partly loaded") from e
     if result.unexpected_keys:
         raise CheckpointError(f"internal error: the model refused keys it listed: {result.unexpected_keys[:3]}")
     if to_reinit:
@@ -337,6 +350,50 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
         report.reinitialised = to_reinit
     report.loaded = True
     return report
+
+
+def _prefix_step(kind: str, prefix: str) -> Callable[[str], str | None]:
+    """A wrapper-prefix step as a rename of module key prefixes (``"layer1."``; ``""`` for the root)."""
+    if kind == "strip":  # the wrapper itself ("") has no counterpart in the model
+        return lambda p: p[len(prefix):] if p.startswith(prefix) else None
+    return lambda p: prefix + p
+
+
+def _remap_versions(versions: _versions.ModuleMeta, remap: Remap, before: Mapping[str, str],
+                    after: Mapping[str, str]) -> _versions.ModuleMeta:
+    """Module versions renamed as ``remap`` renamed the keys (``before``/``after``: source key -> name)."""
+    if isinstance(remap, Mapping):  # its prefix rules rename modules exactly ("backbone." -> "")
+        rules = remap
+        return _versions.rename(versions, lambda p: _apply_remap([p], rules).get(p, (p, ""))[0])
+    # A function is known only key by key: follow the tensor renames it made.
+    return _versions.rename_by_keys(versions, ((before[o], after[o]) for o in before if o in after))
+
+
+def _apply_versions(report: LoadReport, modules: Mapping[str, nn.Module], model_meta: Mapping[str, Any],
+                    versions: _versions.ModuleMeta | None, source_keys: set[str]) -> _versions.ModuleMeta:
+    """The module versions to load with (the source's, else the model's), noted in ``report``; BatchNorm
+    counters that BatchNorm's version-1 migration fills are taken off ``report.missing``."""
+    meta, given = _versions.complete(modules, model_meta, versions, source_keys)
+    # Worth a note: the modules that load from the source and may read their version (BatchNorm, library
+    # modules); a Linear never looks at it.
+    covered = _versions.covered_by(source_keys)
+    given = [n for n in given if n in covered and n in modules and _versions.reads_version(modules[n])]
+    if given:
+        shown = ", ".join(f"{n or '(the model itself)'} ({type(modules[n]).__name__}, version "
+                          f"{meta[n].get('version')})" for n in given[:3])
+        why = ("the source records no module versions (the state dict's _metadata: a file written before torchsmith "
+               "kept them, or by another tool)" if versions is None else
+               f"{len(given)} module(s) have no version in the source")
+        report.notes.append(f"{why}; the {len(given)} module(s) that read theirs on load were given the version of "
+                            f"the model they are loaded into: {shown}{' ...' if len(given) > 3 else ''}")
+    owners = _versions.owners_of(source_keys)
+    migrated = [k for k in report.missing if _versions.needs_counter_migration(modules, k, meta, owners)]
+    if migrated:
+        report.missing = [k for k in report.missing if k not in set(migrated)]
+        report.notes.append(f"{len(migrated)} BatchNorm num_batches_tracked counter(s) absent from the source are "
+                            f"filled by BatchNorm's own migration (the source has the version-1 layout): "
+                            f"{', '.join(migrated[:4])}{' ...' if len(migrated) > 4 else ''}")
+    return meta
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -1,10 +1,12 @@
 """Read a state dict from a path or a mapping, safely.
 
-``.safetensors`` files go through torchsmith's validating reader. ``.pt``,
-``.pth``, ``.bin`` and other pickle-based files go through
-``torch.load(weights_only=True)`` only: a file that needs anything beyond
-tensors and plain containers is refused with the globals it names and the way
-to convert it if the user trusts it. There is no unsafe fallback.
+What a file is comes from its content, never its name (:func:`identify`, by
+the rules of :mod:`torchsmith.checkpoint._sniff`): safetensors files go
+through torchsmith's validating reader; ``torch.save`` files (zip or pickle)
+go through ``torch.load(weights_only=True)`` only: a file that needs anything
+beyond tensors and plain containers is refused with the globals it names and
+the way to convert it if the user trusts it. There is no unsafe fallback.
+Either way the state dict's module versions (``_metadata``) come along.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 import os
 import pickle
 import pickletools
+import re
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -22,10 +25,11 @@ from typing import Any
 
 import torch
 
-from torchsmith.checkpoint import _format
+from torchsmith.checkpoint import _format, _sniff, _versions
 from torchsmith.errors import CheckpointError
 
-__all__ = ["SourceState", "read_state_dict", "safe_torch_load", "find_pickle_globals", "UNSAFE_PICKLE_HELP"]
+__all__ = ["SourceState", "read_state_dict", "state_from_object", "identify", "safe_torch_load", "find_pickle_globals",
+           "UNSAFE_PICKLE_HELP"]
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl")
 #: Entries under which training scripts commonly nest the model's state dict.
@@ -48,6 +52,9 @@ class SourceState:
     notes: list[str] = field(default_factory=list)
     verified: bool | None = None  # True: hash checked; None: no hash recorded; False: not checked
     metadata: dict[str, str] = field(default_factory=dict)
+    kind: str = "state dict"  # "safetensors", "zip" or "pickle" (torch.save), or "state dict" (in memory)
+    header: _format.Header | None = None  # the validated header of a safetensors file
+    module_meta: _versions.ModuleMeta | None = None  # the state dict's _metadata; None: not recorded
 
 
 def _allowed_globals() -> set[str]:
@@ -136,10 +143,21 @@ def safe_torch_load(path: Path) -> Any:
                    if whole else "")
             raise CheckpointError(f"refused {path}: it names unsafe globals ({shown}){why}; "
                                   + UNSAFE_PICKLE_HELP.format(path=path)) from None
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {_first_line(e)}") from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {_unpickler_reason(e)}") from None
     except Exception as e:  # zip, struct, EOF, Index, Memory, Runtime ...: all mean a malformed file
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
                               f"{_first_line(e)})") from None
+
+
+def _unpickler_reason(e: BaseException) -> str:
+    """What torch's weights-only unpickler objected to, without its advice to load with weights_only=False
+    (the wrong advice for a damaged file, and unsafe for any file)."""
+    text = str(e)
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", text, re.DOTALL)
+    if match is None:
+        return _first_line(e)
+    reason = " ".join(match.group(1).split())
+    return f"the safe (weights_only) unpickler stopped at: {reason[:200]}; the file is damaged or is not a state dict"
 
 
 def _first_line(e: BaseException) -> str:
@@ -153,6 +171,11 @@ def _is_state(obj: Any) -> bool:
 
 def to_state_dict(obj: Any, label: str, notes: list[str]) -> dict[str, torch.Tensor]:
     """A flat ``{name: tensor}`` from what a file or the caller gave; wrappers are unwrapped and named."""
+    return _unwrap_state(obj, label, notes)[0]
+
+
+def _unwrap_state(obj: Any, label: str, notes: list[str]) -> tuple[dict[str, torch.Tensor], Any]:
+    """:func:`to_state_dict`, and the dict the tensors were taken from (which may carry ``_metadata``)."""
     if isinstance(obj, torch.nn.Module):
         raise CheckpointError(f"{label} is an nn.Module; pass its state_dict() instead")
     if not isinstance(obj, Mapping):
@@ -177,27 +200,46 @@ def to_state_dict(obj: Any, label: str, notes: list[str]) -> dict[str, torch.Ten
                               "it is not a state dict")
     if dropped:
         notes.append(f"ignored {len(dropped)} entries that are not tensors: {', '.join(dropped[:6])}")
-    return tensors
+    return tensors, obj
 
 
-def _sniff_pickle(path: Path) -> bool:
+def identify(path: Path) -> tuple[str, _format.Header | None]:
+    """What the file at ``path`` is, by its structure: ``("safetensors", header)``, ``("zip", None)`` or
+    ``("pickle", None)``; any other file is one CheckpointError saying what it holds.
+
+    Safetensors is asked first and in full (a length that fits, a header that parses as the tensor table),
+    so a safetensors file whose length starts with 0x80 (pickle's PROTO opcode) is never taken for a pickle.
+    A file whose first bytes have the safetensors shape but whose header is damaged, and that is no
+    ``torch.save`` file either, gets the safetensors reader's account of the damage.
+    """
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError:
-        return False
-    return head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"
-
-
-def _sniff_safetensors(path: Path) -> bool:
-    """8 bytes of a header length that fits the file, then the JSON header's ``{``."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
             size = os.fstat(f.fileno()).st_size
-    except OSError:
-        return False
-    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8
+            head = f.read(_sniff.HEAD_BYTES)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
+    damage: CheckpointError | None = None
+    if _sniff.safetensors_shaped(head, size, _format.MAX_HEADER):
+        try:
+            return "safetensors", _format.read_header(path)
+        except CheckpointError as e:
+            damage = e
+    kind = _sniff.torch_kind(head)
+    if kind is not None:
+        return kind, None
+    if damage is not None:
+        raise damage
+    raise CheckpointError(f"{path} is neither a safetensors file nor a PyTorch (torch.save) checkpoint: "
+                          f"{_sniff.describe(head, size)}")
+
+
+def _file_versions(header: _format.Header) -> _versions.ModuleMeta | None:
+    raw = header.metadata.get(_versions.KEY)
+    return None if raw is None else _versions.decode(raw, str(header.path))
 
 
 def read_state_dict(source: Any, *, verify: bool = True) -> SourceState:
@@ -209,16 +251,21 @@ def read_state_dict(source: Any, *, verify: bool = True) -> SourceState:
         if path.is_dir():
             raise CheckpointError(f"{path} is a directory, not a checkpoint file")
         notes: list[str] = []
-        # The content decides, the suffix only when the content says nothing: files get renamed.
-        pickled = _sniff_pickle(path)
-        if pickled or (path.suffix.lower() in PICKLE_SUFFIXES and not _sniff_safetensors(path)):
+        kind, header = identify(path)  # the content decides, never the suffix: files get renamed
+        if header is None:
             if path.suffix.lower() == ".safetensors":
                 notes.append(f"{path.name} is a PyTorch (torch.save) file despite its name; read it with "
                              "torch.load(weights_only=True)")
-            tensors = to_state_dict(safe_torch_load(path), str(path), notes)
-            return SourceState(tensors, str(path), notes, verified=None)
-        header = _format.read_header(path)
-        tensors, verified = _format.open_tensors(header, verify_hash=verify)
-        return SourceState(tensors, str(path), notes, verified=verified, metadata=header.metadata)
-    notes = []
-    return SourceState(to_state_dict(source, "the state dict", notes), "state dict", notes, verified=None)
+            return state_from_object(safe_torch_load(path), str(path), kind, notes)
+        tensors, verified = _format.open_tensors(header, verify_hash=verify)  # verified first: a tampered
+        meta = _file_versions(header)  # entry is reported as tampering, not as malformed JSON
+        return SourceState(tensors, str(path), notes, verified=verified, metadata=header.metadata, kind=kind,
+                           header=header, module_meta=meta)
+    return state_from_object(source, "state dict")
+
+
+def state_from_object(obj: Any, label: str, kind: str = "state dict", notes: list[str] | None = None) -> SourceState:
+    """A :class:`SourceState` of what ``torch.load`` or the caller gave: its tensors and module versions."""
+    notes = [] if notes is None else notes
+    tensors, taken = _unwrap_state(obj, "the state dict" if label == "state dict" else label, notes)
+    return SourceState(tensors, label, notes, verified=None, kind=kind, module_meta=_versions.of(taken))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.checkpoint import _format
+from torchsmith.checkpoint import _format, _versions
+from torchsmith.checkpoint._atomic import atomic_fd
 from torchsmith.checkpoint._core import (
     FORMAT,
     FORMAT_VERSION,
@@ -30,13 +33,7 @@ from torchsmith.checkpoint._core import (
     training_state_path,
 )
 from torchsmith.checkpoint._loadinto import load_into
-from torchsmith.checkpoint._sources import (
-    PICKLE_SUFFIXES,
-    _sniff_safetensors,
-    read_state_dict,
-    safe_torch_load,
-    to_state_dict,
-)
+from torchsmith.checkpoint._sources import read_state_dict, state_from_object
 from torchsmith.errors import CheckpointError, ConfigError
 
 __all__ = ["TensorInfo", "CheckpointInfo", "CheckpointDiff", "checkpoint_info", "diff_checkpoints",
@@ -83,6 +80,9 @@ class CheckpointInfo:
         lines = [f"{self.path}: {self.format}, {self.file_size:,} bytes, {len(self.tensors)} tensors, "
                  f"{self.num_parameters:,} elements ({check})"]
         for key, value in self.metadata.items():
+            if key == _versions.KEY and isinstance(value, dict):
+                lines.append(f"  {key}: {_versions_summary(value)}")
+                continue
             text = value if isinstance(value, str) else json.dumps(value)
             lines.append(f"  {key}: {text if len(text) <= 200 else text[:197] + '...'}")
         if self.training_state:
@@ -100,6 +100,17 @@ class CheckpointInfo:
         return "\n".join(lines)
 
 
+def _versions_summary(meta: dict[str, Any]) -> str:
+    """``{"": {"version": 1}, "bn": {"version": 2}}`` -> "2 modules (version 1: 1, version 2: 1)"."""
+    counts: dict[str, int] = {}
+    for entry in meta.values():
+        version = entry.get("version") if isinstance(entry, dict) else None
+        label = "no version" if version is None else f"version {version}"
+        counts[label] = counts.get(label, 0) + 1
+    parts = ", ".join(f"{label}: {n}" for label, n in sorted(counts.items()))
+    return f"{len(meta)} module{'s' if len(meta) != 1 else ''}" + (f" ({parts})" if parts else "")
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -111,14 +122,16 @@ def checkpoint_info(path: PathLike, *, verify: bool = True) -> CheckpointInfo:
     size = path.stat().st_size
     meta: dict[str, Any] = {}
     aliases: dict[str, str] = {}
-    if src.metadata or path.suffix.lower() == ".safetensors" and not _is_pickle(path):
-        header = _format.read_header(path)
+    if src.header is not None:
+        header = src.header
         for key, value in header.metadata.items():
             if key in ("arch", "input_size", "init_policy", "aliases"):
                 try:
                     meta[key] = read_arch(header) if key == "arch" else json.loads(value)
                 except (ValueError, RecursionError, CheckpointError):
                     meta[key] = value
+            elif key == _versions.KEY and src.module_meta is not None:
+                meta[key] = src.module_meta
             else:
                 meta[key] = value
         aliases = meta.pop("aliases", {}) if isinstance(meta.get("aliases", {}), dict) else {}
@@ -127,9 +140,11 @@ def checkpoint_info(path: PathLike, *, verify: bool = True) -> CheckpointInfo:
         fmt = f"safetensors ({kind} {header.metadata.get('format_version', '?')})" if kind else "safetensors"
     else:
         fmt = "PyTorch pickle (read with weights_only=True)"
+        if src.module_meta is not None:
+            meta[_versions.KEY] = src.module_meta
     tensors = [TensorInfo(name, _dtype_name(t.dtype), tuple(t.shape), t.numel(), t.numel() * t.element_size(),
                           aliases.get(name)) for name, t in src.tensors.items()]
-    if path.suffix.lower() != ".safetensors":  # a pickle stores tied tensors once too: show it
+    if src.header is None:  # a pickle stores tied tensors once too: show it
         first: dict[tuple[Any, ...], str] = {}
         for i, (name, t) in enumerate(src.tensors.items()):
             ident = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
@@ -139,12 +154,6 @@ def checkpoint_info(path: PathLike, *, verify: bool = True) -> CheckpointInfo:
     companion = training_state_path(path)
     return CheckpointInfo(str(path), fmt, size, src.verified, meta, tensors, list(src.notes),
                           str(companion) if companion != path and companion.exists() else None)
-
-
-def _is_pickle(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
 @dataclass
@@ -220,20 +229,29 @@ def diff_checkpoints(a: PathLike, b: PathLike, *, verify: bool = True) -> Checkp
 
 def convert_checkpoint(src: PathLike, dst: PathLike, *, model: nn.Module | None = None,
                        trust_pickle: bool = False) -> Path:
-    """Convert a ``.pt``/``.pth``/``.bin`` state dict to a torchsmith ``.safetensors`` file; return ``dst``.
+    """Convert a checkpoint to a torchsmith ``.safetensors`` file, or a safetensors file to a ``.pt``; return ``dst``.
 
-    With ``model`` (e.g. ``create_model("resnet18")``) the weights are first
-    loaded into it strictly, and the file records its architecture, so
-    ``torchsmith.load(dst)`` rebuilds it. ``trust_pickle=True`` reads a file that
-    ``weights_only=True`` refuses with a full unpickler, which runs whatever
-    code the file contains: only for files you trust; it is never automatic.
+    ``dst`` ending in ``.safetensors``: a ``.pt``/``.pth``/``.bin`` state dict (or
+    another safetensors file) becomes a torchsmith checkpoint. With ``model``
+    (e.g. ``create_model("resnet18")``) the weights are first loaded into it
+    strictly, and the file records its architecture, so ``torchsmith.load(dst)``
+    rebuilds it. ``trust_pickle=True`` reads a file that ``weights_only=True``
+    refuses with a full unpickler, which runs whatever code the file contains:
+    only for files you trust; it is never automatic.
+
+    ``dst`` ending in ``.pt``/``.pth``/``.bin``: the state dict is written with
+    ``torch.save`` (tensors and plain containers only, so ``torch.load(dst,
+    weights_only=True)`` reads it), for tools that take nothing else.
+
+    Either way the module versions (the state dict's ``_metadata``) go along.
     """
     src, dst = as_path(src, "the source"), _target(dst)
-    if dst.suffix.lower() != ".safetensors":
-        raise ConfigError(f"the output {dst} must end in .safetensors")
+    to_pickle = dst.suffix.lower() in _PT_OUT
+    if dst.suffix.lower() != ".safetensors" and not to_pickle:
+        raise ConfigError(f"the output {dst} must end in .safetensors (or {', '.join(_PT_OUT)} for a torch.save "
+                          "state dict)")
     if dst.resolve() == src.resolve():
         raise ConfigError(f"the output {dst} is the input; give another path")
-    notes: list[str] = []
     if not src.exists():
         raise CheckpointError(f"checkpoint {src} does not exist")
     if trust_pickle:
@@ -243,21 +261,38 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, model: nn.Module | None 
             raise CheckpointError(f"{src} cannot be read even with the full unpickler ({type(e).__name__}: {e})") from e
         if isinstance(obj, nn.Module):
             obj = obj.state_dict()
-        state = to_state_dict(obj, str(src), notes)
-    elif _is_pickle(src) or (src.suffix.lower() in PICKLE_SUFFIXES and not _sniff_safetensors(src)):
-        state = to_state_dict(safe_torch_load(src), str(src), notes)
+        read = state_from_object(obj, str(src))
     else:
         read = read_state_dict(src)
         refuse_training_state(read.metadata, src)
-        state = read.tensors
+    state, versions = read.tensors, read.module_meta
     if model is not None:
-        load_into(model, state, strict=True)
-        return save(model, dst)
+        load_into(model, _versions.with_metadata(state, versions) if versions is not None else state, strict=True)
+        if not to_pickle:
+            return save(model, dst)
+        state = model.state_dict()
+        versions = _versions.of(state)
+    if to_pickle:
+        _write_torch(dst, state, versions)
+        return dst
     unique, aliases = _dedupe(state)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "torch_version": torch.__version__,
             "torchsmith_version": _version(), "converted_from": src.name}
     if aliases:
         meta["aliases"] = json.dumps(aliases, sort_keys=True)
+    if versions is not None:
+        meta[_versions.KEY] = _versions.encode(versions)
     tensors = {k: _format.prepare_tensor(k, t) for k, t in unique.items()}
     _format.write_safetensors(dst, tensors, meta)
     return dst
+
+
+_PT_OUT = (".pt", ".pth", ".bin")
+
+
+def _write_torch(dst: Path, state: Mapping[str, torch.Tensor], versions: _versions.ModuleMeta | None) -> None:
+    """``torch.save`` of ``state`` (with its module versions) to ``dst``, atomically like every save."""
+    tensors = {k: _format.prepare_tensor(k, t) for k, t in state.items()}  # dense CPU tensors, as safetensors
+    out = OrderedDict(tensors) if versions is None else _versions.with_metadata(tensors, versions)
+    with atomic_fd(dst) as fd, os.fdopen(fd, "wb", closefd=False) as f:
+        torch.save(out, f)
