@@ -225,3 +225,25 @@ def test_grouped_query_attention_from_the_projections():
         in attn.shape_formulas[1]
     # RoPE's rotate-half (cat, add) inside attention is part of attention, not a residual join
     assert [e.name for e in ex.layers if e.kind == "join"] == ["layers.0: add", "layers.0: add"]
+
+
+def test_replayed_identity_shortcuts_stay_identities():
+    class Block(nn.Module):
+        def __init__(self, c, scale):
+            super().__init__()
+            self.conv = nn.Conv2d(c, c, 3, padding=1)
+            self.scale = scale  # differs per block: the blocks are not replayed whole, their Identity is
+            self.shortcut = nn.Identity()
+
+        def forward(self, x):
+            return self.conv(x) * self.scale + self.shortcut(x)
+
+    model = nn.Sequential(Block(4, 1.0), Block(4, 2.0), Block(4, 3.0))
+    for replay in (True, False):
+        s = summary(model, (1, 4, 8, 8), replay=replay)
+        joins = [e for e in s.explain().layers if e.kind == "join"]
+        assert [j.shape_formulas[1] for j in joins] == ["shortcut: identity: 4x8x8 -> 4x8x8"] * 3, replay
+        assert "shortcut" not in [n.name.rsplit(".", 1)[-1] for n in s.diagram().nodes]
+    assert any("replayed" in n for n in summary(model, (1, 4, 8, 8)).notes)
+    joins = [e for e in summary(SmallResNet(), (1, 3, 32, 32)).explain().layers if e.kind == "join"]
+    assert ["identity" in j.shape_formulas[1] for j in joins] == [True, True, True, False, True]

@@ -110,6 +110,7 @@ class _Entry:
     out: Any
     graph: list[Any] = dataclasses.field(default_factory=list)  # data-flow steps inside the call
     io_ids: tuple[list[Any], list[Any]] = ([], [])  # identities of the recorded call's inputs and outputs
+    returns_input: int | None = None  # the recorded call returned this argument itself
 
 
 def _rename(name: str, old: str, new: str) -> str:
@@ -157,22 +158,26 @@ class BlockCache:
         entry = self.entries.get(key)
         if entry is not None:
             self.hits += 1
-            return self._replay(entry, own)
+            return self._replay(entry, own, (*args, *kwargs.values()))
         r0, e0, g0 = len(t.rows), len(t.events), len(t.graph)
         before = (t.forward_flops, t.backward_flops, t.activation_elements, t._self_flops[own], Counter(t.uncounted))
         out = forward(*args, **kwargs)
         spec = _out_spec(out)
+        # A module that hands back its input (Identity, eval-mode Dropout, an in-place ReLU) replays as the
+        # same: the caller's tensor, not a fresh one, so the data flow keeps that it is the same value.
+        given = (*args, *kwargs.values())
+        same = next((n for n, a in enumerate(given) if isinstance(out, torch.Tensor) and out is a), None)
         if spec is not None:
             self.entries[key] = _Entry(
                 name=t.rows[own].name, depth=t.rows[own].depth, own=own, first=r0,
                 rows=t.rows[r0:], self_flops=t._self_flops[r0:], out_bytes=t._out_bytes[r0:], events=t.events[e0:],
                 d_forward=t.forward_flops - before[0], d_backward=t.backward_flops - before[1],
                 d_activation=t.activation_elements - before[2], d_self=t._self_flops[own] - before[3],
-                d_uncounted=t.uncounted - before[4], out=spec, graph=t.graph[g0:],
+                d_uncounted=t.uncounted - before[4], out=spec, graph=t.graph[g0:], returns_input=same,
                 io_ids=([i for i, _ in tr.in_tensors.get(own, ())], [i for i, _ in tr.tensor_refs(out)]))
         return out
 
-    def _replay(self, e: _Entry, own: int) -> Any:
+    def _replay(self, e: _Entry, own: int, given: tuple[Any, ...]) -> Any:
         t = self.tracer.trace
         row = t.rows[own]
         base = len(t.rows)
@@ -192,7 +197,7 @@ class BlockCache:
         t._self_flops[own] = t._self_flops[own] + e.d_self
         row.ran_ops = row.ran_ops or t.rows[e.own].ran_ops
         t.uncounted.update(e.d_uncounted)
-        out = _materialize(e.out)
+        out = given[e.returns_input] if e.returns_input is not None else _materialize(e.out)
         # Data-flow steps: the recorded call's inputs and outputs become this call's, the rest salted.
         ids = dict(zip(e.io_ids[0], [i for i, _ in self.tracer.in_tensors.get(own, ())]))
         ids.update(zip(e.io_ids[1], [i for i, _ in self.tracer.tensor_refs(out)]))
