@@ -53,6 +53,8 @@ CORPUS: dict[str, tuple[str, dict[str, Any], tuple[int, ...]]] = {
     "efficientnet": ("efficientnet", {"width_coefficient": 1.0, "depth_coefficient": 1.0, "hidden_dim": 1280,
                                       "image_size": 224}, _IMG),  # B0 (the config's defaults are B7)
     "regnet": ("regnet", {"depths": [1, 1, 2, 1]}, _IMG),
+    "convnext-tiny (full)": ("convnext", {}, _IMG),  # the slow cases, at their full depth
+    "mobilebert (full)": ("mobilebert", {}, _SEQ),
     "bert": ("bert", {"num_hidden_layers": 4}, _SEQ),
     "mobilebert": ("mobilebert", {"num_hidden_layers": 6}, _SEQ),
     "gpt2": ("gpt2", {"n_layer": 4}, _SEQ),
