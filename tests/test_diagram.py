@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from lesson_nets import LeNet, ResidualBlock
@@ -240,3 +241,25 @@ def test_real_tensors_draw_the_same_graph():
     real = summary(ResidualBlock(8, 16, stride=2), (2, 8, 16, 16), device="cpu").diagram()
     assert [n.label for n in real.nodes] == [n.label for n in meta.nodes]
     assert sorted((e.src, e.dst, e.label) for e in real.edges) == sorted((e.src, e.dst, e.label) for e in meta.edges)
+
+
+class _TwoBranches(torch.nn.Module):
+    """An Inception-style split and concatenation."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 4, 1)
+        self.b = torch.nn.Conv2d(3, 6, 3, padding=1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], dim=1)
+
+
+def test_concatenation_joins_two_branches():
+    s = summary(_TwoBranches(), (1, 3, 8, 8))
+    d = s.diagram()
+    cat = d.node("cat")
+    assert sorted(e.label for e in d.inputs_of(cat.id)) == ["4x8x8", "6x8x8"]
+    assert [e.label for e in d.outputs_of(cat.id)] == ["10x8x8"]
+    join = next(e for e in s.explain().layers if e.type == "cat")
+    assert join.shape_formulas == ["dim 1: 4 + 6 = 10; the other dims must match"] and join.shape_ok
