@@ -745,6 +745,27 @@ assert torch.equal(five.conv1.weight, model.conv1.weight)
 assert five.fc3.weight.shape == (5, 84)
 """),
     md("""
+## A report to share
+
+Everything above about one model, in one self-contained HTML file (inline pictures, no
+script, nothing fetched when it is opened): the summary, the diagram, the arithmetic, the
+doctor's findings. The same from the command line: `torchsmith report net.py:LeNet --input
+3x32x32 -o lenet.html`, and `torchsmith report runs/lenet-digits -o run.html` for a run.
+"""),
+    code("""
+from pathlib import Path
+
+from torchsmith.html import model_report, run_report, write_report
+
+page = write_report(model_report(FixedLeNet(), (3, 32, 32)), "lenet-report.html")
+run_page = write_report(run_report("runs/lenet-digits", evaluate=False), "run-report.html")
+for p in (page, run_page):
+    html = Path(p).read_text()
+    print(f"{p}: {len(html) / 1024:.0f} KiB")
+    assert html.lstrip().lower().startswith("<!doctype html") and 'src="http' not in html
+assert "<svg" in Path(page).read_text()                          # the diagram is inline
+"""),
+    md("""
 ## Where next
 
 * the same steps from the command line: `torchsmith show net.py:LeNet --flow --input 3x32x32`,
