@@ -420,6 +420,8 @@ def _range_name(first: str, last: str) -> str:
 
 def layer_detail(r: LayerRow) -> str:
     """A layer's defining numbers: "3→6, 5x5" for a conv, "400→120" for a linear."""
+    if not (r.is_leaf or r.base):
+        return ""  # a model's or block's own attributes (LeNet.num_features) are not its shape
     a = r.attrs
     if "in_channels" in a and "kernel_size" in a:
         k = "x".join(str(x) for x in a["kernel_size"]) if isinstance(a["kernel_size"], tuple) else a["kernel_size"]
