@@ -63,7 +63,14 @@ def test_resnet20_example_with_projection_shortcut_is_the_conv_variant():
     torch.testing.assert_close(spec_model(x), zoo(x))
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.*")), ids=lambda p: p.name)
+SPEC_EXAMPLES = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+
+
+def test_the_examples_folder_holds_specs():
+    assert {p.name for p in SPEC_EXAMPLES} >= {"lenet.yaml", "resnet20.yaml"}
+
+
+@pytest.mark.parametrize("path", SPEC_EXAMPLES, ids=lambda p: p.name)
 def test_every_example_builds_and_its_trace_is_what_runs(path):
     report, model = check_spec(path), ts.build_file(path).eval()
     with torch.no_grad():

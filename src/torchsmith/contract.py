@@ -49,9 +49,9 @@ HOW_TO_GIVE = "input_size=(3, 32, 32) in Python (one sample, without the batch),
 
 def parse_input_size(text: str) -> tuple[int, ...]:
     """``"3x32x32"`` (or ``"3,32,32"``) -> ``(3, 32, 32)``."""
-    parts = text.replace(",", "x").replace("X", "x").split("x")
-    try:
-        dims = tuple(int(p) for p in parts if p.strip())
+    parts = text.strip().replace(",", "x").replace("X", "x").split("x")
+    try:  # every part must be an integer: "3xx32" and "3x" are typos, not sizes
+        dims = tuple(int(p) for p in parts)
     except ValueError:
         raise ConfigError(f"input size {text!r} is not a list of integers like 3x32x32") from None
     if not dims or any(d <= 0 for d in dims):

@@ -75,11 +75,16 @@ def diff(a: str, b: str, as_json: bool, exit_code: bool) -> None:
 @click.option("--trust-pickle", is_flag=True,
               help="Read SRC with the full unpickler, which runs any code in it. Only for files you trust.")
 def convert(src: str, dst: str, model_ref: str | None, opts: tuple[str, ...], trust_pickle: bool) -> None:
-    """Convert a .pt/.pth/.bin state dict SRC to a safe, self-describing DST.safetensors.
+    """Convert a .pt/.pth/.bin state dict SRC to a safe, self-describing DST.safetensors, or back.
+
+    A DST ending in .pt/.pth/.bin gets a torch.save state dict that
+    torch.load(DST, weights_only=True) reads. Either way the module versions
+    (state_dict()._metadata) go along.
 
     \b
     Examples:
       torchsmith ckpt convert model.pt model.safetensors
+      torchsmith ckpt convert model.safetensors model.pt
       torchsmith ckpt convert resnet18.pth resnet18.safetensors --model resnet18
     """
     from torchsmith.checkpoint import convert_checkpoint
