@@ -323,7 +323,7 @@ _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:{font};margin:1.5em;color:#222}} .torchsmith-diagram svg{{max-width:100%;height:auto}}
 p.note{{color:#666}}</style></head>
-<body><h1 style="font-size:1.2em">{title}</h1>
+<body>
 {body}
 </body></html>
 """
