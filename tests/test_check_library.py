@@ -27,8 +27,8 @@ _DEC = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_
 _VIT = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=64)
 
-#: model_type -> config options. Each was checked by hand against the findings below (see the issue 12 notes in
-#: docs/benchmarks.md): what the doctor used to report on them was false.
+#: model_type -> config options. What the doctor used to report on these was false (docs/doctor.md lists each
+#: false alarm and the rule that replaced it).
 LIBRARY: dict[str, dict[str, Any]] = {
     "convnext": dict(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2, image_size=32),  # layer scale 1e-6
     "resnet": dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]),
