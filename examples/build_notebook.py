@@ -620,8 +620,9 @@ assert ts.check(Registered(), (16,)).ok
 Each check runs the model (a deep copy of it; yours is left as it was) and reports
 findings with a stable id, a severity, the module concerned, what was observed and the
 fix. `ts.check(model, input_size, checks=...)` picks checks by name or finding id; the
-default runs all but the slow `graph-breaks`. One more classic mistake, an in-place
-operation on the input:
+default runs all but the opt-in ones (below: the slow `graph-breaks`, and `scriptable`, as
+TorchScript is deprecated); `checks="all"` runs every one. One more classic mistake, an
+in-place operation on the input:
 """),
     code("""
 from IPython.display import Markdown
@@ -634,6 +635,7 @@ rows = [f"| `{name}` | {CHECKS.get(name, 'the forward itself')} | {', '.join(by_
         for name in ["(any run)", *CHECKS]]
 display(Markdown("| check | what it verifies | finding ids |\\n|---|---|---|\\n" + "\\n".join(rows)))
 
+print("opt-in:", sorted(set(CHECKS) - set(DEFAULT_CHECKS)))
 assert "graph-breaks" in CHECKS and "graph-breaks" not in DEFAULT_CHECKS
 assert {"hard-coded-size", "unregistered-submodule", "input-mutated", "vanishing-activations"} <= set(FINDINGS)
 assert all(check_name in CHECKS or check_name == "" for _, check_name, _ in FINDINGS.values())
@@ -768,8 +770,9 @@ assert "<svg" in Path(page).read_text()                          # the diagram i
     md("""
 ## Where next
 
-* the same steps from the command line: `torchsmith show net.py:LeNet --flow --input 3x32x32`,
-  `torchsmith check net.py:LeNet --input 3x32x32`, `torchsmith train lenet --data digits`;
+* the same steps from the command line, on your own file: `torchsmith show net.py:LeNet --input
+  3x32x32 --flow` (or `--explain`, `--diagram net.svg`), `torchsmith check net.py:LeNet --input 3x32x32`,
+  `torchsmith train net.py:LeNet --input 3x32x32 --data digits --out runs/mine`, `torchsmith eval runs/mine`;
 * models as data (`examples/lenet.yaml`, `examples/resnet20.yaml`), where no size is written by hand;
 * `ts.export` to torch.export, ONNX or TorchScript, verified against the eager model.
 """),
