@@ -204,6 +204,26 @@ class HealthyCacheOutput(nn.Module):
         return (y, _KVCache(y)) if self.config.use_cache else y
 
 
+class HealthyAssertedSize(nn.Module):
+    """Learned position embeddings for one size, checked with ``torch._assert`` like torchvision's ViT: the
+    model states the one size it supports, so another size is a note, not a hard-coded size."""
+
+    INPUT = (3, 32, 32)
+    EXPECT = [("fixed-input-size", "")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image_size = 32
+        self.conv_proj = nn.Conv2d(3, 16, 8, stride=8)
+        self.pos_embedding = nn.Parameter(torch.randn(1, 16, 16) * 0.02)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._assert(x.shape[-1] == self.image_size, f"Wrong image width! Expected {self.image_size}")
+        h = self.conv_proj(x).flatten(2).transpose(1, 2) + self.pos_embedding  # (B, 16 patches, 16)
+        return self.head(h.mean(1))
+
+
 class UnknownInput(nn.Module):
     """Its first layer (a GRU) does not say what one sample looks like: check must be told the input size."""
 
@@ -219,7 +239,7 @@ class UnknownInput(nn.Module):
 
 
 HEALTHY = [HealthyMLP, HealthyCNN, HealthyContainers, HealthyZeroHead, HealthyWeightNorm, HealthyTokens,
-           HealthyLayerScale, HealthyFunctionTable, HealthyCacheOutput]
+           HealthyLayerScale, HealthyFunctionTable, HealthyCacheOutput, HealthyAssertedSize]
 
 # --------------------------------------------------------------------------- input mutated
 

@@ -120,16 +120,21 @@ def _rejected_on_purpose(error: BaseException) -> bool:
     """The model's own code refused the size (a ValueError or assert naming it), not a torch op that broke.
 
     transformers' ViT raises ``ValueError: Input image size (64*64) doesn't match model (32*32)``, timm's
-    patch embedding asserts the size: the model states its one size and checks it. A Linear whose
+    patch embedding asserts the size, torchvision's ViT calls ``torch._assert``: the model states its one size
+    and checks it. A Linear whose
     in_features were computed for one size fails inside torch (a RuntimeError from the matmul or a view).
     """
     if isinstance(error, RuntimeError) or not isinstance(error, (ValueError, AssertionError)):
         return False
-    tb, filename = error.__traceback__, None
+    tb, code = error.__traceback__, None
     while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
+        code = tb.tb_frame.f_code
         tb = tb.tb_next
-    return filename is not None and not filename.startswith(_TORCH_DIR)
+    if code is None:
+        return False
+    if code.co_name == "_assert" and code.co_filename.startswith(_TORCH_DIR):
+        return True  # torch._assert called by the model (torchvision's ViT: "Wrong image height! Expected 224")
+    return not code.co_filename.startswith(_TORCH_DIR)
 
 
 def _spec_built(model: nn.Module) -> bool:
