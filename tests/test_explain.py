@@ -247,3 +247,13 @@ def test_replayed_identity_shortcuts_stay_identities():
     assert any("replayed" in n for n in summary(model, (1, 4, 8, 8)).notes)
     joins = [e for e in summary(SmallResNet(), (1, 3, 32, 32)).explain().layers if e.kind == "join"]
     assert ["identity" in j.shape_formulas[1] for j in joins] == [True, True, True, False, True]
+
+
+def test_total_is_the_sum_of_the_layers():
+    ex = summary(LeNet(), (1, 3, 32, 32)).explain()  # pool is called twice, its (zero) params count once
+    assert ex.params_sum() == "total params = 456 + 2416 + 48120 + 10164 + 850 = 62006"
+    assert ex.total_params == 62006 and ex.params_sum() in str(ex)
+    tied = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10, bias=False))
+    tied[1].weight = tied[0].weight
+    line = summary(tied, (1, 3), input_dtype="long").explain().params_sum()
+    assert line == "total params = 40 + 40 = 80 (the model has 40: shared or tied weights are counted once)"

@@ -92,6 +92,22 @@ class Explanation:
     input: str
     layers: list[LayerExplanation]
     notes: list[str] = field(default_factory=list)
+    total_params: int | None = None  # the model's parameter count, each tensor once
+
+    def params_sum(self) -> str:
+        """The model's parameter count as the sum of its layers': "456 + 2416 + ... = 61706"."""
+        seen: set[str] = set()
+        counts = []
+        for e in self.layers:  # a module called twice has its parameters once
+            if e.kind == "module" and e.params and e.name.split(" (call ")[0] not in seen:
+                seen.add(e.name.split(" (call ")[0])
+                counts.append(e.params)
+        total = sum(counts)
+        terms = " + ".join(map(str, counts)) if len(counts) <= 12 else f"the sum over {len(counts)} layers"
+        line = f"total params = {terms} = {total}"
+        if self.total_params is not None and total != self.total_params:
+            line += f" (the model has {self.total_params}: shared or tied weights are counted once)"
+        return line
 
     def layer(self, name: str) -> LayerExplanation:
         """The first explained layer called ``name``."""
@@ -141,7 +157,7 @@ def build_explanation(s: ModelSummary) -> Explanation:
         notes.append(f"the forward stopped, so only the layers before it are explained: {s.error}")
     if s.symbols:
         notes.append("symbolic dims stay in the formulas; their values are not checked")
-    return Explanation(model=s.model, input=s.input, layers=b.entries, notes=notes)
+    return Explanation(model=s.model, input=s.input, layers=b.entries, notes=notes, total_params=s.total_params)
 
 
 class _Builder:

@@ -55,8 +55,9 @@ def _footer(ex: Explanation) -> list[str]:
     checked = sum(1 for e in ex.layers if e.computed_shape is not None)
     counted = sum(1 for e in ex.layers if e.computed_params is not None)
     if bad:
-        return [f"{len(bad)} layer(s) disagree with the trace: {', '.join(e.name for e in bad)}"]
-    return [f"checked: {checked} computed shapes equal the traced ones, {counted} parameter counts equal numel"]
+        return [ex.params_sum(), f"{len(bad)} layer(s) disagree with the trace: {', '.join(e.name for e in bad)}"]
+    return [ex.params_sum(),
+            f"checked: {checked} computed shapes equal the traced ones, {counted} parameter counts equal numel"]
 
 
 def _text(ex: Explanation) -> str:
