@@ -83,6 +83,16 @@ def test_report_renders_as_text_and_json(tmp_path: Path) -> None:
     assert data["input_shape"] == [2, 3, 32, 32] and data["file_size"] > 0
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "exported"])
+def test_the_speedup_compares_warm_runtimes(fmt: str, tmp_path: Path) -> None:
+    # Both runtimes are warmed up alike and neither busy-waits on the cores the other needs, so the ratio
+    # of two medians on one tiny LeNet stays within a sane bound (it read 242x when eager paid for its first
+    # call or for onnxruntime's spinning threads). A ratio, not a wall-clock threshold: load slows both.
+    report = export(ts.create_model("lenet"), tmp_path / f"lenet{SUFFIX[fmt]}", timing_runs=5)
+    speedups = [c.speedup for c in report.checks]
+    assert all(1 / 20 < s < 20 for s in speedups), speedups
+
+
 def test_static_batch_checks_only_the_export_batch(tmp_path: Path) -> None:
     report = export(ts.create_model("lenet"), tmp_path / "l.pt2", dynamic_batch=False, batch_size=3,
                     timing_runs=1)

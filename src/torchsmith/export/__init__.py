@@ -309,10 +309,14 @@ def _compare(expected: list[torch.Tensor], got: list[torch.Tensor], atol: float,
 def _median_ms(eager: Callable[[], object], exported: Callable[[], object], runs: int) -> tuple[float, float]:
     """Median wall times (ms) of ``eager`` and ``exported``, run alternately.
 
-    Alternating puts both under the same machine load at the same moments, so
-    a burst of other work slows both rather than one. Stops early once the
+    Both are warmed up alike first (one untimed call each, on these very inputs), so neither pays for
+    a first call's allocations and kernel choices. Alternating puts both under the same machine load at
+    the same moments, so a burst of other work slows both rather than one. Stops early once the
     latency budget is spent (big models).
     """
+    with torch.no_grad():
+        eager()
+        exported()
     times: tuple[list[float], list[float]] = ([], [])
     spent = 0.0
     for _ in range(runs):

@@ -194,6 +194,9 @@ def load_onnx(path: Path, device: torch.device) -> Runner:
     # As many threads as torch uses, so the latency comparison is between runtimes, not thread counts.
     options.intra_op_num_threads = max(1, torch.get_num_threads())
     options.inter_op_num_threads = 1
+    # No busy-waiting between runs: the latency check alternates eager and onnxruntime, and spinning
+    # onnxruntime threads would take the cores from the eager run that follows (a 100x "speedup" on 2 cores).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
