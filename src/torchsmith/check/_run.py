@@ -10,6 +10,7 @@ never touched (``check`` runs on a deep copy).
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,6 +168,7 @@ class Tracer:
         self.activations: list[ActStat] = []
         self.unregistered: dict[int, tuple[nn.Module, str]] = {}  # id -> (module, caller path)
         self._grad_handles: list[Any] = []
+        self._finite_seen: dict[int, tuple[Any, int, bool]] = {}  # id -> (weak ref, version, finite)
 
     # -- hooks ---------------------------------------------------------------------------
     def _path(self, module: nn.Module) -> tuple[str, bool]:
@@ -205,7 +207,8 @@ class Tracer:
             call.out_shape = tuple(t.shape)
             with torch.no_grad():
                 # Every floating output counts (a NaN in a tuple's second tensor, a ModelOutput's attentions).
-                call.finite = all(_finite(o) for o in flat_tensors(output) if o.is_floating_point() or o.is_complex())
+                call.finite = all(self._finite(o) for o in flat_tensors(output)
+                                  if o.is_floating_point() or o.is_complex())
                 d = t.detach()
                 d = d.abs() if d.is_complex() else d
                 if self.fingerprints:
@@ -221,11 +224,20 @@ class Tracer:
                 self._grad_handles.append(t.register_hook(_GradRecorder(call)))
         self.calls.append(call)
 
+    def _finite(self, t: torch.Tensor) -> bool:
+        """:func:`_finite`, once per tensor: a container returns its last child's output, already scanned."""
+        seen = self._finite_seen.get(id(t))
+        if seen is not None and seen[0]() is t and seen[1] == t._version:  # the same live tensor, unchanged
+            return seen[2]
+        finite = _finite(t)
+        self._finite_seen[id(t)] = (weakref.ref(t), t._version, finite)
+        return finite
+
     def record_activation(self, kind: str, out: torch.Tensor) -> None:
         with torch.no_grad():
             d = out.detach()
             n = d.numel()
-            zero = float((d == 0).sum()) / n
+            zero = 1.0 - int(torch.count_nonzero(d)) / n
             if kind == "tanh":
                 sat = float((d.abs() > 0.99).sum()) / n
             elif kind == "sigmoid":
@@ -251,6 +263,7 @@ class Tracer:
         finally:
             pre.remove()
             post.remove()
+            self._finite_seen.clear()
             self.stack.clear()
             self._versions.clear()
             self._shapes.clear()
