@@ -39,17 +39,18 @@ def _quiet() -> Iterator[None]:
     manager = logging.Logger.manager
     loggers = [lg for name, lg in list(manager.loggerDict.items())
                if name.startswith("torch") and isinstance(lg, logging.Logger)]
-    levels = [lg.level for lg in loggers]
+    disabled = [lg.disabled for lg in loggers]
     # torch.export prints the partial graph of a failed export straight to sys.stderr.
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
+        # Logger.disabled, not setLevel: each setLevel clears every logger's cache, and torch has ~400 loggers.
         for lg in loggers:
-            lg.setLevel(logging.CRITICAL)
+            lg.disabled = True
         try:
             yield
         finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
+            for lg, was in zip(loggers, disabled):
+                lg.disabled = was
 
 
 def _spans(cls: type) -> Iterator[tuple[str, int, int]]:
