@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -90,22 +92,66 @@ def test_fit_trains_writes_files_and_leaves_the_model_as_found(tmp_path):
     assert sum(map(sum, ev.confusion)) == 450 and len(ev.per_class_accuracy) == 10
 
 
+def training_state(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor], dict]:
+    """A training-state file whole: its header metadata, every tensor, and the decoded state document."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return metadata, tensors, json.loads(metadata.pop("state"))
+
+
+def perturb_global_rngs(seed: int) -> None:
+    """Leave Python's, numpy's and torch's global RNGs somewhere a run must not depend on."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    random.random(), np.random.rand(), torch.rand(1)
+
+
 def test_resume_after_an_epoch_and_mid_epoch_is_bit_identical(tmp_path):
     opts = {"epochs": 2, "batch_size": 128}  # 10 steps an epoch
-    full = fit(small_model(), "digits", out_dir=str(tmp_path / "full"), **opts)
-    # Interrupted twice: mid-epoch 1 (step 7), then exactly at the end of epoch 1 (step 10).
-    first = fit(small_model(), "digits", out_dir=str(tmp_path / "cut"), max_steps=7, **opts)
+    run = tmp_path / "run"  # both runs live at this path in turn, so their recorded out_dir is the same
+    perturb_global_rngs(1)
+    full = fit(small_model(), "digits", out_dir=str(run), **opts)
+    run.rename(tmp_path / "full")
+    # Interrupted twice: mid-epoch 1 (step 7), then exactly at the end of epoch 1 (step 10); the process's
+    # global RNGs are elsewhere each time, so only the seed and the restored states can make the runs agree.
+    perturb_global_rngs(2)
+    first = fit(small_model(), "digits", out_dir=str(run), max_steps=7, **opts)
     assert first.stopped_early and first.global_step == 7 and first.epochs_done == 0
-    second = resume(tmp_path / "cut", max_steps=10)
+    perturb_global_rngs(3)
+    second = resume(run, max_steps=10)
     assert second.stopped_early and second.global_step == 10 and second.resumed_from == {"epoch": 0, "step": 7}
-    last = resume(tmp_path / "cut")
+    perturb_global_rngs(4)
+    last = resume(run)
     assert last.global_step == full.global_step == 20 and not last.stopped_early
     assert last.resumed_from == {"epoch": 1, "step": 0}
-    assert same_weights(weights(tmp_path / "full" / "last.safetensors"), weights(tmp_path / "cut" / "last.safetensors"))
-    # Even the metrics match: the partial epoch's running sums were saved too.
+    assert same_weights(weights(tmp_path / "full" / "last.safetensors"), weights(run / "last.safetensors"))
+    # The whole training state, not only the weights: every tensor (optimizer moments, the torch RNG state,
+    # numpy's keys) bit for bit, and every entry of the state document and of the header. The only entries
+    # exempt are the ones that cannot agree: how the run was started (`resume`) and wall-clock measurements.
+    meta_a, tensors_a, state_a = training_state(tmp_path / "full" / "last.train.safetensors")
+    meta_b, tensors_b, state_b = training_state(run / "last.train.safetensors")
+    # The file's own hash covers the state document and so its timings; everything else in the header (format,
+    # versions, the hash of the identical weights file) must agree.
+    meta_a.pop("index_sha256"), meta_b.pop("index_sha256")
+    assert meta_a == meta_b and meta_a["model_sha256"]
+    assert tensors_a.keys() == tensors_b.keys() and len(tensors_a) > 10
+    assert all(torch.equal(tensors_a[k], tensors_b[k]) for k in tensors_a), \
+        [k for k in tensors_a if not torch.equal(tensors_a[k], tensors_b[k])]
+    assert state_a["extra"]["config"].pop("resume") is None and state_b["extra"]["config"].pop("resume") == str(run)
     timing = ("images_per_s", "seconds")
-    assert [{k: v for k, v in r.items() if k not in timing} for r in full.history] == \
-        [{k: v for k, v in r.items() if k not in timing} for r in last.history]
+    for state in (state_a, state_b):
+        state["extra"]["trainer"]["history"] = [{k: v for k, v in r.items() if k not in timing}
+                                                for r in state["extra"]["trainer"]["history"]]
+    assert state_a == state_b
+    # Python's and numpy's RNGs were seeded from --seed (not left as the process had them) and restored.
+    ts.load_training_state(run / "last.safetensors", restore_rng=True)
+    python_state, numpy_keys = random.getstate(), np.random.get_state()[1]
+    random.seed(0), np.random.seed(0)
+    assert python_state == random.getstate() and np.array_equal(numpy_keys, np.random.get_state()[1])
 
 
 def test_resume_refuses_changed_options_and_missing_runs(tmp_path):

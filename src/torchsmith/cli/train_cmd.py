@@ -127,9 +127,8 @@ def command(ctx: click.Context, model: str | None, opts: tuple[str, ...], progre
       torchsmith train --resume runs/lenet-digits
       torchrun --nproc-per-node 2 -m torchsmith train lenet --data digits --out runs/ddp
     """
-    import torch
-
     from torchsmith.train import fit, make_reporter
+    from torchsmith.train.loop import seed_everything
     from torchsmith.train.resume import load_run_model, model_reference, run_config
     from torchsmith.train.state import resume_checkpoint
 
@@ -150,7 +149,7 @@ def command(ctx: click.Context, model: str | None, opts: tuple[str, ...], progre
         values = {_FIELDS[k]: v for k, v in options.items()}
         cfg = TrainConfig(**values, init=parse_init(init), out_dir=out or _default_out(model, options["data"]),
                           extra={"model": model_reference(model, parse_opts(opts))})
-    torch.manual_seed(cfg.seed)  # the model's own initialisation is part of the run's reproducibility
+    seed_everything(cfg.seed)  # the model's own initialisation is part of the run's reproducibility
     if model is not None and model.endswith(".safetensors") and not opts and Path(model).is_file():
         net = load_run_model(model)  # training on from a checkpoint, also one of a model from user code
     elif model is not None:

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,7 +49,7 @@ from torchsmith.train.progress import Reporter
 from torchsmith.train.result import TrainResult
 from torchsmith.train.tensorboard import TensorBoardLog, require_tensorboard
 
-__all__ = ["fit", "resolve_device"]
+__all__ = ["fit", "resolve_device", "seed_everything"]
 
 
 def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
@@ -61,6 +63,17 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
         return torch.device("cuda", info.local_rank if info is not None and info.enabled else
                             torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, numpy's global RNG and torch's (CPU and every GPU) from one ``seed``.
+
+    All three are saved in a run's training state, so all three start from the seed: two runs with the
+    same seed and options write the same training-state files, whatever the process drew before.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # numpy takes 0 <= seed < 2**32 only
+    torch.manual_seed(seed)
 
 
 def _is_dist_failure(e: BaseException) -> bool:
@@ -166,7 +179,7 @@ class _Run:
     # ------------------------------------------------------------------ setup
     def _prepare_model(self) -> None:
         cfg, model = self.cfg, self.model
-        torch.manual_seed(cfg.seed)  # dropout and any other global-RNG use; restored exactly on resume
+        seed_everything(cfg.seed)  # dropout and any other global-RNG use; restored exactly on resume
         if cfg.init is not None:
             from torchsmith.init import init_weights
 
