@@ -151,8 +151,9 @@ def measure(c: CorpusModel, work: Path) -> Row:
 
     if c.classifier:
         trained = c.build()
+        run_dir = work / f"run-{c.name.replace(':', '-')}"  # fit refuses a folder that holds another run
         row.train = _outcome(lambda: ts.fit(trained, "synthetic", epochs=1, max_steps=1, batch_size=8,
-                                            num_samples=16, device="cpu", plot=False, out_dir=str(work / f"run-{len(list(work.iterdir()))}"),
+                                            num_samples=16, device="cpu", plot=False, out_dir=str(run_dir),
                                             log_every=1, eval_batch_size=8))
     try:
         row.ratio = _quietly(lambda: doctor_ratio(model, c.input_size, name=c.name, repeat=1)).ratio
