@@ -93,13 +93,15 @@ def test_built_model_carries_spec_input_and_init_policy():
 
 
 @pytest.mark.parametrize("name", ts.list_models())
-def test_every_zoo_model_writes_a_spec_with_its_exact_names(name):
+def test_every_zoo_model_writes_a_spec_with_its_exact_names(name, tmp_path):
     spec = ts.to_spec(name)  # verified inside: the spec builds the model's state_dict names and shapes
     with torch.device("meta"):
         zoo = ts.create_model(name)
     assert check_spec(spec).params == ts.count_parameters(zoo)
-    assert ts.load_spec  # the written spec reads back through the same loader
     assert json.loads(dump_spec(spec, "json")) == spec
+    # The written spec reads back through the same loader, as YAML and as JSON, unchanged.
+    for fmt, suffix in (("yaml", ".yaml"), ("json", ".json")):
+        assert ts.load_spec(write(tmp_path, dump_spec(spec, fmt), name + suffix)) == spec, fmt
 
 
 def test_zoo_spec_round_trips_through_yaml_and_loads_zoo_weights_strictly(tmp_path):
