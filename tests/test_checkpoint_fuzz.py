@@ -27,7 +27,7 @@ def test_fuzz_2000_mutated_checkpoints(tmp_path: Path) -> None:
     result = engine.run(2000, seed=20240601, directory=tmp_path)
     outcomes = result["outcomes"]
     assert sum(outcomes.values()) == 2000
-    assert result["slowest_s"] < 5.0
+    assert result["slowest_s"] < 30.0  # no input hangs a reader (a bound no loaded machine misses; typical: ~0.1 s)
     # The mutations reach every reader and mostly produce errors, not accidental successes.
     kinds = {k.split(":")[0] for k in outcomes}
     assert kinds == set(engine.KINDS) and {"safetensors_80", "train_80"} <= kinds

@@ -109,7 +109,8 @@ def test_user_code_file_and_module_references(tmp_path: Path):
     result = invoke("show", f"{tmp_path / 'mynet.py'}:make", "--opt", "width=5")
     assert "25" in result.output  # 4*5 + 5
     proc = subprocess.run([sys.executable, "-m", "torchsmith", "show", "mynet:Net"], capture_output=True,
-                          text=True, cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+                          text=True, cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)},
+                          timeout=120)
     assert proc.returncode == 0 and "40" in proc.stdout, proc.stderr
     bad = run("show", f"{tmp_path / 'mynet.py'}:not_a_model")
     assert bad.returncode == 1 and "not an nn.Module" in bad.stderr
@@ -127,3 +128,26 @@ def test_every_command_has_help_with_an_example_and_is_in_readme(name):
     assert result.exit_code == 0
     assert "Example" in result.output, f"`torchsmith {name} --help` shows no example"
     assert f"torchsmith {name}" in README.read_text(), f"README.md does not show `torchsmith {name}`"
+
+
+def test_every_subprocess_in_the_tests_has_a_timeout():
+    """A hung child must fail its test, not stall the suite: subprocess.run/check_output/call take a timeout,
+    and a function that starts a Popen waits on it with one (wait/communicate(timeout=...))."""
+    import ast
+
+    missing = []
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+            calls = [n for n in ast.walk(func) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+            timed_wait = any(c.func.attr in ("wait", "communicate") and any(k.arg == "timeout" for k in c.keywords)
+                             for c in calls)
+            for c in calls:
+                if not (isinstance(c.func.value, ast.Name) and c.func.value.id == "subprocess"):
+                    continue
+                if c.func.attr in ("run", "check_output", "call", "check_call") and \
+                        not any(k.arg == "timeout" for k in c.keywords):
+                    missing.append(f"{path.name}:{c.lineno}")
+                elif c.func.attr == "Popen" and not timed_wait:
+                    missing.append(f"{path.name}:{c.lineno} (Popen never waited on with a timeout)")
+    assert missing == []

@@ -108,7 +108,8 @@ def test_a_7b_config_json_is_summarised_on_meta_in_seconds(tmp_path: Path):
     s = ts.summary(f"hf:{tmp_path / 'config.json'}:ForCausalLM", depth=1)
     seconds = time.perf_counter() - start
     assert s.total_params == llama_params(32000, 4096, 11008, 32, head=True) == 6_738_415_616  # Llama-2-7B
-    assert s.ran_on == "meta" and s.output_shapes == {"logits": (1, 32, 32000)} and seconds < 60
+    # On meta (nothing allocated); "in seconds" is a hang bound a loaded 2-core machine cannot miss, not a benchmark.
+    assert s.ran_on == "meta" and s.output_shapes == {"logits": (1, 32, 32000)} and seconds < 100
     folder = ts.summary(f"hf:{tmp_path}", input_size=(1, 8), depth=0)  # a folder holding config.json: no head
     assert folder.total_params == llama_params(32000, 4096, 11008, 32, head=False)
 

@@ -250,7 +250,8 @@ def test_cli_train_eval_and_errors(tmp_path):
     assert "confusion matrix" in res.output and "per-class accuracy" in res.output
     # A user's mistake: one line, exit 1, no traceback, nothing written.
     proc = subprocess.run([sys.executable, "-m", "torchsmith", "train", "lenet", "--data", "digts",
-                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, env=subprocess_env())
+                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, env=subprocess_env(),
+                          timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "error: unknown dataset 'digts'; did you mean 'digits'? (or give a folder of " \
                                   "class sub-folders)"
@@ -312,12 +313,14 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
-        proc.wait()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     saved = ts.load_training_state(killed_dir / "last.safetensors", restore_rng=False)["trainer"]
     assert saved["global_step"] < 2 * 10  # it really died part-way
     done = subprocess.run([sys.executable, "-m", "torchsmith", "train", "--resume", str(killed_dir), "--progress",
-                           "plain"], capture_output=True, text=True, env=env)
+                           "plain"], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "resuming at epoch" in done.stderr
     # The run never interrupted, in this process with the same thread count as the subprocesses.
