@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_fd", "temp_files_for", "remove_stale_temps", "fsync_dir"]
+__all__ = ["atomic_fd", "temp_files_for", "remove_stale_temps", "fsync_dir", "writer_alive"]
 
 _TMP_MARK = ".tmp-"
 # A temp file older than this is stale even if its pid now names a live process (pid reuse).
@@ -47,6 +47,16 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # alive, owned by someone else
         return True
     return True
+
+
+def writer_alive(tmp: Path, path: Path) -> bool:
+    """Whether the process that wrote temp file ``tmp`` of ``path`` may still be running (and renaming it)."""
+    try:
+        pid = int(tmp.name[len(_temp_prefix(path)):].split("-", 1)[0])
+        age = time.time() - tmp.stat().st_mtime
+    except (ValueError, OSError):
+        return False
+    return pid != os.getpid() and _pid_alive(pid) and age <= _STALE_AFTER_S
 
 
 def remove_stale_temps(path: Path) -> list[Path]:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from torchsmith.checkpoint import _format, _versions
-from torchsmith.checkpoint._atomic import commit_deferred, discard_deferred
+from torchsmith.checkpoint._atomic import commit_deferred, discard_deferred, fsync_dir, temp_files_for, writer_alive
 from torchsmith.checkpoint._codec import decode, encode
 from torchsmith.contract import input_spec
 from torchsmith.errors import CheckpointError, ConfigError, TorchsmithError
@@ -393,6 +393,30 @@ def _restore_rng(rng: Mapping[str, Any], where: str) -> None:
         raise CheckpointError(f"{where}: the RNG states cannot be restored ({type(e).__name__}: {e})") from e
 
 
+def _finish_interrupted_save(companion: Path, weights_hash: str | None) -> _format.Header | None:
+    """Complete a :func:`save` that died between its two renames; the finished companion's header, or None.
+
+    The weights are renamed first, so such a crash leaves the new weights beside the old training state, with
+    the new state complete and fsynced under its temp name. That state (the one recording these weights' hash,
+    written by a process that is gone) is renamed into place: the pair is the new one, whole.
+    """
+    for tmp in temp_files_for(companion):
+        if weights_hash is None or writer_alive(tmp, companion):
+            continue  # a live writer renames its own file
+        try:
+            header = _format.read_header(tmp)
+            if header.metadata.get("format") != TRAIN_FORMAT or header.metadata.get("model_sha256") != weights_hash:
+                continue
+            _format.open_tensors(header, verify_hash=True)  # whole: every byte as its hash says
+        except CheckpointError:
+            continue  # a temp cut short while it was written: not the finished state
+        else:
+            os.replace(tmp, companion)
+            fsync_dir(companion.parent)
+            return _format.read_header(companion)
+    return None
+
+
 def load_training_state(path: PathLike, *, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
                         restore_rng: bool = True) -> dict[str, Any]:
     """Load the training state saved with ``path`` into ``optimizer``/``scheduler`` (in place); return ``extra``.
@@ -411,7 +435,6 @@ def load_training_state(path: PathLike, *, optimizer: torch.optim.Optimizer | No
     header = _format.read_header(companion)
     if header.metadata.get("format") != TRAIN_FORMAT:
         raise CheckpointError(f"{companion} is not a torchsmith training state file")
-    tensors, _ = _format.open_tensors(header, verify_hash=True)
     # The pair is checked by the names it has now, not the name it was saved under: a copied or renamed
     # pair (best.safetensors + best.train.safetensors) still matches, and new weights beside old state do not.
     if path != companion:
@@ -421,9 +444,13 @@ def load_training_state(path: PathLike, *, optimizer: torch.optim.Optimizer | No
     if weights != companion and weights.exists():
         recorded = _format.read_header(weights).metadata.get(_format.HASH_KEY)
         if recorded != header.metadata.get("model_sha256"):
-            raise CheckpointError(f"{companion} belongs to a different save of {weights.name} (the weights were "
-                                  "replaced or overwritten after it was written); resume from a checkpoint whose "
-                                  "files match")
+            finished = _finish_interrupted_save(companion, recorded)
+            if finished is None:
+                raise CheckpointError(f"{companion} belongs to a different save of {weights.name} (the weights were "
+                                      "replaced or overwritten after it was written); resume from a checkpoint "
+                                      "whose files match")
+            header = finished
+    tensors, _ = _format.open_tensors(header, verify_hash=True)
     try:
         state = decode(json.loads(header.metadata.get("state", "")), tensors, str(companion))
     except (ValueError, RecursionError):
