@@ -8,7 +8,7 @@ non-zero exit code; anything else is a bug in torchsmith.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "TorchsmithError",
@@ -24,6 +24,9 @@ __all__ = [
     "DataError",
     "TrainingError",
     "did_you_mean",
+    "first_line",
+    "describe_error",
+    "shorten",
 ]
 
 
@@ -115,3 +118,23 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     # Only the matches about as close as the best one: "did you mean X?" beats a list of maybes.
     best = scored[0][0]
     return [lowered[c] for s, c in scored[:n] if s >= best - 0.05]
+
+
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first line of ``error``'s message ("" when it has none), cut to ``limit`` characters.
+
+    Torch's and exporters' messages run to pages (C++ traces, graph dumps); a message of ours quotes one line.
+    """
+    text = str(error)
+    return (text.splitlines()[0] if text else "")[:limit]
+
+
+def describe_error(error: BaseException, limit: int | None = None) -> str:
+    """``"TypeName: first line of the message"``, the cause as one of our messages quotes it."""
+    return f"{type(error).__name__}: {first_line(error, limit)}"
+
+
+def shorten(items: Sequence[object], limit: int = 3, sep: str = ", ") -> str:
+    """The first ``limit`` items joined, and how many were left out: ``"a, b, c and 4 more"``."""
+    shown = sep.join(str(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

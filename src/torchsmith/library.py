@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.errors import ConfigError, ModelLoadError, TorchsmithError, UnknownNameError
+from torchsmith.errors import ConfigError, ModelLoadError, TorchsmithError, UnknownNameError, describe_error
 from torchsmith.registry import ARCH_ATTR, register_source
 
 __all__ = ["build_hf", "build_timm", "build_torchvision", "LIBRARY_PREFIXES", "HF_INSTALL"]
@@ -52,8 +52,8 @@ def _import(module: str, ref: str, install: str) -> Any:
     except ImportError as e:
         raise ModelLoadError(f"{ref} needs {package}, which is not installed ({e}); install it: {install}") from None
     except Exception as e:  # a broken install (a torchvision built for another torch) fails with other errors
-        raise ModelLoadError(f"{ref} needs {package}, which fails to import ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''}); reinstall it: {install}") from None
+        raise ModelLoadError(f"{ref} needs {package}, which fails to import ({describe_error(e)}); "
+                             f"reinstall it: {install}") from None
 
 
 # ---- transformers ------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from torch.nn.parameter import is_lazy
 from torchsmith.checkpoint import _versions
 from torchsmith.checkpoint._core import refuse_training_state, tie_groups
 from torchsmith.checkpoint._sources import read_state_dict
-from torchsmith.errors import CheckpointError, ConfigError, UnknownNameError
+from torchsmith.errors import CheckpointError, ConfigError, UnknownNameError, shorten
 
 __all__ = ["LoadReport", "ShapeMismatch", "Remapped", "load_into", "KNOWN_PREFIXES"]
 
@@ -402,8 +402,7 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def _refusal(report: LoadReport, problems: list[str]) -> CheckpointError:
     def show(items: list[str]) -> str:
-        parts = [f"{k} (closest: {report.suggestions[k]})" if k in report.suggestions else k for k in items[:3]]
-        return ", ".join(parts) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+        return shorten([f"{k} (closest: {report.suggestions[k]})" if k in report.suggestions else k for k in items])
 
     details = []
     if report.missing:
@@ -412,8 +411,9 @@ def _refusal(report: LoadReport, problems: list[str]) -> CheckpointError:
         details.append(f"unexpected {show(report.unexpected)}")
     if report.shape_mismatched:
         m = report.shape_mismatched[0]
-        details.append(f"shape of {m.name}: source {list(m.source_shape)} vs model {list(m.model_shape)}"
-                       + (f" and {len(report.shape_mismatched) - 1} more" if len(report.shape_mismatched) > 1 else ""))
+        shown = shorten([f"{m.name}: source {list(m.source_shape)} vs model {list(m.model_shape)}",
+                         *report.shape_mismatched[1:]], 1)
+        details.append(f"shape of {shown}")
     fixes = []
     if report.missing or report.unexpected:
         fixes.append("strict=False to load what matches" + (" or remap={old: new} to rename keys"))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torchsmith.capture import WHAT, capture, check_plot_path, feature_stats, plot_features
 from torchsmith.cli._common import load_model, model_options
 from torchsmith.contract import device_dtype, input_spec, parse_input_size, primary_output
-from torchsmith.errors import ConfigError, DataError, ShapeError
+from torchsmith.errors import ConfigError, DataError, ShapeError, first_line
 from torchsmith.views import TableView
 
 
@@ -119,7 +119,7 @@ def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_te
                     out = net(x)
                 except (RuntimeError, ValueError, IndexError, TypeError) as e:
                     raise ShapeError(f"{type(net).__name__} cannot take input {list(x.shape)}: "
-                                     f"{str(e).splitlines()[0]}; check --input") from e
+                                     f"{first_line(e)}; check --input") from e
                 if what == "grad":
                     out = _primary(out)  # logits, last_hidden_state, or the first tensor of any structure
                     if not isinstance(out, torch.Tensor) or not out.requires_grad:

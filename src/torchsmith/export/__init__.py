@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from torchsmith.contract import InputSpec, device_dtype, input_spec
-from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError
+from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError, describe_error
 from torchsmith.export.formats import FORMATS, SUFFIXES, Runner, flatten_outputs
 from torchsmith.export.report import BatchCheck, ExportReport, ExportVerificationError, format_bytes
 
@@ -274,7 +274,7 @@ def _check(model: nn.Module, runner: Runner, batch: int, spec: InputSpec, seed: 
         with torch.no_grad():
             got = runner(x.clone())
     except Exception as e:
-        problem = f"the export fails at batch {batch}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        problem = f"the export fails at batch {batch}: {describe_error(e)}"
         return BatchCheck(batch, float("inf"), float("inf"), False, float("nan"), float("nan"), problem.strip())
     max_abs, max_rel, passed, problem = _compare(expected, got, atol, rtol)
     eager_ms, exported_ms = _median_ms(lambda: _eager_forward(model, x), lambda: runner(x), runs)

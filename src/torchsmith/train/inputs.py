@@ -17,7 +17,7 @@ from torch import nn
 
 from torchsmith.contract import InputSpec, device_dtype, input_spec, is_token_dtype, primary_output
 from torchsmith.data import DataSplits, load_dataset
-from torchsmith.errors import ConfigError, DataError
+from torchsmith.errors import ConfigError, DataError, describe_error
 
 __all__ = ["ModelInput", "InputSizeError", "model_input", "fitted_splits", "parse_input_dtype", "output_width"]
 
@@ -93,7 +93,7 @@ def model_input(model: nn.Module, input_size: Any = None, input_dtype: torch.dty
 def misfit(model: nn.Module, data_name: str, size: Sequence[int], given: ModelInput, error: Exception) -> DataError:
     """The error for a model whose forward failed on ``data_name``'s images of ``size``."""
     shown = "x".join(map(str, size))
-    cause = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    cause = describe_error(error)
     name = type(model).__name__
     if given.spec is None:
         return InputSizeError(f"{name} cannot take {data_name} images of size {shown} ({cause}) and does not say "

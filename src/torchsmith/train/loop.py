@@ -30,7 +30,7 @@ from torch import nn
 
 from torchsmith.contract import device_dtype, primary_output
 from torchsmith.data import DataSplits, DeviceLoader
-from torchsmith.errors import ConfigError, DataError, TorchsmithError, TrainingError
+from torchsmith.errors import ConfigError, DataError, TorchsmithError, TrainingError, describe_error, shorten
 from torchsmith.train import state as run_state
 from torchsmith.train.config import TrainConfig
 from torchsmith.train.distributed import (
@@ -119,9 +119,9 @@ def fit(model: nn.Module, data: str | DataSplits | None = None, config: TrainCon
     except Exception as e:
         if info.enabled and _is_dist_failure(e):
             raise TrainingError(f"rank {info.rank}/{info.world_size}: distributed training failed "
-                                f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); {DEAD_RANK_HINT}") from e
+                                f"({describe_error(e, 200)}); {DEAD_RANK_HINT}") from e
         if cfg.compile and type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
-            raise TrainingError(f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}; "
+            raise TrainingError(f"torch.compile failed: {describe_error(e, 300)}; "
                                 f"train without --compile") from e
         raise
     finally:
@@ -188,8 +188,8 @@ class _Run:
             run_state.load_weights(model, self.resume_path)
         on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
         if on_meta:
-            raise ConfigError(f"the model's tensors are on the meta device and hold no data ({on_meta[0]}"
-                              f"{f' and {len(on_meta) - 1} more' if len(on_meta) > 1 else ''}); materialise it "
+            raise ConfigError(f"the model's tensors are on the meta device and hold no data ({shorten(on_meta, 1)}"
+                              f"); materialise it "
                               f"first: model.to_empty(device='cpu'), then torchsmith.init_weights(model, ...) "
                               f"or load a checkpoint into it")
         model.to(self.device)
