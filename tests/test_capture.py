@@ -101,7 +101,7 @@ def test_stats_and_plot(lenet, tmp_path):
     assert stats["conv1"].min == float(t.min())
     path = plot_features(feats, tmp_path / "maps.png", image=torch.rand(3, 32, 32), max_maps=4)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ConfigError, match="should end in .png"):
+    with pytest.raises(ConfigError, match="ending in .png"):
         plot_features(feats, tmp_path / "maps.txt")
 
 
@@ -228,3 +228,29 @@ def test_keyword_inputs_and_dict_output_gradients_are_captured():
     with capture(net, "block", what="grad") as grads:
         net(x).sum().backward()
     assert torch.equal(grads["block"], torch.ones(2, 4))  # d sum(h) / d h
+
+
+
+def test_plots_leave_the_matplotlib_backend_and_pyplot_alone(tmp_path, lenet):
+    """A notebook's inline backend (here: svg, standing in for it) survives every plot torchsmith draws."""
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from torchsmith import check
+    from torchsmith.check.plot import plot_layer_stats
+    from torchsmith.train.metrics import plot_metrics
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        figures = plt.get_fignums()
+        with capture(lenet, "conv1") as feats:
+            lenet(torch.randn(1, 3, 32, 32))
+        row = {"epoch": 1, "train_loss": 1.0, "test_loss": 1.1, "train_acc": 0.5, "test_acc": 0.4}
+        pngs = [plot_features(feats, tmp_path / "maps.png"), plot_metrics(tmp_path, [row]),
+                plot_layer_stats(check(create_model("lenet"), checks="signal"), tmp_path / "signal.png")]
+        assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "maps.png", "signal.png"]
+    finally:
+        matplotlib.use(before)

@@ -22,10 +22,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchsmith._plotting import check_plot_path, new_figure, save_figure
 from torchsmith.contract import output_tensors
 from torchsmith.errors import ConfigError, UnknownNameError
 
-__all__ = ["capture", "Captured", "FeatureStats", "feature_stats", "plot_features", "match_layers", "WHAT"]
+__all__ = ["capture", "Captured", "FeatureStats", "feature_stats", "plot_features", "match_layers", "WHAT",
+           "PLOT_SUFFIXES"]
+
+#: The files plot_features writes, by suffix (the first is the usual one).
+PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 WHAT = ("output", "input", "grad")
 
@@ -230,17 +235,7 @@ def plot_features(captured: Captured, path: str | Path, *, image: torch.Tensor |
 
     ``image`` (C, H, W), when given, is drawn first so the maps can be compared with it.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: never needs a display
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise ConfigError("plotting needs matplotlib: pip install 'torchsmith[plot]'") from e
-    path = Path(path)
-    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
-        raise ConfigError(f"plot file {str(path)!r} should end in .png (or .jpg, .pdf, .svg)")
-    check_plot_path(path)
+    path = check_plot_path(path, PLOT_SUFFIXES)
     rows: list[tuple[str, list[torch.Tensor]]] = []
     if image is not None:
         img = image.detach().float().cpu()
@@ -256,30 +251,18 @@ def plot_features(captured: Captured, path: str | Path, *, image: torch.Tensor |
     if not rows:
         raise ConfigError("nothing was captured to plot; did the forward run?")
     ncols = max(len(m) for _, m in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.6 * ncols + 1, 1.7 * len(rows) + 0.5), squeeze=False)
-    try:
-        for r, (label, maps) in enumerate(rows):
-            for c in range(ncols):
-                ax = axes[r][c]
-                ax.axis("off")
-                if c < len(maps):
-                    m = maps[c]
-                    ax.imshow(m.numpy(), cmap=None if m.dim() == 3 else "viridis", aspect="auto")
-            axes[r][0].set_title(label, fontsize=8, loc="left")
-        if title:
-            fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
-        try:
-            fig.savefig(path, dpi=100)
-        except OSError as e:
-            raise ConfigError(f"cannot write the plot to {str(path)!r}: {e.strerror or e}") from e
-    finally:
-        plt.close(fig)
-    return path
-
-
-def check_plot_path(path: Path) -> None:
-    if path.is_dir():
-        raise ConfigError(f"plot file {str(path)!r} is a folder; give a file name such as maps.png")
-    if not path.parent.is_dir():
-        raise ConfigError(f"folder {str(path.parent)!r} for the plot does not exist")
+    # Its own Agg canvas, no matplotlib.use() or pyplot: a notebook's inline backend is left alone.
+    fig = new_figure(figsize=(1.6 * ncols + 1, 1.7 * len(rows) + 0.5))
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    for r, (label, maps) in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(maps):
+                m = maps[c]
+                ax.imshow(m.numpy(), cmap=None if m.dim() == 3 else "viridis", aspect="auto")
+        axes[r][0].set_title(label, fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torchsmith._plotting import check_plot_path, new_figure
 from torchsmith.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -21,16 +22,9 @@ def plot_layer_stats(report: CheckReport, path: str | Path) -> Path:
     if not stats:
         raise ConfigError("the report has no per-layer statistics to plot; run check with the 'signal' check")
     out = check_plot_path(path)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise ConfigError("plotting needs matplotlib: pip install 'torchsmith[plot]'") from e
-
     idx = list(range(len(stats)))
-    fig = Figure(figsize=(max(6.0, min(16.0, 0.12 * len(stats) + 4)), 6.0), dpi=100)
+    # Its own Agg canvas, no matplotlib.use(): a notebook's inline backend is left alone.
+    fig = new_figure(figsize=(max(6.0, min(16.0, 0.12 * len(stats) + 4)), 6.0), dpi=100)
     ax1, ax2, ax3 = fig.subplots(3, 1, sharex=True)
     floor = 1e-12  # log axes cannot show 0
     ax1.semilogy(idx, [max(s.act_std, floor) for s in stats], marker=".", lw=1)
@@ -70,15 +64,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def check_plot_path(path: str | Path) -> Path:
-    """The plot's path, if a PNG can be written there; a ConfigError saying why not otherwise."""
-    out = Path(path)
-    if out.suffix.lower() != ".png":
-        raise ConfigError(f"the plot is written as PNG; give a path ending in .png, not {str(path)!r}")
-    if not out.parent.exists():
-        raise ConfigError(f"cannot write {str(out)!r}: the folder {str(out.parent)!r} does not exist")
-    if out.is_dir():
-        raise ConfigError(f"cannot write {str(out)!r}: it is a folder; give a file name ending in .png")
-    return out

@@ -8,7 +8,8 @@ import click
 import torch
 import torch.nn.functional as F
 
-from torchsmith.capture import WHAT, capture, check_plot_path, feature_stats, plot_features
+from torchsmith._plotting import check_plot_path
+from torchsmith.capture import PLOT_SUFFIXES, WHAT, capture, feature_stats, plot_features
 from torchsmith.cli._common import load_model, model_options
 from torchsmith.contract import device_dtype, input_spec, parse_input_size, primary_output
 from torchsmith.errors import ConfigError, DataError, ShapeError, first_line
@@ -97,7 +98,7 @@ def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_te
     if plot_path is not None and Path(plot_path).suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
         raise ConfigError(f"--plot {plot_path!r} should end in .png")
     if plot_path is not None:
-        check_plot_path(Path(plot_path))  # before the forward, so a bad path wastes no run
+        check_plot_path(plot_path, PLOT_SUFFIXES)  # before the forward, so a bad path wastes no run
     net = load_model(model, opts)
     spec = input_spec(net, parse_input_size(input_text) if input_text else None)  # token ids for token models
     size = spec.size

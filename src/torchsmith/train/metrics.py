@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from torchsmith._plotting import have_matplotlib, new_figure, save_figure
+
 __all__ = ["write_metrics", "plot_metrics", "METRIC_COLUMNS"]
 
 METRIC_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_s",
@@ -42,37 +44,24 @@ def write_metrics(out_dir: Path, history: Sequence[dict[str, Any]]) -> tuple[Pat
 
 def plot_metrics(out_dir: Path, history: Sequence[dict[str, Any]], title: str = "") -> Path | None:
     """``curves.png``: loss and accuracy per epoch, train and test. None when matplotlib is missing."""
-    if not history:
-        return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)  # files only; never open a window
-        import matplotlib.pyplot as plt
-    except ImportError:
+    if not history or not have_matplotlib():
         return None
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    try:
-        ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
-        ax_loss.plot(epochs, [r["test_loss"] for r in history], marker="o", label="test")
-        ax_loss.set_xlabel("epoch")
-        ax_loss.set_ylabel("loss")
-        ax_loss.legend()
-        ax_loss.grid(alpha=0.3)
-        ax_acc.plot(epochs, [100 * r["train_acc"] for r in history], marker="o", label="train")
-        ax_acc.plot(epochs, [100 * r["test_acc"] for r in history], marker="o", label="test")
-        ax_acc.set_xlabel("epoch")
-        ax_acc.set_ylabel("accuracy (%)")
-        ax_acc.legend()
-        ax_acc.grid(alpha=0.3)
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        path = out_dir / "curves.png"
-        tmp = out_dir / f".curves.tmp{os.getpid()}.png"
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-        return path
-    finally:
-        plt.close(fig)
+    fig = new_figure(figsize=(10, 4))  # its own Agg canvas: a notebook's backend is left alone
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
+    ax_loss.plot(epochs, [r["test_loss"] for r in history], marker="o", label="test")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    ax_acc.plot(epochs, [100 * r["train_acc"] for r in history], marker="o", label="train")
+    ax_acc.plot(epochs, [100 * r["test_acc"] for r in history], marker="o", label="test")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.legend()
+    ax_acc.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, out_dir / "curves.png", dpi=100)
