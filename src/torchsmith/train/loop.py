@@ -21,6 +21,7 @@ import json
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,18 @@ def fit(model: nn.Module, data: str | DataSplits | None = None, config: TrainCon
         teardown_distributed(info)
 
 
+@dataclass
+class _Tools:
+    """What one training step uses, built once per run."""
+
+    net: nn.Module  # the model, or its DDP / torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any  # a GradScaler under fp16, else None
+    autocast: torch.autocast
+    criterion: nn.Module
+
+
 class _Run:
     """One training run's state; ``run()`` is the loop."""
 
@@ -170,6 +183,10 @@ class _Run:
                               "e.g. out_dir='runs/mine'")
         if cfg.tensorboard:
             require_tensorboard()  # before anything is written
+        # The checkpoint a resume continues from: named now, so every phase reads the same one.
+        self.resume_path = run_state.resume_checkpoint(cfg.resume) if cfg.resume else None
+        self.resumed_from: dict[str, int] | None = None  # epoch and step, once the state is restored
+        self.train_seconds, self.train_images = 0.0, 0  # over the epochs this invocation trained
 
     def close(self) -> None:
         if self.tb is not None:
@@ -243,133 +260,164 @@ class _Run:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
-        cfg, info, rep = self.cfg, self.info, self.rep
-        self.resume_path = run_state.resume_checkpoint(cfg.resume) if cfg.resume else None
-        if self.out_dir is not None and info.is_main and not cfg.resume:
+        """Set up, train epoch by epoch (each ends with an eval and a checkpoint), then report."""
+        if self.out_dir is not None and self.info.is_main and not self.cfg.resume:
             run_state.check_fresh_out_dir(self.out_dir)
         self._prepare_model()
-        model = self.model
         train_loader, test_loader = self._loaders()
-        net: nn.Module = wrap_ddp(model, info, self.device, cfg.sync_batchnorm) if info.enabled else model
+        tools = self._tools(len(train_loader))
+        st = self._start(tools, train_loader)
+        stopped = False
+        for epoch in range(st.epoch, self.cfg.epochs):
+            epoch_stopped, acc, imgs, epoch_time, t_epoch = self._train_epoch(epoch, st, tools, train_loader)
+            self.train_seconds += epoch_time
+            self.train_images += imgs
+            if epoch_stopped:
+                stopped = True
+                break
+            self._end_epoch(epoch, st, tools, train_loader, test_loader, acc, imgs, epoch_time, t_epoch)
+            if self.cfg.max_steps is not None and st.global_step >= self.cfg.max_steps and epoch + 1 < self.cfg.epochs:
+                stopped = True
+                break
+        return self._result(st, stopped)
+
+    def _tools(self, steps_per_epoch: int) -> _Tools:
+        """What a step uses: the (DDP/compiled) net, optimizer, schedule, loss scaler, autocast and loss."""
+        cfg, model = self.cfg, self.model
+        net: nn.Module = wrap_ddp(model, self.info, self.device, cfg.sync_batchnorm) if self.info.enabled else model
         if cfg.compile:
             net = torch.compile(net)  # type: ignore[assignment]
         optimizer = build_optimizer(model, cfg, self.device)
-        scheduler = build_scheduler(optimizer, cfg, len(train_loader))
-        scaler = _grad_scaler(self.device) if cfg.amp == "fp16" else None
-        autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else
-                                  torch.float16, enabled=cfg.amp != "off")
-        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        return _Tools(
+            net=net, optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
+            scaler=_grad_scaler(self.device) if cfg.amp == "fp16" else None,
+            autocast=torch.autocast(device_type=self.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else
+                                    torch.float16, enabled=cfg.amp != "off"),
+            criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))
 
+    def _start(self, tools: _Tools, train_loader: DeviceLoader) -> run_state.RunState:
+        """Where the run begins (restored on resume), with its config written and the displays started."""
+        cfg, info = self.cfg, self.info
         st = run_state.RunState()
         if self.resume_path is not None:
-            st = run_state.restore(self.resume_path, cfg, self.splits, optimizer, scheduler, scaler, train_loader)
+            st = run_state.restore(self.resume_path, cfg, self.splits, tools.optimizer, tools.scheduler, tools.scaler,
+                                   train_loader)
             self.notes.append(f"resumed from {self.resume_path} at epoch {st.epoch + 1}, step {st.step_in_epoch}")
-        resumed_from = {"epoch": st.epoch, "step": st.step_in_epoch} if self.resume_path is not None else None
+            self.resumed_from = {"epoch": st.epoch, "step": st.step_in_epoch}
         if self.out_dir is not None and info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
-
-        steps = len(train_loader)
         if cfg.tensorboard and self.out_dir is not None and info.is_main:
             # On resume, events a crashed run wrote after its checkpoint are dropped (steps past global_step).
             self.tb = TensorBoardLog(self.out_dir, purge_step=st.global_step + 1 if self.resume_path else None)
-        rep.start(epochs=cfg.epochs, steps_per_epoch=steps, start_epoch=st.epoch, start_step=st.step_in_epoch,
-                  notes=self.notes)
-        stopped = False
-        train_seconds, train_images = 0.0, 0
-        for epoch in range(st.epoch, cfg.epochs):
-            net.train()
-            first = st.step_in_epoch if epoch == st.epoch else 0
-            batches = train_loader.epoch(first)
-            acc = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, seen (this rank)
-            if first and st.partial:
-                acc += torch.tensor(st.partial, dtype=torch.float64, device=self.device)
-            if self.tb is not None and first and st.partial:
-                self.tb.start_epoch(st.partial[0], st.partial[2])
-            elif self.tb is not None:
-                self.tb.start_epoch()
-            t_epoch = t_read = time.perf_counter()
-            epoch_time, seen_at_read = 0.0, float(acc[2]) if first else 0.0
-            step = first
-            for x, y in batches:
-                with autocast:
-                    logits = primary_output(net(x))  # a tensor, or the logits of a ModelOutput / dict
-                    loss = criterion(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    if cfg.grad_clip:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if cfg.grad_clip:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                scheduler.step()
-                step += 1
-                st.global_step += 1
-                with torch.no_grad():  # stays on the device: no sync here
-                    acc[0] += loss.detach().double() * y.shape[0]
-                    acc[1] += (logits.argmax(1) == y).sum()
-                    acc[2] += y.shape[0]
-                last = step == steps
-                stop_now = cfg.max_steps is not None and st.global_step >= cfg.max_steps
-                if step % cfg.log_every == 0 or last or stop_now:
-                    loss_sum, correct, seen = acc.tolist()  # the one sync per interval
-                    now = time.perf_counter()
-                    epoch_time += now - t_read
-                    _check_finite(loss_sum, epoch, step, optimizer)
-                    rate = (seen - seen_at_read) * info.world_size / max(now - t_read, 1e-9)
-                    rep.update(epoch=epoch + 1, step=step, loss=loss_sum / max(seen, 1),
-                               acc=correct / max(seen, 1), images_per_s=rate)
-                    if self.tb is not None:
-                        self.tb.interval(st.global_step, loss_sum, seen)
-                    seen_at_read, t_read = seen, time.perf_counter()
-                if not last and (stop_now or (cfg.save_every_steps and st.global_step % cfg.save_every_steps == 0)):
-                    now = time.perf_counter()
-                    epoch_time += now - t_read
-                    st.epoch, st.step_in_epoch, st.partial = epoch, step, acc.tolist()
-                    st.data_rng = train_loader.epoch_rng_state()
-                    self._save(st, optimizer, scheduler, scaler, best=False)
-                    t_read = time.perf_counter()
-                if stop_now:
-                    stopped = not last
-                    break
-            imgs = (step - first) * cfg.batch_size
-            train_seconds += epoch_time
-            train_images += imgs
-            if stopped:
-                break
-            # ---- end of epoch: reduce, evaluate, record, checkpoint
-            all_reduce_sum(acc, info)
-            loss_sum, correct, seen = acc.tolist()
-            t_loss, t_correct, t_count, _ = run_eval(model, test_loader, self.splits.num_classes,
-                                                     autocast=autocast, dist=info, given=self.input,
-                                                     data_name=self.splits.name)
-            row = {"epoch": epoch + 1, "step": st.global_step, "lr": optimizer.param_groups[0]["lr"],
-                   "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                   "test_loss": t_loss / max(t_count, 1), "test_acc": t_correct / max(t_count, 1),
-                   "images_per_s": imgs / epoch_time if epoch_time > 0 else 0.0,
-                   "seconds": time.perf_counter() - t_epoch}
-            st.history.append(row)
-            improved = st.best_acc is None or row["test_acc"] > st.best_acc
-            if improved:
-                st.best_acc, st.best_epoch = row["test_acc"], epoch + 1
-            st.epoch, st.step_in_epoch, st.partial = epoch + 1, 0, None
-            st.data_rng = train_loader.get_rng_state()
-            self._save(st, optimizer, scheduler, scaler, best=improved)
-            rep.epoch_end(row)
-            if self.tb is not None:
-                self.tb.epoch(row)
-            if cfg.max_steps is not None and st.global_step >= cfg.max_steps and epoch + 1 < cfg.epochs:
-                stopped = True
-                break
+        self.rep.start(epochs=cfg.epochs, steps_per_epoch=len(train_loader), start_epoch=st.epoch,
+                       start_step=st.step_in_epoch, notes=self.notes)
+        return st
 
+    def _train_epoch(self, epoch: int, st: run_state.RunState, tools: _Tools,
+                     train_loader: DeviceLoader) -> tuple[bool, torch.Tensor, int, float, float]:
+        """The steps of one epoch (from where a resume left it); (stopped, sums, images, seconds, start time)."""
+        cfg, info, rep = self.cfg, self.info, self.rep
+        steps = len(train_loader)
+        tools.net.train()
+        first = st.step_in_epoch if epoch == st.epoch else 0
+        batches = train_loader.epoch(first)
+        acc = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, seen (this rank)
+        if first and st.partial:
+            acc += torch.tensor(st.partial, dtype=torch.float64, device=self.device)
+        if self.tb is not None and first and st.partial:
+            self.tb.start_epoch(st.partial[0], st.partial[2])
+        elif self.tb is not None:
+            self.tb.start_epoch()
+        t_epoch = t_read = time.perf_counter()
+        epoch_time, seen_at_read = 0.0, float(acc[2]) if first else 0.0
+        step, stopped = first, False
+        for x, y in batches:
+            loss, logits = self._step(tools, x, y)
+            step += 1
+            st.global_step += 1
+            with torch.no_grad():  # stays on the device: no sync here
+                acc[0] += loss.detach().double() * y.shape[0]
+                acc[1] += (logits.argmax(1) == y).sum()
+                acc[2] += y.shape[0]
+            last = step == steps
+            stop_now = cfg.max_steps is not None and st.global_step >= cfg.max_steps
+            if step % cfg.log_every == 0 or last or stop_now:
+                loss_sum, correct, seen = acc.tolist()  # the one sync per interval
+                now = time.perf_counter()
+                epoch_time += now - t_read
+                _check_finite(loss_sum, epoch, step, tools.optimizer)
+                rate = (seen - seen_at_read) * info.world_size / max(now - t_read, 1e-9)
+                rep.update(epoch=epoch + 1, step=step, loss=loss_sum / max(seen, 1),
+                           acc=correct / max(seen, 1), images_per_s=rate)
+                if self.tb is not None:
+                    self.tb.interval(st.global_step, loss_sum, seen)
+                seen_at_read, t_read = seen, time.perf_counter()
+            if not last and (stop_now or (cfg.save_every_steps and st.global_step % cfg.save_every_steps == 0)):
+                now = time.perf_counter()
+                epoch_time += now - t_read
+                st.epoch, st.step_in_epoch, st.partial = epoch, step, acc.tolist()
+                st.data_rng = train_loader.epoch_rng_state()
+                self._save(st, tools.optimizer, tools.scheduler, tools.scaler, best=False)
+                t_read = time.perf_counter()
+            if stop_now:
+                stopped = not last
+                break
+        return stopped, acc, (step - first) * cfg.batch_size, epoch_time, t_epoch
+
+    def _step(self, tools: _Tools, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step on batch ``(x, y)``; the loss and the logits."""
+        cfg, optimizer, scaler = self.cfg, tools.optimizer, tools.scaler
+        with tools.autocast:
+            logits = primary_output(tools.net(x))  # a tensor, or the logits of a ModelOutput / dict
+            loss = tools.criterion(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            optimizer.step()
+        tools.scheduler.step()
+        return loss, logits
+
+    def _end_epoch(self, epoch: int, st: run_state.RunState, tools: _Tools, train_loader: DeviceLoader,
+                   test_loader: DeviceLoader, acc: torch.Tensor, imgs: int, epoch_time: float,
+                   t_epoch: float) -> None:
+        """Reduce the epoch's sums over ranks, evaluate, record the row, checkpoint."""
+        info = self.info
+        all_reduce_sum(acc, info)
+        loss_sum, correct, seen = acc.tolist()
+        t_loss, t_correct, t_count, _ = run_eval(self.model, test_loader, self.splits.num_classes,
+                                                 autocast=tools.autocast, dist=info, given=self.input,
+                                                 data_name=self.splits.name)
+        row = {"epoch": epoch + 1, "step": st.global_step, "lr": tools.optimizer.param_groups[0]["lr"],
+               "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "test_loss": t_loss / max(t_count, 1), "test_acc": t_correct / max(t_count, 1),
+               "images_per_s": imgs / epoch_time if epoch_time > 0 else 0.0,
+               "seconds": time.perf_counter() - t_epoch}
+        st.history.append(row)
+        improved = st.best_acc is None or row["test_acc"] > st.best_acc
+        if improved:
+            st.best_acc, st.best_epoch = row["test_acc"], epoch + 1
+        st.epoch, st.step_in_epoch, st.partial = epoch + 1, 0, None
+        st.data_rng = train_loader.get_rng_state()
+        self._save(st, tools.optimizer, tools.scheduler, tools.scaler, best=improved)
+        self.rep.epoch_end(row)
+        if self.tb is not None:
+            self.tb.epoch(row)
+
+    def _result(self, st: run_state.RunState, stopped: bool) -> TrainResult:
+        """The run's files (and curves), the model back in the default memory format, the result."""
+        cfg, model = self.cfg, self.model
         files: dict[str, Path] = {}
-        if self.out_dir is not None and info.is_main:
+        if self.out_dir is not None and self.info.is_main:
             files = run_state.files_in(self.out_dir)
             if cfg.plot and st.history:
                 png = plot_metrics(self.out_dir, st.history, title=f"{type(model).__name__} on {self.splits.name}")
@@ -381,10 +429,10 @@ class _Run:
             model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         return TrainResult(
             config=cfg, history=st.history, global_step=st.global_step, epochs_done=len(st.history),
-            device=str(self.device), world_size=info.world_size, out_dir=self.out_dir,
+            device=str(self.device), world_size=self.info.world_size, out_dir=self.out_dir,
             last_checkpoint=files.get("last"), best_checkpoint=files.get("best"), best_epoch=st.best_epoch,
-            best_test_acc=st.best_acc, stopped_early=stopped, resumed_from=resumed_from,
-            train_seconds=train_seconds, train_images=train_images,
+            best_test_acc=st.best_acc, stopped_early=stopped, resumed_from=self.resumed_from,
+            train_seconds=self.train_seconds, train_images=self.train_images,
             data_mean=tuple(self.splits.mean), data_std=tuple(self.splits.std), files=files, notes=self.notes)
 
     def _save(self, st: run_state.RunState, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
