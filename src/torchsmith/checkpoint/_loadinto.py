@@ -220,10 +220,22 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
     refuse_training_state(src.metadata, src.label)
     target = model.state_dict()
     report = LoadReport(source=src.label, model=type(model).__name__, notes=list(src.notes), verified=src.verified)
+    mapped, versions = _map_keys(src.tensors, src.module_meta, target, remap, report)
+    load_meta = _match(model, target, mapped, versions, report)
+    problems = _decide(report, strict, on_mismatch)
+    if dry_run:
+        return report
+    if problems:
+        raise _refusal(report, problems)
+    _apply(model, src.label, target, mapped, load_meta, on_mismatch, report)
+    return report
 
-    # 1. Wrapper prefixes, then the user's remap: source key -> model key. The module versions follow.
-    names = {k: k for k in src.tensors}
-    versions = src.module_meta
+
+def _map_keys(tensors: Mapping[str, torch.Tensor], versions: _versions.ModuleMeta | None,
+              target: Mapping[str, torch.Tensor], remap: Remap | None,
+              report: LoadReport) -> tuple[dict[str, torch.Tensor], _versions.ModuleMeta | None]:
+    """Phase 1: wrapper prefixes, then the user's remap: model key -> source tensor. The module versions follow."""
+    names = {k: k for k in tensors}
     causes = []
     for kind, prefix, cause in _detect_prefixes(list(names), set(target)):
         verb = "stripped" if kind == "strip" else "added"
@@ -252,9 +264,13 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
     for orig, new in names.items():
         if new in mapped:
             raise CheckpointError(f"two source keys map to {new!r} (one is {orig!r}); fix remap so names stay unique")
-        mapped[new] = src.tensors[orig]
+        mapped[new] = tensors[orig]
+    return mapped, versions
 
-    # 2. Match by name, then by shape.
+
+def _match(model: nn.Module, target: Mapping[str, torch.Tensor], mapped: Mapping[str, torch.Tensor],
+           versions: _versions.ModuleMeta | None, report: LoadReport) -> _versions.ModuleMeta:
+    """Phase 2: match by name, then by shape; ties, module versions and close-name hints. The metadata to load."""
     groups = tie_groups(model)
     lazy: list[str] = []
     for key, value in target.items():
@@ -300,17 +316,22 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
     prefix_hint = _prefix_hint(report.unexpected, report.missing)
     if prefix_hint:
         report.notes.append(prefix_hint)
+    return load_meta
 
-    # 3. Decide: all or nothing.
+
+def _decide(report: LoadReport, strict: bool, on_mismatch: str) -> list[str]:
+    """Phase 3: all or nothing. Why the load must be refused (empty: it goes ahead)."""
     problems = []
     if strict and (report.missing or report.unexpected):
         problems.append("strict=True and keys differ")
     if report.shape_mismatched and on_mismatch == "raise":
         problems.append("shapes differ and on_mismatch='raise'")
-    if dry_run:
-        return report
-    if problems:
-        raise _refusal(report, problems)
+    return problems
+
+
+def _apply(model: nn.Module, label: str, target: Mapping[str, torch.Tensor], mapped: Mapping[str, torch.Tensor],
+           load_meta: _versions.ModuleMeta, on_mismatch: str, report: LoadReport) -> None:
+    """Phase 4: load what matched (load_state_dict runs the modules' own load hooks), then re-initialise."""
     to_reinit = []
     if on_mismatch in ("skip", "reinit"):
         report.skipped = [m.name for m in report.shape_mismatched] if on_mismatch == "skip" else []
@@ -322,18 +343,16 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
                 to_reinit = [k for k in to_reinit if k not in lazy_missing]
                 report.notes.append(f"left {len(lazy_missing)} uninitialised lazy tensor(s) to their module's "
                                     f"first forward: {', '.join(lazy_missing[:4])}")
-
-    # 4. Load what matched (load_state_dict runs the modules' own load hooks), then re-initialise.
     state = _versions.with_metadata({k: mapped[k] for k in report.matched}, load_meta)
     on_meta = any(t.is_meta for t in target.values())
     try:
         result = model.load_state_dict(state, strict=False, assign=on_meta)
     except RuntimeError as e:
         detail = " ".join(str(e).split())  # torch's message spans lines and tabs; ours is one line
-        raise CheckpointError(f"loading {src.label} into {report.model} failed: {detail}") from e
+        raise CheckpointError(f"loading {label} into {report.model} failed: {detail}") from e
     except Exception as e:  # a module's own _load_from_state_dict refused, e.g. a version it does not know
         detail = " ".join(str(e).split())
-        raise CheckpointError(f"loading {src.label} into {report.model} failed in a module's load hook "
+        raise CheckpointError(f"loading {label} into {report.model} failed in a module's load hook "
                               f"({type(e).__name__}: {detail}); the model may be partly loaded") from e
     if result.unexpected_keys:
         raise CheckpointError(f"internal error: the model refused keys it listed: {result.unexpected_keys[:3]}")
@@ -349,7 +368,6 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
         init_weights(model, policy, only=to_reinit)
         report.reinitialised = to_reinit
     report.loaded = True
-    return report
 
 
 def _prefix_step(kind: str, prefix: str) -> Callable[[str], str | None]:
