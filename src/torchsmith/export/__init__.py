@@ -32,7 +32,7 @@ from torch.nn.parameter import is_lazy
 
 from torchsmith.contract import InputSpec, device_dtype, input_spec
 from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError, describe_error
-from torchsmith.export.formats import FORMATS, SUFFIXES, Runner, flatten_outputs
+from torchsmith.export.formats import FORMATS, SUFFIXES, Runner, Written, flatten_outputs
 from torchsmith.export.report import BatchCheck, ExportReport, ExportVerificationError, format_bytes
 
 __all__ = ["export", "ExportReport", "BatchCheck", "ExportVerificationError", "FORMAT_NAMES", "format_bytes"]
@@ -91,49 +91,18 @@ def export(
     spec = _resolve_input(model, input_size)
     batches = _resolve_batches(batch_size, dynamic_batch, check_batch_sizes)
     _check_options(fmt, atol, rtol, opset, trace, timing_runs, target)
-    writer, loader, runtime = FORMATS[fmt]
-
-    _check_single_input(model)
-    lazy = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if is_lazy(t)]
-    if lazy:  # the eager run would materialise them with random values: the model would change and export noise
-        raise ConfigError(f"{type(model).__name__} has uninitialised lazy tensors ({', '.join(lazy[:4])}"
-                          f"{' ...' if len(lazy) > 4 else ''}); run one forward pass on a sample batch (or load its "
-                          "weights) so its nn.Lazy* modules get their shapes, then export")
-    on_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if on_meta:  # no data to run, so nothing to verify
-        raise ConfigError(f"{type(model).__name__} has tensors on the meta device, which hold no data "
-                          f"({', '.join(on_meta[:4])}{' ...' if len(on_meta) > 4 else ''}); load its weights "
-                          "first (torchsmith.load_into, or model.to_empty(device='cpu') and an init), then export")
+    _check_model_ready(model)
     device, dtype = device_dtype(model)
-    try:
-        example = spec.example(batch_size, seed=seed, device=device, dtype=dtype)
-    except (RuntimeError, MemoryError) as e:  # e.g. a mistyped input size: 10**12 elements
-        shape = "x".join(str(d) for d in (batch_size, *spec.size))
-        raise ConfigError(f"an example input of shape {shape} cannot be allocated ({type(e).__name__}); "
-                          "check input_size (--input)") from e
+    example = _example(spec, batch_size, seed, device, dtype)
     modes = {m: m.training for m in model.modules()}
-    try:
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".torchsmith-export", dir=target.parent))
-    except OSError as e:
-        raise ConfigError(f"cannot write into {target.parent}: {e.strerror}; choose a folder you can write to") from e
+    tmpdir = _scratch_dir(target)
     try:
         model.eval()
         _eager_forward(model, example)
         scratch = tmpdir / target.name  # same name as the target: an ONNX .data file refers to it by name
-        exporter_warnings: list[str] = []
-        start = time.perf_counter()
-        with _quiet_exporters(exporter_warnings):
-            written = writer(model, example, scratch, dynamic_batch, opset, trace)
-        export_seconds = time.perf_counter() - start
+        written, export_seconds, exporter_warnings = _write(fmt, model, example, scratch, dynamic_batch, opset, trace)
         files = [scratch, *written.extra_files]
-        try:
-            with _quiet_exporters([]):
-                runner = loader(scratch, device)
-        except TorchsmithError:
-            raise
-        except Exception as e:
-            raise ExportError(f"the {fmt} file was written but {runtime} cannot load it: "
-                              f"{type(e).__name__}: {e}".replace("\n", " ")) from e
+        runner = _load(fmt, scratch, device)
         checks = [_check(model, runner, b, spec, seed + 1 + i, device, dtype, atol, rtol, timing_runs)
                   for i, b in enumerate(batches)]
         report = ExportReport(
@@ -155,6 +124,64 @@ def export(
         for module, training in modes.items():
             module.training = training  # the flag itself: train() would recurse and re-run user overrides
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# ---- phases ----------------------------------------------------------------------------------------------
+
+
+def _check_model_ready(model: nn.Module) -> None:
+    """Refuse models whose tensors hold no data yet: there would be nothing to run, so nothing to verify."""
+    _check_single_input(model)
+    lazy = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if is_lazy(t)]
+    if lazy:  # the eager run would materialise them with random values: the model would change and export noise
+        raise ConfigError(f"{type(model).__name__} has uninitialised lazy tensors ({', '.join(lazy[:4])}"
+                          f"{' ...' if len(lazy) > 4 else ''}); run one forward pass on a sample batch (or load its "
+                          "weights) so its nn.Lazy* modules get their shapes, then export")
+    on_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if on_meta:  # no data to run, so nothing to verify
+        raise ConfigError(f"{type(model).__name__} has tensors on the meta device, which hold no data "
+                          f"({', '.join(on_meta[:4])}{' ...' if len(on_meta) > 4 else ''}); load its weights "
+                          "first (torchsmith.load_into, or model.to_empty(device='cpu') and an init), then export")
+
+
+def _example(spec: InputSpec, batch_size: int, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    try:
+        return spec.example(batch_size, seed=seed, device=device, dtype=dtype)
+    except (RuntimeError, MemoryError) as e:  # e.g. a mistyped input size: 10**12 elements
+        shape = "x".join(str(d) for d in (batch_size, *spec.size))
+        raise ConfigError(f"an example input of shape {shape} cannot be allocated ({type(e).__name__}); "
+                          "check input_size (--input)") from e
+
+
+def _scratch_dir(target: Path) -> Path:
+    """A private folder beside the target: the file is written and checked there, and moved only if it passes."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".torchsmith-export", dir=target.parent))
+    except OSError as e:
+        raise ConfigError(f"cannot write into {target.parent}: {e.strerror}; choose a folder you can write to") from e
+
+
+def _write(fmt: str, model: nn.Module, example: torch.Tensor, scratch: Path, dynamic_batch: bool, opset: int | None,
+           trace: bool) -> tuple[Written, float, list[str]]:
+    """Export to ``scratch``: what was written, the seconds it took and the exporter's warnings."""
+    exporter_warnings: list[str] = []
+    start = time.perf_counter()
+    with _quiet_exporters(exporter_warnings):
+        written = FORMATS[fmt][0](model, example, scratch, dynamic_batch, opset, trace)
+    return written, time.perf_counter() - start, exporter_warnings
+
+
+def _load(fmt: str, scratch: Path, device: torch.device) -> Runner:
+    """The written file loaded back with the runtime a deployment would use."""
+    _, loader, runtime = FORMATS[fmt]
+    try:
+        with _quiet_exporters([]):
+            return loader(scratch, device)
+    except TorchsmithError:
+        raise
+    except Exception as e:
+        raise ExportError(f"the {fmt} file was written but {runtime} cannot load it: "
+                          f"{type(e).__name__}: {e}".replace("\n", " ")) from e
 
 
 # ---- arguments -------------------------------------------------------------------------------------------
