@@ -118,7 +118,9 @@ def measure(c: CorpusModel, work: Path) -> Row:
     summary, row.summary_s = _timed(lambda: ts.summary(model, input_data=x))
     row.params_ok = summary.total_params == row.params
     row.flops = summary.forward_flops if isinstance(summary.forward_flops, int) else None
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+    # Grad mode on, as in tests/test_corpus.py: under no_grad nn.MultiheadAttention takes a fast path the
+    # counter cannot count (docs/flops.md, section 2).
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(x)
     row.flops_ref = int(counter.get_total_flops())
     try:
