@@ -577,7 +577,11 @@ class TinyInitTanh(nn.Module):
 
 
 class HugeInitReLU(nn.Module):
-    """Eight ReLU layers with N(0, 1) weights: each multiplies the scale by ~sqrt(fan_in / 2)."""
+    """Eight ReLU layers with N(0, 0.8^2) weights: each multiplies the scale by ~0.8 * sqrt(fan_in / 2) = 6.4.
+
+    The scale passes the 1e3 bound between layers.2 (~370x) and layers.3 (~2400x), far from either side, and the
+    weights come from a fixed generator, so the finding's place does not depend on which tests ran before.
+    """
 
     INPUT = (128,)
     EXPECT = [("exploding-activations", "layers.3")]
@@ -585,8 +589,9 @@ class HugeInitReLU(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.layers = nn.ModuleList([nn.Linear(128, 128) for _ in range(8)])
+        gen = torch.Generator().manual_seed(0)
         for layer in self.layers:
-            nn.init.normal_(layer.weight, std=1.0)
+            nn.init.normal_(layer.weight, std=0.8, generator=gen)
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
