@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import command_line, machine, write_section  # noqa: E402
 
 import torchsmith as ts  # noqa: E402
-from torchsmith.check._context import BATCH  # noqa: E402
-from torchsmith.check.report import CHECKS, DEFAULT_CHECKS  # noqa: E402
+from torchsmith._check._context import BATCH  # noqa: E402
+from torchsmith._check.report import CHECKS, DEFAULT_CHECKS  # noqa: E402
 from torchsmith.contract import input_spec, output_tensors  # noqa: E402
 
 __all__ = ["DoctorTiming", "doctor_ratio", "CORPUS"]

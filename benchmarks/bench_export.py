@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
 
 import torchsmith as ts  # noqa: E402
-from torchsmith.export import format_bytes  # noqa: E402
+from torchsmith._export import format_bytes  # noqa: E402
 
 # (model, builder options, input size): small enough for a CPU run, deep enough to show the runtimes apart.
 CASES = [

@@ -626,7 +626,7 @@ in-place operation on the input:
 """),
     code("""
 from IPython.display import Markdown
-from torchsmith.check import CHECKS, DEFAULT_CHECKS, FINDINGS
+from torchsmith._check import CHECKS, DEFAULT_CHECKS, FINDINGS
 
 by_check = {}
 for fid, (severity, check_name, meaning) in FINDINGS.items():

@@ -10,7 +10,7 @@ from torch import nn
 
 from conftest import hook_count
 from torchsmith import capture, create_model
-from torchsmith.capture import feature_stats, match_layers, plot_features
+from torchsmith._capture import feature_stats, match_layers, plot_features
 from torchsmith.cli import main
 from torchsmith.errors import ConfigError, ShapeError, UnknownNameError
 
@@ -237,7 +237,7 @@ def test_plots_leave_the_matplotlib_backend_and_pyplot_alone(tmp_path, lenet):
     import matplotlib.pyplot as plt
 
     from torchsmith import check
-    from torchsmith.check.plot import plot_layer_stats
+    from torchsmith._check.plot import plot_layer_stats
     from torchsmith.train.metrics import plot_metrics
 
     before = matplotlib.get_backend()

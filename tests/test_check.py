@@ -15,7 +15,7 @@ from torch import nn
 
 import broken_models as bm
 import torchsmith as ts
-from torchsmith.check.report import CHECKS, DEFAULT_CHECKS, FINDINGS
+from torchsmith._check.report import CHECKS, DEFAULT_CHECKS, FINDINGS
 from torchsmith.cli import main
 from torchsmith.errors import ConfigError, UnknownNameError
 

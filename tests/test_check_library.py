@@ -15,7 +15,7 @@ from torch import nn
 
 import broken_models as bm
 import torchsmith as ts
-from torchsmith.check.report import DEFAULT_CHECKS
+from torchsmith._check.report import DEFAULT_CHECKS
 
 transformers = pytest.importorskip("transformers")
 

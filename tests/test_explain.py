@@ -12,8 +12,8 @@ from torch import nn
 import torchsmith as ts
 from lesson_nets import LeNet, ResidualBlock, SmallResNet
 from torchsmith.cli import main
-from torchsmith.summary import summary
-from torchsmith.summary.explain import LayerExplanation
+from torchsmith._summary import summary
+from torchsmith._summary.explain import LayerExplanation
 
 HERE = Path(__file__).resolve().parent
 

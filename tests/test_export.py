@@ -18,7 +18,7 @@ import torchsmith as ts
 from conftest import hook_count
 from torchsmith.cli import main
 from torchsmith.errors import ConfigError, ExportError, ShapeError, UnknownNameError
-from torchsmith.export import ExportVerificationError, export
+from torchsmith._export import ExportVerificationError, export
 from torchsmith.registry import model_options
 
 SUFFIX = {"exported": ".pt2", "onnx": ".onnx", "torchscript": ".ts"}

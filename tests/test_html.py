@@ -106,7 +106,7 @@ def test_load_html_names_missing_and_mismatched_tensors(lenet):
 
 def test_export_html_has_the_parity_table():
     # An ExportReport is plain data; a real export takes seconds and is tested in test_export.py.
-    from torchsmith.export.report import BatchCheck, ExportReport
+    from torchsmith._export.report import BatchCheck, ExportReport
 
     report = ExportReport(format="onnx", path="out/<net>.onnx", exporter="torch.onnx.export (dynamo)",
                           input_shape=(2, 3, 32, 32), dynamic_batch=True, atol=1e-5, rtol=1e-4, opset=18,

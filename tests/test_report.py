@@ -80,9 +80,9 @@ def test_model_report_has_every_part(reports):
     assert "<fc1>" in visible and "<fc1>" not in text.replace("&lt;fc1&gt;", "")  # shown, escaped
     assert "hard-coded-size" in visible or "fixed-input-size" in visible  # the doctor catches the 400
     assert "fix:" in visible
-    if Path(__file__).resolve().parents[1].joinpath("src/torchsmith/summary/diagram.py").is_file():
+    if Path(__file__).resolve().parents[1].joinpath("src/torchsmith/_summary/diagram.py").is_file():
         assert '<div class="diagram">' in text and "<svg" in text
-    if Path(__file__).resolve().parents[1].joinpath("src/torchsmith/summary/explain.py").is_file():
+    if Path(__file__).resolve().parents[1].joinpath("src/torchsmith/_summary/explain.py").is_file():
         assert "(32 + 2*0 - 1*(5-1) - 1)/1 + 1 = 28" in visible and "params = 3*6*5*5 + 6 = 456" in visible
     assert text.count('src="data:image/png;base64,') == 1  # the doctor's per-layer statistics
 

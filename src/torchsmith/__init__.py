@@ -1,7 +1,18 @@
-"""torchsmith: build, initialise, inspect, check, train, save and export PyTorch models."""
+"""torchsmith: build, initialise, inspect, check, train, save and export PyTorch models.
+
+This package is the public API. Every name a user needs is imported here; the implementation modules whose
+names would clash with a public function (``check``, ``summary``, ``capture``, ``export``) are private
+(``torchsmith._check`` ...), so ``torchsmith.check`` is always the function. The other subpackages
+(``torchsmith.checkpoint``, ``torchsmith.train``, ``torchsmith.spec``, ``torchsmith.data``, ...) never share a name
+with a function and may be imported as documented.
+"""
 
 from __future__ import annotations
 
+from torchsmith._capture import Captured, capture
+from torchsmith._check import CheckReport, Finding, check
+from torchsmith._export import ExportReport, ExportVerificationError, export
+from torchsmith._summary import ModelSummary, summary
 from torchsmith.checkpoint import LoadReport, load, load_into, load_training_state, save
 from torchsmith.data import DataSplits, DeviceLoader, ImageDataset, load_dataset
 from torchsmith.demo import DemoResult, run_demo
@@ -19,18 +30,12 @@ from torchsmith.errors import (
     TrainingError,
     UnknownNameError,
 )
-from torchsmith.export import ExportReport, ExportVerificationError, export
 from torchsmith.init import InitRecord, InitReport, init_weights
 from torchsmith.registry import create_model, list_models, register_model
 from torchsmith.resolve import resolve_model
 from torchsmith.spec import build, build_file, load_spec, register_layer, to_spec
 from torchsmith.train import EvalResult, TrainConfig, TrainResult, evaluate, evaluate_checkpoint, fit, resume
 from torchsmith.views import buffer_view, count_parameters, hook_view, module_tree, param_view
-
-# Last: the functions summary(), capture() and check() take the names of their modules on the package.
-from torchsmith.summary import ModelSummary, summary  # noqa: E402  isort: skip
-from torchsmith.capture import Captured, capture  # noqa: E402  isort: skip
-from torchsmith.check import CheckReport, Finding, check  # noqa: E402  isort: skip
 
 __version__ = "0.1.0"
 

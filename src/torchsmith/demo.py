@@ -45,7 +45,7 @@ def demo_config(out_dir: str | Path, *, epochs: int = 15, seed: int = 0) -> Trai
 def model_summary_text(model: torch.nn.Module, input_size: tuple[int, ...]) -> str:
     """``torchsmith.summary`` (layer table with shapes) when it is there; else the module tree with parameter counts."""
     try:
-        from torchsmith.summary import summary
+        from torchsmith._summary import summary
 
         return str(summary(model, (1, *input_size)))  # its input size includes the batch dimension
     except (ImportError, TorchsmithError):

@@ -145,7 +145,7 @@ class TableView:
         return {"title": self.title, "records": [asdict(r) for r in self.records]}
 
     def render(self, format: str = "text") -> str:
-        from torchsmith.summary.render import render_table
+        from torchsmith._summary.render import render_table
 
         if format == "json":
             return json.dumps(self.to_dict(), indent=2, default=str)

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from torchsmith.check import CHECKS, check
-from torchsmith.check.plot import check_plot_path
+from torchsmith._check import CHECKS, check
+from torchsmith._check.plot import check_plot_path
 from torchsmith.cli._common import load_model, model_options, parse_input
 from torchsmith.errors import ConfigError
 

@@ -7,7 +7,7 @@ import json
 import click
 
 from torchsmith.cli._common import load_model, model_options, parse_input
-from torchsmith.export import FORMAT_NAMES, ExportReport, ExportVerificationError, export
+from torchsmith._export import FORMAT_NAMES, ExportReport, ExportVerificationError, export
 
 
 @click.command("export")

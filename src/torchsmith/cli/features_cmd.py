@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from torchsmith._plotting import check_plot_path
-from torchsmith.capture import PLOT_SUFFIXES, WHAT, capture, feature_stats, plot_features
+from torchsmith._capture import PLOT_SUFFIXES, WHAT, capture, feature_stats, plot_features
 from torchsmith.cli._common import load_model, model_options
 from torchsmith.contract import device_dtype, input_spec, parse_input_size, primary_output
 from torchsmith.errors import ConfigError, DataError, ShapeError, first_line

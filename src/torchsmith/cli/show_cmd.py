@@ -13,8 +13,8 @@ from torchsmith.cli._common import model_options, parse_opts
 from torchsmith.contract import InputSpec, input_spec
 from torchsmith.errors import ConfigError, TorchsmithError
 from torchsmith.resolve import resolve_model
-from torchsmith.summary import parse_dtype, rich_summary, summary
-from torchsmith.summary._inputs import parse_dim
+from torchsmith._summary import parse_dtype, rich_summary, summary
+from torchsmith._summary._inputs import parse_dim
 from torchsmith.views import (
     buffer_view,
     count_parameters,
@@ -107,7 +107,7 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
         _show_views(model, opts, views, fmt, depth)
         return
     if diagram_path:
-        from torchsmith.summary.diagram_render import check_diagram_path
+        from torchsmith._summary.diagram_render import check_diagram_path
 
         check_diagram_path(diagram_path)  # before the forward: a typo in the suffix fails at once
     net = _build(model, opts, meta=True)
@@ -174,7 +174,7 @@ def _picture_and_arithmetic(result: Any, diagram_path: str | None, explain: bool
         if fmt == "mermaid":
             click.echo(picture.mermaid(), nl=False)
         if diagram_path:
-            from torchsmith.summary.diagram_render import dot_available
+            from torchsmith._summary.diagram_render import dot_available
 
             path = picture.save(diagram_path)
             how = "" if path.suffix.lower() in (".mmd", ".dot") else \

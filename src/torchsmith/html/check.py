@@ -1,4 +1,4 @@
-"""A :class:`~torchsmith.check.report.CheckReport` as HTML: each finding with its evidence and its fix.
+"""A :class:`~torchsmith.CheckReport` as HTML: each finding with its evidence and its fix.
 
 The same blocks as the terminal report (``check.render``): severity, id, module, what was
 seen, the fix; then the skipped checks and the verdict. With matplotlib, the per-layer
@@ -13,7 +13,7 @@ from torchsmith.html._page import Raw, badge, esc, fragment, img, table
 from torchsmith.html.plots import layer_stats_png
 
 if TYPE_CHECKING:
-    from torchsmith.check.report import CheckReport, Finding
+    from torchsmith._check.report import CheckReport, Finding
 
 __all__ = ["check_html", "check_body", "finding_html"]
 

@@ -1,4 +1,4 @@
-"""An :class:`~torchsmith.export.report.ExportReport` as HTML: the file, the exporter and the parity table."""
+"""An :class:`~torchsmith.ExportReport` as HTML: the file, the exporter and the parity table."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 from torchsmith.html._page import badge, esc, fragment, kv_table, notes_list, table
 
 if TYPE_CHECKING:
-    from torchsmith.export.report import ExportReport
+    from torchsmith._export.report import ExportReport
 
 __all__ = ["export_html", "export_body"]
 
 
 def export_body(report: ExportReport) -> str:
-    from torchsmith.export.report import format_bytes
+    from torchsmith._export.report import format_bytes
 
     status = badge("PASSED", "ok") if report.passed else badge("FAILED", "error")
     shape = "x".join(str(d) for d in report.input_shape)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from torchsmith.errors import ConfigError
 
 if TYPE_CHECKING:
-    from torchsmith.check.report import CheckReport
+    from torchsmith._check.report import CheckReport
 
 __all__ = ["curves_png", "layer_stats_png", "confusion_png", "have_matplotlib"]
 

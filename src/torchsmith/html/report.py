@@ -72,7 +72,7 @@ def _have(module: str) -> bool:
 def _summary_part(model: nn.Module, size: tuple[int, ...] | None, input_dtype: Any) -> tuple[Any, str]:
     """(the summary or None, its HTML). A forward that breaks at this input is shown, not raised:
     the doctor's section says why it breaks."""
-    from torchsmith.summary import summary
+    from torchsmith._summary import summary
 
     try:
         s = summary(model, (1, *size) if size else None, input_dtype=input_dtype)
@@ -88,9 +88,9 @@ def _picture_parts(s: Any) -> list[Section]:
     parts: list[Section] = []
     if s is None:
         return parts
-    if _have("torchsmith.summary.diagram"):
+    if _have("torchsmith._summary.diagram"):
         parts.append(("diagram", "Diagram", _optional(lambda: diagram_html(s.diagram()), "the diagram")))
-    if _have("torchsmith.summary.explain"):
+    if _have("torchsmith._summary.explain"):
         parts.append(("explain", "The arithmetic, layer by layer",
                       _optional(lambda: explanation_html(s.explain()), "the explanation")))
     return parts
@@ -124,7 +124,7 @@ def model_report(model: nn.Module | str, input_size: Sequence[int] | str | None 
     ``input_size`` is one sample without the batch (``(3, 32, 32)`` or ``"3x32x32"``); by default the
     model's own. ``checks`` picks the doctor's checks as :func:`torchsmith.check` does.
     """
-    from torchsmith.check import check
+    from torchsmith._check import check
     from torchsmith.contract import parse_input_size
     from torchsmith.resolve import resolve_model
 
@@ -192,7 +192,7 @@ def _eval_part(ckpt: Path, cfg: Any) -> str:
 
 
 def _run_model_part(ckpt: Path, cfg: Any) -> tuple[str, list[Section]]:
-    from torchsmith.summary import summary
+    from torchsmith._summary import summary
     from torchsmith.train.resume import load_run_model
 
     model = load_run_model(ckpt)

@@ -1,4 +1,4 @@
-"""A :class:`~torchsmith.summary.result.ModelSummary` as HTML: the layer table, the shape flow and the totals.
+"""A :class:`~torchsmith.ModelSummary` as HTML: the layer table, the shape flow and the totals.
 
 The same rows, cells and totals as the terminal table (``summary.render``), so a notebook and
 a terminal never disagree; the picture and the arithmetic have renderers of their own
@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from torchsmith.html._page import Raw, badge, esc, fragment, kv_table, table
-from torchsmith.summary.render import COLUMNS, footer, format_shapes, human_bytes, human_count, summary_rows
+from torchsmith._summary.render import COLUMNS, footer, format_shapes, human_bytes, human_count, summary_rows
 
 if TYPE_CHECKING:
-    from torchsmith.summary.result import LayerRow, ModelSummary
+    from torchsmith._summary.result import LayerRow, ModelSummary
 
 __all__ = ["summary_html", "summary_body", "diagram_html", "explanation_html"]
 

@@ -109,7 +109,7 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive, got {self.grad_clip}")
         if self.input_dtype is not None:
-            from torchsmith.summary import parse_dtype
+            from torchsmith._summary import parse_dtype
 
             parse_dtype(self.input_dtype)  # unknown names get close matches
 

@@ -65,7 +65,7 @@ def parse_input_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
     """``"long"``, ``"bf16"``, ``torch.float16`` -> a dtype; None stays None (unknown names get close matches)."""
     if value is None or isinstance(value, torch.dtype):
         return value
-    from torchsmith.summary import parse_dtype
+    from torchsmith._summary import parse_dtype
 
     return parse_dtype(value)
 

@@ -1,10 +1,10 @@
-"""Plain-text rendering of a :class:`~torchsmith.check.report.CheckReport`."""
+"""Plain-text rendering of a :class:`~torchsmith.CheckReport`."""
 
 from __future__ import annotations
 
 import textwrap
 
-from torchsmith.check.report import CheckReport
+from torchsmith._check.report import CheckReport
 
 __all__ = ["format_report"]
 

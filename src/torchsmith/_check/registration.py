@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchsmith.check._context import Context, SkipCheck, describe_error, make_finding
-from torchsmith.check.report import Finding
-from torchsmith.check.runtime import describe_divergence, outputs_close
+from torchsmith._check._context import Context, SkipCheck, describe_error, make_finding
+from torchsmith._check.report import Finding
+from torchsmith._check.runtime import describe_divergence, outputs_close
 from torchsmith.contract import rebuild, rebuild_source
 from torchsmith.errors import TorchsmithError
 

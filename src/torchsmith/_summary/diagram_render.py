@@ -1,4 +1,4 @@
-"""Drawing a :class:`~torchsmith.summary.diagram.Diagram`: mermaid, DOT, SVG, PNG, HTML.
+"""Drawing a :class:`~torchsmith._summary.diagram.Diagram`: mermaid, DOT, SVG, PNG, HTML.
 
 Layout comes from a layout library, never from here: graphviz's ``dot`` where it is
 installed, else grandalf's Sugiyama layered layout, whose boxes and routed edges this
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from torchsmith.errors import ConfigError, TorchsmithError
 
 if TYPE_CHECKING:
-    from torchsmith.summary.diagram import Diagram, DiagramNode
+    from torchsmith._summary.diagram import Diagram, DiagramNode
 
 __all__ = ["to_mermaid", "to_dot", "to_svg", "to_png", "to_html", "html_fragment", "save_diagram",
            "SUFFIXES", "ENGINES", "dot_available", "check_diagram_path"]

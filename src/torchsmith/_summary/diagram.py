@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from torchsmith.summary.result import GraphStep, LayerRow, ModelSummary
+    from torchsmith._summary.result import GraphStep, LayerRow, ModelSummary
 
 __all__ = ["Diagram", "DiagramNode", "DiagramEdge", "build_diagram", "format_shape", "layer_detail"]
 
@@ -120,13 +120,13 @@ class Diagram:
     # ------------------------------------------------------------------ drawing
     def mermaid(self) -> str:
         """Mermaid flowchart text: GitHub and Jupyter (``display(Markdown(...))``) draw it."""
-        from torchsmith.summary.diagram_render import to_mermaid
+        from torchsmith._summary.diagram_render import to_mermaid
 
         return to_mermaid(self)
 
     def dot(self) -> str:
         """Graphviz DOT text."""
-        from torchsmith.summary.diagram_render import to_dot
+        from torchsmith._summary.diagram_render import to_dot
 
         return to_dot(self)
 
@@ -135,19 +135,19 @@ class Diagram:
 
         ``engine`` is "auto", "dot" or "grandalf".
         """
-        from torchsmith.summary.diagram_render import to_svg
+        from torchsmith._summary.diagram_render import to_svg
 
         return to_svg(self, engine=engine)
 
     def html(self, engine: str = "auto") -> str:
         """A self-contained HTML page with the SVG inline (nothing fetched when opened)."""
-        from torchsmith.summary.diagram_render import to_html
+        from torchsmith._summary.diagram_render import to_html
 
         return to_html(self, engine=engine)
 
     def save(self, path: str | Path, engine: str = "auto") -> Path:
         """Write ``.svg``, ``.png``, ``.html``, ``.mmd`` (mermaid) or ``.dot``, chosen by the suffix, atomically."""
-        from torchsmith.summary.diagram_render import save_diagram
+        from torchsmith._summary.diagram_render import save_diagram
 
         return save_diagram(self, Path(path), engine=engine)
 
@@ -155,7 +155,7 @@ class Diagram:
         return self.svg()
 
     def _repr_html_(self) -> str:
-        from torchsmith.summary.diagram_render import html_fragment
+        from torchsmith._summary.diagram_render import html_fragment
 
         return html_fragment(self)
 

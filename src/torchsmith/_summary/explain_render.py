@@ -1,4 +1,4 @@
-"""Rendering an :class:`~torchsmith.summary.explain.Explanation`: plain text, markdown, HTML."""
+"""Rendering an :class:`~torchsmith._summary.explain.Explanation`: plain text, markdown, HTML."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from torchsmith.errors import ConfigError
 
 if TYPE_CHECKING:
-    from torchsmith.summary.explain import Explanation, LayerExplanation
+    from torchsmith._summary.explain import Explanation, LayerExplanation
 
 __all__ = ["render_explanation", "FORMATS"]
 
@@ -26,7 +26,7 @@ def render_explanation(ex: Explanation, format: str = "text") -> str:
 
 
 def _shape(shape: object) -> str:
-    from torchsmith.summary.diagram import format_shape
+    from torchsmith._summary.diagram import format_shape
 
     return "?" if shape is None else format_shape(shape)
 

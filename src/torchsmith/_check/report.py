@@ -2,7 +2,7 @@
 
 Every finding id is stable and listed in :data:`FINDINGS` with its severity and
 the check that produces it; the README repeats the table. Rendering lives in
-:mod:`torchsmith.check.render`, so these stay plain data.
+:mod:`torchsmith._check.render`, so these stay plain data.
 """
 
 from __future__ import annotations
@@ -173,12 +173,12 @@ class CheckReport:
 
     def plot(self, path: str | Path) -> Path:
         """Write a PNG of the per-layer activation/gradient statistics (needs matplotlib)."""
-        from torchsmith.check.plot import plot_layer_stats
+        from torchsmith._check.plot import plot_layer_stats
 
         return plot_layer_stats(self, path)
 
     def __str__(self) -> str:
-        from torchsmith.check.render import format_report
+        from torchsmith._check.render import format_report
 
         return format_report(self)
 

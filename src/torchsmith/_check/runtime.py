@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.check._context import Context, HookInfo, SkipCheck, make_finding
-from torchsmith.check._run import flat_tensors
-from torchsmith.check.report import Finding
+from torchsmith._check._context import Context, HookInfo, SkipCheck, make_finding
+from torchsmith._check._run import flat_tensors
+from torchsmith._check.report import Finding
 
 __all__ = [
     "check_input_mutated", "check_determinism", "check_non_finite", "check_devices_dtypes",

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from torchsmith.summary._explain_rules import (
+from torchsmith._summary._explain_rules import (
     Layer,
     Window,
     Worked,
@@ -25,10 +25,10 @@ from torchsmith.summary._explain_rules import (
     explain_pool_op,
     explain_view_op,
 )
-from torchsmith.summary._receptive import ReceptiveField, apply_window, start_field
+from torchsmith._summary._receptive import ReceptiveField, apply_window, start_field
 
 if TYPE_CHECKING:
-    from torchsmith.summary.result import GraphStep, LayerRow, ModelSummary
+    from torchsmith._summary.result import GraphStep, LayerRow, ModelSummary
 
 __all__ = ["Explanation", "LayerExplanation", "ReceptiveField", "build_explanation"]
 
@@ -135,7 +135,7 @@ class Explanation:
 
     def render(self, format: str = "text") -> str:
         """``text``, ``markdown`` or ``html``."""
-        from torchsmith.summary.explain_render import render_explanation
+        from torchsmith._summary.explain_render import render_explanation
 
         return render_explanation(self, format)
 
@@ -358,7 +358,7 @@ class _Builder:
         return [e for e, k in enumerate(self.entry_step) if k in steps]
 
     def _path_text(self, steps: list[int], detail: bool = False) -> str:
-        from torchsmith.summary.diagram import layer_detail
+        from torchsmith._summary.diagram import layer_detail
 
         names = []
         for k in steps:
@@ -412,7 +412,7 @@ class _Builder:
         layer = self._layer(g)
         r = self.rows[g.row]
         if r.base == "MultiheadAttention":
-            from torchsmith.summary._explain_rules import explain_layer as rule_for
+            from torchsmith._summary._explain_rules import explain_layer as rule_for
 
             return self._entry(layer, rule_for(layer), "attention")
         a = r.attrs
@@ -505,7 +505,7 @@ def _fork(a: list[int], b: list[int]) -> tuple[int | None, list[int], list[int]]
 
 
 def _shape(shape: Any) -> str:
-    from torchsmith.summary.diagram import format_shape
+    from torchsmith._summary.diagram import format_shape
 
     return "?" if shape is None else format_shape(shape)
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from torchsmith.errors import ConfigError
-from torchsmith.summary.result import LayerRow, ModelSummary, Num
+from torchsmith._summary.result import LayerRow, ModelSummary, Num
 
 __all__ = ["render_summary", "rich_summary", "render_table", "summary_rows", "FORMATS",
            "human_count", "human_bytes", "format_shapes"]

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchsmith.summary._cache import BlockCache
-from torchsmith.summary._flops import FLOP_FORMULAS, op_flops
-from torchsmith.summary._inputs import Namer
-from torchsmith.summary.result import FlowEvent, GraphStep, LayerRow
+from torchsmith._summary._cache import BlockCache
+from torchsmith._summary._flops import FLOP_FORMULAS, op_flops
+from torchsmith._summary._inputs import Namer
+from torchsmith._summary.result import FlowEvent, GraphStep, LayerRow
 
 __all__ = ["Trace", "meta_copy", "run_trace", "module_modes", "restore_modes", "expected_input"]
 

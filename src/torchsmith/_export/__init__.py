@@ -32,8 +32,8 @@ from torch.nn.parameter import is_lazy
 
 from torchsmith.contract import InputSpec, device_dtype, input_spec
 from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError, describe_error
-from torchsmith.export.formats import FORMATS, SUFFIXES, Runner, Written, flatten_outputs
-from torchsmith.export.report import BatchCheck, ExportReport, ExportVerificationError, format_bytes
+from torchsmith._export.formats import FORMATS, SUFFIXES, Runner, Written, flatten_outputs
+from torchsmith._export.report import BatchCheck, ExportReport, ExportVerificationError, format_bytes
 
 __all__ = ["export", "ExportReport", "BatchCheck", "ExportVerificationError", "FORMAT_NAMES", "format_bytes"]
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from torchsmith.contract import output_tensors
 from torchsmith.errors import ExportError
-from torchsmith.export.localise import describe_failure
+from torchsmith._export.localise import describe_failure
 
 __all__ = ["Written", "Runner", "FORMATS", "SUFFIXES", "flatten_outputs", "onnx_available"]
 

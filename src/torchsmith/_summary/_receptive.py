@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torchsmith.summary._explain_rules import Window
+from torchsmith._summary._explain_rules import Window
 
 __all__ = ["ReceptiveField", "start_field", "apply_window"]
 

@@ -177,7 +177,7 @@ class ModelSummary:
 
     def render(self, format: str = "text", depth: int | None | str = "default", collapse: bool = True) -> str:
         """``text`` (aligned plain text), ``markdown``, ``csv`` or ``json``; ``depth=None`` shows every row."""
-        from torchsmith.summary.render import render_summary
+        from torchsmith._summary.render import render_summary
 
         d = self.depth if depth == "default" else depth
         return render_summary(self, format=format, depth=d, collapse=collapse)  # type: ignore[arg-type]
@@ -186,7 +186,7 @@ class ModelSummary:
         return self.render("text")
 
     def __rich__(self) -> Any:
-        from torchsmith.summary.render import rich_summary
+        from torchsmith._summary.render import rich_summary
 
         return rich_summary(self, depth=self.depth)
 
@@ -202,13 +202,13 @@ class ModelSummary:
         ``depth`` is the deepest module level drawn (deeper modules are one box); ``collapse``
         draws a chain of identical blocks as one box "BasicBlock x3".
         """
-        from torchsmith.summary.diagram import build_diagram
+        from torchsmith._summary.diagram import build_diagram
 
         return build_diagram(self, depth=self.depth if depth == "default" else depth, collapse=collapse)
 
     def explain(self) -> Any:
         """For each layer, the formula behind its output shape and its parameter count: an ``Explanation``."""
-        from torchsmith.summary.explain import build_explanation
+        from torchsmith._summary.explain import build_explanation
 
         return build_explanation(self)
 

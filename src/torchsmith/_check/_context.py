@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.check._run import Tracer, flat_tensors
-from torchsmith.check.report import FINDINGS, Finding
+from torchsmith._check._run import Tracer, flat_tensors
+from torchsmith._check.report import FINDINGS, Finding
 from torchsmith.contract import InputSpec
 
 __all__ = ["Context", "SkipCheck", "HookInfo", "describe_error", "make_finding"]

@@ -30,10 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.check._context import Context, describe_error, make_finding
-from torchsmith.check._run import Tracer, flat_tensors
-from torchsmith.check.report import Finding
-from torchsmith.check.runtime import outputs_close
+from torchsmith._check._context import Context, describe_error, make_finding
+from torchsmith._check._run import Tracer, flat_tensors
+from torchsmith._check.report import Finding
+from torchsmith._check.runtime import outputs_close
 from torchsmith.contract import InputSpec, input_spec
 from torchsmith.errors import TorchsmithError
 

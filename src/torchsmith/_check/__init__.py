@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from torchsmith.check._context import BATCH, Context, SkipCheck, describe_error, make_finding
-from torchsmith.check.compile import check_exportable, check_graph_breaks, check_scriptable
-from torchsmith.check.registration import check_registration, check_state_dict, scan_unregistered
-from torchsmith.check.report import CHECKS, DEFAULT_CHECKS, FINDINGS, CheckReport, Finding, LayerStat
-from torchsmith.check.runtime import (
+from torchsmith._check._context import BATCH, Context, SkipCheck, describe_error, make_finding
+from torchsmith._check.compile import check_exportable, check_graph_breaks, check_scriptable
+from torchsmith._check.registration import check_registration, check_state_dict, scan_unregistered
+from torchsmith._check.report import CHECKS, DEFAULT_CHECKS, FINDINGS, CheckReport, Finding, LayerStat
+from torchsmith._check.runtime import (
     check_determinism,
     check_devices_dtypes,
     check_hooks,
@@ -39,8 +39,8 @@ from torchsmith.check.runtime import (
     collect_hooks,
     strip_hooks,
 )
-from torchsmith.check.signal import check_init_symmetry, check_signal
-from torchsmith.check.sizes import check_input_sizes
+from torchsmith._check.signal import check_init_symmetry, check_signal
+from torchsmith._check.sizes import check_input_sizes
 from torchsmith.contract import input_spec
 from torchsmith.errors import ConfigError, UnknownNameError
 
@@ -92,7 +92,7 @@ def resolve_checks(checks: str | Iterable[str] | None) -> list[str]:
             names = [FINDINGS[item][1]]
         else:
             raise UnknownNameError("check", item, list(CHECKS) + ["all"],
-                                   hint="see torchsmith.check.CHECKS or `torchsmith check --help`")
+                                   hint="see torchsmith._check.CHECKS or `torchsmith check --help`")
         chosen += [n for n in names if n not in chosen]
     return chosen
 

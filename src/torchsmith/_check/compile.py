@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.check._context import Context, SkipCheck, describe_error, make_finding
-from torchsmith.check.report import Finding
+from torchsmith._check._context import Context, SkipCheck, describe_error, make_finding
+from torchsmith._check.report import Finding
 
 __all__ = ["check_scriptable", "check_exportable", "check_graph_breaks", "locate"]
 

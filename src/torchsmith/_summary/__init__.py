@@ -19,12 +19,12 @@ from torch import nn
 
 from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError
 from torchsmith.resolve import resolve_model
-from torchsmith.summary._inputs import InputSpec, Namer
-from torchsmith.summary._trace import Trace, meta_copy, module_modes, restore_modes, run_trace
-from torchsmith.summary.diagram import Diagram
-from torchsmith.summary.explain import Explanation
-from torchsmith.summary.render import render_summary, rich_summary
-from torchsmith.summary.result import FlowEvent, LayerRow, MemoryEstimate, ModelSummary
+from torchsmith._summary._inputs import InputSpec, Namer
+from torchsmith._summary._trace import Trace, meta_copy, module_modes, restore_modes, run_trace
+from torchsmith._summary.diagram import Diagram
+from torchsmith._summary.explain import Explanation
+from torchsmith._summary.render import render_summary, rich_summary
+from torchsmith._summary.result import FlowEvent, LayerRow, MemoryEstimate, ModelSummary
 from torchsmith.views import check_materialized
 
 __all__ = ["summary", "ModelSummary", "LayerRow", "MemoryEstimate", "FlowEvent", "render_summary",
@@ -322,7 +322,7 @@ def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str
 
 def _input_bytes(spec: InputSpec) -> int | str:
     if spec.data is not None:
-        from torchsmith.summary._trace import _tensors
+        from torchsmith._summary._trace import _tensors
 
         return sum(t.numel() * t.element_size() for t in _tensors(spec.data))
     total = 0
@@ -352,7 +352,7 @@ def _failure(trace: Trace, partial: ModelSummary, hint: str = "") -> TorchsmithE
     innermost = trace.rows[trace.failed_rows[-1]] if trace.failed_rows else None
     where = "the model" if innermost is None else (
         f"{innermost.name} ({innermost.type})" if innermost.name else innermost.type)
-    from torchsmith.summary.render import format_shapes
+    from torchsmith._summary.render import format_shapes
 
     got = "" if innermost is None else f" on input {format_shapes(innermost.input_shapes)}"
     expected = f"; it expects {trace.expected}" if trace.expected else ""

@@ -30,9 +30,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from torchsmith.check._context import Context, SkipCheck, make_finding
-from torchsmith.check._run import Call
-from torchsmith.check.report import Finding, LayerStat
+from torchsmith._check._context import Context, SkipCheck, make_finding
+from torchsmith._check._run import Call
+from torchsmith._check.report import Finding, LayerStat
 
 __all__ = ["check_init_symmetry", "check_signal", "layer_stats", "VANISH", "EXPLODE", "DEAD", "SATURATED"]
 

@@ -11,7 +11,7 @@ from torchsmith._plotting import check_plot_path, new_figure
 from torchsmith.errors import ConfigError
 
 if TYPE_CHECKING:
-    from torchsmith.check.report import CheckReport
+    from torchsmith._check.report import CheckReport
 
 __all__ = ["plot_layer_stats", "check_plot_path"]
 
