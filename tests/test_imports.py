@@ -1,0 +1,233 @@
+"""The package's seams: one meaning per name, documented paths that import, imports that point one way.
+
+docs/architecture.md gives the rules; these tests hold the code to them on every run of ``make test``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import inspect
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import grimp
+import pytest
+
+import torchsmith as ts
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "torchsmith"
+
+# Function-level imports are for optional or heavy dependencies only (docs/architecture.md); a torchsmith
+# module imported inside a function would hide a cycle from anyone reading the module's head.
+OPTIONAL = {"onnx", "onnxruntime", "onnxscript", "matplotlib", "transformers", "timm", "torchvision", "IPython",
+            "PIL", "grandalf", "sklearn", "tensorboard", "safetensors", "sympy", "torch", "rich", "numpy"}
+
+
+def _layers() -> list[list[str]]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c["layers"] for c in config["contracts"] if c["type"] == "layers"]
+    return [[name.strip(" ()") for name in re.split(r"[|:]", row)] for row in layers]
+
+
+def test_no_public_function_shares_its_name_with_a_module() -> None:
+    functions = [n for n in ts.__all__ if inspect.isfunction(getattr(ts, n))]
+    assert {"check", "summary", "capture", "export"} <= set(functions)
+    clashes = [n for n in functions if importlib.util.find_spec(f"torchsmith.{n}") is not None]
+    assert clashes == [], f"torchsmith.{clashes[0]} is both a function and a module"
+
+
+def test_the_facade_exports_what_it_lists() -> None:
+    missing = [n for n in ts.__all__ if not hasattr(ts, n)]
+    assert missing == []
+
+
+def test_import_contracts_hold() -> None:
+    """lint-imports: the layer order of pyproject.toml, function-level imports included."""
+    exe = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "0 broken" in done.stdout
+
+
+def test_every_module_has_a_layer() -> None:
+    named = {name for row in _layers() for name in row}
+    top = {p.stem if p.is_file() else p.name for p in SRC.iterdir()
+           if (p.suffix == ".py" and p.stem not in ("__init__", "__main__")) or (p / "__init__.py").is_file()}
+    assert top - named == set(), f"modules without a layer in pyproject.toml: {sorted(top - named)}"
+    assert named - top == set(), f"layers naming no module: {sorted(named - top)}"
+
+
+def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph.modules):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root))))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            node, children = work[-1]
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on.add(child)
+                    work.append((child, iter(sorted(graph.find_modules_directly_imported_by(child)))))
+                    break
+                if child in on:
+                    low[node] = min(low[node], index[child])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+    return found
+
+
+def test_no_import_cycle_in_the_package() -> None:
+    graph = grimp.build_graph("torchsmith", exclude_type_checking_imports=True)
+    cycles = _cycles(graph)
+    assert cycles == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def _function_level_imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import):
+                found += [(node.lineno, a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                found.append((node.lineno, "." * node.level + (node.module or "")))
+    return found
+
+
+def test_function_level_imports_are_only_for_optional_dependencies() -> None:
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        for line, name in _function_level_imports(path):
+            if name.startswith(".") or name.split(".")[0] not in OPTIONAL:
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert bad == [], "function-level imports of non-optional modules:\n" + "\n".join(bad)
+
+
+def test_a_function_level_import_cannot_bypass_the_contracts(tmp_path: Path) -> None:
+    """The contract sees imports inside functions: an upward one written into a copy of the package breaks it."""
+    import shutil
+
+    copy = tmp_path / "src"
+    shutil.copytree(SRC, copy / "torchsmith", ignore=shutil.ignore_patterns("__pycache__"))
+    errors = copy / "torchsmith" / "errors.py"
+    errors.write_text(errors.read_text() + "\n\ndef _sneaky():\n    from torchsmith.train import fit\n    return fit\n")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    exe = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run([str(exe)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"})
+    assert done.returncode != 0, done.stdout[-2000:]
+    assert "torchsmith.errors -> torchsmith.train" in done.stdout
+
+
+# --- documented paths --------------------------------------------------------------------------------
+
+# Dotted names that are not Python paths: the format tag written into a training-state file.
+_NOT_PATHS = {"torchsmith.training_state"}
+_DOTTED = re.compile(r"(?<![\w./-])torchsmith(?:\.[A-Za-z_]\w*)+")
+_FROM_IMPORT = re.compile(r"^\s*from (torchsmith(?:\.\w+)*) import \(?([\w, ]+)\)?", re.M)
+_IMPORT = re.compile(r"^\s*import (torchsmith(?:\.\w+)+)", re.M)
+
+
+def _documents() -> list[Path]:
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "examples").glob("*.py"))]
+    return docs + sorted(SRC.rglob("*.py"))
+
+
+def _resolve(dotted: str) -> object:
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        name = ".".join(parts[:cut])
+        try:
+            obj: object = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and not name.startswith(e.name):
+                raise
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ModuleNotFoundError(dotted)
+
+
+def _documented_paths() -> dict[str, str]:
+    """Every ``torchsmith.a.b`` named in the README, docs, examples and docstrings, with where it is named."""
+    paths: dict[str, str] = {}
+    for doc in _documents():
+        text = doc.read_text()
+        for m in _DOTTED.finditer(text):
+            dotted = m.group(0).rstrip(".")
+            if text[m.end():m.end() + 1] in ("/", "-") or dotted.endswith((".py", ".md")) or dotted in _NOT_PATHS:
+                continue  # a file path or a CLI name, not a Python path
+            paths.setdefault(dotted, f"{doc.relative_to(ROOT)}:{text.count(chr(10), 0, m.start()) + 1}")
+        for m in _FROM_IMPORT.finditer(text):
+            for name in (n.split(" as ")[0].strip() for n in m.group(2).split(",")):
+                if name and name != "annotations":
+                    paths.setdefault(f"{m.group(1)}.{name}", f"{doc.relative_to(ROOT)}")
+        for m in _IMPORT.finditer(text):
+            paths.setdefault(m.group(1), f"{doc.relative_to(ROOT)}")
+    return paths
+
+
+def test_documentation_names_paths() -> None:
+    paths = _documented_paths()
+    assert "torchsmith.checkpoint.save" in paths or "torchsmith.save" in paths
+    assert len(paths) > 20
+
+
+@pytest.mark.parametrize("dotted", sorted(_documented_paths()))
+def test_every_documented_path_imports_as_written(dotted: str) -> None:
+    where = _documented_paths()[dotted]
+    try:
+        _resolve(dotted)
+    except (ImportError, AttributeError) as e:
+        pytest.fail(f"{where} names {dotted}, which does not import: {e}")
+
+
+def test_only_the_cli_imports_the_facade() -> None:
+    """Library code imports the module that holds a name; ``from torchsmith import X`` is for users and the CLI."""
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC)
+        if rel.parts[0] in ("cli", "__init__.py", "__main__.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import) and any(a.name == "torchsmith" for a in node.names):
+                bad.append(f"{rel}:{node.lineno}")
+            elif isinstance(node, ast.ImportFrom) and node.module == "torchsmith" and node.level == 0:
+                if any(importlib.util.find_spec(f"torchsmith.{a.name}") is None for a in node.names):
+                    bad.append(f"{rel}:{node.lineno}")
+    assert bad == [], "library modules importing the facade: " + ", ".join(bad)
