@@ -29,12 +29,13 @@ from _report import command_line, machine, write_section  # noqa: E402
 
 import torchsmith as ts  # noqa: E402
 from torchsmith._check._context import BATCH  # noqa: E402
-from torchsmith._check.report import CHECKS, DEFAULT_CHECKS  # noqa: E402
 from torchsmith.contract import input_spec, output_tensors  # noqa: E402
 
 __all__ = ["DoctorTiming", "doctor_ratio", "CORPUS"]
 
 TARGET_RATIO = 3.0
+CHECKS = [c.name for c in ts.list_checks()]  # in the order they run
+DEFAULT_CHECKS = [c.name for c in ts.list_checks() if c.default]
 
 #: name -> (transformers model_type, config options, input size). Real widths (ConvNeXt-T, ViT-S, BERT-base,
 #: MobileBERT, GPT-2, a 0.5B-wide Llama), fewer layers so the run fits a 2-core machine; native image sizes,

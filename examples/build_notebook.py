@@ -626,19 +626,21 @@ in-place operation on the input:
 """),
     code("""
 from IPython.display import Markdown
-from torchsmith._check import CHECKS, DEFAULT_CHECKS, FINDINGS
 
+checks = ts.list_checks()            # every check, in the order they run
+findings = ts.list_findings()        # every finding id, with its severity and check
 by_check = {}
-for fid, (severity, check_name, meaning) in FINDINGS.items():
-    by_check.setdefault(check_name or "(any run)", []).append(f"`{fid}` ({severity})")
-rows = [f"| `{name}` | {CHECKS.get(name, 'the forward itself')} | {', '.join(by_check.get(name, []))} |"
-        for name in ["(any run)", *CHECKS]]
+for f in findings:
+    by_check.setdefault(f.check or "(any run)", []).append(f"`{f.id}` ({f.severity})")
+rows = ["| (any run) | the forward itself | " + ", ".join(by_check["(any run)"]) + " |"]
+rows += [f"| `{c.name}` | {c.description} | {', '.join(by_check[c.name])} |" for c in checks]
 display(Markdown("| check | what it verifies | finding ids |\\n|---|---|---|\\n" + "\\n".join(rows)))
 
-print("opt-in:", sorted(set(CHECKS) - set(DEFAULT_CHECKS)))
-assert "graph-breaks" in CHECKS and "graph-breaks" not in DEFAULT_CHECKS
-assert {"hard-coded-size", "unregistered-submodule", "input-mutated", "vanishing-activations"} <= set(FINDINGS)
-assert all(check_name in CHECKS or check_name == "" for _, check_name, _ in FINDINGS.values())
+print("opt-in:", [c.name for c in checks if not c.default])
+names = {c.name for c in checks}
+assert "graph-breaks" in names and not next(c for c in checks if c.name == "graph-breaks").default
+assert {"hard-coded-size", "unregistered-submodule", "input-mutated", "vanishing-activations"} <= {f.id for f in findings}
+assert all(f.check in names or f.check == "" for f in findings)
 
 
 class Normalise(nn.Module):

@@ -2,12 +2,14 @@
 
 ``check(model, input_size)`` runs the model (a deep copy of it) and reports
 what it finds as a :class:`CheckReport` of :class:`Finding` objects, each with
-a stable id (see :data:`FINDINGS`), a severity, the module path it concerns,
+a stable id (see ``ts.list_findings()``), a severity, the module path it concerns,
 what was observed and the fix. Every check is verified by running the model,
 never by reading its source. The user's model is only read: the copy is what
 runs, and the global random state is restored afterwards.
 
-One module per group of checks:
+Each check is one function decorated with ``@register_check`` (:mod:`.registry`), which
+declares its name, description, finding ids and place in the run order. One module per
+group of checks; importing them here registers them:
 
 * :mod:`.runtime` -- input mutation, determinism, NaN/Inf, devices/dtypes, unused parameters, hooks
 * :mod:`.sizes` -- hard-coded sizes (other batch and spatial sizes, samples mixing)
@@ -20,58 +22,36 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
+# The check modules register their checks on import (the order of the run is each check's ``order``).
+from torchsmith._check import compile, registration, runtime, signal, sizes  # noqa: F401
 from torchsmith._check._context import BATCH, Context, SkipCheck, describe_error, make_finding
-from torchsmith._check.compile import check_exportable, check_graph_breaks, check_scriptable
-from torchsmith._check.registration import check_registration, check_state_dict, scan_unregistered
-from torchsmith._check.report import CHECKS, DEFAULT_CHECKS, FINDINGS, CheckReport, Finding, LayerStat
-from torchsmith._check.runtime import (
-    check_determinism,
-    check_devices_dtypes,
-    check_hooks,
-    check_input_mutated,
-    check_non_finite,
-    check_unused_parameters,
-    collect_hooks,
-    strip_hooks,
+from torchsmith._check.registration import scan_unregistered
+from torchsmith._check.registry import (
+    CheckInfo,
+    FindingInfo,
+    default_checks,
+    list_checks,
+    list_findings,
+    register_check,
 )
-from torchsmith._check.signal import check_init_symmetry, check_signal
-from torchsmith._check.sizes import check_input_sizes
+from torchsmith._check.report import CheckReport, Finding, LayerStat
+from torchsmith._check.runtime import collect_hooks, strip_hooks
 from torchsmith.contract import input_spec
 from torchsmith.errors import ConfigError, UnknownNameError
 
-__all__ = ["check", "CheckReport", "Finding", "LayerStat", "CHECKS", "DEFAULT_CHECKS", "FINDINGS",
-           "resolve_checks"]
-
-# Execution order: the static checks first (they must see the copy before any forward
-# caches state on it), then the ones sharing the train-mode run, then the compilers.
-_RUNNERS: dict[str, Callable[[Context], list[Finding]]] = {
-    "devices-dtypes": check_devices_dtypes,
-    "hooks": check_hooks,
-    "registration": check_registration,
-    "non-finite": check_non_finite,
-    "input-mutated": check_input_mutated,
-    "unused-parameters": check_unused_parameters,
-    "init-symmetry": check_init_symmetry,
-    "signal": check_signal,
-    "determinism": check_determinism,
-    "state-dict": check_state_dict,
-    "input-sizes": check_input_sizes,
-    "scriptable": check_scriptable,
-    "exportable": check_exportable,
-    "graph-breaks": check_graph_breaks,
-}
-assert set(_RUNNERS) == set(CHECKS)  # a check without a runner (or the reverse) is a bug here
+__all__ = ["check", "CheckReport", "Finding", "LayerStat", "CheckInfo", "FindingInfo", "list_checks",
+           "list_findings", "register_check", "resolve_checks"]
 
 
 def resolve_checks(checks: str | Iterable[str] | None) -> list[str]:
     """Check names from ``None`` (the default set), ``"all"``, names or finding ids, or ``"a,b"``."""
     if checks is None:
-        return list(DEFAULT_CHECKS)
+        return default_checks()
     if isinstance(checks, str):
         items = [c.strip() for c in checks.split(",")]
     elif isinstance(checks, Iterable):
@@ -82,17 +62,19 @@ def resolve_checks(checks: str | Iterable[str] | None) -> list[str]:
     items = [c for c in items if c]
     if not items:
         raise ConfigError("no checks named; give check names such as 'input-mutated,signal' or 'all'")
+    known = [c.name for c in list_checks()]
+    by_finding = {f.id: f.check for f in list_findings() if f.check}
     chosen: list[str] = []
     for item in items:
         if item == "all":
-            names = list(CHECKS)
-        elif item in CHECKS:
+            names = known
+        elif item in known:
             names = [item]
-        elif item in FINDINGS and FINDINGS[item][1]:
-            names = [FINDINGS[item][1]]
+        elif item in by_finding:
+            names = [by_finding[item]]
         else:
-            raise UnknownNameError("check", item, list(CHECKS) + ["all"],
-                                   hint="see torchsmith._check.CHECKS or `torchsmith check --help`")
+            raise UnknownNameError("check", item, known + ["all"],
+                                   hint="see torchsmith.list_checks() or `torchsmith check --help`")
         chosen += [n for n in names if n not in chosen]
     return chosen
 
@@ -153,12 +135,13 @@ def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices), torch.enable_grad():
         torch.manual_seed(seed)
-        for name, runner in _RUNNERS.items():
+        for info in list_checks():  # in the registered order, whatever order they were named in
+            name = info.name
             if name not in names:
                 continue
             start = time.perf_counter()
             try:
-                report.findings += runner(ctx)
+                report.findings += info.run(ctx)
             except SkipCheck as e:
                 report.skipped[name] = str(e)
             except Exception as e:  # a model odd enough to break a check must not hide the other checks

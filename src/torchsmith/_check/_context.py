@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from torchsmith._check._run import Tracer, flat_tensors
-from torchsmith._check.report import FINDINGS, Finding
+from torchsmith._check.registry import get_finding
+from torchsmith._check.report import Finding
 from torchsmith.contract import InputSpec
 
 __all__ = ["Context", "SkipCheck", "HookInfo", "describe_error", "make_finding"]
@@ -47,8 +48,8 @@ def describe_error(e: BaseException, limit: int = 300) -> str:
 
 def make_finding(id: str, module: str, message: str, fix: str, severity: str | None = None,
                  **observed: Any) -> Finding:
-    """A :class:`Finding` with the severity from :data:`FINDINGS` unless given."""
-    sev = severity or FINDINGS[id][0]
+    """A :class:`Finding` with the severity its id was registered with unless given."""
+    sev = severity or get_finding(id).severity
     return Finding(id=id, severity=sev, module=module, message=message, fix=fix,  # type: ignore[arg-type]
                    observed={k: _plain(v) for k, v in observed.items()})
 

@@ -13,6 +13,7 @@ import importlib
 import inspect
 import io
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from torchsmith._check._context import Context, SkipCheck, describe_error, make_finding
+from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
 
 __all__ = ["check_scriptable", "check_exportable", "check_graph_breaks", "locate"]
@@ -80,8 +82,6 @@ def locate(model: nn.Module, frames: list[tuple[str, int]]) -> str | None:
 
 def _same_file(a: str, b: str) -> bool:
     try:
-        import os
-
         return os.path.realpath(a) == os.path.realpath(b)
     except OSError:
         return a == b
@@ -117,6 +117,15 @@ def _reason(e: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- torch.jit.script
+@register_check(
+    "scriptable",
+    "torch.jit.script compiles the model (deprecated in torch; opt-in)",
+    {
+        "not-scriptable": ("warning", "torch.jit.script fails"),
+    },
+    default=False,
+    order=120,
+)
 def check_scriptable(ctx: Context) -> list[Finding]:
     """``torch.jit.script`` the model; on failure name the module whose code it could not compile.
 
@@ -172,6 +181,18 @@ def _without_cache(config: Any) -> Iterator[None]:
         config.use_cache = True
 
 
+@register_check(
+    "exportable",
+    "torch.export.export captures the model",
+    {
+        "not-exportable": ("error", "torch.export.export fails"),
+        "export-needs-config": (
+            "info",
+            "torch.export fails only with a config option on (use_cache); verified it exports off",
+        ),
+    },
+    order=130,
+)
 def check_exportable(ctx: Context) -> list[Finding]:
     """``torch.export.export`` the model in eval mode at the probe input; name the failing module.
 
@@ -221,9 +242,18 @@ def check_exportable(ctx: Context) -> list[Finding]:
 
 
 # --------------------------------------------------------------------------- torch.compile
+@register_check(
+    "graph-breaks",
+    "torch.compile captures forward in one graph (torch._dynamo.explain; slow, opt-in)",
+    {
+        "graph-break": ("warning", "torch.compile splits forward into several graphs"),
+    },
+    default=False,
+    order=140,
+)
 def check_graph_breaks(ctx: Context) -> list[Finding]:
     """Graph breaks under ``torch.compile`` via ``torch._dynamo.explain`` (no code generation)."""
-    try:
+    try:  # on use, not at the top: importing torch._dynamo costs ~0.8 s, about as much as `import torchsmith`
         import torch._dynamo as dynamo
     except Exception as e:  # pragma: no cover - platforms without dynamo
         raise SkipCheck(f"torch._dynamo is not available here: {describe_error(e)}") from e

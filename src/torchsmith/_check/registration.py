@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchsmith._check._context import Context, SkipCheck, describe_error, make_finding
+from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
 from torchsmith._check.runtime import describe_divergence, outputs_close
 from torchsmith.contract import rebuild, rebuild_source
@@ -83,6 +84,18 @@ def _shape(t: torch.Tensor) -> str:
     return "x".join(map(str, t.shape)) or "scalar"
 
 
+@register_check(
+    "registration",
+    "every submodule and tensor the model holds is registered (modules, parameters, buffers)",
+    {
+        "unregistered-submodule": (
+            "error",
+            "a module held in a plain list/dict/attribute container is invisible to the model",
+        ),
+        "unregistered-tensor": ("error", "a plain tensor attribute is neither a parameter nor a buffer"),
+    },
+    order=30,
+)
 def check_registration(ctx: Context) -> list[Finding]:
     """Modules in plain lists/dicts, tensors as plain attributes, layers created inside forward."""
     held = scan_unregistered(ctx.model)  # before any run, so state forward caches is not counted
@@ -227,6 +240,14 @@ def _saved_and_loaded(sd: dict[str, Any]) -> dict[str, Any]:
     return {k: plain[k] if k in plain else other[k] for k in sd}
 
 
+@register_check(
+    "state-dict",
+    "a fresh instance loaded with the state_dict computes the same outputs",
+    {
+        "state-dict-roundtrip": ("error", "a fresh instance loaded with the state_dict differs"),
+    },
+    order=100,
+)
 def check_state_dict(ctx: Context) -> list[Finding]:
     """Save the state_dict, load it into a fresh instance, and compare eval outputs module by module."""
     (_, out_a), (_, out_b) = ctx.eval_runs()

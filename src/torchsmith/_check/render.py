@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import textwrap
+from typing import TYPE_CHECKING
 
-from torchsmith._check.report import CheckReport
+if TYPE_CHECKING:
+    from torchsmith._check.report import CheckReport
 
 __all__ = ["format_report"]
 

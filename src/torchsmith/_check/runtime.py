@@ -12,6 +12,7 @@ from torch import nn
 
 from torchsmith._check._context import Context, HookInfo, SkipCheck, make_finding
 from torchsmith._check._run import flat_tensors
+from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
 
 __all__ = [
@@ -34,6 +35,14 @@ def _owner(name: str) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------- input mutation
+@register_check(
+    "input-mutated",
+    "forward must not modify its input in place (tensor version counters, train and eval)",
+    {
+        "input-mutated": ("error", "forward modified its input tensor in place"),
+    },
+    order=50,
+)
 def check_input_mutated(ctx: Context) -> list[Finding]:
     """Watch the input's version counter during a train and an eval forward; name the module."""
     findings: list[Finding] = []
@@ -127,6 +136,14 @@ def outputs_close(out_a: Any, out_b: Any) -> bool:
     )
 
 
+@register_check(
+    "determinism",
+    "eval-mode output is the same on every call",
+    {
+        "nondeterministic-eval": ("error", "two eval-mode calls on the same input differ"),
+    },
+    order=90,
+)
 def check_determinism(ctx: Context) -> list[Finding]:
     """Two eval-mode calls on the same input must agree; name the first module that does not."""
     (_, out_a), (_, out_b) = ctx.eval_runs()
@@ -155,6 +172,16 @@ def _all_finite(t: torch.Tensor) -> bool:
     return math.isfinite(float(lo)) and math.isfinite(float(hi))
 
 
+@register_check(
+    "non-finite",
+    "no NaN/Inf in parameters, buffers, outputs or gradients",
+    {
+        "non-finite-output": ("error", "NaN or Inf in a module's output"),
+        "non-finite-parameter": ("error", "NaN or Inf in a parameter or buffer"),
+        "non-finite-gradient": ("error", "NaN or Inf in a parameter's gradient"),
+    },
+    order=40,
+)
 def check_non_finite(ctx: Context) -> list[Finding]:
     """NaN/Inf in parameters and buffers (static), in module outputs and in gradients (run)."""
     findings: list[Finding] = []
@@ -209,6 +236,15 @@ def check_non_finite(ctx: Context) -> list[Finding]:
 
 
 # --------------------------------------------------------------------------- devices / dtypes
+@register_check(
+    "devices-dtypes",
+    "parameters and buffers share one device and one floating dtype",
+    {
+        "mixed-devices": ("error", "parameters and buffers are on more than one device"),
+        "mixed-dtypes": ("warning", "floating parameters and buffers have more than one dtype"),
+    },
+    order=10,
+)
 def check_devices_dtypes(ctx: Context) -> list[Finding]:
     """Parameters and buffers on one device; floating ones in one dtype."""
     findings: list[Finding] = []
@@ -240,6 +276,14 @@ def check_devices_dtypes(ctx: Context) -> list[Finding]:
 
 
 # --------------------------------------------------------------------------- unused parameters
+@register_check(
+    "unused-parameters",
+    "every trainable parameter receives a gradient",
+    {
+        "unused-parameter": ("warning", "a trainable parameter got no gradient"),
+    },
+    order=60,
+)
 def check_unused_parameters(ctx: Context) -> list[Finding]:
     """After a train-mode backward, every trainable parameter should hold a gradient."""
     ctx.train_run()
@@ -329,6 +373,14 @@ def strip_hooks(model: nn.Module) -> None:
                 hooks.update(keep)
 
 
+@register_check(
+    "hooks",
+    "no forward/backward hooks are left registered on the model",
+    {
+        "hook-left": ("warning", "a hook is still registered on the model"),
+    },
+    order=20,
+)
 def check_hooks(ctx: Context) -> list[Finding]:
     """Hooks still registered when the model is handed over are usually leftovers of a capture."""
     by_module: dict[tuple[str, bool], list[HookInfo]] = defaultdict(list)

@@ -32,6 +32,7 @@ from torch import nn
 
 from torchsmith._check._context import Context, SkipCheck, make_finding
 from torchsmith._check._run import Call
+from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding, LayerStat
 
 __all__ = ["check_init_symmetry", "check_signal", "layer_stats", "VANISH", "EXPLODE", "DEAD", "SATURATED"]
@@ -99,6 +100,15 @@ def _matching_rows(rows: torch.Tensor, tol: float) -> int:
     return int(matched.sum())
 
 
+@register_check(
+    "init-symmetry",
+    "no layer starts with identical units (constant, zero or copied rows) that stay identical",
+    {
+        "symmetric-init": ("error", "units start identical and get identical gradients"),
+        "zero-init": ("info", "a weight starts all zero but its gradient breaks the symmetry"),
+    },
+    order=70,
+)
 def check_init_symmetry(ctx: Context) -> list[Finding]:
     """Units that start identical and receive identical gradients stay identical forever.
 
@@ -157,6 +167,19 @@ def layer_stats(calls: list[Call]) -> list[LayerStat]:
             for c in calls if c.leaf and c.act_std is not None and c.act_mean is not None]
 
 
+@register_check(
+    "signal",
+    "activation and gradient scale at initialisation: vanishing, exploding, dead or saturated units",
+    {
+        "vanishing-activations": ("warning", "activations shrink towards zero through the layers"),
+        "exploding-activations": ("warning", "activations grow without bound through the layers"),
+        "vanishing-gradients": ("warning", "early layers get far smaller gradients than late ones"),
+        "exploding-gradients": ("warning", "early layers get far larger gradients than late ones"),
+        "dead-relu": ("warning", "a ReLU outputs zero almost everywhere at initialisation"),
+        "saturated-activations": ("warning", "a sigmoid/tanh is saturated for most inputs at initialisation"),
+    },
+    order=80,
+)
 def check_signal(ctx: Context) -> list[Finding]:
     """Vanishing/exploding activations and gradients, dead ReLUs, saturated sigmoids/tanhs."""
     tracer = ctx.train_run()

@@ -32,6 +32,7 @@ from torch import nn
 
 from torchsmith._check._context import Context, describe_error, make_finding
 from torchsmith._check._run import Tracer, flat_tensors
+from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
 from torchsmith._check.runtime import outputs_close
 from torchsmith.contract import InputSpec, input_spec
@@ -196,6 +197,16 @@ def _wrong_batch(base: Tracer, tracer: Tracer, base_batch: int, batch: int) -> s
     return None
 
 
+@register_check(
+    "input-sizes",
+    "other input sizes (2x the spatial size, batch of 1) work, and samples do not mix in eval",
+    {
+        "hard-coded-size": ("error", "the model breaks at an input size it should accept"),
+        "fixed-input-size": ("info", "the model declares one input size and rejects others clearly"),
+        "batch-mixing": ("error", "in eval mode one sample's output depends on the other samples"),
+    },
+    order=110,
+)
 def check_input_sizes(ctx: Context) -> list[Finding]:
     """Batch of 1, batch independence in eval, and 2x the spatial size for conv models."""
     ctx.train_run()

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from torchsmith._check import CHECKS, check
+from torchsmith._check import check, list_checks
 from torchsmith._check.plot import check_plot_path
 from torchsmith.cli._common import load_model, model_options, parse_input
 from torchsmith.errors import ConfigError
@@ -22,7 +22,8 @@ from torchsmith.errors import ConfigError
               help="Report as text for people or JSON for tools.")
 @click.option("--checks", "checks", default=None, metavar="ID,ID",
               help="Only these checks (names or finding ids, comma-separated, or 'all'); default: all but "
-                   "graph-breaks. Names: " + ", ".join(CHECKS) + ".")
+                   + ", ".join(c.name for c in list_checks() if not c.default) + ". Names (in the order they run): "
+                   + ", ".join(c.name for c in list_checks()) + ".")
 @click.option("--plot", "plot", default=None, metavar="FILE.png",
               help="Also write a PNG of the per-layer activation/gradient statistics.")
 def command(model: str, opts: tuple[str, ...], input_size: str | None, fmt: str, checks: str | None,
