@@ -10,7 +10,7 @@ with a function and may be imported as documented.
 from __future__ import annotations
 
 from torchsmith._capture import Captured, capture
-from torchsmith._check import CheckReport, Finding, check
+from torchsmith._check import CheckInfo, CheckReport, Finding, FindingInfo, check, list_checks, list_findings
 from torchsmith._export import ExportReport, ExportVerificationError, export
 from torchsmith._summary import ModelSummary, summary
 from torchsmith.checkpoint import LoadReport, load, load_into, load_training_state, save
@@ -44,6 +44,10 @@ __all__ = [
     "check",
     "CheckReport",
     "Finding",
+    "list_checks",
+    "list_findings",
+    "CheckInfo",
+    "FindingInfo",
     "TorchsmithError",
     "ConfigError",
     "UnknownNameError",
