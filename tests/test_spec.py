@@ -18,7 +18,7 @@ import torchsmith as ts
 from torchsmith.cli import main
 from torchsmith.errors import ConfigError, SpecError
 from torchsmith.registry import model_options
-from torchsmith.spec import check_spec, copy_weights, describe_layer_types, dump_spec, layer_types
+from torchsmith.spec import check_spec, copy_weights, describe_layer_types, dump_spec, layer_types, register_spec_writer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LENET, RESNET20 = EXAMPLES / "lenet.yaml", EXAMPLES / "resnet20.yaml"
@@ -127,6 +127,42 @@ def test_to_spec_of_plain_sequential_and_of_spec_model():
         ts.to_spec(seq)
     with pytest.raises(SpecError, match="LSTM has no spec layer type"):
         ts.to_spec(nn.Sequential(nn.LSTM(4, 4)), input_shape=(3, 4))
+
+
+def test_a_user_family_that_registers_its_writer_is_written_by_to_spec():
+    class _TwoLayerNet(nn.Module):
+        """A family of the user's own: the spec writer knows nothing of it until it registers its writer."""
+
+        def __init__(self, hidden: int = 5) -> None:
+            super().__init__()
+            self.default_input_size = (4,)
+            self.body = nn.Linear(4, hidden)
+            self.act = nn.ReLU()
+            self.head = nn.Linear(hidden, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.act(self.body(x)))
+
+    with pytest.raises(SpecError, match="_TwoLayerNet cannot be written as a spec"):
+        ts.to_spec(_TwoLayerNet())
+
+    @register_spec_writer(_TwoLayerNet)
+    def write(m: _TwoLayerNet) -> list:
+        return [{"linear": {"out": m.body.out_features, "name": "body"}}, {"relu": {"name": "act"}},
+                {"linear": {"out": m.head.out_features, "name": "head"}}]
+
+    class Wider(_TwoLayerNet):  # a subclass is written by its family's writer
+        pass
+
+    net = Wider(hidden=7)
+    spec = ts.to_spec(net)
+    assert spec == {"name": "wider", "input": [4], "layers": write(net)}
+    model = ts.build(spec)
+    model.load_state_dict(net.state_dict(), strict=True)  # the family's own module names
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(model(x), net(x))
+    with pytest.raises(ConfigError, match="already has a spec writer"):
+        register_spec_writer(_TwoLayerNet, write)
 
 
 # --------------------------------------------------------------------------- script, export, compile

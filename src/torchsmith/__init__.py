@@ -9,10 +9,12 @@ with a function and may be imported as documented.
 
 from __future__ import annotations
 
+from torchsmith import library, models  # noqa: F401  (importing them registers the zoo and the library sources)
 from torchsmith._capture import Captured, capture
 from torchsmith._check import CheckInfo, CheckReport, Finding, FindingInfo, check, list_checks, list_findings
 from torchsmith._export import ExportReport, ExportVerificationError, export
 from torchsmith._summary import ModelSummary, summary
+from torchsmith._version import __version__
 from torchsmith.checkpoint import LoadReport, load, load_into, load_training_state, save
 from torchsmith.data import DataSplits, DeviceLoader, ImageDataset, load_dataset
 from torchsmith.demo import DemoResult, run_demo
@@ -36,8 +38,6 @@ from torchsmith.resolve import resolve_model
 from torchsmith.spec import build, build_file, load_spec, register_layer, to_spec
 from torchsmith.train import EvalResult, TrainConfig, TrainResult, evaluate, evaluate_checkpoint, fit, resume
 from torchsmith.views import buffer_view, count_parameters, hook_view, module_tree, param_view
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

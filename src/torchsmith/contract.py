@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,9 +30,11 @@ from torch import nn
 
 from torchsmith.errors import ConfigError, ShapeError
 from torchsmith.registry import ARCH_ATTR, create_model
+from torchsmith.sizes import int_dims, parse_input_size
+from torchsmith.spec import build as build_spec
 
 __all__ = ["InputSpec", "input_spec", "rebuild", "rebuild_source", "device_dtype", "output_tensors",
-           "primary_output", "parse_input_size", "int_dims", "is_token_dtype"]
+           "primary_output", "is_token_dtype"]
 
 #: Token-id models get a sequence this long when nothing says otherwise (capped by the model's maximum).
 DEFAULT_SEQ_LEN = 32
@@ -45,32 +46,6 @@ HOW_TO_GIVE = "input_size=(3, 32, 32) in Python (one sample, without the batch),
 
 
 # ---- input sizes ---------------------------------------------------------------------------------------------
-
-
-def parse_input_size(text: str) -> tuple[int, ...]:
-    """``"3x32x32"`` (or ``"3,32,32"``) -> ``(3, 32, 32)``."""
-    parts = text.strip().replace(",", "x").replace("X", "x").split("x")
-    try:  # every part must be an integer: "3xx32" and "3x" are typos, not sizes
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"input size {text!r} is not a list of integers like 3x32x32") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise ConfigError(f"input size {text!r} must be positive integers like 3x32x32")
-    return dims
-
-
-def int_dims(value: Any) -> tuple[int, ...] | None:
-    """``value`` as a tuple of integers, or None where it is not a sequence of integers.
-
-    ``operator.index`` takes Python, numpy and 0-d tensor integers and refuses floats and strings
-    (3.5 is a mistake, not a size to round); a bool is refused too. Callers check the range and say
-    what the dims are for.
-    """
-    try:
-        dims = tuple(operator.index(d) for d in value if not isinstance(d, bool))
-    except TypeError:
-        return None
-    return dims if len(dims) == len(value) else None
 
 
 def _checked_size(input_size: Any) -> tuple[int, ...]:
@@ -422,10 +397,8 @@ def _rebuild_plan(model: nn.Module) -> tuple[str, Any]:
         spec = arch["spec"]
 
         def from_spec() -> nn.Module:
-            from torchsmith.spec import build  # the spec package builds on the contract, not the reverse
-
             with _on_device_of(model):
-                return build(spec)
+                return build_spec(spec)
         return "spec record", from_spec
     config = _hf_config(model)
     if config is not None:

@@ -38,13 +38,30 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
-from torchsmith.errors import InitError, UnknownNameError
-from torchsmith.views import check_materialized
+from torchsmith.errors import InitError, SummaryError, TorchsmithError, UnknownNameError
 
-__all__ = ["init_weights", "InitReport", "InitRecord", "PRESETS", "SCHEMES", "resolve_policy", "Policy"]
+__all__ = ["init_weights", "InitReport", "InitRecord", "PRESETS", "SCHEMES", "resolve_policy", "Policy",
+           "check_materialized"]
 
 Policy = str | Mapping[str, Any]
+
+
+def check_materialized(model: nn.Module, error: type[TorchsmithError] = SummaryError,
+                       doing: str = "inspecting it", only: set[str] | None = None) -> None:
+    """Refuse a model whose ``nn.Lazy*`` layers have not run yet: their tensors have no shape to count.
+
+    ``only``: just these tensor names matter (the others are left alone by the caller).
+    """
+    lazy = [n for n, p in model.named_parameters() if is_lazy(p)]
+    lazy += [n for n, b in model.named_buffers() if is_lazy(b)]
+    lazy = [n for n in lazy if only is None or n in only]
+    if lazy:
+        shown = ", ".join(lazy[:3]) + (f" and {len(lazy) - 3} more" if len(lazy) > 3 else "")
+        raise error(f"{type(model).__name__} has lazy (nn.Lazy*) tensors whose shapes are not known until its first "
+                    f"forward ({shown}); run it once on a sample batch (model(x)) before {doing}, e.g. in the "
+                    "factory that builds it")
 
 
 # --------------------------------------------------------------------------- schemes
@@ -258,6 +275,8 @@ class InitReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
+        # Function-level only while torchsmith/html/__init__.py imports html.report (which imports the layers above):
+        # hoist it once html/__init__ is light.
         from torchsmith.html.weights import init_html
 
         return init_html(self)

@@ -20,6 +20,7 @@ from. The libraries are imported only when a model of theirs is asked for; a mis
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -44,8 +45,6 @@ _FILE_FIELDS = ("transformers_version", "_name_or_path", "model_type", "auto_map
 
 
 def _import(module: str, ref: str, install: str) -> Any:
-    import importlib
-
     package = module.partition(".")[0]
     try:
         return importlib.import_module(module)

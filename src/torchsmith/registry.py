@@ -7,6 +7,10 @@ A builder is a small function with keyword-only options that returns an
 A *source* builds models another library names: ``create_model("hf:bert")``
 calls the builder registered with ``@register_source("hf")`` with ``"bert"``
 (see :mod:`torchsmith.library`).
+
+The registry never imports what registers in it: ``torchsmith.models`` imports the zoo's families, each of
+which calls ``@register_model``, and ``torchsmith.library`` registers its sources; the package
+``torchsmith`` imports both, so every name is registered once ``import torchsmith`` has run.
 """
 
 from __future__ import annotations
@@ -66,25 +70,16 @@ def register_source(prefix: str) -> Callable[[F], F]:
     return decorator
 
 
-def _ensure_zoo_loaded() -> None:
-    # Importing the zoo and the library adapters registers their builders; done lazily so that
-    # importing the registry alone has no side effects beyond defining it.
-    import torchsmith.library  # noqa: F401
-    import torchsmith.models  # noqa: F401
-
-
 def source_of(name: str) -> str | None:
     """The source prefix of ``name`` (``"hf"`` for ``"hf:bert"``), or None for a zoo name or anything else."""
     if not isinstance(name, str) or ":" not in name:
         return None
-    _ensure_zoo_loaded()
     prefix = name.partition(":")[0]
     return prefix if prefix in _SOURCES else None
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Names of registered models, sorted; ``pattern`` is a glob (``resnet*``)."""
-    _ensure_zoo_loaded()
     names = sorted(_MODELS)
     if pattern:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
@@ -94,7 +89,6 @@ def list_models(pattern: str | None = None) -> list[str]:
 def get_builder(name: str) -> Builder:
     if not isinstance(name, str):
         raise ConfigError(f"a model name is a string such as 'lenet', not {type(name).__name__}")
-    _ensure_zoo_loaded()
     try:
         return _MODELS[name]
     except KeyError:

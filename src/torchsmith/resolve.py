@@ -20,11 +20,13 @@ from typing import Any
 
 from torch import nn
 
-from torchsmith.contract import int_dims, parse_input_size
+from torchsmith.checkpoint import load
 from torchsmith.errors import ConfigError, ModelLoadError, UnknownNameError
 from torchsmith.registry import create_model, list_models, source_of
+from torchsmith.sizes import int_dims, parse_input_size  # noqa: F401  (transitional: cli._common, train.config)
+from torchsmith.spec import build_file
 
-__all__ = ["resolve_model", "parse_input_size", "int_dims"]
+__all__ = ["resolve_model"]
 
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
@@ -41,14 +43,10 @@ def resolve_model(ref: str, **kwargs: Any) -> nn.Module:
     if lowered.endswith(SPEC_SUFFIXES):
         if kwargs:
             raise ConfigError(f"options {sorted(kwargs)} do not apply to a spec file; edit {ref} instead")
-        from torchsmith.spec import build_file
-
         return build_file(ref)
     if lowered.endswith(CHECKPOINT_SUFFIXES):
         if kwargs:
             raise ConfigError(f"options {sorted(kwargs)} do not apply to a checkpoint ({ref})")
-        from torchsmith.checkpoint import load
-
         return load(ref)
     if ":" in ref and not _looks_like_windows_path(ref):
         target, _, attr = ref.rpartition(":")

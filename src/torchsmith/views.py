@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.errors import SummaryError, TorchsmithError
+from torchsmith.init import check_materialized
 
 __all__ = ["ModuleNode", "module_tree", "format_tree", "count_parameters", "TableView", "ParamInfo",
            "BufferInfo", "HookInfo", "param_view", "buffer_view", "hook_view", "tree_to_dict",
@@ -39,24 +39,6 @@ class ModuleNode:
         from torchsmith.html.views import tree_html
 
         return tree_html(self)
-
-
-def check_materialized(model: nn.Module, error: type[TorchsmithError] = SummaryError,
-                       doing: str = "inspecting it", only: set[str] | None = None) -> None:
-    """Refuse a model whose ``nn.Lazy*`` layers have not run yet: their tensors have no shape to count.
-
-    ``only``: just these tensor names matter (the others are left alone by the caller).
-    """
-    from torch.nn.parameter import is_lazy
-
-    lazy = [n for n, p in model.named_parameters() if is_lazy(p)]
-    lazy += [n for n, b in model.named_buffers() if is_lazy(b)]
-    lazy = [n for n in lazy if only is None or n in only]
-    if lazy:
-        shown = ", ".join(lazy[:3]) + (f" and {len(lazy) - 3} more" if len(lazy) > 3 else "")
-        raise error(f"{type(model).__name__} has lazy (nn.Lazy*) tensors whose shapes are not known until its first "
-                    f"forward ({shown}); run it once on a sample batch (model(x)) before {doing}, e.g. in the "
-                    "factory that builds it")
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -22,12 +22,14 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
+from torchsmith._version import __version__
 from torchsmith.checkpoint import _format, _versions
 from torchsmith.checkpoint._atomic import commit_deferred, discard_deferred, fsync_dir, temp_files_for, writer_alive
 from torchsmith.checkpoint._codec import decode, encode
 from torchsmith.contract import input_spec
 from torchsmith.errors import CheckpointError, ConfigError, TorchsmithError
 from torchsmith.registry import ARCH_ATTR, create_model
+from torchsmith.spec import build as build_spec
 
 __all__ = ["save", "load", "load_training_state", "training_state_path", "FORMAT", "FORMAT_VERSION",
            "build_from_arch", "read_arch", "tie_groups", "set_tensor", "refuse_training_state", "as_path"]
@@ -224,8 +226,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _version() -> str:
-    from torchsmith import __version__
-
     return __version__
 
 
@@ -259,8 +259,6 @@ def build_from_arch(arch: Mapping[str, Any], *, meta: bool, source: Any = "check
     """Build the model ``arch`` describes; on the meta device (no memory, no init) when ``meta``."""
     def build() -> nn.Module:
         if "spec" in arch:
-            from torchsmith.spec import build as build_spec  # written alongside; imported only when needed
-
             model = build_spec(arch["spec"])
         else:
             model = create_model(arch["name"], **dict(arch.get("kwargs") or {}))

@@ -23,6 +23,7 @@ from torchsmith.checkpoint import _versions
 from torchsmith.checkpoint._core import refuse_training_state, tie_groups
 from torchsmith.checkpoint._sources import read_state_dict
 from torchsmith.errors import CheckpointError, ConfigError, UnknownNameError, shorten
+from torchsmith.init import init_weights
 
 __all__ = ["LoadReport", "ShapeMismatch", "Remapped", "load_into", "KNOWN_PREFIXES"]
 
@@ -120,6 +121,8 @@ class LoadReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
+        # Function-level only while torchsmith/html/__init__.py imports html.report (which imports the layers above):
+        # hoist it once html/__init__ is light.
         from torchsmith.html.weights import load_html
 
         return load_html(self)
@@ -357,8 +360,6 @@ def _apply(model: nn.Module, label: str, target: Mapping[str, torch.Tensor], map
     if result.unexpected_keys:
         raise CheckpointError(f"internal error: the model refused keys it listed: {result.unexpected_keys[:3]}")
     if to_reinit:
-        from torchsmith.init import init_weights
-
         policy = getattr(model, "init_policy", None)
         if policy is None:
             policy = "kaiming"

@@ -10,7 +10,7 @@ import math
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,6 @@ class CheckpointInfo:
         return sum(t.numel for t in self.tensors if t.alias_of is None)
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self)
 
     def __str__(self) -> str:
@@ -174,8 +172,6 @@ class CheckpointDiff:
                     or any(v != 0 for v in self.max_abs_diff.values()))
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         out = asdict(self)
         out["identical"] = self.identical
         # JSON has no infinity (json.dumps would write the invalid token Infinity): null stands for it

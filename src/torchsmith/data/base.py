@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from torchsmith.errors import DataError
-from torchsmith.resolve import int_dims
+from torchsmith.sizes import int_dims
 
 __all__ = ["ImageDataset", "DataSplits", "stratified_split", "AUGMENTS"]
 

@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchsmith.errors import ConfigError, ShapeError, UnknownNameError
+from torchsmith.errors import ConfigError, ShapeError, SpecError, UnknownNameError
 from torchsmith.init import init_weights
 from torchsmith.layers import init_gain_for
 from torchsmith.registry import register_model
+from torchsmith.spec import register_spec_writer
 
 __all__ = ["LeNet", "lenet"]
 
@@ -113,6 +114,22 @@ class LeNet(nn.Module):
         self.fc3 = nn.Linear(84, num_classes) if num_classes > 0 else nn.Identity()  # type: ignore[assignment]
         if num_classes > 0:
             init_weights(self.fc3, self.init_policy)
+
+
+@register_spec_writer(LeNet)
+def _lenet_layers(m: LeNet) -> list[object]:
+    """A LeNet as the layers of a spec, with its own module names."""
+    act = m.act_name
+    if not isinstance(m.fc3, nn.Linear):
+        raise SpecError("this LeNet has no classifier (reset_classifier(0)); a spec needs a last layer")
+    return [
+        {"conv": {"out": 6, "kernel": 5, "name": "conv1"}}, act, {"maxpool": 2},
+        {"conv": {"out": 16, "kernel": 5, "name": "conv2"}}, act, {"maxpool": 2},
+        "flatten",
+        {"linear": {"out": 120, "name": "fc1"}}, act,
+        {"linear": {"out": 84, "name": "fc2"}}, act,
+        {"linear": {"out": m.fc3.out_features, "name": "fc3"}},
+    ]
 
 
 def _size_arg(h: int, w: int) -> str:

@@ -11,15 +11,19 @@ checkpoints load with ``strict=True``. The CIFAR models (``resnet20`` ...
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchsmith.errors import ConfigError, UnknownNameError
+from torchsmith.errors import ConfigError, SpecError, TorchsmithError, UnknownNameError
 from torchsmith.init import init_weights
 from torchsmith.layers import norm_layer_factory
 from torchsmith.registry import register_model
+from torchsmith.spec import register_layer, register_spec_writer
+from torchsmith.spec.layers import int_arg
+from torchsmith.spec.registry import Shape, fmt_shape
 
 __all__ = ["BasicBlock", "Bottleneck", "PadShortcut", "ResNet"]
 
@@ -220,6 +224,95 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             init_weights(self.fc, {"preset": "kaiming"})
+
+
+# --------------------------------------------------------------------------- as a spec
+# The blocks are spec layer types (`basic_block`, `bottleneck`), and a ResNet writes itself as a spec of them.
+def _spec_norm(norm: object) -> NormFactory:
+    if not isinstance(norm, str):
+        raise SpecError(f"`norm` must be a norm name (batchnorm, groupnorm, instancenorm), got {norm!r}")
+    try:
+        return norm_layer_factory(norm)
+    except Exception as e:
+        raise SpecError(str(e)) from None
+
+
+def _spec_block(cls: type[BasicBlock] | type[Bottleneck], in_shape: Shape, layer: str, planes: int, stride: int,
+                norm: str, shortcut: str) -> tuple[nn.Module, Shape]:
+    if len(in_shape) != 3:
+        raise SpecError(f"input is {fmt_shape(in_shape)} but {layer} needs a feature map [N, C, H, W]")
+    planes, stride = int_arg(planes, "out" if cls is BasicBlock else "planes"), int_arg(stride, "stride")
+    if shortcut not in SHORTCUTS:  # the blocks themselves take any value other than "pad" as "conv"
+        raise SpecError(f"`shortcut` must be 'conv' (1x1 conv + norm) or 'pad' (zero channels), got {shortcut!r}")
+    try:
+        block = cls(in_shape[0], planes, stride, _spec_norm(norm), shortcut)
+    except TorchsmithError as e:
+        raise SpecError(f"input is {fmt_shape(in_shape)}: {e}") from None
+    return block, (planes * cls.expansion, *((s - 1) // stride + 1 for s in in_shape[1:]))
+
+
+@register_layer(shorthand="out", activation="relu")
+def basic_block(in_shape: Shape, *, out: int, stride: int = 1, norm: str = "batchnorm",
+                shortcut: str = "conv") -> tuple[nn.Module, Shape]:
+    """The zoo's ResNet BasicBlock: two 3x3 convs plus a shortcut (1x1 conv + norm, or "pad", on a shape change)."""
+    return _spec_block(BasicBlock, in_shape, "basic_block", out, stride, norm, shortcut)
+
+
+@register_layer(shorthand="planes", activation="relu")
+def bottleneck(in_shape: Shape, *, planes: int, stride: int = 1, norm: str = "batchnorm",
+               shortcut: str = "conv") -> tuple[nn.Module, Shape]:
+    """The zoo's ResNet Bottleneck: 1x1 reduce to ``planes``, 3x3 (with the stride), 1x1 expand to 4 x planes."""
+    return _spec_block(Bottleneck, in_shape, "bottleneck", planes, stride, norm, shortcut)
+
+
+def _norm_name(norm: nn.Module) -> str:
+    if type(norm) is nn.BatchNorm2d:
+        return "batchnorm"
+    if type(norm) is nn.GroupNorm and norm.num_groups == min(32, norm.num_channels):
+        return "groupnorm"
+    if type(norm) is nn.InstanceNorm2d and norm.affine:
+        return "instancenorm"
+    raise SpecError(f"{type(norm).__name__} is not a norm a spec can name (batchnorm, groupnorm, instancenorm)")
+
+
+@register_spec_writer(ResNet)
+def _resnet_layers(m: ResNet) -> list[object]:
+    """A ResNet as the layers of a spec (stem, stages of blocks, head), with torchvision's module names."""
+    c1 = m.conv1
+    stem: dict[str, object] = {"out": c1.out_channels, "kernel": c1.kernel_size[0]}
+    stem.update({k: v for k, v in (("stride", c1.stride[0]), ("padding", c1.padding[0])) if v != (k == "stride")})
+    layers: list[object] = [{"conv": {**stem, "bias": False, "name": "conv1"}}]
+    stem_norm = _norm_name(m.bn1)
+    if stem_norm == "batchnorm":
+        layers.append({"batchnorm": {"name": "bn1"}})
+    elif stem_norm == "groupnorm":
+        layers.append({"groupnorm": {"groups": m.bn1.num_groups, "name": "bn1"}})
+    else:
+        raise SpecError("a ResNet with an instancenorm stem cannot be written as a spec (no instancenorm layer type)")
+    layers.append({"relu": {"name": "relu"}})
+    if isinstance(m.maxpool, nn.MaxPool2d):
+        layers.append({"maxpool": {"kernel": 3, "stride": 2, "padding": 1, "name": "maxpool"}})
+    for i in range(1, 5):
+        stage = getattr(m, f"layer{i}")
+        if not isinstance(stage, nn.Sequential):
+            continue  # an unused stage is an Identity without parameters
+        blocks = []
+        blk: Any
+        for j, blk in enumerate(stage):
+            kind, arg = ("bottleneck", "planes") if isinstance(blk, Bottleneck) else ("basic_block", "out")
+            entry = {arg: blk.conv1.out_channels, "name": j}
+            if blk.stride != 1:
+                entry["stride"] = blk.stride
+            if _norm_name(blk.bn1) != "batchnorm":
+                entry["norm"] = _norm_name(blk.bn1)
+            if isinstance(blk.downsample, PadShortcut):
+                entry["shortcut"] = "pad"  # option A of the CIFAR zoo
+            blocks.append({kind: entry})
+        layers.append({"sequential": {"name": f"layer{i}", "layers": blocks}})
+    layers += [{"adaptive_avgpool": {"size": 1, "name": "avgpool"}}, "flatten"]
+    if isinstance(m.fc, nn.Linear):
+        layers.append({"linear": {"out": m.fc.out_features, "name": "fc"}})
+    return layers
 
 
 def _options(num_classes: int, in_channels: int, stem: str, zero_init_residual: bool,

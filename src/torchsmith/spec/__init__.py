@@ -29,7 +29,6 @@ the layer needs and the fix.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,15 +37,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.errors import SpecError, TorchsmithError
-from torchsmith.init import init_weights, resolve_policy
-from torchsmith.registry import ARCH_ATTR
-from torchsmith.spec.builder import Builder, default_init
-from torchsmith.spec.loader import Where, dump_spec, line_of, load_spec, plain
+from torchsmith.spec import layers as _layers  # noqa: F401  (registers the built-in layer types)
+from torchsmith.spec.builder import _CONTAINER_ARGS, build_model
+from torchsmith.spec.loader import dump_spec, load_spec
 from torchsmith.spec.modules import Residual, SpecModel, SpecSequential
-from torchsmith.spec.registry import LayerType, get_layer_type, layer_types, register_layer
+from torchsmith.spec.registry import REQUIRED, LayerType, get_layer_type, layer_types, register_layer
 from torchsmith.spec.report import SpecReport, SpecRow
-from torchsmith.spec.writer import copy_weights, to_spec
+from torchsmith.spec.writer import copy_weights, register_spec_writer, to_spec
 
 __all__ = [
     "build",
@@ -55,6 +52,7 @@ __all__ = [
     "check_spec",
     "register_layer",
     "to_spec",
+    "register_spec_writer",
     "dump_spec",
     "copy_weights",
     "layer_types",
@@ -76,7 +74,7 @@ def build(spec: Mapping[str, Any], *, generator: torch.Generator | None = None) 
     (so a checkpoint can rebuild it), ``default_input_size`` (the spec's
     ``input``) and ``init_policy``. Same ``generator`` seed, same weights.
     """
-    model, _ = _build(spec, generator=generator, meta=False)
+    model, _ = build_model(spec, generator=generator, meta=False)
     return model
 
 
@@ -95,7 +93,7 @@ def check_spec(spec: Mapping[str, Any] | str | Path) -> SpecReport:
     if isinstance(spec, (str, Path)):
         source = str(spec)
         spec = load_spec(spec)
-    model, builder = _build(spec, generator=None, meta=True)
+    model, builder = build_model(spec, generator=None, meta=True)
     return SpecReport(
         name=spec.get("name"), source=source or getattr(spec, "source", None), input=builder.input,
         output=builder.output,
@@ -114,9 +112,6 @@ _CONTAINER_DOCS = {
 
 def describe_layer_types() -> list[tuple[str, str, str]]:
     """``(type, arguments, summary)`` for every layer type a spec may name; ``*`` marks a required argument."""
-    from torchsmith.spec.builder import _CONTAINER_ARGS
-    from torchsmith.spec.registry import REQUIRED
-
     def signature(args: Mapping[str, Any], shorthand: str | None) -> str:
         # default=repr: a user type's default may be no JSON value at all (torch.relu, a dtype)
         parts = [f"{k}*" if v is REQUIRED else f"{k}={json.dumps(v, default=repr)}" for k, v in args.items()]
@@ -131,35 +126,3 @@ def describe_layer_types() -> list[tuple[str, str, str]]:
             assert lt is not None
             rows.append((name, signature(lt.args, lt.shorthand), lt.doc))
     return rows
-
-
-def _build(spec: Mapping[str, Any], *, generator: torch.Generator | None, meta: bool) -> tuple[SpecModel, Builder]:
-    builder = Builder(spec)
-    try:
-        canonical = plain(spec)  # refuses anything a checkpoint could not store as JSON
-    except SpecError as e:
-        raise SpecError(f"{builder.source}: {e}" if builder.source else str(e)) from None
-    init_where = Where("init", line_of(spec, "init"), builder.source)
-    policy = spec.get("init")
-    if policy is not None:
-        try:
-            resolve_policy(policy)  # a bad policy fails before any layer is built
-        except TorchsmithError as e:
-            raise init_where.error(str(e)) from e
-    with torch.device("meta") if meta else contextlib.nullcontext():
-        children, _ = builder.build_root()
-        model = SpecModel(children, name=spec.get("name"))
-    policy = plain(policy, "init") if policy is not None else default_init(builder.activations)
-    try:
-        init_weights(model, policy, generator=generator)  # on meta it only checks the policy against the model
-    except TorchsmithError as e:
-        raise init_where.error(str(e)) from e
-    # Plain attributes (not class annotations, which TorchScript would try to compile).
-    builder.init_policy = policy
-    object.__setattr__(model, "init_policy", policy)
-    object.__setattr__(model, "default_input_size", builder.input)
-    if len(builder.output) == 1:  # outputs per example, as zoo classifiers say it (the trainer checks it)
-        object.__setattr__(model, "num_classes", builder.output[0])
-    object.__setattr__(model, ARCH_ATTR, {"spec": canonical})
-    return model, builder
-

@@ -8,15 +8,19 @@ counter within its container (``conv1``, ``relu2``, ``basic3``).
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from torchsmith.errors import SpecError, TorchsmithError, did_you_mean
+from torchsmith.init import init_weights, resolve_policy
 from torchsmith.registry import ARCH_ATTR
-from torchsmith.spec.loader import LineDict, LineList, Where, line_of
+from torchsmith.sizes import parse_input_size
+from torchsmith.spec.loader import LineDict, LineList, Where, line_of, plain
 from torchsmith.spec.modules import PadShortcut, Residual, SpecModel, SpecSequential
 from torchsmith.spec.registry import (
     CONTAINER_TYPES,
@@ -28,7 +32,7 @@ from torchsmith.spec.registry import (
 )
 from torchsmith.spec.report import SpecRow
 
-__all__ = ["Builder", "TOP_KEYS"]
+__all__ = ["Builder", "TOP_KEYS", "build_model", "default_init"]
 
 TOP_KEYS = ("input", "layers", "blocks", "init", "name", "description")
 _CONTAINER_ARGS: dict[str, dict[str, Any]] = {
@@ -97,8 +101,6 @@ class Builder:
                                   "e.g. `input: [3, 32, 32]`")
         value = self.spec["input"]
         if isinstance(value, str):
-            from torchsmith.resolve import parse_input_size
-
             try:
                 return parse_input_size(value)
             except TorchsmithError as e:
@@ -476,3 +478,35 @@ def default_init(activations: list[str]) -> dict[str, Any]:
         return {"preset": "kaiming", "nonlinearity": first}
     return {"preset": "kaiming"}
 
+
+def build_model(spec: Mapping[str, Any], *, generator: torch.Generator | None,
+                meta: bool) -> tuple[SpecModel, Builder]:
+    """Build ``spec`` (on the meta device when ``meta``) and initialise it; the model and the builder that traced it."""
+    builder = Builder(spec)
+    try:
+        canonical = plain(spec)  # refuses anything a checkpoint could not store as JSON
+    except SpecError as e:
+        raise SpecError(f"{builder.source}: {e}" if builder.source else str(e)) from None
+    init_where = Where("init", line_of(spec, "init"), builder.source)
+    policy = spec.get("init")
+    if policy is not None:
+        try:
+            resolve_policy(policy)  # a bad policy fails before any layer is built
+        except TorchsmithError as e:
+            raise init_where.error(str(e)) from e
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        children, _ = builder.build_root()
+        model = SpecModel(children, name=spec.get("name"))
+    policy = plain(policy, "init") if policy is not None else default_init(builder.activations)
+    try:
+        init_weights(model, policy, generator=generator)  # on meta it only checks the policy against the model
+    except TorchsmithError as e:
+        raise init_where.error(str(e)) from e
+    # Plain attributes (not class annotations, which TorchScript would try to compile).
+    builder.init_policy = policy
+    object.__setattr__(model, "init_policy", policy)
+    object.__setattr__(model, "default_input_size", builder.input)
+    if len(builder.output) == 1:  # outputs per example, as zoo classifiers say it (the trainer checks it)
+        object.__setattr__(model, "num_classes", builder.output[0])
+    object.__setattr__(model, ARCH_ATTR, {"spec": canonical})
+    return model, builder

@@ -10,22 +10,21 @@ and ``batchnorm``.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from torchsmith.errors import SpecError, TorchsmithError
-from torchsmith.layers import norm_layer_factory
+from torchsmith.errors import SpecError
 from torchsmith.spec.registry import Shape, fmt_shape, register_layer
 
-__all__: list[str] = []
+__all__ = ["int_arg"]
 
 
 # --------------------------------------------------------------------------- argument checks
-def _int(value: Any, arg: str, minimum: int = 1) -> int:
+def int_arg(value: Any, arg: str, minimum: int = 1) -> int:
+    """``value`` as an integer argument of at least ``minimum``; the SpecError names ``arg``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(f"`{arg}` must be an integer, got {value!r}")
     if value < minimum:
@@ -39,8 +38,8 @@ def _ints(value: Any, arg: str, n: int, minimum: int = 1) -> tuple[int, ...]:
         if len(value) != n:
             raise SpecError(f"`{arg}` has {len(value)} values but the input has {n} spatial dimensions; "
                             f"give {n} values or one")
-        return tuple(_int(v, arg, minimum) for v in value)
-    return (_int(value, arg, minimum),) * n
+        return tuple(int_arg(v, arg, minimum) for v in value)
+    return (int_arg(value, arg, minimum),) * n
 
 
 def _number(value: Any, arg: str, low: float | None = None, high: float | None = None) -> float:
@@ -101,9 +100,9 @@ def conv(in_shape: Shape, *, out: int, kernel: Any, stride: Any = 1, padding: An
     """Convolution (1d/2d/3d by input rank); ``padding`` is an int, a list, "same" or "valid"."""
     n = _spatial(in_shape, "conv")
     c = in_shape[0]
-    out = _int(out, "out")
+    out = int_arg(out, "out")
     k, s, d = _ints(kernel, "kernel", n), _ints(stride, "stride", n), _ints(dilation, "dilation", n)
-    groups = _int(groups, "groups")
+    groups = int_arg(groups, "groups")
     if c % groups or out % groups:
         raise SpecError(f"input is {fmt_shape(in_shape)}: `groups` {groups} must divide both the input channels "
                         f"({c}) and `out` ({out})")
@@ -129,7 +128,7 @@ def linear(in_shape: Shape, *, out: int, bias: bool = True) -> tuple[nn.Module, 
     if len(in_shape) >= 3:
         raise SpecError(f"input is {fmt_shape(in_shape)}; add `flatten` before it "
                         f"(or `adaptive_avgpool: 1` then `flatten` to pool the feature map first)")
-    out = _int(out, "out")
+    out = int_arg(out, "out")
     return nn.Linear(in_shape[-1], out, bias=_bool(bias, "bias")), (*in_shape[:-1], out)
 
 
@@ -202,7 +201,7 @@ def batchnorm(in_shape: Shape, *, eps: float = 1e-5, momentum: float = 0.1,
 @register_layer
 def layernorm(in_shape: Shape, *, dims: int = 1, eps: float = 1e-5, affine: bool = True) -> tuple[nn.Module, Shape]:
     """Layer norm over the last ``dims`` dimensions (1: the features; 3: a whole C x H x W map)."""
-    dims = _int(dims, "dims")
+    dims = int_arg(dims, "dims")
     if dims > len(in_shape):
         raise SpecError(f"input is {fmt_shape(in_shape)} but `dims` is {dims}; it can normalise at most "
                         f"{len(in_shape)} dimensions")
@@ -213,7 +212,7 @@ def layernorm(in_shape: Shape, *, dims: int = 1, eps: float = 1e-5, affine: bool
 @register_layer(shorthand="groups")
 def groupnorm(in_shape: Shape, *, groups: int, eps: float = 1e-5, affine: bool = True) -> tuple[nn.Module, Shape]:
     """Group norm: the channels (dim 1) in ``groups`` groups."""
-    groups = _int(groups, "groups")
+    groups = int_arg(groups, "groups")
     if len(in_shape) < 1 or in_shape[0] % groups:
         raise SpecError(f"input is {fmt_shape(in_shape)}: `groups` {groups} must divide the {in_shape[0]} channels")
     return nn.GroupNorm(groups, in_shape[0], eps=_number(eps, "eps", 0.0), affine=_bool(affine, "affine")), in_shape
@@ -265,63 +264,8 @@ def dropout(in_shape: Shape, *, p: float = 0.5) -> tuple[nn.Module, Shape]:
 @register_layer(shorthand="start")
 def flatten(in_shape: Shape, *, start: int = 1) -> tuple[nn.Module, Shape]:
     """Flattens every dimension from ``start`` (1: all but the batch) into one."""
-    start = _int(start, "start")
+    start = int_arg(start, "start")
     if start > len(in_shape):
         raise SpecError(f"input is {fmt_shape(in_shape)}: `start` {start} is past its last dimension")
     keep = in_shape[: start - 1]
     return nn.Flatten(start), (*keep, math.prod(in_shape[start - 1:]))
-
-
-# --------------------------------------------------------------------------- residual blocks of the zoo
-def _norm(norm: Any) -> Callable[[int], nn.Module]:
-    if not isinstance(norm, str):
-        raise SpecError(f"`norm` must be a norm name (batchnorm, groupnorm, instancenorm), got {norm!r}")
-    try:
-        return norm_layer_factory(norm)
-    except Exception as e:
-        raise SpecError(str(e)) from None
-
-
-def _block_shape(in_shape: Shape, layer: str) -> None:
-    if len(in_shape) != 3:
-        raise SpecError(f"input is {fmt_shape(in_shape)} but {layer} needs a feature map [N, C, H, W]")
-
-
-def _zoo_block(cls: type[nn.Module], in_shape: Shape, planes: int, stride: int, norm: str,
-               shortcut: str) -> nn.Module:
-    extra = {}
-    if shortcut not in ("conv", "pad"):  # the zoo's own blocks fall back to "conv" for any other value
-        raise SpecError(f"`shortcut` must be 'conv' (1x1 conv + norm) or 'pad' (zero channels), got {shortcut!r}")
-    if shortcut != "conv":
-        # Shortcut kinds other than the 1x1 projection exist only in zoos that offer them.
-        if "shortcut" not in inspect.signature(cls).parameters:
-            raise SpecError(f"`shortcut` {shortcut!r}: this zoo's {cls.__name__} has only the 'conv' shortcut")
-        extra["shortcut"] = shortcut
-    try:
-        return cls(in_shape[0], planes, stride, _norm(norm), **extra)
-    except TorchsmithError as e:
-        raise SpecError(f"input is {fmt_shape(in_shape)}: {e}") from None
-
-
-@register_layer(shorthand="out", activation="relu")
-def basic_block(in_shape: Shape, *, out: int, stride: int = 1, norm: str = "batchnorm",
-                shortcut: str = "conv") -> tuple[nn.Module, Shape]:
-    """The zoo's ResNet BasicBlock: two 3x3 convs plus a shortcut (1x1 conv + norm, or "pad", on a shape change)."""
-    from torchsmith.models.resnet import BasicBlock
-
-    _block_shape(in_shape, "basic_block")
-    out, stride = _int(out, "out"), _int(stride, "stride")
-    block = _zoo_block(BasicBlock, in_shape, out, stride, norm, shortcut)
-    return block, (out, *((s - 1) // stride + 1 for s in in_shape[1:]))
-
-
-@register_layer(shorthand="planes", activation="relu")
-def bottleneck(in_shape: Shape, *, planes: int, stride: int = 1, norm: str = "batchnorm",
-               shortcut: str = "conv") -> tuple[nn.Module, Shape]:
-    """The zoo's ResNet Bottleneck: 1x1 reduce to ``planes``, 3x3 (with the stride), 1x1 expand to 4 x planes."""
-    from torchsmith.models.resnet import Bottleneck
-
-    _block_shape(in_shape, "bottleneck")
-    planes, stride = _int(planes, "planes"), _int(stride, "stride")
-    block = _zoo_block(Bottleneck, in_shape, planes, stride, norm, shortcut)
-    return block, (planes * Bottleneck.expansion, *((s - 1) // stride + 1 for s in in_shape[1:]))

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from torchsmith.errors import ConfigError, SpecError
-from torchsmith.resolve import int_dims
+from torchsmith.sizes import int_dims
 
 __all__ = ["LayerType", "register_layer", "get_layer_type", "layer_types", "Shape", "fmt_shape", "REQUIRED",
            "CONTAINER_TYPES"]
@@ -133,9 +133,6 @@ def register_layer(target: Any = None, *, name: str | None = None, shorthand: st
         key = str(name or getattr(obj, "__name__", ""))
         if not _NAME.match(key):
             raise ConfigError(f"layer type name {key!r} must be an identifier like 'my_layer'")
-        # The built-in types first: a user type named like one (`relu`) registered before them would
-        # make their own registration fail, and with it every spec in the process.
-        _ensure_builtins()
         if key in _LAYERS or key in CONTAINER_TYPES:
             raise ConfigError(f"layer type {key!r} is already registered; choose another name")
         _LAYERS[key] = _layer_type(key, obj, shorthand, activation)
@@ -174,16 +171,9 @@ def _layer_type(key: str, obj: Any, shorthand: str | None, activation: str | Non
 
 
 def get_layer_type(name: str) -> LayerType | None:
-    _ensure_builtins()
     return _LAYERS.get(name)
 
 
 def layer_types() -> list[str]:
     """Every layer type a spec may name: the registered ones and the containers."""
-    _ensure_builtins()
     return sorted([*_LAYERS, *CONTAINER_TYPES])
-
-
-def _ensure_builtins() -> None:
-    # The built-in types register themselves on import; imported lazily to avoid a cycle.
-    import torchsmith.spec.layers  # noqa: F401

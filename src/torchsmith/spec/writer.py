@@ -1,28 +1,68 @@
-"""Model -> spec: write a zoo model (or a spec-built one, or an ``nn.Sequential``) as a spec.
+"""Model -> spec: write a model family that registered its writer, a spec-built model or an ``nn.Sequential``.
 
 Every spec written here is checked by building it on the meta device and
 comparing its ``state_dict`` names and shapes with the model's, so a spec is
-only returned when it builds exactly that model. Zoo models are written with
-their own module names (``conv1``, ``layer1.0``, ``fc``), so the model's
-weights load into the spec-built one with ``strict=True``.
+only returned when it builds exactly that model. A model family says how it is
+written with :func:`register_spec_writer` (the zoo's LeNet and ResNet do, in
+their own modules), using its own module names (``conv1``, ``layer1.0``,
+``fc``), so the model's weights load into the spec-built one with ``strict=True``.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from torchsmith.errors import SpecError
+from torchsmith.errors import ConfigError, SpecError
 from torchsmith.registry import ARCH_ATTR, create_model
-from torchsmith.resolve import int_dims, parse_input_size
+from torchsmith.sizes import int_dims, parse_input_size
+from torchsmith.spec.builder import build_model
+from torchsmith.spec.loader import plain
 
-__all__ = ["to_spec", "copy_weights"]
+__all__ = ["to_spec", "copy_weights", "register_spec_writer", "SpecWriter"]
 
-_EXPRESSIBLE = "torchsmith writes LeNet, ResNet, spec-built models and nn.Sequential models of standard layers"
+#: ``writer(model) -> layers``: the spec's ``layers`` list for one model of a family (raise SpecError if it has none).
+SpecWriter = Callable[[Any], list[Any]]
+W = TypeVar("W", bound=SpecWriter)
+
+_FAMILIES: dict[type, SpecWriter] = {}
+
+
+def register_spec_writer(cls: type[nn.Module], writer: W | None = None) -> Any:
+    """Say how models of class ``cls`` (and its subclasses) are written as a spec.
+
+    ``writer(model)`` returns the spec's ``layers``; :func:`to_spec` adds ``name``, ``input`` and ``init`` and
+    checks that the spec builds exactly the model. Usable as ``register_spec_writer(Net, fn)`` or as the
+    decorator ``@register_spec_writer(Net)``. A class registers once.
+    """
+
+    def decorator(fn: W) -> W:
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise ConfigError(f"register_spec_writer takes an nn.Module subclass, not {cls!r}")
+        if cls in _FAMILIES:
+            raise ConfigError(f"{cls.__name__} already has a spec writer (from {_FAMILIES[cls].__module__})")
+        _FAMILIES[cls] = fn
+        return fn
+
+    if writer is not None:
+        return decorator(writer)
+    return decorator
+
+
+def _family_writer(model: nn.Module) -> SpecWriter | None:
+    for cls in type(model).__mro__:
+        if cls in _FAMILIES:
+            return _FAMILIES[cls]
+    return None
+
+
+def _expressible() -> str:
+    families = "".join(f"{cls.__name__}, " for cls in _FAMILIES)
+    return f"torchsmith writes {families}spec-built models and nn.Sequential models of standard layers"
 
 
 def to_spec(model_or_name: nn.Module | str, *, input_shape: tuple[int, ...] | None = None,
@@ -44,26 +84,20 @@ def to_spec(model_or_name: nn.Module | str, *, input_shape: tuple[int, ...] | No
         raise SpecError(f"to_spec needs an nn.Module or a zoo name, not {type(model).__name__}")
     arch = getattr(model, ARCH_ATTR, None)
     if isinstance(arch, dict) and isinstance(arch.get("spec"), dict):
-        from torchsmith.spec.loader import plain
-
         return plain(arch["spec"])
-    from torchsmith.models.lenet import LeNet
-    from torchsmith.models.resnet import ResNet
-
     name = arch.get("name") if isinstance(arch, dict) else None
     size = input_shape or getattr(model, "default_input_size", None)
     if size is None:
         raise SpecError(f"{type(model).__name__} has no default_input_size; give input_shape=(C, H, W) "
                         f"(--input CxHxW at the command line)")
     size = _input_dims(size)
-    if isinstance(model, LeNet):
-        layers = _lenet(model)
-    elif isinstance(model, ResNet):
-        layers = _resnet(model)
+    family = _family_writer(model)
+    if family is not None:
+        layers = family(model)
     elif type(model) in (nn.Sequential,):
         layers = _sequential(model)  # type: ignore[arg-type]
     else:
-        raise SpecError(f"{type(model).__name__} cannot be written as a spec: {_EXPRESSIBLE}")
+        raise SpecError(f"{type(model).__name__} cannot be written as a spec: {_expressible()}")
     spec: dict[str, Any] = {"name": name or type(model).__name__.lower(), "input": size}
     policy = getattr(model, "init_policy", None)
     if isinstance(policy, dict):
@@ -86,9 +120,7 @@ def _input_dims(size: Any) -> list[int]:
 
 def _verify(model: nn.Module, spec: dict[str, Any]) -> None:
     """Build ``spec`` on the meta device and insist on the model's exact state_dict names and shapes."""
-    from torchsmith.spec import _build
-
-    built, _ = _build(spec, generator=None, meta=True)
+    built, _ = build_model(spec, generator=None, meta=True)
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in built.state_dict().items()}
     if want != got:
@@ -102,72 +134,7 @@ def _verify(model: nn.Module, spec: dict[str, Any]) -> None:
                             f"(input_shape=... / --input)")
         diff = sorted(set(want.items()) ^ set(got.items()))[:3]
         raise SpecError(f"{type(model).__name__} cannot be written as a spec exactly (first differences: {diff}); "
-                        f"{_EXPRESSIBLE}")
-
-
-# --------------------------------------------------------------------------- zoo families
-def _lenet(m: nn.Module) -> list[Any]:
-    act = m.act_name  # type: ignore[attr-defined]
-    if not isinstance(m.fc3, nn.Linear):  # type: ignore[attr-defined]
-        raise SpecError("this LeNet has no classifier (reset_classifier(0)); a spec needs a last layer")
-    return [
-        {"conv": {"out": 6, "kernel": 5, "name": "conv1"}}, act, {"maxpool": 2},
-        {"conv": {"out": 16, "kernel": 5, "name": "conv2"}}, act, {"maxpool": 2},
-        "flatten",
-        {"linear": {"out": 120, "name": "fc1"}}, act,
-        {"linear": {"out": 84, "name": "fc2"}}, act,
-        {"linear": {"out": m.fc3.out_features, "name": "fc3"}},  # type: ignore[attr-defined]
-    ]
-
-
-def _norm_name(norm: nn.Module) -> str:
-    if type(norm) is nn.BatchNorm2d:
-        return "batchnorm"
-    if type(norm) is nn.GroupNorm and norm.num_groups == min(32, norm.num_channels):
-        return "groupnorm"
-    if type(norm) is nn.InstanceNorm2d and norm.affine:
-        return "instancenorm"
-    raise SpecError(f"{type(norm).__name__} is not a norm a spec can name (batchnorm, groupnorm, instancenorm)")
-
-
-def _resnet(m: Any) -> list[Any]:
-    from torchsmith.models.resnet import Bottleneck
-
-    c1 = m.conv1
-    stem: dict[str, Any] = {"out": c1.out_channels, "kernel": c1.kernel_size[0]}
-    stem.update({k: v for k, v in (("stride", c1.stride[0]), ("padding", c1.padding[0])) if v != (k == "stride")})
-    layers: list[Any] = [{"conv": {**stem, "bias": False, "name": "conv1"}}]
-    stem_norm = _norm_name(m.bn1)
-    if stem_norm == "batchnorm":
-        layers.append({"batchnorm": {"name": "bn1"}})
-    elif stem_norm == "groupnorm":
-        layers.append({"groupnorm": {"groups": m.bn1.num_groups, "name": "bn1"}})
-    else:
-        raise SpecError("a ResNet with an instancenorm stem cannot be written as a spec (no instancenorm layer type)")
-    layers.append({"relu": {"name": "relu"}})
-    if isinstance(m.maxpool, nn.MaxPool2d):
-        layers.append({"maxpool": {"kernel": 3, "stride": 2, "padding": 1, "name": "maxpool"}})
-    for i in range(1, 5):
-        stage = getattr(m, f"layer{i}")
-        if not isinstance(stage, nn.Sequential):
-            continue  # an unused stage is an Identity without parameters
-        blocks = []
-        blk: Any
-        for j, blk in enumerate(stage):
-            kind, arg = ("bottleneck", "planes") if isinstance(blk, Bottleneck) else ("basic_block", "out")
-            entry = {arg: blk.conv1.out_channels, "name": j}
-            if blk.stride != 1:
-                entry["stride"] = blk.stride
-            if _norm_name(blk.bn1) != "batchnorm":
-                entry["norm"] = _norm_name(blk.bn1)
-            if blk.downsample is not None and type(blk.downsample).__name__ == "PadShortcut":
-                entry["shortcut"] = "pad"  # option A of the CIFAR zoo
-            blocks.append({kind: entry})
-        layers.append({"sequential": {"name": f"layer{i}", "layers": blocks}})
-    layers += [{"adaptive_avgpool": {"size": 1, "name": "avgpool"}}, "flatten"]
-    if isinstance(m.fc, nn.Linear):
-        layers.append({"linear": {"out": m.fc.out_features, "name": "fc"}})
-    return layers
+                        f"{_expressible()}")
 
 
 # --------------------------------------------------------------------------- plain nn.Sequential
