@@ -12,9 +12,9 @@ import torch
 from click.testing import CliRunner
 
 from lesson_nets import LeNet, ResidualBlock
+from torchsmith._summary import summary
 from torchsmith.cli import main
 from torchsmith.errors import ConfigError
-from torchsmith._summary import summary
 
 HERE = Path(__file__).resolve().parent
 LENET_FLOW = ["3x32x32", "6x28x28", "6x14x14", "16x10x10", "16x5x5", "400", "120", "84", "10"]

@@ -11,9 +11,9 @@ from torch import nn
 
 import torchsmith as ts
 from lesson_nets import LeNet, ResidualBlock, SmallResNet
-from torchsmith.cli import main
 from torchsmith._summary import summary
 from torchsmith._summary.explain import LayerExplanation
+from torchsmith.cli import main
 
 HERE = Path(__file__).resolve().parent
 

@@ -16,9 +16,9 @@ from torch import nn
 
 import torchsmith as ts
 from conftest import hook_count
+from torchsmith._export import ExportVerificationError, export
 from torchsmith.cli import main
 from torchsmith.errors import ConfigError, ExportError, ShapeError, UnknownNameError
-from torchsmith._export import ExportVerificationError, export
 from torchsmith.registry import model_options
 
 SUFFIX = {"exported": ".pt2", "onnx": ".onnx", "torchscript": ".ts"}

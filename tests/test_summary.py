@@ -26,8 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import torchsmith
 from conftest import hook_count
 from torchsmith import ConfigError, ShapeError, create_model, list_models, summary
-from torchsmith.cli import main
 from torchsmith._summary import parse_dtype
+from torchsmith.cli import main
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("TORCHSMITH_UPDATE_GOLDEN") == "1"

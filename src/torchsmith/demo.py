@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from torchsmith._summary import summary
+from torchsmith.data import load_dataset
 from torchsmith.errors import TorchsmithError, TrainingError
 from torchsmith.init import InitReport, init_weights
 from torchsmith.registry import create_model
@@ -28,6 +30,7 @@ from torchsmith.train.eval import EvalResult, evaluate, evaluate_checkpoint
 from torchsmith.train.loop import fit
 from torchsmith.train.progress import Reporter
 from torchsmith.train.result import TrainResult
+from torchsmith.views import format_tree, module_tree
 
 __all__ = ["run_demo", "DemoResult", "demo_config", "model_summary_text"]
 
@@ -43,15 +46,11 @@ def demo_config(out_dir: str | Path, *, epochs: int = 15, seed: int = 0) -> Trai
 
 
 def model_summary_text(model: torch.nn.Module, input_size: tuple[int, ...]) -> str:
-    """``torchsmith.summary`` (layer table with shapes) when it is there; else the module tree with parameter counts."""
+    """``torchsmith.summary`` (layer table with shapes) when it runs; else the module tree with parameter counts."""
     try:
-        from torchsmith._summary import summary
-
         return str(summary(model, (1, *input_size)))  # its input size includes the batch dimension
-    except (ImportError, TorchsmithError):
+    except TorchsmithError:
         pass
-    from torchsmith.views import format_tree, module_tree
-
     return format_tree(module_tree(model), title=f"{type(model).__name__} (input {'x'.join(map(str, input_size))})")
 
 
@@ -154,8 +153,6 @@ def _run_demo(out_dir: str | Path | None, *, epochs: int, seed: int, fresh_proce
             rep.message(f"   {note}")
 
     data_mean, data_std = result.data_mean, result.data_std
-    from torchsmith.data import load_dataset
-
     data = load_dataset("digits", input_size=input_size)
     trained = evaluate(model, data, mean=data_mean, std=data_std)
     rep.message("== 6. load it back into a fresh model (and a fresh process) and evaluate")

@@ -15,7 +15,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as module_mod
 
+from torchsmith._format import render_table
+from torchsmith.html.views import table_view_html, tree_html
 from torchsmith.init import check_materialized
 
 __all__ = ["ModuleNode", "module_tree", "format_tree", "count_parameters", "TableView", "ParamInfo",
@@ -36,8 +39,6 @@ class ModuleNode:
     shared_with: str | None = None  # path of the first place this module appears, if reused
 
     def _repr_html_(self) -> str:
-        from torchsmith.html.views import tree_html
-
         return tree_html(self)
 
 
@@ -127,8 +128,6 @@ class TableView:
         return {"title": self.title, "records": [asdict(r) for r in self.records]}
 
     def render(self, format: str = "text") -> str:
-        from torchsmith._summary.render import render_table
-
         if format == "json":
             return json.dumps(self.to_dict(), indent=2, default=str)
         cols = self.columns()
@@ -146,8 +145,6 @@ class TableView:
         return self.render("text")
 
     def _repr_html_(self) -> str:
-        from torchsmith.html.views import table_view_html
-
         return table_view_html(self)
 
 
@@ -272,8 +269,6 @@ def hook_view(model: nn.Module) -> TableView:
     Module hooks (forward, forward-pre, backward, backward-pre, state-dict and load-state-dict),
     global module hooks (they run on every module), and hooks on parameter tensors.
     """
-    from torch.nn.modules import module as module_mod
-
     records: list[HookInfo] = []
     for kind, attr in _GLOBAL_HOOKS:
         for hid, fn in getattr(module_mod, attr, {}).items():

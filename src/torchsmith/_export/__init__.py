@@ -30,10 +30,10 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from torchsmith.contract import InputSpec, device_dtype, input_spec
-from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError, describe_error
 from torchsmith._export.formats import FORMATS, SUFFIXES, Runner, Written, flatten_outputs
 from torchsmith._export.report import BatchCheck, ExportReport, ExportVerificationError, format_bytes
+from torchsmith.contract import InputSpec, device_dtype, input_spec
+from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError, describe_error
 
 __all__ = ["export", "ExportReport", "BatchCheck", "ExportVerificationError", "FORMAT_NAMES", "format_bytes"]
 

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchsmith._export.localise import describe_failure
 from torchsmith.contract import output_tensors
 from torchsmith.errors import ExportError
-from torchsmith._export.localise import describe_failure
 
 __all__ = ["Written", "Runner", "FORMATS", "SUFFIXES", "flatten_outputs", "onnx_available"]
 

@@ -10,7 +10,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from torchsmith._format import format_bytes
 from torchsmith.errors import ExportError
+from torchsmith.html.export import export_html
 
 __all__ = ["BatchCheck", "ExportReport", "ExportVerificationError", "format_bytes"]
 
@@ -133,8 +135,6 @@ class ExportReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from torchsmith.html.export import export_html
-
         return export_html(self)
 
 
@@ -159,13 +159,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
-
-
-def format_bytes(n: int) -> str:
-    """``1536`` -> ``'1.5 KiB'``."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # unreachable; keeps type checkers content

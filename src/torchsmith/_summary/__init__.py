@@ -16,42 +16,23 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 
-from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError
-from torchsmith.resolve import resolve_model
+from torchsmith._format import format_shapes, parse_dtype
 from torchsmith._summary._inputs import InputSpec, Namer
-from torchsmith._summary._trace import Trace, meta_copy, module_modes, restore_modes, run_trace
+from torchsmith._summary._trace import Trace, _tensors, meta_copy, module_modes, restore_modes, run_trace
 from torchsmith._summary.diagram import Diagram
 from torchsmith._summary.explain import Explanation
 from torchsmith._summary.render import render_summary, rich_summary
 from torchsmith._summary.result import FlowEvent, LayerRow, MemoryEstimate, ModelSummary
+from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError
+from torchsmith.resolve import resolve_model
 from torchsmith.views import check_materialized
 
 __all__ = ["summary", "ModelSummary", "LayerRow", "MemoryEstimate", "FlowEvent", "render_summary",
            "rich_summary", "parse_dtype", "Diagram", "Explanation"]
 
 RUN_META, RUN_FAKE, RUN_REAL = "meta", "fake tensors", "real tensors (batch 1)"
-
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
-    "int64": torch.int64, "long": torch.int64, "int32": torch.int32, "int": torch.int32,
-    "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool,
-}
-
-
-def parse_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
-    """``"bf16"`` -> ``torch.bfloat16``; a dtype passes through; unknown names get close matches."""
-    if value is None or isinstance(value, torch.dtype):
-        return value
-    key = str(value).lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        from torchsmith.errors import UnknownNameError
-
-        raise UnknownNameError("dtype", str(value), _DTYPES)
-    return _DTYPES[key]
 
 
 def summary(
@@ -188,7 +169,7 @@ def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any
         args, kwargs = spec.meta_args()
         return run_trace(copy, args, kwargs, Namer(), replay=replay)
     if how == RUN_FAKE:
-        from torch._subclasses.fake_tensor import FakeTensorMode
+        # Heavy (sympy and torch's symbolic shapes, ~0.5 s): imported only when the fake-tensor pass runs.
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
         try:
@@ -322,8 +303,6 @@ def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str
 
 def _input_bytes(spec: InputSpec) -> int | str:
     if spec.data is not None:
-        from torchsmith._summary._trace import _tensors
-
         return sum(t.numel() * t.element_size() for t in _tensors(spec.data))
     total = 0
     text = []
@@ -352,8 +331,6 @@ def _failure(trace: Trace, partial: ModelSummary, hint: str = "") -> TorchsmithE
     innermost = trace.rows[trace.failed_rows[-1]] if trace.failed_rows else None
     where = "the model" if innermost is None else (
         f"{innermost.name} ({innermost.type})" if innermost.name else innermost.type)
-    from torchsmith._summary.render import format_shapes
-
     got = "" if innermost is None else f" on input {format_shapes(innermost.input_shapes)}"
     expected = f"; it expects {trace.expected}" if trace.expected else ""
     flow = partial.flow()

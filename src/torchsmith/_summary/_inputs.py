@@ -77,7 +77,7 @@ class Namer:
         return str(v)
 
     def formula(self, expr: Any) -> str:
-        import sympy
+        import sympy  # heavy (~0.3 s), and only symbolic dims need it
 
         renamed = expr.xreplace({s: sympy.Symbol(n, positive=True, integer=True) for s, n in self.symbols.items()})
         return str(sympy.expand(renamed)) if isinstance(renamed, sympy.Add) else str(renamed)
@@ -160,6 +160,7 @@ class InputSpec:
                 return d
             name, hint = d
             if name not in symbols:
+                # Heavy (torch._dynamo, ~1 s): imported only when a dim is symbolic.
                 from torch._dynamo.source import ConstantSource
                 from torch.fx.experimental.symbolic_shapes import DimDynamic
 

@@ -17,6 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torchsmith._format import format_shape
+from torchsmith._summary.diagram_render import html_fragment, save_diagram, to_dot, to_html, to_mermaid, to_svg
+from torchsmith.errors import ConfigError, UnknownNameError
+
 if TYPE_CHECKING:
     from torchsmith._summary.result import GraphStep, LayerRow, ModelSummary
 
@@ -34,14 +38,6 @@ _OP_NAMES = {"_unsafe_view": "view", "_reshape_alias": "reshape", "max_pool2d_wi
              "_scaled_dot_product_flash_attention_for_cpu": "attention",
              "_scaled_dot_product_efficient_attention": "attention",
              "_scaled_dot_product_flash_attention": "attention", "native_dropout": "dropout"}
-
-
-def format_shape(shape: Any) -> str:
-    """The batch dim dropped, dims joined by x: (1, 6, 28, 28) -> "6x28x28"; (1, 400) -> "400"."""
-    dims = [str(d) for d in tuple(shape)[1:]]
-    if not dims:
-        return "scalar" if not shape else str(shape[0])
-    return "x".join(d if d.replace("_", "").isalnum() else f"({d})" for d in dims)
 
 
 def op_label(name: str, before: Any = None, after: Any = None) -> str:
@@ -107,8 +103,6 @@ class Diagram:
         for n in self.nodes:
             if n.name == name:
                 return n
-        from torchsmith.errors import UnknownNameError
-
         raise UnknownNameError("diagram node", name, [n.name for n in self.nodes])
 
     def inputs_of(self, node_id: str) -> list[DiagramEdge]:
@@ -120,14 +114,10 @@ class Diagram:
     # ------------------------------------------------------------------ drawing
     def mermaid(self) -> str:
         """Mermaid flowchart text: GitHub and Jupyter (``display(Markdown(...))``) draw it."""
-        from torchsmith._summary.diagram_render import to_mermaid
-
         return to_mermaid(self)
 
     def dot(self) -> str:
         """Graphviz DOT text."""
-        from torchsmith._summary.diagram_render import to_dot
-
         return to_dot(self)
 
     def svg(self, engine: str = "auto") -> str:
@@ -135,28 +125,20 @@ class Diagram:
 
         ``engine`` is "auto", "dot" or "grandalf".
         """
-        from torchsmith._summary.diagram_render import to_svg
-
         return to_svg(self, engine=engine)
 
     def html(self, engine: str = "auto") -> str:
         """A self-contained HTML page with the SVG inline (nothing fetched when opened)."""
-        from torchsmith._summary.diagram_render import to_html
-
         return to_html(self, engine=engine)
 
     def save(self, path: str | Path, engine: str = "auto") -> Path:
         """Write ``.svg``, ``.png``, ``.html``, ``.mmd`` (mermaid) or ``.dot``, chosen by the suffix, atomically."""
-        from torchsmith._summary.diagram_render import save_diagram
-
         return save_diagram(self, Path(path), engine=engine)
 
     def _repr_svg_(self) -> str:
         return self.svg()
 
     def _repr_html_(self) -> str:
-        from torchsmith._summary.diagram_render import html_fragment
-
         return html_fragment(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,8 +153,6 @@ class Diagram:
 # --------------------------------------------------------------------------- building
 def build_diagram(s: ModelSummary, depth: int | None = 3, collapse: bool = True) -> Diagram:
     """The diagram of ``s`` down to module depth ``depth`` (None: every leaf module)."""
-    from torchsmith.errors import ConfigError
-
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
         raise ConfigError(f"depth must be an int, 0 or more (or None for every level), not {depth!r}")
     if not s.rows or not s.graph:

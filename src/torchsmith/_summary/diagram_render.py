@@ -9,6 +9,7 @@ through a temporary file in the same folder and renamed, so a failed write leave
 from __future__ import annotations
 
 import html
+import io
 import os
 import shutil
 import subprocess
@@ -284,7 +285,6 @@ def to_png(d: Diagram, engine: str = "auto", dpi: int = 110) -> bytes:
     except ImportError as e:
         raise ConfigError("a PNG without graphviz needs matplotlib: pip install 'torchsmith[plot]', or install "
                           "graphviz's dot, or save as .svg") from e
-    import io
 
     lay = layout(d)
     fig = plt.figure(figsize=(lay.width / dpi, lay.height / dpi), dpi=dpi)

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from torchsmith._format import format_shape
 from torchsmith._summary._explain_rules import (
     Layer,
     Window,
@@ -26,6 +27,9 @@ from torchsmith._summary._explain_rules import (
     explain_view_op,
 )
 from torchsmith._summary._receptive import ReceptiveField, apply_window, start_field
+from torchsmith._summary.diagram import layer_detail
+from torchsmith._summary.explain_render import render_explanation
+from torchsmith.errors import UnknownNameError
 
 if TYPE_CHECKING:
     from torchsmith._summary.result import GraphStep, LayerRow, ModelSummary
@@ -114,8 +118,6 @@ class Explanation:
         for entry in self.layers:
             if entry.name == name:
                 return entry
-        from torchsmith.errors import UnknownNameError
-
         raise UnknownNameError("explained layer", name, [e.name for e in self.layers])
 
     @property
@@ -135,8 +137,6 @@ class Explanation:
 
     def render(self, format: str = "text") -> str:
         """``text``, ``markdown`` or ``html``."""
-        from torchsmith._summary.explain_render import render_explanation
-
         return render_explanation(self, format)
 
     def __str__(self) -> str:
@@ -358,8 +358,6 @@ class _Builder:
         return [e for e, k in enumerate(self.entry_step) if k in steps]
 
     def _path_text(self, steps: list[int], detail: bool = False) -> str:
-        from torchsmith._summary.diagram import layer_detail
-
         names = []
         for k in steps:
             g = self.s.graph[k]
@@ -412,9 +410,7 @@ class _Builder:
         layer = self._layer(g)
         r = self.rows[g.row]
         if r.base == "MultiheadAttention":
-            from torchsmith._summary._explain_rules import explain_layer as rule_for
-
-            return self._entry(layer, rule_for(layer), "attention")
+            return self._entry(layer, explain_layer(layer), "attention")
         a = r.attrs
         heads, hd, kv = self._heads(g.row) or (1, None, None)
         x = layer.in_shape or ()
@@ -505,8 +501,6 @@ def _fork(a: list[int], b: list[int]) -> tuple[int | None, list[int], list[int]]
 
 
 def _shape(shape: Any) -> str:
-    from torchsmith._summary.diagram import format_shape
-
     return "?" if shape is None else format_shape(shape)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING
 
+from torchsmith._format import format_shape
 from torchsmith.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ def render_explanation(ex: Explanation, format: str = "text") -> str:
 
 
 def _shape(shape: object) -> str:
-    from torchsmith._summary.diagram import format_shape
-
     return "?" if shape is None else format_shape(shape)
 
 

@@ -11,6 +11,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from torchsmith._summary.diagram import Diagram, build_diagram
+from torchsmith._summary.explain import Explanation, build_explanation
+from torchsmith._summary.render import render_summary, rich_summary
+from torchsmith.html.summary import summary_html
+
 __all__ = ["LayerRow", "FlowEvent", "GraphStep", "MemoryEstimate", "ModelSummary", "Num", "format_flow_shape"]
 
 Num = int | str  # a count, or a formula in the input's symbolic dims
@@ -177,8 +182,6 @@ class ModelSummary:
 
     def render(self, format: str = "text", depth: int | None | str = "default", collapse: bool = True) -> str:
         """``text`` (aligned plain text), ``markdown``, ``csv`` or ``json``; ``depth=None`` shows every row."""
-        from torchsmith._summary.render import render_summary
-
         d = self.depth if depth == "default" else depth
         return render_summary(self, format=format, depth=d, collapse=collapse)  # type: ignore[arg-type]
 
@@ -186,30 +189,22 @@ class ModelSummary:
         return self.render("text")
 
     def __rich__(self) -> Any:
-        from torchsmith._summary.render import rich_summary
-
         return rich_summary(self, depth=self.depth)
 
     def _repr_html_(self) -> str:
-        from torchsmith.html.summary import summary_html
-
         return summary_html(self)
 
     # ------------------------------------------------------------------ picture and arithmetic
-    def diagram(self, depth: int | None | str = "default", *, collapse: bool = True) -> Any:
+    def diagram(self, depth: int | None | str = "default", *, collapse: bool = True) -> Diagram:
         """The network as a graph of modules and joining ops, edges labelled with shapes: a ``Diagram``.
 
         ``depth`` is the deepest module level drawn (deeper modules are one box); ``collapse``
         draws a chain of identical blocks as one box "BasicBlock x3".
         """
-        from torchsmith._summary.diagram import build_diagram
+        return build_diagram(self, depth=self.depth if depth == "default" else depth, collapse=collapse)  # type: ignore[arg-type]
 
-        return build_diagram(self, depth=self.depth if depth == "default" else depth, collapse=collapse)
-
-    def explain(self) -> Any:
+    def explain(self) -> Explanation:
         """For each layer, the formula behind its output shape and its parameter count: an ``Explanation``."""
-        from torchsmith._summary.explain import build_explanation
-
         return build_explanation(self)
 
 

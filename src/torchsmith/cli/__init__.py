@@ -14,6 +14,19 @@ from typing import Any
 import click
 
 from torchsmith import __version__
+from torchsmith.cli import (
+    check_cmd,
+    ckpt_cmd,
+    demo_cmd,
+    eval_cmd,
+    export_cmd,
+    features_cmd,
+    models_cmd,
+    report_cmd,
+    show_cmd,
+    spec_cmd,
+    train_cmd,
+)
 from torchsmith.errors import TorchsmithError
 
 __all__ = ["main"]
@@ -57,24 +70,6 @@ def main() -> None:
     """
 
 
-def _register() -> None:
-    from torchsmith.cli import (
-        check_cmd,
-        ckpt_cmd,
-        demo_cmd,
-        eval_cmd,
-        export_cmd,
-        features_cmd,
-        models_cmd,
-        report_cmd,
-        show_cmd,
-        spec_cmd,
-        train_cmd,
-    )
-
-    for module in (models_cmd, show_cmd, features_cmd, ckpt_cmd, spec_cmd, export_cmd, train_cmd, eval_cmd,
-                   demo_cmd, check_cmd, report_cmd):
-        main.add_command(module.command)
-
-
-_register()
+for _module in (models_cmd, show_cmd, features_cmd, ckpt_cmd, spec_cmd, export_cmd, train_cmd, eval_cmd, demo_cmd,
+                check_cmd, report_cmd):
+    main.add_command(_module.command)

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from torchsmith.checkpoint import checkpoint_info, convert_checkpoint, diff_checkpoints, load_into
 from torchsmith.cli._common import load_model, model_options
 from torchsmith.errors import CheckpointError, ConfigError
 
@@ -41,8 +42,6 @@ def info(file: str, no_verify: bool, as_json: bool) -> None:
     Example:
       torchsmith ckpt info model.safetensors
     """
-    from torchsmith.checkpoint import checkpoint_info
-
     _emit(checkpoint_info(file, verify=not no_verify), as_json)
 
 
@@ -58,8 +57,6 @@ def diff(a: str, b: str, as_json: bool, exit_code: bool) -> None:
     Example:
       torchsmith ckpt diff epoch1.safetensors epoch2.safetensors
     """
-    from torchsmith.checkpoint import diff_checkpoints
-
     result = diff_checkpoints(a, b)
     _emit(result, as_json)
     if exit_code and not result.identical:
@@ -87,8 +84,6 @@ def convert(src: str, dst: str, model_ref: str | None, opts: tuple[str, ...], tr
       torchsmith ckpt convert model.safetensors model.pt
       torchsmith ckpt convert resnet18.pth resnet18.safetensors --model resnet18
     """
-    from torchsmith.checkpoint import convert_checkpoint
-
     if opts and model_ref is None:
         raise ConfigError("--opt applies to --model; give --model MODEL as well")
     model = load_model(model_ref, opts) if model_ref else None
@@ -118,8 +113,6 @@ def load_report(model: str, file: str, opts: tuple[str, ...], strict: bool, on_m
       torchsmith ckpt load-report resnet18 resnet18.pth
       torchsmith ckpt load-report resnet18 ddp.pt --opt num_classes=10 --on-mismatch reinit
     """
-    from torchsmith.checkpoint import load_into
-
     remap = {}
     for item in remaps:
         old, sep, new = item.partition("=")

@@ -7,6 +7,9 @@ import sys
 
 import click
 
+from torchsmith.demo import run_demo
+from torchsmith.train.progress import make_reporter
+
 
 @click.command("demo")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
@@ -29,9 +32,6 @@ def command(out: str | None, epochs: int, seed: int, threads: int, no_subprocess
       torchsmith demo
       torchsmith demo --out runs/demo --epochs 20
     """
-    from torchsmith.demo import run_demo
-    from torchsmith.train.progress import make_reporter
-
     # The demo's stages and progress are its output: stdout, unless JSON was asked for.
     reporter = make_reporter("none" if as_json else progress, sys.stdout)
     result = run_demo(out, epochs=epochs, seed=seed, fresh_process=not no_subprocess, reporter=reporter,

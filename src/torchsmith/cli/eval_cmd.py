@@ -8,6 +8,7 @@ import click
 
 from torchsmith.cli._common import input_dtype_option, input_option, parse_input
 from torchsmith.data import DATASETS
+from torchsmith.train.eval import evaluate_checkpoint
 
 
 @click.command("eval")
@@ -36,8 +37,6 @@ def command(checkpoint: str, data: str, data_dir: str | None, split: str, batch_
       torchsmith eval runs/lenet-digits --json
       torchsmith eval runs/LeNet-digits/best.safetensors --input 3x32x32
     """
-    from torchsmith.train.eval import evaluate_checkpoint
-
     result = evaluate_checkpoint(checkpoint, data, data_dir=data_dir, split=split, batch_size=batch_size,
                                  device=device, input_size=parse_input(input_size), input_dtype=input_dtype)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from torchsmith.cli._common import load_model, model_options, parse_input
 from torchsmith._export import FORMAT_NAMES, ExportReport, ExportVerificationError, export
+from torchsmith.cli._common import load_model, model_options, parse_input
 
 
 @click.command("export")

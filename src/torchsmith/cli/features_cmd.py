@@ -8,10 +8,11 @@ import click
 import torch
 import torch.nn.functional as F
 
-from torchsmith._plotting import check_plot_path
 from torchsmith._capture import PLOT_SUFFIXES, WHAT, capture, feature_stats, plot_features
+from torchsmith._plotting import check_plot_path
 from torchsmith.cli._common import load_model, model_options
 from torchsmith.contract import device_dtype, input_spec, parse_input_size, primary_output
+from torchsmith.data import load_dataset
 from torchsmith.errors import ConfigError, DataError, ShapeError, first_line
 from torchsmith.views import TableView
 
@@ -49,8 +50,6 @@ def _primary(out: object) -> torch.Tensor | None:
 
 def dataset_sample(name: str, index: int, size: tuple[int, ...]) -> torch.Tensor:
     """Image ``index`` of dataset ``name``'s test split (no downloads), as (C, H, W) floats in [0, 1]."""
-    from torchsmith.data import load_dataset
-
     data = load_dataset(name, input_size=size).test
     if not 0 <= index < len(data):
         raise ConfigError(f"--index {index} is outside {name}'s test split of {len(data)} images")

@@ -8,7 +8,7 @@ import click
 
 from torchsmith.cli._common import model_options, parse_input, parse_opts
 from torchsmith.errors import ConfigError
-from torchsmith.html.report import check_report_path, model_report, run_report, write_report
+from torchsmith.report import check_report_path, model_report, run_report, write_report
 
 
 @click.command("report")

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
 import click
 import torch
+from rich.console import Console
 from torch import nn
 
+from torchsmith._summary import parse_dtype, rich_summary, summary
+from torchsmith._summary._inputs import parse_dim
+from torchsmith._summary.diagram_render import check_diagram_path, dot_available
 from torchsmith.cli._common import model_options, parse_opts
 from torchsmith.contract import InputSpec, input_spec
 from torchsmith.errors import ConfigError, TorchsmithError
 from torchsmith.resolve import resolve_model
-from torchsmith._summary import parse_dtype, rich_summary, summary
-from torchsmith._summary._inputs import parse_dim
 from torchsmith.views import (
     buffer_view,
     count_parameters,
@@ -107,8 +110,6 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
         _show_views(model, opts, views, fmt, depth)
         return
     if diagram_path:
-        from torchsmith._summary.diagram_render import check_diagram_path
-
         check_diagram_path(diagram_path)  # before the forward: a typo in the suffix fails at once
     net = _build(model, opts, meta=True)
     size = None
@@ -124,8 +125,6 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
     else:
         # Nothing to run: the structure and counts still help; say how to get the rest.
         if fmt == "json":  # still JSON: a pipe into a parser must not get a text tree
-            import json
-
             click.echo(json.dumps(tree_to_dict(module_tree(net)), indent=2))
         else:
             click.echo(format_tree(module_tree(net), title=f"{type(net).__name__} ({model})", max_depth=depth))
@@ -149,8 +148,6 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
         _picture_and_arithmetic(result, diagram_path, explain, fmt, depth, expand)
         return
     if fmt == "table" and sys.stdout.isatty():
-        from rich.console import Console
-
         Console().print(rich_summary(result, depth=depth, collapse=not expand))
         return
     click.echo(result.render("text" if fmt == "table" else fmt, depth=depth, collapse=not expand))
@@ -174,8 +171,6 @@ def _picture_and_arithmetic(result: Any, diagram_path: str | None, explain: bool
         if fmt == "mermaid":
             click.echo(picture.mermaid(), nl=False)
         if diagram_path:
-            from torchsmith._summary.diagram_render import dot_available
-
             path = picture.save(diagram_path)
             how = "" if path.suffix.lower() in (".mmd", ".dot") else \
                 f", laid out by {'graphviz dot' if dot_available() else 'grandalf'}"
@@ -183,8 +178,6 @@ def _picture_and_arithmetic(result: Any, diagram_path: str | None, explain: bool
     if explain:
         text = result.explain()
         if fmt == "json":
-            import json
-
             click.echo(json.dumps(text.to_dict(), indent=2, default=str))
         else:
             click.echo(text.render("markdown" if fmt == "markdown" else "text"))
@@ -217,8 +210,6 @@ def _show_views(model: str, opts: tuple[str, ...], views: tuple[str, ...], fmt: 
             else:
                 out.append(table.render(text_fmt))
     if text_fmt == "json":
-        import json
-
         # One view: its document as before; several: one object keyed by view, so the output stays one JSON value.
         click.echo(json.dumps(next(iter(docs.values())) if len(docs) == 1 else docs, indent=2, default=str))
         return

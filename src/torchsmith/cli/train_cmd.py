@@ -16,6 +16,10 @@ from torchsmith.cli._common import input_dtype_option, input_option, load_model,
 from torchsmith.data import DATASETS
 from torchsmith.errors import ConfigError
 from torchsmith.train.config import AMP_MODES, DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig
+from torchsmith.train.loop import fit, seed_everything
+from torchsmith.train.progress import make_reporter
+from torchsmith.train.run import load_run_model, model_reference, run_config
+from torchsmith.train.state import resume_checkpoint
 
 _DEFAULTS = TrainConfig()
 
@@ -127,11 +131,6 @@ def command(ctx: click.Context, model: str | None, opts: tuple[str, ...], progre
       torchsmith train --resume runs/lenet-digits
       torchrun --nproc-per-node 2 -m torchsmith train lenet --data digits --out runs/ddp
     """
-    from torchsmith.train import fit, make_reporter
-    from torchsmith.train.loop import seed_everything
-    from torchsmith.train.resume import load_run_model, model_reference, run_config
-    from torchsmith.train.state import resume_checkpoint
-
     options["input_size"] = parse_input(options["input_size"])
     given = {k: v for k, v in options.items()
              if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}

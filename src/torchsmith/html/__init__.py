@@ -1,11 +1,5 @@
-"""HTML renderings: notebook cells (``_repr_html_`` of every result) and ``torchsmith report`` files.
+"""HTML renderings: notebook cells (``_repr_html_`` of every result) and the parts of ``torchsmith report``.
 
-Data objects never import these modules at import time; each result's ``_repr_html_`` imports
-its renderer when a notebook asks for it.
+Each module renders one kind of result and imports that result's type only under ``TYPE_CHECKING``;
+the results import their renderers. The report page itself is :mod:`torchsmith.report`.
 """
-
-from __future__ import annotations
-
-from torchsmith.html.report import model_report, run_report, write_report
-
-__all__ = ["model_report", "run_report", "write_report"]

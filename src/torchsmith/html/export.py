@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from torchsmith._format import format_bytes
 from torchsmith.html._page import badge, esc, fragment, kv_table, notes_list, table
 
 if TYPE_CHECKING:
@@ -13,8 +14,6 @@ __all__ = ["export_html", "export_body"]
 
 
 def export_body(report: ExportReport) -> str:
-    from torchsmith._export.report import format_bytes
-
     status = badge("PASSED", "ok") if report.passed else badge("FAILED", "error")
     shape = "x".join(str(d) for d in report.input_shape)
     size = format_bytes(report.file_size) + (f" in {len(report.files)} files" if len(report.files) > 1 else "")

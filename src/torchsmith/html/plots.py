@@ -1,10 +1,10 @@
 """The pictures in the HTML renderings, as PNG bytes: curves, confusion matrix, per-layer statistics.
 
-The curves and the statistics come from the renderers that write ``curves.png`` and
-``check --plot`` (drawn into a temporary folder and read back), so the notebook, the report
-and the files show the same figure. Those renderers select matplotlib's Agg backend; in a
-notebook that would silently stop ``plt.show()`` drawing inline, so the backend in use is
-put back afterwards. Each function returns None when matplotlib is not installed.
+The curves are :func:`curves_figure`, which the trainer also writes as ``curves.png``; the
+statistics come from the renderer of ``check --plot``. Both are drawn into a temporary folder and
+read back, so the notebook, the report and the files show the same figure. Should a renderer
+select matplotlib's Agg backend, a notebook would silently stop drawing ``plt.show()`` inline, so
+the backend in use is put back afterwards. Each function returns None when matplotlib is not installed.
 """
 
 from __future__ import annotations
@@ -15,12 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torchsmith._plotting import new_figure, save_figure
 from torchsmith.errors import ConfigError
+from torchsmith.html._page import figure_png
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from torchsmith._check.report import CheckReport
 
-__all__ = ["curves_png", "layer_stats_png", "confusion_png", "have_matplotlib"]
+__all__ = ["curves_figure", "curves_png", "layer_stats_png", "confusion_png", "have_matplotlib"]
 
 
 def have_matplotlib() -> bool:
@@ -43,15 +47,35 @@ def _keep_backend() -> Iterator[None]:
             matplotlib.use(before)
 
 
+def curves_figure(history: Sequence[dict[str, Any]], title: str = "") -> Figure:
+    """Loss and accuracy per epoch, train and test: the figure of a run's ``curves.png``."""
+    epochs = [row["epoch"] for row in history]
+    fig = new_figure(figsize=(10, 4))  # its own Agg canvas: a notebook's backend is left alone
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
+    ax_loss.plot(epochs, [r["test_loss"] for r in history], marker="o", label="test")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    ax_acc.plot(epochs, [100 * r["train_acc"] for r in history], marker="o", label="train")
+    ax_acc.plot(epochs, [100 * r["test_acc"] for r in history], marker="o", label="test")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.legend()
+    ax_acc.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def curves_png(history: Sequence[dict[str, Any]], title: str = "") -> bytes | None:
     """Loss and accuracy per epoch, train and test: the run's ``curves.png``."""
     if not history or not have_matplotlib():
         return None
-    from torchsmith.train.metrics import plot_metrics
-
     with tempfile.TemporaryDirectory(prefix="torchsmith-html-") as tmp, _keep_backend():
-        path = plot_metrics(Path(tmp), history, title=title)
-        return path.read_bytes() if path is not None else None
+        return save_figure(curves_figure(history, title), Path(tmp) / "curves.png", dpi=100).read_bytes()
 
 
 def layer_stats_png(report: CheckReport) -> bytes | None:
@@ -70,8 +94,6 @@ def confusion_png(confusion: Sequence[Sequence[int]], classes: Sequence[str], ti
     if not confusion or not have_matplotlib():
         return None
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
-
-    from torchsmith.html._page import figure_png
 
     k = len(classes)
     side = min(9.0, max(3.6, 0.45 * k + 1.8))

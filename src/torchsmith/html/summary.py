@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from torchsmith._format import (
+    SUMMARY_COLUMNS,
+    format_shapes,
+    human_bytes,
+    human_count,
+    summary_footer,
+    summary_rows,
+)
 from torchsmith.html._page import Raw, badge, esc, fragment, kv_table, table
-from torchsmith._summary.render import COLUMNS, footer, format_shapes, human_bytes, human_count, summary_rows
 
 if TYPE_CHECKING:
     from torchsmith._summary.result import LayerRow, ModelSummary
@@ -48,7 +55,7 @@ def summary_body(s: ModelSummary, depth: int | None = 3, collapse: bool = True) 
                      human_count(r.flops), "" if r.output_shapes is None else human_bytes(r.output_bytes),
                      _notes(r, n)])
         classes.append("failed" if r.failed else "")
-    cols = COLUMNS if any(row[-1] for row in rows) else COLUMNS[:-1]
+    cols = SUMMARY_COLUMNS if any(row[-1] for row in rows) else SUMMARY_COLUMNS[:-1]
     rows = [row[:len(cols)] for row in rows]
     parts = [f'<div class="title">{esc(s.model)}, input {esc(s.input)}</div>']
     flow = s.flow(depth)
@@ -56,7 +63,7 @@ def summary_body(s: ModelSummary, depth: int | None = 3, collapse: bool = True) 
         parts.append(f'<div class="flow" title="shape flow">{esc(flow)}</div>')
     parts.append(table(cols, rows, right=(3, 4, 5, 6), row_classes=classes))
     pairs = []
-    for line in footer(s):
+    for line in summary_footer(s):
         key, sep, value = line.partition(": ")
         pairs.append((key, value) if sep else ("", line))
     parts.append(kv_table(pairs))

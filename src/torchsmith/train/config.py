@@ -6,8 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from torchsmith._format import parse_dtype
 from torchsmith.data.base import AUGMENTS
 from torchsmith.errors import ConfigError, UnknownNameError
+from torchsmith.resolve import int_dims, parse_input_size
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "DEVICES", "TRAJECTORY_FIELDS"]
 
@@ -109,8 +111,6 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive, got {self.grad_clip}")
         if self.input_dtype is not None:
-            from torchsmith._summary import parse_dtype
-
             parse_dtype(self.input_dtype)  # unknown names get close matches
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,8 +137,6 @@ class TrainConfig:
 
 def _input_size(value: Any) -> tuple[int, ...]:
     """``(3, 32, 32)``, ``[3, 32, 32]`` or ``"3x32x32"`` -> ``(3, 32, 32)``."""
-    from torchsmith.resolve import int_dims, parse_input_size
-
     if isinstance(value, str):
         return parse_input_size(value)
     dims = int_dims(value) if isinstance(value, (tuple, list)) else None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from torchsmith.errors import TrainingError
 
@@ -106,8 +107,6 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device, sync_batchnorm: bool) -> nn.Module:
     """DistributedDataParallel around ``model`` (already on ``device``); SyncBatchNorm when asked."""
-    from torch.nn.parallel import DistributedDataParallel
-
     if sync_batchnorm:
         # Converts in place where it can; the returned module replaces BatchNorm children.
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

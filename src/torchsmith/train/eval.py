@@ -15,11 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchsmith.checkpoint import load_training_state
 from torchsmith.contract import device_dtype, primary_output
 from torchsmith.data import DataSplits, DeviceLoader
 from torchsmith.errors import CheckpointError, ConfigError, DataError, TorchsmithError
+from torchsmith.html.train import eval_html
 from torchsmith.train.distributed import DistInfo, all_reduce_sum
 from torchsmith.train.inputs import ModelInput, fitted_splits, misfit, model_input
+from torchsmith.train.run import load_run_model
 
 __all__ = ["EvalResult", "evaluate", "evaluate_checkpoint", "run_eval"]
 
@@ -71,8 +74,6 @@ class EvalResult:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from torchsmith.html.train import eval_html
-
         return eval_html(self)
 
 
@@ -153,8 +154,6 @@ def evaluate_checkpoint(path: str | Path, data: str | DataSplits = "digits", *, 
     The normalisation statistics and the input size the trainer saved with the checkpoint are used, so
     the evaluation sees exactly the inputs training did; ``input_size`` overrides the saved size.
     """
-    from torchsmith import checkpoint
-
     ckpt = Path(path)
     if ckpt.is_dir():
         for name in ("best.safetensors", "last.safetensors"):
@@ -164,12 +163,10 @@ def evaluate_checkpoint(path: str | Path, data: str | DataSplits = "digits", *, 
         else:
             raise CheckpointError(f"{path} is a directory without best.safetensors or last.safetensors; "
                                   f"give the checkpoint file or a `torchsmith train --out` directory")
-    from torchsmith.train.resume import load_run_model
-
     model = load_run_model(ckpt)
     extra: dict[str, Any] = {}
     try:
-        extra = checkpoint.load_training_state(ckpt, restore_rng=False) or {}
+        extra = load_training_state(ckpt, restore_rng=False) or {}
     except CheckpointError:
         extra = {}  # weights-only checkpoint: fall back to the data's own statistics
     saved = extra.get("data", {}) if isinstance(extra, dict) else {}

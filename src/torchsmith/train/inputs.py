@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchsmith._format import parse_dtype
 from torchsmith.contract import InputSpec, device_dtype, input_spec, is_token_dtype, primary_output
 from torchsmith.data import DataSplits, load_dataset
 from torchsmith.errors import ConfigError, DataError, describe_error
@@ -65,8 +66,6 @@ def parse_input_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
     """``"long"``, ``"bf16"``, ``torch.float16`` -> a dtype; None stays None (unknown names get close matches)."""
     if value is None or isinstance(value, torch.dtype):
         return value
-    from torchsmith._summary import parse_dtype
-
     return parse_dtype(value)
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from torchsmith.contract import device_dtype, primary_output
 from torchsmith.data import DataSplits, DeviceLoader
 from torchsmith.errors import ConfigError, DataError, TorchsmithError, TrainingError, describe_error, shorten
+from torchsmith.init import init_weights
 from torchsmith.train import state as run_state
 from torchsmith.train.config import TrainConfig
 from torchsmith.train.distributed import (
@@ -198,8 +199,6 @@ class _Run:
         cfg, model = self.cfg, self.model
         seed_everything(cfg.seed)  # dropout and any other global-RNG use; restored exactly on resume
         if cfg.init is not None:
-            from torchsmith.init import init_weights
-
             init_weights(model, cfg.init, generator=torch.Generator().manual_seed(cfg.seed))
         if self.resume_path is not None:
             run_state.load_weights(model, self.resume_path)

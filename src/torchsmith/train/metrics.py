@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torchsmith._plotting import have_matplotlib, new_figure, save_figure
+from torchsmith._plotting import have_matplotlib, save_figure
+from torchsmith.html.plots import curves_figure
 
 __all__ = ["write_metrics", "plot_metrics", "METRIC_COLUMNS"]
 
@@ -46,22 +47,4 @@ def plot_metrics(out_dir: Path, history: Sequence[dict[str, Any]], title: str = 
     """``curves.png``: loss and accuracy per epoch, train and test. None when matplotlib is missing."""
     if not history or not have_matplotlib():
         return None
-    epochs = [row["epoch"] for row in history]
-    fig = new_figure(figsize=(10, 4))  # its own Agg canvas: a notebook's backend is left alone
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
-    ax_loss.plot(epochs, [r["test_loss"] for r in history], marker="o", label="test")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend()
-    ax_loss.grid(alpha=0.3)
-    ax_acc.plot(epochs, [100 * r["train_acc"] for r in history], marker="o", label="train")
-    ax_acc.plot(epochs, [100 * r["test_acc"] for r in history], marker="o", label="test")
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("accuracy (%)")
-    ax_acc.legend()
-    ax_acc.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, out_dir / "curves.png", dpi=100)
+    return save_figure(curves_figure(history, title), out_dir / "curves.png", dpi=100)

@@ -1,9 +1,12 @@
-"""How a training run shows itself: a rich progress bar on a terminal, plain log lines elsewhere.
+"""How a training run shows itself: a rich progress bar on a terminal, plain log lines elsewhere,
+a live bar in a Jupyter cell.
 
 The trainer calls a :class:`Reporter`; the library's default reports nothing
 (library functions never print). The CLI picks :class:`RichReporter` when
 stderr is a terminal and :class:`PlainReporter` when it is not (CI logs,
-files, pipes), where a redrawn bar would be noise.
+files, pipes), where a redrawn bar would be noise. Inside a Jupyter kernel
+``make_reporter()`` picks :class:`NotebookReporter`: one output, updated in place
+through an IPython display handle (no widget library, no new dependency).
 """
 
 from __future__ import annotations
@@ -12,7 +15,13 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["Reporter", "NullReporter", "PlainReporter", "RichReporter", "make_reporter"]
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from torchsmith.html.progress import progress_html
+
+__all__ = ["Reporter", "NullReporter", "PlainReporter", "RichReporter", "NotebookReporter", "make_reporter",
+           "in_notebook"]
 
 
 class Reporter:
@@ -90,8 +99,6 @@ class RichReporter(Reporter):
     """A live progress bar: epoch, step, loss, accuracy, images/s and ETA, with a line per epoch above it."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        from rich.console import Console
-
         self.console = Console(file=stream or sys.stderr)
         self.progress: Any = None
         self.task: Any = None
@@ -99,8 +106,6 @@ class RichReporter(Reporter):
 
     def start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int,
               notes: list[str]) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         self.epochs, self.steps = epochs, steps_per_epoch
         for note in notes:
             self.console.print(note, markup=False, highlight=False)
@@ -136,6 +141,90 @@ class RichReporter(Reporter):
             self.progress = None
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel. IPython is never imported to find out: a kernel has imported it already."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+class NotebookReporter(Reporter):
+    """Draws the run in the cell that called ``fit``; redraws at most every ``min_interval`` seconds."""
+
+    def __init__(self, min_interval: float = 0.25) -> None:
+        self.min_interval = min_interval
+        self.handle: Any = None
+        self.epochs = self.steps = 0
+        self.epoch = self.step = 0
+        self.loss: float | None = None
+        self.acc: float | None = None
+        self.rate: float | None = None
+        self.history: list[dict[str, Any]] = []
+        self.messages: list[str] = []
+        self.done_at_start = 0
+        self.t0 = self.last_draw = 0.0
+        self.finished = False
+
+    # ---------------------------------------------------------------- drawing
+    def _done(self) -> int:
+        return max(self.epoch - 1, 0) * self.steps + self.step
+
+    def _eta(self) -> str:
+        done = self._done() - self.done_at_start
+        left = self.epochs * self.steps - self._done()
+        if done <= 0:
+            return "?"
+        seconds = (time.perf_counter() - self.t0) / done * left
+        return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+    def html(self) -> str:
+        return progress_html(done=self._done(), total=self.epochs * self.steps, epoch=self.epoch, epochs=self.epochs,
+                             step=self.step, steps=self.steps, loss=self.loss, acc=self.acc, rate=self.rate,
+                             eta=self._eta(), history=self.history, messages=self.messages, finished=self.finished)
+
+    def _draw(self, force: bool = False) -> None:
+        from IPython.display import HTML, display
+
+        now = time.perf_counter()
+        if not force and now - self.last_draw < self.min_interval:
+            return
+        self.last_draw = now
+        if self.handle is None:
+            self.handle = display(HTML(self.html()), display_id=True)
+        else:
+            self.handle.update(HTML(self.html()))
+
+    # ---------------------------------------------------------------- Reporter
+    def start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int,
+              notes: list[str]) -> None:
+        self.epochs, self.steps = epochs, steps_per_epoch
+        self.epoch, self.step = start_epoch + 1, start_step
+        self.done_at_start = start_epoch * steps_per_epoch + start_step
+        self.t0 = time.perf_counter()
+        self.messages += notes
+        if self.done_at_start:
+            self.messages.append(f"resuming at epoch {start_epoch + 1}, step {start_step}")
+        self._draw(force=True)
+
+    def update(self, *, epoch: int, step: int, loss: float, acc: float, images_per_s: float) -> None:
+        self.epoch, self.step, self.loss, self.acc, self.rate = epoch, step, loss, acc, images_per_s
+        self._draw(force=step == self.steps)
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        self.history.append(dict(row))
+        self._draw(force=True)
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+        self._draw(force=True)
+
+    def close(self) -> None:
+        if self.handle is None and not self.messages:
+            return
+        self.finished = self._done() >= self.epochs * self.steps > 0
+        self._draw(force=True)
+
+
 def make_reporter(mode: str = "auto", stream: TextIO | None = None) -> Reporter:
     """``auto`` (a live bar in a Jupyter cell, rich on a terminal, plain otherwise), ``notebook``, ``rich``,
     ``plain`` or ``none``."""
@@ -143,8 +232,6 @@ def make_reporter(mode: str = "auto", stream: TextIO | None = None) -> Reporter:
     if mode == "none":
         return NullReporter()
     if mode == "notebook" or (mode == "auto" and "IPython" in sys.modules):
-        from torchsmith.html.progress import NotebookReporter, in_notebook
-
         if mode == "notebook" or in_notebook():
             return NotebookReporter()
     if mode == "rich" or (mode == "auto" and hasattr(stream, "isatty") and stream.isatty()):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchsmith.html.train import train_html
 from torchsmith.train.config import TrainConfig
 
 __all__ = ["TrainResult"]
@@ -84,6 +85,4 @@ class TrainResult:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from torchsmith.html.train import train_html
-
         return train_html(self)

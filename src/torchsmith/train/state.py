@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchsmith.checkpoint import load_into, load_training_state, save
 from torchsmith.data import DataSplits, DeviceLoader
 from torchsmith.errors import CheckpointError, ConfigError
 from torchsmith.train.config import TRAJECTORY_FIELDS, TrainConfig
@@ -66,8 +67,6 @@ def check_fresh_out_dir(out_dir: Path) -> None:
 
 def load_weights(model: nn.Module, path: Path) -> None:
     """Load the checkpoint's tensors into ``model`` (strict: every name and shape must match)."""
-    from torchsmith.checkpoint import load_into
-
     load_into(model, path, strict=True)
 
 
@@ -82,8 +81,6 @@ def saved_config(extra: dict[str, Any], where: Path) -> dict[str, Any]:
 def restore(path: Path, cfg: TrainConfig, splits: DataSplits, optimizer: torch.optim.Optimizer, scheduler: Any,
             scaler: Any, loader: DeviceLoader) -> RunState:
     """Restore optimizer, scheduler, RNGs and the loader's generator; return where to continue."""
-    from torchsmith.checkpoint import load_training_state
-
     extra = load_training_state(path, optimizer=optimizer, scheduler=scheduler, restore_rng=True)
     saved = saved_config(extra, path)
     current = cfg.to_dict()
@@ -126,8 +123,6 @@ def extra_for(st: RunState, cfg: TrainConfig, splits: DataSplits, scaler: Any) -
 
 def save_checkpoint(model: nn.Module, path: Path, optimizer: torch.optim.Optimizer, scheduler: Any,
                     extra: dict[str, Any]) -> Path:
-    from torchsmith.checkpoint import save
-
     return save(model, path, optimizer=optimizer, scheduler=scheduler, extra=extra)
 
 

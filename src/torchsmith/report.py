@@ -1,8 +1,7 @@
 """``torchsmith report``: one self-contained HTML file about a model or a training run.
 
-A model report holds the summary, the diagram and the explanation of its arithmetic (where
-``summary/diagram.py`` and ``summary/explain.py`` provide them), the doctor's findings and the
-initialisation report; a run report holds the run's options, its epochs and curves, and an
+A model report holds the summary, the diagram and the explanation of its arithmetic, the doctor's
+findings and the initialisation report; a run report holds the run's options, its epochs and curves, and an
 evaluation of its best checkpoint (per-class accuracy, confusion matrix) with the model's summary.
 Every part comes from the renderers the notebook uses. :func:`write_report` writes through a
 temporary file and a rename, so a failure never leaves half a report behind.
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import importlib.util
 import json
 import os
 import tempfile
@@ -23,12 +21,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchsmith._check import check
+from torchsmith._summary import ModelSummary, summary
+from torchsmith._version import __version__
+from torchsmith.contract import parse_input_size
 from torchsmith.errors import CheckpointError, ConfigError, ShapeError, TorchsmithError
 from torchsmith.html._page import esc, kv_table, page, section
 from torchsmith.html.check import check_body
 from torchsmith.html.summary import diagram_html, explanation_html, summary_body
 from torchsmith.html.train import curves_html, eval_body, history_table
 from torchsmith.html.weights import init_body
+from torchsmith.init import init_weights
+from torchsmith.resolve import resolve_model
+from torchsmith.train.config import TrainConfig
+from torchsmith.train.eval import evaluate_checkpoint
+from torchsmith.train.run import load_run_model, run_config
 
 __all__ = ["model_report", "run_report", "write_report", "check_report_path"]
 
@@ -37,8 +44,6 @@ Section = tuple[str, str, str]  # (anchor, title, HTML)
 
 # --------------------------------------------------------------------------- the page
 def _document(title: str, subtitle: str, sections: Sequence[Section]) -> str:
-    from torchsmith import __version__
-
     toc = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in sections)
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = (f"<h1>{esc(title)}</h1><p class=\"sub\">{esc(subtitle)}</p><nav class=\"toc\">{toc}</nav>"
@@ -61,19 +66,11 @@ def _optional(build: Callable[[], str], what: str) -> str:
         return _problem(f"{what}: {e}")
 
 
-def _have(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:
-        return False
-
-
 # --------------------------------------------------------------------------- model report
-def _summary_part(model: nn.Module, size: tuple[int, ...] | None, input_dtype: Any) -> tuple[Any, str]:
+def _summary_part(model: nn.Module, size: tuple[int, ...] | None,
+                  input_dtype: Any) -> tuple[ModelSummary | None, str]:
     """(the summary or None, its HTML). A forward that breaks at this input is shown, not raised:
     the doctor's section says why it breaks."""
-    from torchsmith._summary import summary
-
     try:
         s = summary(model, (1, *size) if size else None, input_dtype=input_dtype)
     except ShapeError as e:
@@ -83,23 +80,17 @@ def _summary_part(model: nn.Module, size: tuple[int, ...] | None, input_dtype: A
     return s, summary_body(s, s.depth)
 
 
-def _picture_parts(s: Any) -> list[Section]:
-    """The diagram and the explanation, once their modules exist."""
-    parts: list[Section] = []
+def _picture_parts(s: ModelSummary | None) -> list[Section]:
+    """The diagram and the explanation."""
     if s is None:
-        return parts
-    if _have("torchsmith._summary.diagram"):
-        parts.append(("diagram", "Diagram", _optional(lambda: diagram_html(s.diagram()), "the diagram")))
-    if _have("torchsmith._summary.explain"):
-        parts.append(("explain", "The arithmetic, layer by layer",
-                      _optional(lambda: explanation_html(s.explain()), "the explanation")))
-    return parts
+        return []
+    return [("diagram", "Diagram", _optional(lambda: diagram_html(s.diagram()), "the diagram")),
+            ("explain", "The arithmetic, layer by layer",
+             _optional(lambda: explanation_html(s.explain()), "the explanation"))]
 
 
 def _init_part(model: nn.Module) -> str:
     """What the model's own policy (``init_policy``), or torchsmith's default one, sets: run on a copy."""
-    from torchsmith.init import init_weights
-
     policy = getattr(model, "init_policy", None)
     if policy is not None:
         intro = "The model's own initialisation policy (<code>init_policy</code>), applied to a copy:"
@@ -124,10 +115,6 @@ def model_report(model: nn.Module | str, input_size: Sequence[int] | str | None 
     ``input_size`` is one sample without the batch (``(3, 32, 32)`` or ``"3x32x32"``); by default the
     model's own. ``checks`` picks the doctor's checks as :func:`torchsmith.check` does.
     """
-    from torchsmith._check import check
-    from torchsmith.contract import parse_input_size
-    from torchsmith.resolve import resolve_model
-
     ref = model if isinstance(model, str) else None
     if isinstance(model, str):
         model = resolve_model(model, **model_options)
@@ -184,17 +171,12 @@ def _config_part(values: dict[str, Any]) -> str:
     return kv_table(pairs)
 
 
-def _eval_part(ckpt: Path, cfg: Any) -> str:
-    from torchsmith.train.eval import evaluate_checkpoint
-
+def _eval_part(ckpt: Path, cfg: TrainConfig) -> str:
     result = evaluate_checkpoint(ckpt, cfg.data, data_dir=cfg.data_dir, batch_size=cfg.eval_batch_size, device="cpu")
     return eval_body(result)
 
 
-def _run_model_part(ckpt: Path, cfg: Any) -> tuple[str, list[Section]]:
-    from torchsmith._summary import summary
-    from torchsmith.train.resume import load_run_model
-
+def _run_model_part(ckpt: Path, cfg: TrainConfig) -> tuple[str, list[Section]]:
     model = load_run_model(ckpt)
     size = getattr(cfg, "input_size", None)
     s = summary(model, (1, *size) if size else None)
@@ -207,8 +189,6 @@ def run_report(run_dir: str | Path, *, evaluate: bool = True) -> str:
     ``evaluate`` evaluates the best checkpoint (else the last) on the run's test data for the per-class
     accuracy and the confusion matrix; a large dataset on the CPU makes that the slow part.
     """
-    from torchsmith.train.resume import run_config
-
     run = Path(run_dir)
     if not run.is_dir():
         raise CheckpointError(f"{str(run_dir)!r} is not a directory; give the --out directory of `torchsmith train`")
