@@ -759,7 +759,7 @@ doctor's findings. The same from the command line: `torchsmith report net.py:LeN
     code("""
 from pathlib import Path
 
-from torchsmith.html import model_report, run_report, write_report
+from torchsmith.report import model_report, run_report, write_report
 
 page = write_report(model_report(FixedLeNet(), (3, 32, 32)), "lenet-report.html")
 run_page = write_report(run_report("runs/lenet-digits", evaluate=False), "run-report.html")
