@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from torchsmith.errors import InitError, SummaryError, TorchsmithError, UnknownNameError
+from torchsmith.html.weights import init_html
 
 __all__ = ["init_weights", "InitReport", "InitRecord", "PRESETS", "SCHEMES", "resolve_policy", "Policy",
            "check_materialized"]
@@ -275,10 +276,6 @@ class InitReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        # Function-level only while torchsmith/html/__init__.py imports html.report (which imports the layers above):
-        # hoist it once html/__init__ is light.
-        from torchsmith.html.weights import init_html
-
         return init_html(self)
 
 

@@ -23,6 +23,7 @@ from torchsmith.checkpoint import _versions
 from torchsmith.checkpoint._core import refuse_training_state, tie_groups
 from torchsmith.checkpoint._sources import read_state_dict
 from torchsmith.errors import CheckpointError, ConfigError, UnknownNameError, shorten
+from torchsmith.html.weights import load_html
 from torchsmith.init import init_weights
 
 __all__ = ["LoadReport", "ShapeMismatch", "Remapped", "load_into", "KNOWN_PREFIXES"]
@@ -121,10 +122,6 @@ class LoadReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        # Function-level only while torchsmith/html/__init__.py imports html.report (which imports the layers above):
-        # hoist it once html/__init__ is light.
-        from torchsmith.html.weights import load_html
-
         return load_html(self)
 
 
