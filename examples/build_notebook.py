@@ -639,7 +639,8 @@ display(Markdown("| check | what it verifies | finding ids |\\n|---|---|---|\\n"
 print("opt-in:", [c.name for c in checks if not c.default])
 names = {c.name for c in checks}
 assert "graph-breaks" in names and not next(c for c in checks if c.name == "graph-breaks").default
-assert {"hard-coded-size", "unregistered-submodule", "input-mutated", "vanishing-activations"} <= {f.id for f in findings}
+assert {"hard-coded-size", "unregistered-submodule", "input-mutated", "vanishing-activations"} <= {
+    f.id for f in findings}
 assert all(f.check in names or f.check == "" for f in findings)
 
 

@@ -24,7 +24,6 @@ from torch import nn
 from torchsmith._check import check
 from torchsmith._summary import ModelSummary, summary
 from torchsmith._version import __version__
-from torchsmith.contract import parse_input_size
 from torchsmith.errors import CheckpointError, ConfigError, ShapeError, TorchsmithError
 from torchsmith.html._page import esc, kv_table, page, section
 from torchsmith.html.check import check_body
@@ -33,6 +32,7 @@ from torchsmith.html.train import curves_html, eval_body, history_table
 from torchsmith.html.weights import init_body
 from torchsmith.init import init_weights
 from torchsmith.resolve import resolve_model
+from torchsmith.sizes import parse_input_size
 from torchsmith.train.config import TrainConfig
 from torchsmith.train.eval import evaluate_checkpoint
 from torchsmith.train.run import load_run_model, run_config

@@ -23,7 +23,6 @@ from torch import nn
 from torchsmith.checkpoint import load
 from torchsmith.errors import ConfigError, ModelLoadError, UnknownNameError
 from torchsmith.registry import create_model, list_models, source_of
-from torchsmith.sizes import int_dims, parse_input_size  # noqa: F401  (transitional: cli._common, train.config)
 from torchsmith.spec import build_file
 
 __all__ = ["resolve_model"]

@@ -26,8 +26,8 @@ from torchsmith._summary.explain import Explanation
 from torchsmith._summary.render import render_summary, rich_summary
 from torchsmith._summary.result import FlowEvent, LayerRow, MemoryEstimate, ModelSummary
 from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError
+from torchsmith.init import check_materialized
 from torchsmith.resolve import resolve_model
-from torchsmith.views import check_materialized
 
 __all__ = ["summary", "ModelSummary", "LayerRow", "MemoryEstimate", "FlowEvent", "render_summary",
            "rich_summary", "parse_dtype", "Diagram", "Explanation"]

@@ -10,7 +10,8 @@ import yaml
 from torch import nn
 
 from torchsmith.errors import ConfigError
-from torchsmith.resolve import parse_input_size, resolve_model
+from torchsmith.resolve import resolve_model
+from torchsmith.sizes import parse_input_size
 
 F = Callable[..., Any]
 

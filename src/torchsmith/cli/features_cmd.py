@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torchsmith._capture import PLOT_SUFFIXES, WHAT, capture, feature_stats, plot_features
 from torchsmith._plotting import check_plot_path
 from torchsmith.cli._common import load_model, model_options
-from torchsmith.contract import device_dtype, input_spec, parse_input_size, primary_output
+from torchsmith.contract import device_dtype, input_spec, primary_output
 from torchsmith.data import load_dataset
 from torchsmith.errors import ConfigError, DataError, ShapeError, first_line
+from torchsmith.sizes import parse_input_size
 from torchsmith.views import TableView
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from torchsmith._format import parse_dtype
 from torchsmith.data.base import AUGMENTS
 from torchsmith.errors import ConfigError, UnknownNameError
-from torchsmith.resolve import int_dims, parse_input_size
+from torchsmith.sizes import int_dims, parse_input_size
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "DEVICES", "TRAJECTORY_FIELDS"]
 
