@@ -50,7 +50,7 @@ def child(tool: str, case: str) -> dict:
 
         def run() -> object:
             if gpt:  # a reference from user code, built on meta by summary() itself
-                return torchsmith.summary(GPT_REF, (1, 1024), input_dtype=torch.long, name=case)
+                return torchsmith.summary(GPT_REF, (1024,), input_dtype=torch.long, name=case)
             return torchsmith.summary(case)  # zoo name, built on meta, default input size
 
         t1 = time.perf_counter()

@@ -111,13 +111,13 @@ for act in (nn.ReLU(), nn.Sigmoid(), nn.Tanh()):
     md("""
 **torchsmith**: `ts.summary` runs the model once on the *meta* device (shapes only, no
 numbers computed, no memory for weights) and lists every layer's input and output
-shape, parameters and FLOPs. `input_size` includes the batch dimension. `.explain()`
+shape, parameters and FLOPs. `input_size` is one sample's shape (no batch), as everywhere in torchsmith; `batch_size` is its own argument. `.explain()`
 shows the arithmetic behind each number, with the layer's own values, checked against
 the shapes the run produced.
 """),
     code("""
 layers = nn.Sequential(conv, nn.ReLU(), pool, nn.Flatten(), fc)
-s = ts.summary(layers, (4, 3, 32, 32))
+s = ts.summary(layers, (3, 32, 32), batch_size=4)
 display(s)
 assert [r.output_shapes for r in s.rows[1:]] == [(4, 6, 28, 28), (4, 6, 28, 28), (4, 6, 14, 14), (4, 1176), (4, 10)]
 assert s.total_params == 456 + 1176 * 10 + 10
@@ -172,7 +172,7 @@ not what you think it is. `.diagram()` draws it: modules as boxes, the functiona
 `forward` (`F.relu`, the `view`) as circles, each edge labelled with the tensor's shape.
 """),
     code("""
-s = ts.summary(net, (1, 3, 32, 32))
+s = ts.summary(net, (3, 32, 32))
 display(s)
 print(s.flow())
 assert s.total_params == 62_006
@@ -425,7 +425,7 @@ diagram at depth 3 opens the blocks: each `add` joins the two paths, and where t
 changes (`layer2.0`, `layer3.0`) the shortcut is the 1x1 projection.
 """),
     code("""
-s = ts.summary(resnet, (1, 3, 32, 32), depth=2)
+s = ts.summary(resnet, (3, 32, 32), depth=2)
 display(s)
 print(s.flow(depth=2))
 assert s.total_params == 175_258
@@ -435,7 +435,7 @@ display(resnet_report)
 assert resnet_report.ok and not resnet_report.findings
 """),
     code("""
-resnet_diagram = ts.summary(resnet, (1, 3, 32, 32)).diagram(depth=3)
+resnet_diagram = ts.summary(resnet, (3, 32, 32)).diagram(depth=3)
 adds = [n for n in resnet_diagram.nodes if n.kind == "op" and n.name == "add"]
 by_id = {n.id: n for n in resnet_diagram.nodes}
 joined = {by_id[e.src].name for a in adds for e in resnet_diagram.inputs_of(a.id)}
@@ -448,7 +448,7 @@ resnet_diagram
 shortcut is an identity or a projection:
 """),
     code("""
-resnet_explained = ts.summary(resnet, (1, 3, 32, 32)).explain()
+resnet_explained = ts.summary(resnet, (3, 32, 32)).explain()
 joins = {e.name: e for e in resnet_explained.layers if e.kind == "join"}
 for name in ("layer1.0: in-place add", "layer2.0: in-place add"):
     print(name, *joins[name].shape_formulas, *joins[name].notes, sep="\\n    ")

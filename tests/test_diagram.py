@@ -41,7 +41,7 @@ def _dedupe(labels):
 
 @pytest.mark.parametrize("model", ["lenet", "hand-written"])
 def test_lenet_shape_flow_is_the_lesson(model):
-    s = summary("lenet") if model == "lenet" else summary(LeNet(), (1, 3, 32, 32))
+    s = summary("lenet") if model == "lenet" else summary(LeNet(), (3, 32, 32))
     d = s.diagram()
     assert _dedupe(_chain(d)) == LENET_FLOW
     names = [n.name for n in d.nodes]
@@ -56,14 +56,14 @@ def test_lenet_shape_flow_is_the_lesson(model):
 
 
 def test_lenet_shared_pool_is_two_calls():
-    d = summary(LeNet(), (1, 3, 32, 32)).diagram()
+    d = summary(LeNet(), (3, 32, 32)).diagram()
     pools = [n for n in d.nodes if n.type == "MaxPool2d"]
     assert [n.name for n in pools] == ["pool", "pool (call 2)"]
     assert [e.label for e in d.outputs_of(pools[1].id)] == ["16x5x5"]
 
 
 def test_projection_shortcut_joins_at_an_add():
-    d = summary(ResidualBlock(64, 128, stride=2), (1, 64, 56, 56)).diagram()
+    d = summary(ResidualBlock(64, 128, stride=2), (64, 56, 56)).diagram()
     add = d.node("add")
     assert add.kind == "op" and add.inplace  # out += self.shortcut(x)
     ins = d.inputs_of(add.id)
@@ -78,7 +78,7 @@ def test_projection_shortcut_joins_at_an_add():
 
 
 def test_identity_shortcut_is_an_edge_from_the_input():
-    d = summary(ResidualBlock(64, 64), (1, 64, 56, 56)).diagram()
+    d = summary(ResidualBlock(64, 64), (64, 56, 56)).diagram()
     add = d.node("add")
     srcs = sorted(e.src for e in d.inputs_of(add.id))
     assert "input" in srcs and len(srcs) == 2
@@ -116,7 +116,7 @@ def test_transformer_layers_collapse():
     transformers = pytest.importorskip("transformers")
     config = transformers.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                                      intermediate_size=64, vocab_size=100)
-    s = summary(transformers.BertModel(config), (1, 16), input_dtype="long")
+    s = summary(transformers.BertModel(config), (16,), input_dtype="long")
     d = s.diagram(depth=2)
     layers = d.node("encoder.layer.0-2")
     assert layers.count == 3 and "BertLayer x3" in layers.label
@@ -129,7 +129,7 @@ def test_transformer_layers_collapse():
 
 @pytest.mark.parametrize("engine", [pytest.param("dot", marks=needs_dot), "grandalf"])
 def test_svg_is_well_formed_with_labels(engine):
-    d = summary(ResidualBlock(64, 128, stride=2), (1, 64, 56, 56)).diagram()
+    d = summary(ResidualBlock(64, 128, stride=2), (64, 56, 56)).diagram()
     svg = d.svg(engine=engine)
     root = ET.fromstring(svg)
     assert root.tag.endswith("svg")
@@ -139,7 +139,7 @@ def test_svg_is_well_formed_with_labels(engine):
 
 
 def test_mermaid_text():
-    d = summary(LeNet(), (1, 3, 32, 32)).diagram()
+    d = summary(LeNet(), (3, 32, 32)).diagram()
     text = d.mermaid()
     assert text.startswith("flowchart TD\n")
     assert '-->|"6x28x28"|' in text and '-->|"400"|' in text
@@ -149,7 +149,7 @@ def test_mermaid_text():
 
 @pytest.mark.parametrize("engine", [pytest.param("dot", marks=needs_dot), "grandalf"])
 def test_save_every_format(tmp_path, engine):
-    d = summary(LeNet(), (1, 3, 32, 32)).diagram()
+    d = summary(LeNet(), (3, 32, 32)).diagram()
     png = d.save(tmp_path / "net.png", engine=engine).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     page = d.save(tmp_path / "net.html", engine=engine).read_text()
@@ -163,7 +163,7 @@ def test_save_every_format(tmp_path, engine):
 
 
 def test_bad_paths_and_engines_are_clear(tmp_path):
-    d = summary(LeNet(), (1, 3, 32, 32)).diagram()
+    d = summary(LeNet(), (3, 32, 32)).diagram()
     with pytest.raises(ConfigError, match=r"unknown suffix '\.jpg'; use one of \.svg, \.png, \.html, \.mmd, \.dot"):
         d.save(tmp_path / "net.jpg")
     with pytest.raises(ConfigError, match="folder .* does not exist"):
@@ -172,11 +172,11 @@ def test_bad_paths_and_engines_are_clear(tmp_path):
         d.save(tmp_path / "net.svg", engine="neato")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ConfigError, match="depth must be"):
-        summary(LeNet(), (1, 3, 32, 32)).diagram(depth=-1)
+        summary(LeNet(), (3, 32, 32)).diagram(depth=-1)
 
 
 def test_notebook_reprs_and_dict():
-    d = summary(LeNet(), (1, 3, 32, 32)).diagram()
+    d = summary(LeNet(), (3, 32, 32)).diagram()
     assert d._repr_svg_().lstrip().startswith("<svg")
     html = d._repr_html_()
     assert html.startswith('<div class="torchsmith-diagram">') and "<svg" in html
@@ -227,7 +227,7 @@ def test_a_failed_forward_draws_up_to_the_failure():
     from torchsmith.errors import ShapeError
 
     with pytest.raises(ShapeError) as info:
-        summary(LeNet(), (1, 3, 64, 64))  # the hand-written view(-1, 400) fits 32x32 only
+        summary(LeNet(), (3, 64, 64))  # the hand-written view(-1, 400) fits 32x32 only
     d = info.value.partial.diagram()
     assert [n.name for n in d.nodes][-1] == "pool (call 2)" and "output" not in [n.id for n in d.nodes]
     assert d.outputs_of("input")[0].label == "3x64x64"
@@ -237,8 +237,8 @@ def test_a_failed_forward_draws_up_to_the_failure():
 
 def test_real_tensors_draw_the_same_graph():
     # device="cpu" runs the model itself: tensor identities still link the two paths at the add.
-    meta = summary(ResidualBlock(8, 16, stride=2), (2, 8, 16, 16)).diagram()
-    real = summary(ResidualBlock(8, 16, stride=2), (2, 8, 16, 16), device="cpu").diagram()
+    meta = summary(ResidualBlock(8, 16, stride=2), (8, 16, 16), batch_size=2).diagram()
+    real = summary(ResidualBlock(8, 16, stride=2), (8, 16, 16), batch_size=2, device="cpu").diagram()
     assert [n.label for n in real.nodes] == [n.label for n in meta.nodes]
     assert sorted((e.src, e.dst, e.label) for e in real.edges) == sorted((e.src, e.dst, e.label) for e in meta.edges)
 
@@ -256,7 +256,7 @@ class _TwoBranches(torch.nn.Module):
 
 
 def test_concatenation_joins_two_branches():
-    s = summary(_TwoBranches(), (1, 3, 8, 8))
+    s = summary(_TwoBranches(), (3, 8, 8))
     d = s.diagram()
     cat = d.node("cat")
     assert sorted(e.label for e in d.inputs_of(cat.id)) == ["4x8x8", "6x8x8"]

@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def test_lenet_conv1_formulas_exactly():
-    ex = summary(LeNet(), (1, 3, 32, 32)).explain()
+    ex = summary(LeNet(), (3, 32, 32)).explain()
     conv1 = ex.layer("conv1")
     assert conv1.shape_formulas == ["C_out = out_channels = 6",
                                     "H_out = (32 + 2*0 - 1*(5-1) - 1)/1 + 1 = 28",
@@ -39,7 +39,7 @@ def test_lenet_conv1_formulas_exactly():
 
 
 def test_lenet_receptive_fields():
-    ex = summary(LeNet(), (1, 3, 32, 32)).explain()
+    ex = summary(LeNet(), (3, 32, 32)).explain()
     fields = {e.name: (e.receptive_field.size[0], e.receptive_field.jump[0]) for e in ex.receptive_fields}
     assert fields == {"conv1": (5, 1), "pool": (6, 2), "conv2": (14, 2), "pool (call 2)": (16, 4)}
     assert ex.layer("conv2").receptive_field.formula.startswith("r = 6 + (5-1)*2 = 14, j = 2*1 = 2")
@@ -50,7 +50,7 @@ def test_lenet_receptive_fields():
 
 
 def test_projection_shortcut_is_explained():
-    ex = summary(ResidualBlock(64, 128, stride=2), (1, 64, 56, 56)).explain()
+    ex = summary(ResidualBlock(64, 128, stride=2), (64, 56, 56)).explain()
     join = next(e for e in ex.layers if e.kind == "join")
     assert join.name == "forward: in-place add" and join.what == "residual add"
     assert join.shape_formulas == ["main path: conv1 -> bn1 -> relu -> conv2 -> bn2: 64x56x56 -> 128x28x28",
@@ -65,7 +65,7 @@ def test_projection_shortcut_is_explained():
 
 
 def test_identity_shortcut_is_explained():
-    ex = summary(ResidualBlock(64, 64), (1, 64, 56, 56)).explain()
+    ex = summary(ResidualBlock(64, 64), (64, 56, 56)).explain()
     join = next(e for e in ex.layers if e.kind == "join")
     assert join.shape_formulas[1] == "shortcut: identity: 64x56x56 -> 64x56x56"
     assert "x is added unchanged: an identity shortcut, 0 params" in join.notes[0]
@@ -89,10 +89,10 @@ def _zoo():
         {"conv": {"out": 8, "kernel": 3, "padding": 1}}, "batchnorm", "relu", {"maxpool": {"kernel": 2}},
         "flatten", {"linear": {"out": 10}}]})
     return [("lenet", summary("lenet")), ("resnet18", summary("resnet18")), ("resnet20", summary("resnet20")),
-            ("spec", summary(spec)), ("hand-written LeNet", summary(LeNet(), (1, 3, 32, 32))),
-            ("ResidualBlock", summary(ResidualBlock(16, 32, 2), (2, 16, 8, 8))),
-            ("SmallResNet", summary(SmallResNet(), (1, 3, 32, 32))),
-            ("bert", summary(bert, (1, 12), input_dtype="long"))]
+            ("spec", summary(spec)), ("hand-written LeNet", summary(LeNet(), (3, 32, 32))),
+            ("ResidualBlock", summary(ResidualBlock(16, 32, 2), (16, 8, 8), batch_size=2)),
+            ("SmallResNet", summary(SmallResNet(), (3, 32, 32))),
+            ("bert", summary(bert, (12,), input_dtype="long"))]
 
 
 def test_every_explained_shape_and_count_matches_the_trace():
@@ -127,17 +127,17 @@ def test_every_explained_shape_and_count_matches_the_trace():
     (nn.Flatten(1, 2), (1, 2, 3, 4)),
 ])
 def test_layer_families(layer, size):
-    entry = summary(nn.Sequential(layer), size).explain().layer("0")
+    entry = summary(nn.Sequential(layer), size[1:], batch_size=size[0]).explain().layer("0")
     assert entry.computed_shape is not None and entry.shape_ok, entry.shape_formulas
     assert entry.computed_params is not None and entry.params_ok, entry.param_formulas
 
 
 def test_ceil_mode_and_same_padding_read_right():
-    e = summary(nn.Sequential(nn.MaxPool2d(2, 2, ceil_mode=True)), (1, 1, 7, 7)).explain().layer("0")
+    e = summary(nn.Sequential(nn.MaxPool2d(2, 2, ceil_mode=True)), (1, 7, 7)).explain().layer("0")
     assert e.shape_formulas[1] == "H_out = ceil((7 + 2*0 - 1*(2-1) - 1)/2) + 1 = 4"
-    e = summary(nn.Sequential(nn.Conv2d(1, 2, 5, padding="same")), (1, 1, 9, 9)).explain().layer("0")
+    e = summary(nn.Sequential(nn.Conv2d(1, 2, 5, padding="same")), (1, 9, 9)).explain().layer("0")
     assert e.shape_formulas[1] == "H_out = H_in = 9 (padding='same' adds 1*(5-1) = 4 in total, split 2 / 2)"
-    e = summary(nn.Sequential(nn.Conv2d(8, 8, 3, groups=4)), (1, 8, 5, 5)).explain().layer("0")
+    e = summary(nn.Sequential(nn.Conv2d(8, 8, 3, groups=4)), (8, 5, 5)).explain().layer("0")
     assert e.param_formulas == ["params = (8/4)*8*3*3 + 8 = 152"]
 
 
@@ -152,7 +152,7 @@ def test_embeddings_and_attention():
             x = self.embed(ids)
             return self.attn(x, x, x, need_weights=False)[0]
 
-    ex = summary(Tiny(), (2, 7), input_dtype="long").explain()
+    ex = summary(Tiny(), (7,), batch_size=2, input_dtype="long").explain()
     assert ex.layer("embed").param_formulas == ["params = 50*16 = 800"]
     attn = ex.layer("attn")
     assert attn.kind == "attention" and attn.ok and attn.computed_shape == (2, 7, 16)
@@ -165,7 +165,7 @@ def test_hf_attention_projections():
     transformers = pytest.importorskip("transformers")
     gpt = transformers.GPT2Model(transformers.GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=100,
                                                          n_positions=32))
-    ex = summary(gpt, (1, 10), input_dtype="long").explain()
+    ex = summary(gpt, (10,), input_dtype="long").explain()
     assert ex.mismatches == []
     attn = ex.layer("h.0.attn")
     assert attn.what == "GPT2Attention: 4 heads of 8" and attn.computed_shape == (1, 10, 32)
@@ -179,7 +179,7 @@ def test_a_wrong_formula_is_reported():
     entry = LayerExplanation(name="x", type="Conv2d", kind="module", what="", input_shape=(1, 3, 8, 8),
                              output_shape=(1, 6, 6, 6), computed_shape=(1, 6, 4, 4), computed_params=10, params=12)
     assert not entry.shape_ok and not entry.params_ok and not entry.ok
-    ex = summary(LeNet(), (1, 3, 32, 32)).explain()
+    ex = summary(LeNet(), (3, 32, 32)).explain()
     ex.layers.append(entry)
     assert ex.mismatches == [entry]
     text = str(ex)
@@ -187,7 +187,7 @@ def test_a_wrong_formula_is_reported():
 
 
 def test_html_markdown_and_dict():
-    ex = summary(LeNet(), (1, 3, 32, 32)).explain()
+    ex = summary(LeNet(), (3, 32, 32)).explain()
     html = ex._repr_html_()
     assert html.startswith('<div class="torchsmith-explain">') and "<table>" in html
     assert "H_out = (32 + 2*0 - 1*(5-1) - 1)/1 + 1 = 28" in html
@@ -208,7 +208,7 @@ def test_cli_explain():
 
 
 def test_symbolic_batch_keeps_formulas():
-    ex = summary("lenet", ("B", 3, 32, 32)).explain()
+    ex = summary("lenet", (3, 32, 32), batch_size="B").explain()
     assert ex.layer("conv1").shape_formulas[1] == "H_out = (32 + 2*0 - 1*(5-1) - 1)/1 + 1 = 28"
     assert ex.mismatches == []
 
@@ -217,7 +217,7 @@ def test_grouped_query_attention_from_the_projections():
     transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                       num_key_value_heads=2, intermediate_size=64, vocab_size=100)
-    ex = summary(transformers.LlamaModel(config), (1, 10), input_dtype="long").explain()
+    ex = summary(transformers.LlamaModel(config), (10,), input_dtype="long").explain()
     assert ex.mismatches == []
     attn = ex.layer("layers.0.self_attn")  # heads live in the config only: read from q_proj and head_dim
     assert attn.kind == "attention" and attn.what == "LlamaAttention: 4 heads of 8"
@@ -240,20 +240,20 @@ def test_replayed_identity_shortcuts_stay_identities():
 
     model = nn.Sequential(Block(4, 1.0), Block(4, 2.0), Block(4, 3.0))
     for replay in (True, False):
-        s = summary(model, (1, 4, 8, 8), replay=replay)
+        s = summary(model, (4, 8, 8), replay=replay)
         joins = [e for e in s.explain().layers if e.kind == "join"]
         assert [j.shape_formulas[1] for j in joins] == ["shortcut: identity: 4x8x8 -> 4x8x8"] * 3, replay
         assert "shortcut" not in [n.name.rsplit(".", 1)[-1] for n in s.diagram().nodes]
-    assert any("replayed" in n for n in summary(model, (1, 4, 8, 8)).notes)
-    joins = [e for e in summary(SmallResNet(), (1, 3, 32, 32)).explain().layers if e.kind == "join"]
+    assert any("replayed" in n for n in summary(model, (4, 8, 8)).notes)
+    joins = [e for e in summary(SmallResNet(), (3, 32, 32)).explain().layers if e.kind == "join"]
     assert ["identity" in j.shape_formulas[1] for j in joins] == [True, True, True, False, True]
 
 
 def test_total_is_the_sum_of_the_layers():
-    ex = summary(LeNet(), (1, 3, 32, 32)).explain()  # pool is called twice, its (zero) params count once
+    ex = summary(LeNet(), (3, 32, 32)).explain()  # pool is called twice, its (zero) params count once
     assert ex.params_sum() == "total params = 456 + 2416 + 48120 + 10164 + 850 = 62006"
     assert ex.total_params == 62006 and ex.params_sum() in str(ex)
     tied = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10, bias=False))
     tied[1].weight = tied[0].weight
-    line = summary(tied, (1, 3), input_dtype="long").explain().params_sum()
+    line = summary(tied, (3,), input_dtype="long").explain().params_sum()
     assert line == "total params = 40 + 40 = 80 (the model has 40: shared or tied weights are counted once)"

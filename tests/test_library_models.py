@@ -110,7 +110,7 @@ def test_a_7b_config_json_is_summarised_on_meta_in_seconds(tmp_path: Path):
     assert s.total_params == llama_params(32000, 4096, 11008, 32, head=True) == 6_738_415_616  # Llama-2-7B
     # On meta (nothing allocated); "in seconds" is a hang bound a loaded 2-core machine cannot miss, not a benchmark.
     assert s.ran_on == "meta" and s.output_shapes == {"logits": (1, 32, 32000)} and seconds < 100
-    folder = ts.summary(f"hf:{tmp_path}", input_size=(1, 8), depth=0)  # a folder holding config.json: no head
+    folder = ts.summary(f"hf:{tmp_path}", input_size=(8,), depth=0)  # a folder holding config.json: no head
     assert folder.total_params == llama_params(32000, 4096, 11008, 32, head=False)
 
 
@@ -172,4 +172,4 @@ def test_timm_model_by_name():
 def test_torchvision_model_by_name():
     model = ts.resolve_model("torchvision:resnet18", num_classes=10)
     assert model.torchsmith_arch == {"name": "torchvision:resnet18", "kwargs": {"num_classes": 10}}
-    assert ts.summary(model, (1, 3, 64, 64)).output_shapes == (1, 10)
+    assert ts.summary(model, (3, 64, 64)).output_shapes == (1, 10)

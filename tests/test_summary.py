@@ -154,7 +154,7 @@ def test_zoo_totals_equal_unique_parameters(name):
 
 def test_tied_and_reused_counted_once_and_marked():
     m = TiedReused()
-    s = summary(m, (2, 5), input_dtype=torch.long)
+    s = summary(m, (5,), batch_size=2, input_dtype=torch.long)
     assert s.total_params == sum(p.numel() for p in m.parameters()) == 20 * 8 + 8 * 8 + 8
     names = [(r.name, r.call) for r in s.rows]
     assert names == [("", 1), ("emb", 1), ("block", 1), ("block", 2), ("head", 1)]
@@ -186,7 +186,7 @@ def test_rows_shapes_and_flops_equal_eager_and_torch_counter(build, args):
 
 
 def test_functional_flops_go_to_the_innermost_module():
-    s = summary(TinyAttention(), (2, 8), input_dtype=torch.long)
+    s = summary(TinyAttention(), (8,), batch_size=2, input_dtype=torch.long)
     root, proj = s.rows[0], next(r for r in s.rows if r.name == "proj")
     assert root.self_flops == s.forward_flops - proj.flops > 0  # F.linear, matmul and SDPA ran in the root
     assert proj.flops == 2 * 2 * 8 * 16 * 16
@@ -217,12 +217,12 @@ class TwoInputs(nn.Module):
 
 def test_several_inputs_kwargs_and_a_real_device():
     m = TwoInputs()
-    s = summary(m, [(2, 3), (2, 5)])
+    s = summary(m, [(3,), (5,)], batch_size=2)
     assert [r.output_shapes for r in s.rows] == [(2, 4), (2, 4), (2, 4)]
     assert s.rows[0].input_shapes == [(2, 3), (2, 5)]
     kw = summary(m, input_data={"x": torch.zeros(6, 3), "y": torch.zeros(6, 5), "scale": 2.0})
     assert kw.rows[0].output_shapes == (6, 4) and kw.forward_flops == 2 * 6 * (3 + 5) * 4
-    real = summary(m, [(2, 3), (2, 5)], device="cpu")
+    real = summary(m, [(3,), (5,)], batch_size=2, device="cpu")
     assert real.ran_on == "real tensors on cpu" and real.forward_flops == s.forward_flops
     assert hook_count(m) == 0
 
@@ -245,7 +245,7 @@ def test_users_model_is_untouched(mode):
     ptrs = [p.data_ptr() for p in model.parameters()]
     state = {k: v.clone() for k, v in model.state_dict().items()}
     hooks = hook_count(model)
-    summary(model, (2, 3, 32, 32))
+    summary(model, (3, 32, 32), batch_size=2)
     assert [m.training for m in model.modules()] == modes
     assert [p.data_ptr() for p in model.parameters()] == ptrs
     assert all(p.device.type == "cpu" and p.grad is None for p in model.parameters())
@@ -256,7 +256,7 @@ def test_users_model_is_untouched(mode):
 
 def test_users_model_is_untouched_by_the_real_fallback_and_not_kept_alive():
     model = NeedsItem().train()
-    s = summary(model, (3, 4))
+    s = summary(model, (4,), batch_size=3)
     assert s.ran_on == "real tensors (batch 1)" and model.training and hook_count(model) == 0
     assert any("meta could not run" in n for n in s.notes)
     ref = weakref.ref(model)
@@ -268,7 +268,7 @@ def test_users_model_is_untouched_by_the_real_fallback_and_not_kept_alive():
 def test_huge_model_costs_no_weight_memory():
     with torch.device("meta"):
         big = nn.Sequential(nn.Linear(100_000, 100_000), nn.Linear(100_000, 10))  # 10G params: 40 GB if real
-    s = summary(big, (1, 100_000))
+    s = summary(big, (100_000,))
     assert s.total_params == 100_000 * 100_000 + 100_000 + 1_000_010
     assert s.memory.parameters == s.total_params * 4
 
@@ -278,21 +278,21 @@ def test_model_that_cannot_be_copied_runs_for_real():
 
     model = NeedsNonzero()
     model.lock = threading.Lock()  # deepcopy cannot copy a lock
-    s = summary(model, (3, 4))
+    s = summary(model, (4,), batch_size=3)
     assert s.ran_on == "real tensors (batch 1)" and "cannot make a meta copy" in s.notes[0]
     assert hook_count(model) == 0
 
 
 def test_fallbacks_fake_then_real():
-    s = summary(NeedsNonzero(), (3, 4))
+    s = summary(NeedsNonzero(), (4,), batch_size=3)
     assert s.ran_on == "fake tensors"
     assert s.rows[0].output_shapes[1][0].startswith("u")  # a data-dependent size
-    assert summary(NeedsItem(), (3, 4)).ran_on == "real tensors (batch 1)"
+    assert summary(NeedsItem(), (4,), batch_size=3).ran_on == "real tensors (batch 1)"
 
 
 # --------------------------------------------------------------------------- symbolic dims
 def test_symbolic_batch_gives_formulas():
-    s = summary("lenet", ("B", 3, 32, 32))
+    s = summary("lenet", (3, 32, 32), batch_size="B")
     assert s.rows[1].output_shapes == ("B", 6, 28, 28)
     assert s.forward_flops == "1303440*B" and s.symbols == {"B": 8}
     assert s.flow() == LENET_FLOW
@@ -301,23 +301,23 @@ def test_symbolic_batch_gives_formulas():
 
 def test_symbolic_sequence_length_formula_matches_concrete_runs():
     model = TinyAttention(block=64)
-    s = summary(model, ("B", "T=16"), input_dtype=torch.long)
+    s = summary(model, ("T=16",), batch_size="B", input_dtype=torch.long)
     if isinstance(s.forward_flops, int):
         # Older torch (2.4) specialises B and T on the mask slice: the summary must say so.
         assert any("specialised the symbolic dims to B=8, T=16" in n for n in s.notes), s.notes
-        assert s.forward_flops == summary(model, (8, 16), input_dtype=torch.long).forward_flops
+        assert s.forward_flops == summary(model, (16,), batch_size=8, input_dtype=torch.long).forward_flops
         return
     assert s.rows[-1].output_shapes == ("B", "T", 16)
     formula = sympy.sympify(s.forward_flops, locals={"B": sympy.Symbol("B"), "T": sympy.Symbol("T")})
     for b, t in ((2, 5), (3, 11)):
-        concrete = summary(model, (b, t), input_dtype=torch.long).forward_flops
+        concrete = summary(model, (t,), batch_size=b, input_dtype=torch.long).forward_flops
         assert int(formula.subs({"B": b, "T": t})) == concrete
 
 
 # --------------------------------------------------------------------------- bad input
 def test_input_that_does_not_fit_names_the_module_and_keeps_the_rows():
     with pytest.raises(ShapeError, match="fc1 expects 400 input features but got 2704") as info:
-        summary("lenet", (1, 3, 64, 64))
+        summary("lenet", (3, 64, 64))
     msg = str(info.value)
     assert "shape flow up to it: 64x64x3 -> conv1 -> 60x60x6" in msg and "flatten 2704" in msg
     partial = info.value.partial
@@ -327,7 +327,7 @@ def test_input_that_does_not_fit_names_the_module_and_keeps_the_rows():
 def test_torch_shape_error_gets_expected_and_got():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(10, 2))
     with pytest.raises(ShapeError) as info:
-        summary(net, (1, 3, 8, 8))
+        summary(net, (3, 8, 8))
     msg = str(info.value)
     assert msg.startswith("2 (Linear) failed on input [1, 144]; it expects input of shape (*, 10)")
     assert "shape flow up to it: 8x8x3 -> 0 -> 6x6x4 -> 1 -> 144" in msg
@@ -360,15 +360,15 @@ class TokensAndMask(nn.Module):
 
 def test_several_input_sizes_as_a_tuple_of_tuples():
     # torchinfo's habit: ((B, T), (B, T)) for two inputs; it was read as one input whose dims were tuples.
-    s = summary(TokensAndMask(), ((2, 5), (2, 5)), input_dtype=("long", "float32"))
+    s = summary(TokensAndMask(), ((5,), (5,)), batch_size=2, input_dtype=("long", "float32"))
     assert s.output_shapes == (2, 5, 4) and s.input == "(2, 5), (2, 5)"
 
 
 def test_one_input_dtype_per_input():
-    s = summary(TokensAndMask(), [(2, 5), (2, 5)], input_dtype=["long", torch.float32])
+    s = summary(TokensAndMask(), [(5,), (5,)], batch_size=2, input_dtype=["long", torch.float32])
     assert s.output_shapes == (2, 5, 4) and s.rows[1].name == "embed"
     with pytest.raises(ConfigError, match="2 input dtypes for 1 inputs"):
-        summary(nn.Linear(5, 2), (2, 5), input_dtype=("float32", "long"))
+        summary(nn.Linear(5, 2), (5,), batch_size=2, input_dtype=("float32", "long"))
 
 
 @pytest.mark.parametrize("declared", [32, "3x32x32", ()])
@@ -392,15 +392,15 @@ def test_mixed_dtype_matmul_fails_as_eager_does(build, input_dtype, got):
     with pytest.raises(RuntimeError, match="same dtype"):
         net(torch.zeros(2, 3, dtype=parse_dtype(input_dtype) or torch.float32))  # eager refuses it
     with pytest.raises(ShapeError, match=f"0 \\(Linear\\) failed on input \\[2, 3\\].*aten.addmm got {got} tensors"):
-        summary(net, (2, 3), input_dtype=input_dtype)  # meta's kernel alone would accept it
-    assert summary(net, (2, 3), input_dtype=next(net.parameters()).dtype).forward_flops == 24
+        summary(net, (3,), batch_size=2, input_dtype=input_dtype)  # meta's kernel alone would accept it
+    assert summary(net, (3,), batch_size=2, input_dtype=next(net.parameters()).dtype).forward_flops == 24
 
 
 def test_symbolic_dims_too_small_for_the_model_say_what_they_were_traced_at():
     with pytest.raises(ShapeError, match=r"conv2 \(Conv2d\) failed .*Kernel size can't be greater .*"
                                          r"\(symbolic dims traced at H=8, W=8; write NAME=<size>, e.g. H=64,"):
-        summary("lenet", (1, 3, "H", "W"))
-    assert summary("lenet", (1, 3, "H=32", "W=32")).output_shapes == (1, 10)
+        summary("lenet", (3, "H", "W"))
+    assert summary("lenet", (3, "H=32", "W=32")).output_shapes == (1, 10)
 
 
 class DataDependentBN(nn.Module):
@@ -420,7 +420,7 @@ def test_real_forward_in_train_mode_leaves_buffers_and_the_global_rng_alone():
     net = DataDependentBN().eval()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     torch.manual_seed(0)
-    s = summary(net, (3, 4), mode="train", device="cpu")
+    s = summary(net, (4,), batch_size=3, mode="train", device="cpu")
     drawn = torch.rand(3)
     torch.manual_seed(0)
     assert torch.equal(drawn, torch.rand(3)), "the summary's dropout consumed the caller's seeded generator"
@@ -450,8 +450,8 @@ def test_real_fallback_leaves_the_callers_input_data_alone():
 def test_real_fallback_at_batch_1_says_so_when_it_fails():
     with pytest.raises(ShapeError, match=r"bn \(BatchNorm1d\) failed on input \[1, 4\].*more than 1 value per "
                                          r"channel.*so it ran on real tensors at batch 1; device='cpu' runs it at"):
-        summary(DataDependentBN(), (3, 4), mode="train")
-    assert summary(DataDependentBN(), (3, 4), mode="train", device="cpu").output_shapes == (3, 4)
+        summary(DataDependentBN(), (4,), batch_size=3, mode="train")
+    assert summary(DataDependentBN(), (4,), batch_size=3, mode="train", device="cpu").output_shapes == (3, 4)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # recent torch warns that torch.jit is deprecated
@@ -461,11 +461,11 @@ def test_torchscript_is_refused_with_a_fix():
                          (torch.jit.trace(plain, torch.randn(1, 4)), "TopLevelTracedModule"),
                          (nn.Sequential(nn.Linear(4, 4), torch.jit.script(nn.ReLU())), "Sequential.1")):
         with pytest.raises(torchsmith.SummaryError, match=f"{where} is TorchScript .*summarise the nn.Module it was"):
-            summary(model, (2, 4))
+            summary(model, (4,), batch_size=2)
 
 
 def test_render_depth_is_checked():
-    s = summary(nn.Linear(4, 2), (2, 4))
+    s = summary(nn.Linear(4, 2), (4,), batch_size=2)
     for bad in ("x", -1):
         with pytest.raises(ConfigError, match="depth must be an int, 0 or more"):
             s.render(depth=bad)
@@ -476,10 +476,10 @@ def test_lazy_model_is_refused_with_a_fix_and_left_lazy():
 
     net = nn.Sequential(nn.LazyLinear(4), nn.ReLU())
     with pytest.raises(torchsmith.SummaryError, match=r"lazy \(nn.Lazy\*\) tensors .*run it once on a sample batch"):
-        summary(net, (2, 3))
+        summary(net, (3,), batch_size=2)
     assert is_lazy(net[0].weight)
     net(torch.zeros(2, 3))
-    assert summary(net, (2, 3)).total_params == 16
+    assert summary(net, (3,), batch_size=2).total_params == 16
 
 
 # --------------------------------------------------------------------------- rendering
@@ -501,7 +501,7 @@ def test_golden_resnet20_collapsed_depth2():
 
 
 def test_golden_lenet_symbolic_markdown():
-    _golden("summary_lenet_B.md", summary("lenet", ("B", 3, 32, 32)).render("markdown"))
+    _golden("summary_lenet_B.md", summary("lenet", (3, 32, 32), batch_size="B").render("markdown"))
 
 
 def test_collapse_repeated_blocks_and_expand():
@@ -623,3 +623,13 @@ def test_cli_bad_default_input_size_is_one_line(tmp_path):
 
 def test_package_exports():
     assert torchsmith.summary is summary and isinstance(summary("lenet"), torchsmith.ModelSummary)
+
+
+def test_input_size_is_without_the_batch_and_a_batched_size_is_named() -> None:
+    """input_size means one sample's shape, as in check/export/fit; the batch is batch_size. A size written the
+    torchinfo way, with the batch in front, fails with a message that says how to write it."""
+    s = summary("lenet", (3, 32, 32), batch_size=4)
+    assert s.output_shapes == (4, 10) and list(s.rows[0].input_shapes) == [(4, 3, 32, 32)]
+    assert summary("lenet").forward_flops == summary("lenet", (3, 32, 32)).forward_flops
+    with pytest.raises(ShapeError, match=r"without the batch dimension: input_size=\(3, 32, 32\), batch_size=1"):
+        summary("lenet", (1, 3, 32, 32))

@@ -48,7 +48,7 @@ def demo_config(out_dir: str | Path, *, epochs: int = 15, seed: int = 0) -> Trai
 def model_summary_text(model: torch.nn.Module, input_size: tuple[int, ...]) -> str:
     """``torchsmith.summary`` (layer table with shapes) when it runs; else the module tree with parameter counts."""
     try:
-        return str(summary(model, (1, *input_size)))  # its input size includes the batch dimension
+        return str(summary(model, input_size))
     except TorchsmithError:
         pass
     return format_tree(module_tree(model), title=f"{type(model).__name__} (input {'x'.join(map(str, input_size))})")

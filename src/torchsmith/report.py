@@ -72,7 +72,7 @@ def _summary_part(model: nn.Module, size: tuple[int, ...] | None,
     """(the summary or None, its HTML). A forward that breaks at this input is shown, not raised:
     the doctor's section says why it breaks."""
     try:
-        s = summary(model, (1, *size) if size else None, input_dtype=input_dtype)
+        s = summary(model, size or None, input_dtype=input_dtype)
     except ShapeError as e:
         partial = getattr(e, "partial", None)
         html = _problem(f"the forward stopped: {e}", "STOPPED")
@@ -179,7 +179,7 @@ def _eval_part(ckpt: Path, cfg: TrainConfig) -> str:
 def _run_model_part(ckpt: Path, cfg: TrainConfig) -> tuple[str, list[Section]]:
     model = load_run_model(ckpt)
     size = getattr(cfg, "input_size", None)
-    s = summary(model, (1, *size) if size else None)
+    s = summary(model, size or None)
     return summary_body(s, s.depth), _picture_parts(s)[:1]
 
 

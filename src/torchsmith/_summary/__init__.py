@@ -25,6 +25,7 @@ from torchsmith._summary.diagram import Diagram
 from torchsmith._summary.explain import Explanation
 from torchsmith._summary.render import render_summary, rich_summary
 from torchsmith._summary.result import FlowEvent, LayerRow, MemoryEstimate, ModelSummary
+from torchsmith.contract import input_spec
 from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError
 from torchsmith.init import check_materialized
 from torchsmith.resolve import resolve_model
@@ -39,6 +40,7 @@ def summary(
     model_or_name: nn.Module | str,
     input_size: Any = None,
     *,
+    batch_size: int | str = 1,
     input_data: Any = None,
     input_dtype: torch.dtype | str | list[torch.dtype | str] | tuple[torch.dtype | str, ...] | None = None,
     depth: int | None = 3,
@@ -52,8 +54,11 @@ def summary(
 
     ``model_or_name`` is an ``nn.Module`` or any reference :func:`torchsmith.resolve_model`
     takes (zoo name, ``file.py:Class``, ``module:attr``), built directly on meta with
-    ``model_options``. ``input_size`` includes the batch dim; dims may be names (``"B"``,
-    ``"T=128"``) to keep them symbolic; default: the model's ``default_input_size`` at batch 1.
+    ``model_options``. ``input_size`` is one sample's shape without the batch dimension, as in every
+    torchsmith function (``(3, 32, 32)``; a list of such tuples for several inputs); ``batch_size`` is
+    its own argument (default 1). Dims, the batch included, may be names (``"B"``, ``"T=128"``) to keep
+    them symbolic. Default: what the model contract reads from the model (``default_input_size``, a
+    transformers or timm config, the first layer).
     ``input_data`` (a tensor, a tuple of arguments or a dict of keyword arguments) is used
     for its shapes and dtypes; ``input_dtype`` is one dtype or one per input. ``dtype`` is the
     dtype of the memory estimate. ``mode`` is ``"eval"`` or ``"train"``. ``replay`` runs each
@@ -103,7 +108,7 @@ def summary(
         raise SummaryError(f"{where} is TorchScript (torch.jit.script or trace), which summary cannot trace; "
                            "summarise the nn.Module it was made from")
     check_materialized(model, doing="summarising it")
-    spec = InputSpec.build(model, input_size, input_data, in_dtype)
+    spec = InputSpec.build(model, input_size, input_data, in_dtype, batch_size)
     if device == "meta":
         attempts = [RUN_FAKE, RUN_REAL] if spec.symbolic else [RUN_META, RUN_FAKE, RUN_REAL]
     else:
@@ -131,6 +136,8 @@ def summary(
             # refuses a batch of 1), and how to run it at the size given.
             hint = (" (meta and fake tensors could not run the model, so it ran on real tensors at batch 1; "
                     "device='cpu' runs it at the size given)")
+        if spec.data is None and input_size is not None:
+            hint += _batch_hint(model, input_size)
         raise _failure(trace, result, hint) from trace.error
     assert trace is not None
     if attempts[-1] == RUN_REAL and how == RUN_REAL and spec.symbolic:
@@ -143,6 +150,20 @@ def summary(
         result.notes.append(f"torch {torch.__version__} specialised the symbolic dims to {values} while tracing "
                             "(its shape environment could not keep them symbolic here): figures are for those sizes")
     return result
+
+
+def _batch_hint(model: nn.Module, input_size: Any) -> str:
+    """When the size given has one dim more than the model takes, it most likely holds a batch: say so."""
+    if not isinstance(input_size, (tuple, list, torch.Size)) or any(isinstance(d, (tuple, list)) for d in input_size):
+        return ""
+    try:
+        takes = input_spec(model).size
+    except TorchsmithError:
+        return ""
+    if len(input_size) != len(takes) + 1:
+        return ""
+    return (f" (input_size is one sample's shape without the batch dimension: input_size={tuple(input_size[1:])!r}, "
+            f"batch_size={input_size[0]!r})")
 
 
 # --------------------------------------------------------------------------- building and running

@@ -1,11 +1,12 @@
 """Inputs for a summary run: parse sizes, name symbolic dims, build meta / fake / real tensors.
 
-``input_size`` includes the batch dimension, as torchinfo's does: ``(1, 3, 32, 32)``. Without one, the
-size (without batch) and dtype come from :func:`torchsmith.contract.input_spec` (``default_input_size``, a
-transformers or timm config, the first layer) at batch 1; token-id models get integer inputs.
-A dimension may be a name (``"B"``) or a name with the value used to trace it
-(``"T=128"``); such dims stay symbolic (torch's ShapeEnv) and shapes and FLOPs
-come out as formulas in them. Several inputs are given as a list of sizes.
+``input_size`` is one sample's shape without the batch dimension, as in every torchsmith function:
+``(3, 32, 32)``; ``batch_size`` (1 by default) is its own argument. Without one, the size and dtype come
+from :func:`torchsmith.contract.input_spec` (``default_input_size``, a transformers or timm config, the
+first layer); token-id models get integer inputs. A dimension, the batch included, may be a name
+(``"B"``) or a name with the value used to trace it (``"T=128"``); such dims stay symbolic (torch's
+ShapeEnv) and shapes and FLOPs come out as formulas in them. Several inputs are given as a list of sizes,
+each without the batch.
 """
 
 from __future__ import annotations
@@ -97,35 +98,32 @@ class InputSpec:
 
     @classmethod
     def build(cls, model: nn.Module, input_size: Any, input_data: Any,
-              input_dtype: torch.dtype | Sequence[torch.dtype] | None) -> InputSpec:
+              input_dtype: torch.dtype | Sequence[torch.dtype] | None, batch_size: Any = 1) -> InputSpec:
         if input_data is not None:
             if input_size is not None:
                 raise ConfigError("give input_size or input_data, not both")
             return cls(data=input_data)
+        batch = parse_dim(batch_size)
         if input_size is None:
             try:
                 contract = input_spec(model)
             except ConfigError as e:
-                raise ConfigError(f"{e}; summary's input_size includes the batch: input_size=(1, 3, 32, 32)") from None
-            input_size = (1, *contract.size)
+                raise ConfigError(f"{e}; pass one sample's size without the batch: input_size=(3, 32, 32)") from None
+            input_size = contract.size
             if input_dtype is None:
                 input_dtype = contract.dtype
-        # Several inputs: a list or a tuple of sizes, ((1, 16), (1, 16)) as torchinfo takes them.
+        # Several inputs: a list or a tuple of sizes, ((16,), (16,)), each without the batch.
         nested = isinstance(input_size, (list, tuple)) and bool(input_size) and all(
             isinstance(s, (list, tuple)) for s in input_size)
         if nested:
             raw_sizes = [tuple(s) for s in input_size]
-        elif isinstance(input_size, (torch.Size, tuple, list)) and input_size and not any(
+        elif isinstance(input_size, (torch.Size, tuple, list)) and not any(
                 isinstance(s, (list, tuple)) for s in input_size):
-            raw_sizes = [tuple(input_size)]
-        elif isinstance(input_size, tuple) and not input_size:
-            raw_sizes = [()]  # refused below with its own message
+            raw_sizes = [tuple(input_size)]  # () is one number per sample: a batch of shape (batch_size,)
         else:
-            raise ConfigError(f"input_size {input_size!r} must be a tuple such as (1, 3, 32, 32) "
-                              "or a list of such tuples, one per input")
-        sizes = [tuple(parse_dim(d) for d in s) for s in raw_sizes]
-        if any(not s for s in sizes):
-            raise ConfigError("an input size is empty; give at least one dimension, e.g. (1, 16)")
+            raise ConfigError(f"input_size {input_size!r} must be one sample's shape such as (3, 32, 32) "
+                              "(without the batch) or a list of such tuples, one per input")
+        sizes = [(batch, *(parse_dim(d) for d in s)) for s in raw_sizes]
         if input_dtype is None:
             dtypes = [_default_dtype(model, sizes[0]) if len(sizes) == 1 else torch.get_default_dtype()] * len(sizes)
         elif isinstance(input_dtype, torch.dtype):

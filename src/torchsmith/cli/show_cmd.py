@@ -115,9 +115,9 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
     size = None
     declared = _declared_input(net) if input_text is None else None  # (C, H, W), (T,) ... from the contract
     if input_text is not None:
-        size = (parse_dim(batch), *parse_cli_input(input_text))
+        size = tuple(parse_cli_input(input_text))
     elif declared is not None:
-        size = (parse_dim(batch), *declared.size)
+        size = tuple(declared.size)
         input_dtype = input_dtype or str(declared.dtype)
     elif diagram_path or explain or fmt == "mermaid":
         raise ConfigError(f"the input size of {type(net).__name__} is not known, and the diagram and the explanation "
@@ -133,7 +133,7 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
         return
     size = tuple(d if isinstance(d, int) else f"{d[0]}={d[1]}" if isinstance(d, tuple) else d for d in size)
     try:
-        result = summary(net, size, input_dtype=parse_dtype(input_dtype), dtype=dtype, depth=depth)
+        result = summary(net, size, batch_size=batch, input_dtype=parse_dtype(input_dtype), dtype=dtype, depth=depth)
     except TorchsmithError as e:
         partial = getattr(e, "partial", None)
         if partial is not None and partial.rows and not flow:
