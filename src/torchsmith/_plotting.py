@@ -9,11 +9,11 @@ there is nothing to close either. matplotlib is optional (``torchsmith[plot]``) 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torchsmith._files import write_atomically
 from torchsmith.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -66,22 +66,5 @@ def new_figure(**kwargs: Any) -> Figure:
 def save_figure(fig: Figure, path: Path, **savefig: Any) -> Path:
     """Write ``fig`` to ``path`` through a temporary file in the same folder, so a failed write never leaves
     half a file behind; the format follows the suffix. An OSError becomes a ConfigError naming the path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=path.suffix.lower().lstrip(".").replace("jpg", "jpeg"), **savefig)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a plot is as readable as any new file
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    fmt = path.suffix.lower().lstrip(".").replace("jpg", "jpeg")
+    return write_atomically(path, lambda f: fig.savefig(f, format=fmt, **savefig))

@@ -12,8 +12,6 @@ from __future__ import annotations
 import copy
 import datetime
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import torch
 from torch import nn
 
 from torchsmith._check import check
+from torchsmith._files import write_bytes
 from torchsmith._summary import ModelSummary, summary
 from torchsmith._version import __version__
 from torchsmith.errors import CheckpointError, ConfigError, ShapeError, TorchsmithError
@@ -239,18 +238,4 @@ def check_report_path(path: str | Path) -> Path:
 def write_report(html: str, path: str | Path) -> Path:
     """Write ``html`` to ``path`` through a temporary file in the same folder and a rename."""
     out = check_report_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; a report is as readable as any new file
-        os.replace(tmp, out)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {str(out)!r}: {e.strerror or e}") from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return write_bytes(out, html.encode("utf-8"))

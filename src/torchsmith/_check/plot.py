@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torchsmith._files import write_atomically
 from torchsmith._plotting import check_plot_path, new_figure
 from torchsmith.errors import ConfigError
 
@@ -44,23 +43,4 @@ def plot_layer_stats(report: CheckReport, path: str | Path) -> Path:
     size = "x".join(map(str, report.input_size))
     ax1.set_title(f"{report.model} at initialisation, input {size}")
     fig.tight_layout()
-    # Through a temporary file in the same folder, so a failed write never leaves half a PNG behind.
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a plot is as readable as any new file
-        os.replace(tmp, out)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {str(out)!r}: {e.strerror or e}") from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return write_atomically(out, lambda f: fig.savefig(f, format="png"))

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import html
 import io
-import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torchsmith._files import write_bytes
 from torchsmith.errors import ConfigError, TorchsmithError
 
 if TYPE_CHECKING:
@@ -369,22 +368,4 @@ def save_diagram(d: Diagram, path: Path, engine: str = "auto") -> Path:
         data = to_mermaid(d).encode()
     else:
         data = to_dot(d).encode()
-    _atomic_write(path, data)
-    return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; a picture is as readable as any new file
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return write_bytes(path, data)
