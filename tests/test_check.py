@@ -318,3 +318,30 @@ def test_token_input_found_when_the_embedding_is_not_registered_first():
     report = ts.check(model, (7,), checks="non-finite,unused-parameters,determinism,state-dict")
     assert report.ok and report.findings == [] and report.skipped == {}, str(report)
     assert model.training and not model.emb._forward_pre_hooks
+
+
+class _VersionedLikeMNASNet(nn.Module):
+    """Reads its own version from the state dict's metadata, as torchvision's MNASNet does."""
+
+    _version = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        version = local_metadata.get("version", None)
+        if version not in (1, 2):
+            raise ValueError(f"version should be set to 1 or 2 instead of {version}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+def test_the_state_dict_round_trip_keeps_the_module_versions():
+    """torch.save keeps state_dict._metadata; the doctor's round trip must too, or it blames a healthy model."""
+    report = ts.check(_VersionedLikeMNASNet(), (4,), checks="state-dict")
+    assert report.findings == [] and report.skipped == {}, str(report)

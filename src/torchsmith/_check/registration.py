@@ -3,8 +3,10 @@ state_dict round trip (a fresh instance loaded with the state_dict must compute 
 
 from __future__ import annotations
 
+import copy
 import inspect
 import io
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -223,11 +225,13 @@ def _default_constructed(ctx: Context) -> nn.Module | None:
 
 
 def _saved_and_loaded(sd: dict[str, Any]) -> dict[str, Any]:
-    """The state_dict after torch.save / torch.load(weights_only=True).
+    """The state_dict after torch.save / torch.load(weights_only=True), its ``_metadata`` kept.
 
     Plain dense tensors always survive that unchanged, so only the other entries (extra state, tensor
     subclasses, quantised tensors) go through the serialiser: writing a large model's weights to memory
-    and back cost more than a forward pass and could not fail.
+    and back cost more than a forward pass and could not fail. ``torch.save`` keeps the per-module versions
+    (``state_dict._metadata``) that ``_load_from_state_dict`` reads (torchvision's MNASNet refuses a state
+    dict without them), so the copy keeps them too.
     """
     plain = {k: v for k, v in sd.items()
              if type(v) in (torch.Tensor, nn.Parameter) and v.layout == torch.strided and not v.is_quantized}
@@ -237,7 +241,11 @@ def _saved_and_loaded(sd: dict[str, Any]) -> dict[str, Any]:
         torch.save(other, buf)
         buf.seek(0)
         other = torch.load(buf, weights_only=True)
-    return {k: plain[k] if k in plain else other[k] for k in sd}
+    out: dict[str, Any] = OrderedDict((k, plain[k] if k in plain else other[k]) for k in sd)
+    metadata = getattr(sd, "_metadata", None)
+    if metadata is not None:
+        out._metadata = copy.deepcopy(metadata)  # type: ignore[attr-defined]
+    return out
 
 
 @register_check(
