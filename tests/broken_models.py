@@ -89,6 +89,28 @@ class HealthyZeroHead(nn.Module):
         return self.head(F.relu(self.body(x)))
 
 
+class HealthyGatedBranch(nn.Module):
+    """A residual branch closed by a norm whose scale starts at 0 (LeViT's attention, ResNets' zero-gamma):
+    inside it a zero-initialised bias table gets no gradient at step 0, identical rows included, but the
+    first step opens the gate and each head's row then learns its own way. Not a symmetry."""
+
+    INPUT = (8,)
+    EXPECT: list[tuple[str, str]] = []
+
+    def __init__(self, heads: int = 4, n: int = 8) -> None:
+        super().__init__()
+        self.heads, self.n = heads, n
+        self.attention_biases = nn.Parameter(torch.zeros(heads, n))
+        self.q = nn.Linear(n, n * heads)
+        self.proj = nn.Linear(n * heads, n)
+        self.norm = nn.BatchNorm1d(n)
+        nn.init.zeros_(self.norm.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.q(x).view(x.shape[0], self.heads, self.n) + self.attention_biases
+        return x + self.norm(self.proj(logits.softmax(-1).flatten(1)))
+
+
 class HealthyWeightNorm(nn.Module):
     """weight_norm installs a forward pre-hook: torch machinery, not a leftover."""
 
@@ -239,7 +261,7 @@ class UnknownInput(nn.Module):
 
 
 HEALTHY = [HealthyMLP, HealthyCNN, HealthyContainers, HealthyZeroHead, HealthyWeightNorm, HealthyTokens,
-           HealthyLayerScale, HealthyFunctionTable, HealthyCacheOutput, HealthyAssertedSize]
+           HealthyLayerScale, HealthyFunctionTable, HealthyCacheOutput, HealthyAssertedSize, HealthyGatedBranch]
 
 # --------------------------------------------------------------------------- input mutated
 

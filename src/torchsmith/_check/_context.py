@@ -83,6 +83,8 @@ class Context:
     hooks: list[HookInfo] = field(default_factory=list)
     layer_stats: list[Any] = field(default_factory=list)  # filled by the signal check
     held: dict[int, str] = field(default_factory=dict)  # id -> would-be path of modules in plain containers
+    # Gradients after one small training step (signal.py's init-symmetry asks, rarely): computed once.
+    after_a_step: dict[str, torch.Tensor | None] | None = None
     _train: Tracer | None = None
     _train_out: Any = None
     _train_error: BaseException | None = None
@@ -144,24 +146,32 @@ class Context:
             tracer.remove_grad_hooks()
             return
         try:
-            # Complex outputs (an FFT head) count too, by their real and imaginary parts: without them
-            # every parameter looked unused.
-            outs = [(t, torch.view_as_real(t) if t.is_complex() else t) for t in flat_tensors(out)
-                    if (t.is_floating_point() or t.is_complex()) and t.requires_grad]
-            if outs:
-                # A random projection of the outputs: unlike .sum() it gives every output
-                # element a gradient even after softmax/normalisation (whose sum is constant).
-                g = torch.Generator().manual_seed(self.seed + 99)
-                loss = sum(
-                    (r.float() * torch.randn(r.shape, generator=g).to(r.device)).sum() / max(o.shape[0], 1)
-                    if o.dim() else r.float().sum()
-                    for o, r in outs
-                )
-                loss.backward()  # type: ignore[union-attr]
+            loss = self.probe_loss(out)
+            if loss is not None:
+                loss.backward()
         finally:
             tracer.remove_grad_hooks()
         self._train = tracer
         self._train_out = out
+
+    def probe_loss(self, out: Any) -> torch.Tensor | None:
+        """The loss every backward of the checks uses: a fixed random projection of the outputs, or None.
+
+        Unlike ``.sum()`` it gives every output element a gradient even after softmax/normalisation (whose
+        sum is constant). Complex outputs (an FFT head) count by their real and imaginary parts: without
+        them every parameter looked unused.
+        """
+        outs = [(t, torch.view_as_real(t) if t.is_complex() else t) for t in flat_tensors(out)
+                if (t.is_floating_point() or t.is_complex()) and t.requires_grad]
+        if not outs:
+            return None
+        g = torch.Generator().manual_seed(self.seed + 99)
+        loss = sum(
+            (r.float() * torch.randn(r.shape, generator=g).to(r.device)).sum() / max(o.shape[0], 1)
+            if o.dim() else r.float().sum()
+            for o, r in outs
+        )
+        return loss  # type: ignore[return-value]
 
     @property
     def train_input(self) -> torch.Tensor:

@@ -24,6 +24,7 @@ Thresholds (documented in the README, not tuned per model):
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -100,6 +101,43 @@ def _matching_rows(rows: torch.Tensor, tol: float) -> int:
     return int(matched.sum())
 
 
+def _learns_after_a_step(ctx: Context, name: str) -> bool:
+    """Whether parameter ``name``, whose gradient is all zero at initialisation, gets gradients that tell its
+    identical units apart after one small step of every parameter.
+
+    A zero-initialised gate downstream (a norm scale of 0 closing a residual branch, as in LeViT's attention
+    projection) holds back every gradient inside the branch at step 0, identical units included; the first
+    step opens the gate and the units learn apart. Weights that are zero all the way down (no gate opens)
+    stay stuck, and stay reported. Any failure of this second run keeps the finding.
+    """
+    if ctx.after_a_step is None:
+        ctx.after_a_step = _gradients_after_a_step(ctx)
+    grad = ctx.after_a_step.get(name)
+    if grad is None or not bool(grad.any()):
+        return False
+    w = dict(ctx.model.named_parameters())[name].detach()
+    return _stuck_units(w.reshape(w.shape[0], -1), grad.reshape(w.shape[0], -1).double()) == 0
+
+
+def _gradients_after_a_step(ctx: Context) -> dict[str, torch.Tensor | None]:
+    """Every parameter's gradient (None if none) after one step of size 1e-2 (relative) on a copy."""
+    try:
+        model = copy.deepcopy(ctx.model)
+        with torch.no_grad():  # the step uses the gradients of the shared train run (deepcopy drops .grad)
+            for p, q in zip(model.parameters(), ctx.model.parameters()):
+                if q.grad is not None and bool(q.grad.any()):
+                    p -= 1e-2 * q.grad / q.grad.abs().max()
+        model.zero_grad(set_to_none=True)
+        model.train()
+        loss = ctx.probe_loss(model(ctx.train_input.clone()))
+        if loss is None:
+            return {}
+        loss.backward()
+    except Exception:
+        return {}
+    return {n: (None if p.grad is None else p.grad.detach()) for n, p in model.named_parameters()}
+
+
 @register_check(
     "init-symmetry",
     "no layer starts with identical units (constant, zero or copied rows) that stay identical",
@@ -135,7 +173,10 @@ def check_init_symmetry(ctx: Context) -> list[Finding]:
                           dim=1)
         if torch.unique(key, dim=0).shape[0] == w.shape[0]:
             continue
-        stuck = _stuck_units(w, p.grad.detach().reshape(p.shape[0], -1).double())
+        grad = p.grad.detach().reshape(p.shape[0], -1).double()
+        stuck = _stuck_units(w, grad)
+        if stuck and not bool(grad.any()) and _learns_after_a_step(ctx, name):
+            continue  # a zero-initialised gate after it held its gradient back; the first step opens it
         all_zero = not bool(w.any())
         constant = bool((w == w.flatten()[0]).all())
         what = "all zero" if all_zero else f"all {float(w.flatten()[0]):.4g}" if constant else "copies of each other"
