@@ -173,3 +173,21 @@ def test_torchvision_model_by_name():
     model = ts.resolve_model("torchvision:resnet18", num_classes=10)
     assert model.torchsmith_arch == {"name": "torchvision:resnet18", "kwargs": {"num_classes": 10}}
     assert ts.summary(model, (3, 64, 64)).output_shapes == (1, 10)
+
+
+@pytest.mark.skipif(not _importable("torchvision"), reason="torchvision is not installed (pip install torchvision)")
+def test_torchvision_models_take_the_size_their_weights_publish():
+    """No download: the crop size of the default weights' transforms. Inception v3's auxiliary head needs its 299
+    in train mode (at 224 the doctor's forward failed); MaxVit is built for its 224 (other sizes break its
+    window partition: a declared size, noted, not an error); a MNASNet's state dict carries its version."""
+    from torchsmith.contract import input_spec
+
+    inception = ts.resolve_model("torchvision:inception_v3")
+    assert input_spec(inception).size == (3, 299, 299)
+    assert not ts.check(inception, checks="signal,state-dict").errors
+    maxvit = ts.resolve_model("torchvision:maxvit_t")
+    report = ts.check(maxvit, checks="input-sizes")
+    assert not report.errors and "fixed-input-size" in {f.id for f in report.findings}
+    assert not ts.check(ts.resolve_model("torchvision:mnasnet0_5"), checks="state-dict").errors
+    regnet = "torchvision:regnet_y_400mf"  # its constructor calls .tolist(): built for real, not on meta
+    assert ts.summary(regnet).total_params == sum(p.numel() for p in ts.resolve_model(regnet).parameters())

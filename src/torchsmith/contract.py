@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -158,7 +159,7 @@ def _declared(model: nn.Module) -> tuple[tuple[int, ...], str, int | None, bool,
             raise ConfigError(f"{type(model).__name__}.default_input_size is {default!r}; it should be a non-empty "
                               "tuple of the input's dims without the batch dim, e.g. (3, 32, 32)")
         return dims, "", None, False, "default_input_size"
-    for find in (_from_hf_config, _from_timm):
+    for find in (_from_hf_config, _from_timm, _from_torchvision):
         found = find(model)
         if found is not None:
             return found
@@ -231,6 +232,50 @@ def _from_timm(model: nn.Module) -> tuple[tuple[int, ...], str, int | None, bool
     if isinstance(chans, int) and chans != size[0]:  # built with in_chans=1: the config's 3 does not apply
         size = (chans, *size[1:])
     return size, "image", None, _has_pos_embed(model), "pretrained_cfg"
+
+
+TORCHVISION_SOURCE = "torchvision weights' crop size"
+
+
+def _from_torchvision(model: nn.Module) -> tuple[tuple[int, ...], str, int | None, bool, str] | None:
+    """The size torchvision publishes for the architecture: the crop size of its weights' transforms.
+
+    For a model built by name (``torchvision:inception_v3``) the builder's default weights say it (299 for
+    Inception v3, whose auxiliary head needs it in train mode; 224 for most); for an instance, the weights of
+    its class's module, when they all agree. A size given to the constructor (``image_size``, ``input_size``)
+    wins. Nothing is downloaded: only the weights' metadata is read.
+    """
+    module = type(model).__module__
+    models = sys.modules.get("torchvision.models")
+    if not module.startswith("torchvision.models") or models is None:
+        return None
+    record = getattr(model, ARCH_ATTR, None)
+    name = record.get("name") if isinstance(record, dict) else None
+    kwargs = record.get("kwargs", {}) if isinstance(record, dict) else {}
+    fixed = _has_pos_embed(model)
+    for key in ("image_size", "input_size"):
+        side = _pair(kwargs.get(key)) or _pair(getattr(model, key, None))
+        if side is not None:
+            return (3, *side), "image", None, fixed, f"torchvision {type(model).__name__}.{key}"
+    try:
+        from torchvision.models._api import WeightsEnum
+
+        if isinstance(name, str) and name.startswith("torchvision:"):
+            enums = [models.get_model_weights(name.split(":", 1)[1])]
+        else:
+            enums = [v for v in vars(sys.modules[module]).values()
+                     if isinstance(v, type) and issubclass(v, WeightsEnum) and v is not WeightsEnum]
+        crops = set()
+        for enum in enums:
+            weights = getattr(enum, "DEFAULT", None) or next(iter(enum))
+            crop = _pair(getattr(weights.transforms, "keywords", {}).get("crop_size"))
+            if crop is not None:
+                crops.add(crop)
+    except Exception:  # a torchvision without this API, or weights of another kind
+        return None
+    if len(crops) != 1:
+        return None
+    return (3, *crops.pop()), "image", None, fixed, TORCHVISION_SOURCE
 
 
 def _first_leaf(model: nn.Module) -> nn.Module | None:

@@ -126,7 +126,7 @@ def _gradients_after_a_step(ctx: Context) -> dict[str, torch.Tensor | None]:
         with torch.no_grad():  # the step uses the gradients of the shared train run (deepcopy drops .grad)
             for p, q in zip(model.parameters(), ctx.model.parameters()):
                 if q.grad is not None and bool(q.grad.any()):
-                    p -= 1e-2 * q.grad / q.grad.abs().max()
+                    p.sub_(1e-2 * q.grad / q.grad.abs().max())
         model.zero_grad(set_to_none=True)
         model.train()
         loss = ctx.probe_loss(model(ctx.train_input.clone()))

@@ -35,7 +35,7 @@ from torchsmith._check._run import Tracer, flat_tensors
 from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
 from torchsmith._check.runtime import outputs_close
-from torchsmith.contract import InputSpec, input_spec
+from torchsmith.contract import TORCHVISION_SOURCE, InputSpec, input_spec
 from torchsmith.errors import TorchsmithError
 
 __all__ = ["check_input_sizes", "spatial_dims"]
@@ -94,7 +94,7 @@ def _declared_fixed(ctx: Context) -> InputSpec | None:
     return spec if spec.fixed and tuple(spec.size) == tuple(ctx.input_size) else None
 
 
-_DECLARING_SOURCES = ("config.image_size", "pretrained_cfg", "patch_embed.img_size")
+_DECLARING_SOURCES = ("config.image_size", "pretrained_cfg", "patch_embed.img_size", TORCHVISION_SOURCE)
 
 
 def _declared_by_library(ctx: Context) -> InputSpec | None:
@@ -105,7 +105,8 @@ def _declared_by_library(ctx: Context) -> InputSpec | None:
         spec = input_spec(ctx.model)
     except TorchsmithError:
         return None
-    if spec.source in _DECLARING_SOURCES and tuple(spec.size) == tuple(ctx.input_size):
+    declared = spec.source in _DECLARING_SOURCES or spec.source.startswith("torchvision ")
+    if declared and tuple(spec.size) == tuple(ctx.input_size):
         return spec
     return None
 

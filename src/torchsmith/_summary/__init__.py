@@ -28,6 +28,7 @@ from torchsmith._summary.result import FlowEvent, LayerRow, MemoryEstimate, Mode
 from torchsmith.contract import input_spec
 from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError
 from torchsmith.init import check_materialized
+from torchsmith.registry import build_on_meta
 from torchsmith.resolve import resolve_model
 
 __all__ = ["summary", "ModelSummary", "LayerRow", "MemoryEstimate", "FlowEvent", "render_summary",
@@ -169,13 +170,8 @@ def _batch_hint(model: nn.Module, input_size: Any) -> str:
 # --------------------------------------------------------------------------- building and running
 def _build_on_meta(ref: str, options: dict[str, Any]) -> tuple[nn.Module, str]:
     """The named model on meta (no weight memory); on CPU if its constructor cannot run on meta."""
-    try:
-        with torch.device("meta"):
-            return resolve_model(ref, **options), "meta"
-    except TorchsmithError:
-        raise
-    except Exception:  # a constructor that reads tensor values (.item(), numpy) cannot run on meta
-        return resolve_model(ref, **options), "cpu"
+    model, on_meta = build_on_meta(lambda: resolve_model(ref, **options))
+    return model, "meta" if on_meta else "cpu"
 
 
 def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any], spec: InputSpec,

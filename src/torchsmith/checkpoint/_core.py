@@ -28,7 +28,7 @@ from torchsmith.checkpoint._atomic import commit_deferred, discard_deferred, fsy
 from torchsmith.checkpoint._codec import decode, encode
 from torchsmith.contract import input_spec
 from torchsmith.errors import CheckpointError, ConfigError, TorchsmithError
-from torchsmith.registry import ARCH_ATTR, create_model
+from torchsmith.registry import ARCH_ATTR, build_on_meta, create_model
 from torchsmith.spec import build as build_spec
 
 __all__ = ["save", "load", "load_training_state", "training_state_path", "FORMAT", "FORMAT_VERSION",
@@ -267,15 +267,11 @@ def build_from_arch(arch: Mapping[str, Any], *, meta: bool, source: Any = "check
 
     what = f"model {arch['name']!r}" if "name" in arch else "its spec"
     try:
-        if meta:
-            with torch.device("meta"):
-                return build()
-        return build()
+        # On meta when asked, unless the builder needs real data (calls .item()): then for real.
+        return build_on_meta(build)[0] if meta else build()
     except TorchsmithError as e:
         raise CheckpointError(f"{source} cannot be rebuilt from {what}: {e}") from e
     except Exception as e:
-        if meta:  # a builder that needs real data (e.g. calls .item()); build it for real instead
-            return build_from_arch(arch, meta=False, source=source)
         raise CheckpointError(f"{source} cannot be rebuilt from {what}: {type(e).__name__}: {e}") from e
 
 

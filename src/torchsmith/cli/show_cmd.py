@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 import click
-import torch
 from rich.console import Console
 from torch import nn
 
@@ -17,6 +16,7 @@ from torchsmith._summary.diagram_render import check_diagram_path, dot_available
 from torchsmith.cli._common import model_options, parse_opts
 from torchsmith.contract import InputSpec, input_spec
 from torchsmith.errors import ConfigError, TorchsmithError
+from torchsmith.registry import build_on_meta
 from torchsmith.resolve import resolve_model
 from torchsmith.views import (
     buffer_view,
@@ -47,13 +47,7 @@ def _build(ref: str, opts: tuple[str, ...], meta: bool) -> nn.Module:
     kwargs = parse_opts(opts)
     if not meta:
         return resolve_model(ref, **kwargs)
-    try:
-        with torch.device("meta"):
-            return resolve_model(ref, **kwargs)
-    except TorchsmithError:
-        raise
-    except Exception:  # a constructor that reads tensor values cannot run on meta
-        return resolve_model(ref, **kwargs)
+    return build_on_meta(lambda: resolve_model(ref, **kwargs))[0]
 
 
 @click.command("show")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from torchsmith.errors import ConfigError, SpecError
-from torchsmith.registry import ARCH_ATTR, create_model
+from torchsmith.registry import ARCH_ATTR, build_on_meta, create_model
 from torchsmith.sizes import int_dims, parse_input_size
 from torchsmith.spec.builder import build_model
 from torchsmith.spec.loader import plain
@@ -74,8 +74,8 @@ def to_spec(model_or_name: nn.Module | str, *, input_shape: tuple[int, ...] | No
     Raises :class:`SpecError` when the model cannot be expressed as a spec.
     """
     if isinstance(model_or_name, str):
-        with torch.device("meta"):  # structure only: no memory, no init work, any size
-            model = create_model(model_or_name, **options)
+        # structure only: no memory, no init work, any size (for real if the constructor needs real tensors)
+        model = build_on_meta(lambda: create_model(model_or_name, **options))[0]
     elif options:
         raise SpecError(f"options {sorted(options)} apply to a zoo name, not to a model instance")
     else:
