@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import torchsmith as ts
 from torchsmith import __version__
 from torchsmith.cli import main
 
@@ -151,3 +152,16 @@ def test_every_subprocess_in_the_tests_has_a_timeout():
                 elif c.func.attr == "Popen" and not timed_wait:
                     missing.append(f"{path.name}:{c.lineno} (Popen never waited on with a timeout)")
     assert missing == []
+
+
+def test_every_command_that_writes_a_file_takes_o_out_and_output(tmp_path):
+    """One spelling everywhere: -o, --out and --output name what a command writes."""
+    for flag, name in (("-o", "a.yaml"), ("--out", "b.json"), ("--output", "c.yaml")):
+        result = CliRunner().invoke(main, ["spec", "lenet", flag, str(tmp_path / name)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert ts.load_spec(tmp_path / name)["name"]
+    result = CliRunner().invoke(main, ["export", "lenet", "-o", str(tmp_path / "lenet.pt2")], catch_exceptions=False)
+    assert result.exit_code == 0 and (tmp_path / "lenet.pt2").is_file(), result.output
+    for command in ("train", "demo", "report", "export", "spec"):
+        help_text = CliRunner().invoke(main, [command, "--help"]).output
+        assert "-o," in help_text and "--out" in help_text, command

@@ -42,7 +42,7 @@ from torchsmith._check.registry import (
 from torchsmith._check.report import CheckReport, Finding, LayerStat
 from torchsmith._check.runtime import collect_hooks, strip_hooks
 from torchsmith.contract import input_spec
-from torchsmith.errors import ConfigError, UnknownNameError
+from torchsmith.errors import ConfigError, TorchsmithError, UnknownNameError
 
 __all__ = ["check", "CheckReport", "Finding", "LayerStat", "CheckInfo", "FindingInfo", "list_checks",
            "list_findings", "register_check", "resolve_checks"]
@@ -77,6 +77,19 @@ def resolve_checks(checks: str | Iterable[str] | None) -> list[str]:
                                    hint="see torchsmith.list_checks() or `torchsmith check --help`")
         chosen += [n for n in names if n not in chosen]
     return chosen
+
+
+def _declared_size_hint(model: nn.Module, size: tuple[int, ...], given: object) -> str:
+    """When the size was given and the model itself declares another, name the declared one."""
+    if given is None:
+        return ""
+    try:
+        declared = input_spec(model)
+    except TorchsmithError:
+        return ""
+    if tuple(declared.size) == tuple(size):
+        return ""
+    return f" (the model declares {'x'.join(map(str, declared.size))}, from {declared.source})"
 
 
 def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -153,7 +166,8 @@ def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
         report.findings.insert(0, make_finding(
             "forward-failed", path,
             f"forward fails on a batch of shape {tuple(ctx.x.shape)} in {path or '(model)'}: {describe_error(error)}",
-            "pass the input size the model takes (input_size=... / --input CxHxW) or fix the failing module",
+            "pass the input size the model takes (input_size=... / --input CxHxW)"
+            + _declared_size_hint(work, size, input_size) + " or fix the failing module",
             error=describe_error(error), input_shape=tuple(ctx.x.shape)))
     report.layer_stats = list(ctx.layer_stats)
     report.seconds["total"] = sum(report.seconds.values())

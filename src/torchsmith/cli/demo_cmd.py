@@ -12,7 +12,7 @@ from torchsmith.train.progress import make_reporter
 
 
 @click.command("demo")
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--out", "--output", "out", type=click.Path(file_okay=False), default=None,
               help="Where the run's files go (default: a new temporary directory).")
 @click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -13,7 +13,7 @@ from torchsmith.cli._common import load_model, model_options, parse_input
 @click.command("export")
 @click.argument("model")
 @model_options
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("-o", "--out", "--output", "out", required=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="File to write (.pt2, .onnx, .ts); it appears only once it has been verified.")
 @click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), default=None,
               help="exported (torch.export .pt2), onnx or torchscript. Default: from the --out suffix, "

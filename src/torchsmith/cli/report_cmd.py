@@ -13,7 +13,7 @@ from torchsmith.report import check_report_path, model_report, run_report, write
 
 @click.command("report")
 @click.argument("target", metavar="MODEL|RUN_DIR")
-@click.option("-o", "--output", "output", required=True, metavar="FILE.html", help="The HTML file to write.")
+@click.option("-o", "--output", "--out", "output", required=True, metavar="FILE.html", help="The HTML file to write.")
 @model_options
 @click.option("--input", "input_size", default=None, metavar="CxHxW",
               help="Input size without the batch dimension, e.g. 3x32x32 (default: the model's own).")

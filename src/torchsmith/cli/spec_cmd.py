@@ -20,7 +20,7 @@ from torchsmith.spec import check_spec, describe_layer_types, dump_spec, load_sp
 @model_options
 @click.option("--check", "check", is_flag=True,
               help="Validate MODEL (a spec file) and print every layer's output shape instead of writing it.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("-o", "--output", "--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the spec to this file (.yaml or .json) instead of stdout.")
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default=None,
               help="Output format (default: from the -o suffix, else yaml).")

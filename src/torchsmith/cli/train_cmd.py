@@ -95,7 +95,7 @@ def _default_out(model: str, data: str) -> str:
 @click.option("--augment", type=click.Choice(("auto", "none", "crop", "flip", "crop+flip")),
               default=_DEFAULTS.augment, show_default=True)
 @click.option("--crop-padding", type=int, default=None, help="Pixels of padding for random crops (default H/8).")
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--out", "--output", "out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default runs/<model>-<data>).")
 @click.option("--resume", type=click.Path(), default=None, metavar="DIR",
               help="Continue the run in DIR exactly (MODEL and options default to the run's own).")
