@@ -54,7 +54,7 @@ def test_the_facade_exports_what_it_lists() -> None:
 def test_import_contracts_hold() -> None:
     """lint-imports: the layer order of pyproject.toml, function-level imports included."""
     exe = Path(sys.executable).with_name("lint-imports")
-    done = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([str(exe), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
 
@@ -151,7 +151,7 @@ def test_a_function_level_import_cannot_bypass_the_contracts(tmp_path: Path) -> 
     errors.write_text(errors.read_text() + "\n\ndef _sneaky():\n    from torchsmith.train import fit\n    return fit\n")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     exe = Path(sys.executable).with_name("lint-imports")
-    done = subprocess.run([str(exe)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    done = subprocess.run([str(exe), "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"})
     assert done.returncode != 0, done.stdout[-2000:]
     assert "torchsmith.errors -> torchsmith.train" in done.stdout
