@@ -606,7 +606,7 @@ class HugeInitReLU(nn.Module):
     """
 
     INPUT = (128,)
-    EXPECT = [("exploding-activations", "layers.3")]
+    EXPECT = [("exploding-activations", "layers.3"), ("exploding-gradients", "layers.0")]
 
     def __init__(self) -> None:
         super().__init__()
