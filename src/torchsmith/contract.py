@@ -234,9 +234,6 @@ def _from_timm(model: nn.Module) -> tuple[tuple[int, ...], str, int | None, bool
     return size, "image", None, _has_pos_embed(model), "pretrained_cfg"
 
 
-TORCHVISION_SOURCE = "torchvision weights' crop size"
-
-
 def _from_torchvision(model: nn.Module) -> tuple[tuple[int, ...], str, int | None, bool, str] | None:
     """The size torchvision publishes for the architecture: the crop size of its weights' transforms.
 
@@ -275,7 +272,7 @@ def _from_torchvision(model: nn.Module) -> tuple[tuple[int, ...], str, int | Non
         return None
     if len(crops) != 1:
         return None
-    return (3, *crops.pop()), "image", None, fixed, TORCHVISION_SOURCE
+    return (3, *crops.pop()), "image", None, fixed, "torchvision weights' crop size"
 
 
 def _first_leaf(model: nn.Module) -> nn.Module | None:

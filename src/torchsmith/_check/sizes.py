@@ -35,7 +35,7 @@ from torchsmith._check._run import Tracer, flat_tensors
 from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
 from torchsmith._check.runtime import outputs_close
-from torchsmith.contract import TORCHVISION_SOURCE, InputSpec, input_spec
+from torchsmith.contract import InputSpec, input_spec
 from torchsmith.errors import TorchsmithError
 
 __all__ = ["check_input_sizes", "spatial_dims"]
@@ -94,7 +94,8 @@ def _declared_fixed(ctx: Context) -> InputSpec | None:
     return spec if spec.fixed and tuple(spec.size) == tuple(ctx.input_size) else None
 
 
-_DECLARING_SOURCES = ("config.image_size", "pretrained_cfg", "patch_embed.img_size", TORCHVISION_SOURCE)
+# A torchvision source ("torchvision weights' crop size", "torchvision MaxVit.input_size") declares a size too.
+_DECLARING_SOURCES = ("config.image_size", "pretrained_cfg", "patch_embed.img_size")
 
 
 def _declared_by_library(ctx: Context) -> InputSpec | None:
