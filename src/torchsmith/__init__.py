@@ -1,43 +1,91 @@
 """torchsmith: build, initialise, inspect, check, train, save and export PyTorch models.
 
-This package is the public API. Every name a user needs is imported here; the implementation modules whose
+This package is the public API. Every name a user needs is listed here; the implementation modules whose
 names would clash with a public function (``check``, ``summary``, ``capture``, ``export``) are private
 (``torchsmith._check`` ...), so ``torchsmith.check`` is always the function. The other subpackages
 (``torchsmith.checkpoint``, ``torchsmith.train``, ``torchsmith.spec``, ``torchsmith.data``, ...) never share a name
 with a function and may be imported as documented.
+
+The names are imported on first use (PEP 562 ``__getattr__``): ``import torchsmith`` costs next to nothing
+over ``import torch``, and ``ts.summary`` does not pay for the trainer, the doctor or the exporter. To add a
+name, add it to ``_EXPORTS`` under the module that holds it, to the ``TYPE_CHECKING`` imports (for type
+checkers and editors) and to ``__all__``; ``tests/test_imports.py`` checks that the three agree.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from torchsmith import library, models  # noqa: F401  (importing them registers the zoo and the library sources)
-from torchsmith._capture import Captured, capture
-from torchsmith._check import CheckInfo, CheckReport, Finding, FindingInfo, check, list_checks, list_findings
-from torchsmith._export import ExportReport, ExportVerificationError, export
-from torchsmith._summary import ModelSummary, summary
 from torchsmith._version import __version__
-from torchsmith.checkpoint import LoadReport, load, load_into, load_training_state, save
-from torchsmith.data import DataSplits, DeviceLoader, ImageDataset, load_dataset
-from torchsmith.demo import DemoResult, run_demo
-from torchsmith.errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    ExportError,
-    InitError,
-    ModelLoadError,
-    ShapeError,
-    SpecError,
-    SummaryError,
-    TorchsmithError,
-    TrainingError,
-    UnknownNameError,
-)
-from torchsmith.init import InitRecord, InitReport, init_weights
-from torchsmith.registry import create_model, list_models, register_model
-from torchsmith.resolve import resolve_model
-from torchsmith.spec import build, build_file, load_spec, register_layer, to_spec
-from torchsmith.train import EvalResult, TrainConfig, TrainResult, evaluate, evaluate_checkpoint, fit, resume
-from torchsmith.views import buffer_view, count_parameters, hook_view, module_tree, param_view
+
+#: module -> the public names it holds; each is imported from there when first asked for.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "torchsmith._capture": ("Captured", "capture"),
+    "torchsmith._check": ("CheckInfo", "CheckReport", "Finding", "FindingInfo", "check", "list_checks",
+                          "list_findings"),
+    "torchsmith._export": ("ExportReport", "ExportVerificationError", "export"),
+    "torchsmith._summary": ("ModelSummary", "summary"),
+    "torchsmith.checkpoint": ("LoadReport", "load", "load_into", "load_training_state", "save"),
+    "torchsmith.data": ("DataSplits", "DeviceLoader", "ImageDataset", "load_dataset"),
+    "torchsmith.demo": ("DemoResult", "run_demo"),
+    "torchsmith.errors": ("CheckpointError", "ConfigError", "DataError", "ExportError", "InitError",
+                          "ModelLoadError", "ShapeError", "SpecError", "SummaryError", "TorchsmithError",
+                          "TrainingError", "UnknownNameError"),
+    "torchsmith.init": ("InitRecord", "InitReport", "init_weights"),
+    "torchsmith.registry": ("create_model", "list_models", "register_model"),
+    "torchsmith.resolve": ("resolve_model",),
+    "torchsmith.spec": ("build", "build_file", "load_spec", "register_layer", "to_spec"),
+    "torchsmith.train": ("EvalResult", "TrainConfig", "TrainResult", "evaluate", "evaluate_checkpoint", "fit",
+                         "resume"),
+    "torchsmith.views": ("buffer_view", "count_parameters", "hook_view", "module_tree", "param_view"),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+
+if TYPE_CHECKING:  # what the names are, for type checkers and editors; at run time __getattr__ imports them
+    from torchsmith._capture import Captured, capture
+    from torchsmith._check import CheckInfo, CheckReport, Finding, FindingInfo, check, list_checks, list_findings
+    from torchsmith._export import ExportReport, ExportVerificationError, export
+    from torchsmith._summary import ModelSummary, summary
+    from torchsmith.checkpoint import LoadReport, load, load_into, load_training_state, save
+    from torchsmith.data import DataSplits, DeviceLoader, ImageDataset, load_dataset
+    from torchsmith.demo import DemoResult, run_demo
+    from torchsmith.errors import (
+        CheckpointError,
+        ConfigError,
+        DataError,
+        ExportError,
+        InitError,
+        ModelLoadError,
+        ShapeError,
+        SpecError,
+        SummaryError,
+        TorchsmithError,
+        TrainingError,
+        UnknownNameError,
+    )
+    from torchsmith.init import InitRecord, InitReport, init_weights
+    from torchsmith.registry import create_model, list_models, register_model
+    from torchsmith.resolve import resolve_model
+    from torchsmith.spec import build, build_file, load_spec, register_layer, to_spec
+    from torchsmith.train import EvalResult, TrainConfig, TrainResult, evaluate, evaluate_checkpoint, fit, resume
+    from torchsmith.views import buffer_view, count_parameters, hook_view, module_tree, param_view
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module the first time it is asked for, then kept here."""
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'torchsmith' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
 
 __all__ = [
     "__version__",
