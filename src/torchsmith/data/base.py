@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -155,8 +156,8 @@ class DataSplits:
     this kind of data (no flips for digits: a flipped 2 is not a 2).
     """
 
-    train: ImageDataset
-    test: ImageDataset
+    train: ImageDataset | Any  # or an ArrayDataset, a TokenStream (torchsmith.data.arrays, .tokens)
+    test: ImageDataset | Any
     name: str
     augment: str = "none"
     mean: tuple[float, ...] = ()
@@ -173,10 +174,15 @@ class DataSplits:
             raise DataError(f"{self.name}: the training split is empty")
         if self.augment not in AUGMENTS:
             raise DataError(f"{self.name}: unknown augmentation {self.augment!r}; one of {', '.join(AUGMENTS)}")
-        if self.train.is_tokens:
-            self.mean, self.std, self.augment = (), (), "none"  # ids are passed through as they are
+        if self.train.is_tokens or self.kind != "images":
+            self.mean, self.std, self.augment = (), (), "none"  # ids and arrays are passed through as they are
         elif not self.mean or not self.std:
             self.mean, self.std = channel_stats(self.train.images)
+
+    @property
+    def kind(self) -> str:
+        """``images`` (an :class:`ImageDataset`, also of token ids), ``arrays`` or ``stream`` (of tokens)."""
+        return str(getattr(self.train, "kind", "images"))
 
     @property
     def input_size(self) -> tuple[int, ...]:
@@ -192,7 +198,7 @@ class DataSplits:
 
     def fitted_to(self, input_size: Sequence[int] | None) -> DataSplits:
         """Both splits adapted to the model's ``(C, H, W)``; statistics measured again."""
-        if input_size is None:
+        if input_size is None or self.kind != "images":
             return self
         size = check_input_size(input_size)
         if size == self.input_size:
