@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
 from torchsmith.errors import ConfigError, ShapeError
 from torchsmith.registry import ARCH_ATTR, create_model
@@ -35,7 +38,8 @@ from torchsmith.sizes import int_dims, parse_input_size
 from torchsmith.spec import build as build_spec
 
 __all__ = ["InputSpec", "input_spec", "rebuild", "rebuild_source", "device_dtype", "output_tensors",
-           "primary_output", "is_token_dtype"]
+           "primary_output", "is_token_dtype", "lazy_tensors", "copy_model", "materialise_lazy", "ModelInputs",
+           "model_inputs", "forward_inputs", "is_several", "parse_inputs"]
 
 #: Token-id models get a sequence this long when nothing says otherwise (capped by the model's maximum).
 DEFAULT_SEQ_LEN = 32
@@ -285,6 +289,8 @@ def _first_leaf(model: nn.Module) -> nn.Module | None:
 
 def _from_first_layer(model: nn.Module) -> tuple[tuple[int, ...], str, int | None, bool, str] | None:
     first = _first_leaf(model)
+    if isinstance(first, LazyModuleMixin):  # a LazyLinear's in_features is 0 until its first forward
+        return None
     if isinstance(first, (nn.Embedding, nn.EmbeddingBag)):
         seq = _max_len(model) or 16
         return (min(seq, 16),), "tokens", int(first.num_embeddings), False, "first layer (Embedding)"
@@ -582,3 +588,305 @@ def primary_output(out: Any) -> torch.Tensor:
         raise ShapeError(f"the model's output ({type(out).__name__}) holds no tensor; return a tensor, or a tuple, "
                          "dict or dataclass holding one")
     return tensors[0]
+
+
+# ---- lazy modules ------------------------------------------------------------------------------------------
+
+
+def lazy_tensors(model: nn.Module) -> list[str]:
+    """The names of ``model``'s parameters and buffers whose shape is not known yet (``nn.Lazy*`` modules)."""
+    return [n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, also for a model with uninitialised lazy tensors (plain deepcopy refuses them).
+
+    Each lazy tensor becomes a fresh uninitialised one of the same kind, device and dtype in the copy; the
+    copy's lazy modules are materialised by its own first forward (:func:`materialise_lazy`).
+    """
+    memo: dict[int, Any] = {}
+    for t in (*model.parameters(), *model.buffers()):
+        if is_lazy(t) and id(t) not in memo:
+            kind = UninitializedParameter if isinstance(t, UninitializedParameter) else UninitializedBuffer
+            memo[id(t)] = kind(requires_grad=t.requires_grad, device=t.device, dtype=t.dtype)
+    return copy.deepcopy(model, memo)
+
+
+def materialise_lazy(model: nn.Module, input_size: Any = None, *,
+                     input_dtype: torch.dtype | None = None) -> str | None:
+    """Give ``model``'s ``nn.Lazy*`` modules their shapes with one dry forward at the contract's input.
+
+    The dry run is what the d2l book does by hand (``net(X)`` on a sample batch): an eval-mode forward under
+    ``no_grad`` on a batch of 2, on the model's own device (meta for a meta model: no memory). The user's
+    hooks do not see it, every module's mode is put back, and the global RNG is left as it was (the new
+    weights are drawn from a fork of it). Returns what was done, such as ``"materialised 10 lazy tensors at
+    1x28x28"``, or None when the model has no lazy tensor. Raises :class:`ConfigError` when the input size is
+    not known or the dry run fails.
+    """
+    lazy = lazy_tensors(model)
+    if not lazy:
+        return None
+    try:
+        spec = input_spec(model, input_size, input_dtype=input_dtype)
+    except ConfigError as e:
+        raise ConfigError(f"{type(model).__name__} has lazy (nn.Lazy*) layers whose sizes come from the first "
+                          f"batch, and its input size is not known: give it ({HOW_TO_GIVE})") from e
+    device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
+    x = spec.example(2, device=device) if device.type != "meta" else torch.empty(
+        (2, *spec.size), dtype=spec.dtype, device="meta")
+    error = _dry_run(model, x)
+    left = lazy_tensors(model)
+    if error is not None or left:
+        why = f": {type(error).__name__}: {str(error).strip().splitlines()[0][:200]}" if error else (
+            f"; {', '.join(left[:3])} stayed uninitialised (the forward does not use them)")
+        raise ConfigError(f"the dry run that sizes {type(model).__name__}'s lazy layers failed at input "
+                          f"{'x'.join(map(str, spec.size))}{why}; give the input size the model takes "
+                          f"({HOW_TO_GIVE})") from error
+    return f"materialised {len(lazy)} lazy tensors at {'x'.join(map(str, spec.size))}"
+
+
+def _dry_run(model: nn.Module, x: torch.Tensor) -> BaseException | None:
+    modules = list(model.modules())
+    saved = [(m, m.training, {a: getattr(m, a) for a in _HOOK_DICTS if hasattr(m, a)}) for m in modules]
+    try:
+        for m, _, hooks in saved:
+            m.training = False
+            for a, d in hooks.items():
+                if not (isinstance(m, LazyModuleMixin) and a.startswith("_forward_pre_hooks")):
+                    setattr(m, a, type(d)())  # a lazy module sizes itself in a pre-hook of its own: keep it
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model(x)
+        return None
+    except Exception as e:
+        return e
+    finally:
+        for m, training, hooks in saved:
+            m.training = training
+            for a, d in hooks.items():
+                if getattr(m, a) is not d:
+                    setattr(m, a, d)
+
+
+# ---- several inputs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """Every input of a model's forward: one :class:`InputSpec` per argument, passed by position or by name.
+
+    ``input_size`` may name one input (a shape), several positional inputs (a list of shapes) or keyword
+    inputs (a dict of shapes); see :func:`model_inputs`. ``names`` are the forward's parameter names (or the
+    dict's keys), ``keyword`` whether the inputs are passed by name.
+    """
+
+    specs: tuple[InputSpec, ...]
+    names: tuple[str, ...]
+    keyword: bool = False
+
+    @property
+    def single(self) -> bool:
+        return len(self.specs) == 1 and not self.keyword
+
+    @property
+    def primary(self) -> InputSpec:
+        return self.specs[0]
+
+    def example(self, batch: int = 2, *, seed: int = 0, device: torch.device | str | None = None,
+                dtype: torch.dtype | None = None) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+        """``(args, kwargs)`` for ``model(*args, **kwargs)``: a reproducible batch of every input.
+
+        Each input is drawn from its own seed (``seed + i``). An integer input that is one number per sample
+        and whose name says it is a length (``lengths``, ``seq_len``) gets the first input's sequence length,
+        the value every padded batch starts from; other integers are ids below the vocabulary, or zeros.
+        """
+        tensors = []
+        for i, (name, spec) in enumerate(zip(self.names, self.specs)):
+            if is_token_dtype(spec.dtype) and spec.size == () and _is_length(name) and self.specs[0].size:
+                x = torch.full((batch,), self.specs[0].size[0], dtype=spec.dtype)
+                tensors.append(x if device is None else x.to(device))
+            else:
+                tensors.append(spec.example(batch, seed=seed + i, device=device, dtype=dtype))
+        if self.keyword:
+            return (), dict(zip(self.names, tensors))
+        return tuple(tensors), {}
+
+    def sizes(self) -> Any:
+        """The sizes in the form they were given: one shape, a list of shapes or a dict of shapes."""
+        if self.keyword:
+            return {n: s.size for n, s in zip(self.names, self.specs)}
+        return self.specs[0].size if self.single else [s.size for s in self.specs]
+
+    def describe(self) -> str:
+        if self.single:
+            return self.specs[0].describe()
+        return ", ".join(f"{n}: {s.describe()}" for n, s in zip(self.names, self.specs))
+
+
+def _is_length(name: str) -> bool:
+    return bool(re.fullmatch(r"(seq_?)?(len|lens|length|lengths)|.*_(len|lens|lengths?)", name))
+
+
+def forward_inputs(model: nn.Module) -> list[tuple[str, bool]]:
+    """The forward's parameters that take inputs, in order: (name, required), without ``*args``/``**kwargs``."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [(p.name, p.default is p.empty) for p in params
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def is_several(input_size: Any) -> bool:
+    """Whether ``input_size`` names several inputs: a dict, or a list/tuple whose items are shapes."""
+    if isinstance(input_size, Mapping):
+        return True
+    return (isinstance(input_size, (list, tuple)) and bool(input_size)
+            and all(isinstance(s, (list, tuple, torch.Size)) for s in input_size))
+
+
+def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any = None) -> ModelInputs:
+    """Every input ``model`` takes: what :func:`input_spec` says for one, and the same for each of several.
+
+    ``input_size`` is one shape (``(3, 32, 32)``), a list of shapes (positional inputs: a Siamese net's two
+    images) or a dict of shapes (keyword inputs: ``{"image": (3, 224, 224), "meta": (10,)}``), each without
+    the batch; ``()`` is one number per sample. ``input_dtype`` is one dtype, a list (one per input) or a
+    dict by name or position (``{"lengths": torch.long}``); the first input's token-ness is read from the
+    model as for one input, the others are float unless a dtype says otherwise. Without ``input_size``, a
+    transformers encoder-decoder (T5, BART) gets ``input_ids`` and ``decoder_input_ids``, and every other
+    model the one input the contract finds. Raises :class:`ConfigError` for sizes or dtypes that do not fit.
+    """
+    params = forward_inputs(model)
+    if input_size is None:
+        spec = input_spec(model, input_dtype=_dtype_for(input_dtype, 0, None))
+        config = _hf_config(model)
+        if config is not None and getattr(config, "is_encoder_decoder", False) and spec.kind == "tokens" and \
+                any(n == "decoder_input_ids" for n, _ in params):
+            names = (getattr(model, "main_input_name", "input_ids"), "decoder_input_ids")
+            return ModelInputs((spec, spec), names, keyword=True)
+        return ModelInputs((spec,), (params[0][0] if params else "input",))
+    if not is_several(input_size):
+        spec = input_spec(model, input_size, input_dtype=_dtype_for(input_dtype, 0, params[0][0] if params else None))
+        return ModelInputs((spec,), (params[0][0] if params else "input",))
+    if isinstance(input_size, Mapping):
+        names = tuple(str(k) for k in input_size)
+        known = {n for n, _ in params}
+        takes_kwargs = _takes_var_kwargs(model)
+        unknown = [n for n in names if n not in known]
+        if unknown and not takes_kwargs and params:
+            raise ConfigError(f"{type(model).__name__}.forward has no input named {unknown[0]!r}; its inputs are "
+                              f"{', '.join(n for n, _ in params)}")
+        sizes = list(input_size.values())
+        keyword = True
+    else:
+        sizes = list(input_size)
+        if params and len(sizes) > len(params) and not _takes_var_args(model):
+            raise ConfigError(f"{len(sizes)} input sizes for {type(model).__name__}.forward, which takes "
+                              f"{len(params)} ({', '.join(n for n, _ in params)})")
+        names = tuple(params[i][0] if i < len(params) else f"input{i}" for i in range(len(sizes)))
+        keyword = False
+    specs = []
+    for i, (name, size) in enumerate(zip(names, sizes)):
+        dims = () if isinstance(size, (list, tuple)) and len(size) == 0 else _checked_size(size)
+        dtype = _dtype_for(input_dtype, i, name)
+        if i == 0 and dims:
+            specs.append(input_spec(model, dims, input_dtype=dtype))
+        else:
+            dt = dtype or torch.get_default_dtype()
+            kind = "tokens" if is_token_dtype(dt) else ("image" if len(dims) == 3 and dims[0] in (1, 3, 4)
+                                                         else "tensor")
+            specs.append(InputSpec(dims, dt, kind, None, False, "given"))
+    missing = [n for n, required in params if required and n not in names]
+    if missing and keyword:
+        raise ConfigError(f"{type(model).__name__}.forward requires {', '.join(missing)}; give a size for each "
+                          f"(e.g. input_size={{'{missing[0]}': (16,)}}, --input {missing[0]}=16)")
+    return ModelInputs(tuple(specs), names, keyword)
+
+
+def _takes_var_kwargs(model: nn.Module) -> bool:
+    try:
+        return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return True
+
+
+def _takes_var_args(model: nn.Module) -> bool:
+    try:
+        return any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return True
+
+
+def _dtype_for(input_dtype: Any, index: int, name: str | None) -> torch.dtype | None:
+    """The dtype asked for one input: one dtype for all, a list by position, or a dict by name or position."""
+    if input_dtype is None or isinstance(input_dtype, torch.dtype):
+        return input_dtype
+    if isinstance(input_dtype, Mapping):
+        for key in (name, index, str(index)):
+            if key is not None and key in input_dtype:
+                value = input_dtype[key]
+                return _as_dtype(value)
+        return None
+    if isinstance(input_dtype, (list, tuple)):
+        return _as_dtype(input_dtype[index]) if index < len(input_dtype) else None
+    return _as_dtype(input_dtype)
+
+
+_DTYPE_NAMES = {"float": torch.float32, "float32": torch.float32, "fp32": torch.float32, "double": torch.float64,
+                "float64": torch.float64, "half": torch.float16, "float16": torch.float16, "fp16": torch.float16,
+                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "long": torch.long, "int64": torch.long,
+                "int": torch.int32, "int32": torch.int32, "bool": torch.bool, "uint8": torch.uint8}
+
+
+def _as_dtype(value: Any) -> torch.dtype | None:
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    if isinstance(value, str) and value.strip().lower().removeprefix("torch.") in _DTYPE_NAMES:
+        return _DTYPE_NAMES[value.strip().lower().removeprefix("torch.")]
+    raise ConfigError(f"input dtype {value!r} is not a dtype; use one of {', '.join(sorted(_DTYPE_NAMES))} "
+                      "or a torch.dtype")
+
+
+def parse_inputs(texts: Sequence[str], dtype_texts: Sequence[str] = ()) -> tuple[Any, Any]:
+    """The command line's ``--input`` and ``--input-dtype`` options as ``(input_size, input_dtype)``.
+
+    ``--input 3x32x32`` is one input; ``--input 3x32x32 --input 3x32x32`` two positional ones;
+    ``--input x=3x224x224 --input meta=10`` keyword inputs (``lengths=()`` or ``lengths=scalar`` for one
+    number per sample). ``--input-dtype long`` applies to every input, ``--input-dtype lengths=long`` to one.
+    """
+    texts = [t for t in texts if t is not None]
+    if not texts:
+        size: Any = None
+    else:
+        named = ["=" in t for t in texts]
+        if any(named) and not all(named):
+            raise ConfigError(f"--input values {list(texts)} mix named (x=3x32x32) and unnamed sizes; name all "
+                              "or none")
+        if all(named):
+            size = {}
+            for t in texts:
+                key, _, value = t.partition("=")
+                if not key.strip().isidentifier():
+                    raise ConfigError(f"--input {t!r}: {key!r} is not an input name; write NAME=3x32x32")
+                if key.strip() in size:
+                    raise ConfigError(f"--input names {key.strip()!r} twice")
+                size[key.strip()] = _parse_one(value)
+        elif len(texts) == 1:
+            size = _parse_one(texts[0])
+        else:
+            size = [_parse_one(t) for t in texts]
+    dtypes: Any = None
+    if dtype_texts:
+        named = ["=" in t for t in dtype_texts]
+        if all(named):
+            dtypes = {k.strip(): _as_dtype(v) for k, _, v in (t.partition("=") for t in dtype_texts)}
+        elif len(dtype_texts) == 1:
+            dtypes = _as_dtype(dtype_texts[0])
+        else:
+            dtypes = [_as_dtype(t) for t in dtype_texts]
+    return size, dtypes
+
+
+def _parse_one(text: str) -> tuple[int, ...]:
+    if text.strip() in ("()", "scalar", ""):
+        return ()
+    return parse_input_size(text)

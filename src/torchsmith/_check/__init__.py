@@ -20,12 +20,13 @@ group of checks; importing them here registers them:
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 # The check modules register their checks on import (the order of the run is each check's ``order``).
 from torchsmith._check import compile, registration, runtime, signal, sizes  # noqa: F401
@@ -41,7 +42,7 @@ from torchsmith._check.registry import (
 )
 from torchsmith._check.report import CheckReport, Finding, LayerStat
 from torchsmith._check.runtime import collect_hooks, strip_hooks
-from torchsmith.contract import input_spec
+from torchsmith.contract import copy_model, input_spec, materialise_lazy, model_inputs
 from torchsmith.errors import ConfigError, TorchsmithError, UnknownNameError
 
 __all__ = ["check", "CheckReport", "Finding", "LayerStat", "CheckInfo", "FindingInfo", "list_checks",
@@ -105,8 +106,8 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
-def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
-          checks: str | Iterable[str] | None = None, seed: int = 0) -> CheckReport:
+def check(model: nn.Module, input_size: Any = None, *,
+          checks: str | Iterable[str] | None = None, seed: int = 0, input_dtype: Any = None) -> CheckReport:
     """Run the model-building checks on a copy of ``model``; return a :class:`CheckReport`.
 
     ``input_size`` is one sample's shape without the batch dimension, e.g.
@@ -117,6 +118,9 @@ def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
     ``"all"``); the default runs every check except the opt-in ``scriptable``
     (TorchScript is deprecated) and the slow ``graph-breaks``.
     The same ``seed`` gives the same probe inputs and the same report.
+    Several inputs are a list of sizes (positional) or a dict of sizes (keyword), with ``input_dtype`` one
+    dtype, a list or a dict by name (:func:`torchsmith.contract.model_inputs`); the probes vary the first
+    input's batch and the others follow its batch size.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"check needs an nn.Module, not {type(model).__name__}")
@@ -126,25 +130,33 @@ def check(model: nn.Module, input_size: str | Sequence[int] | None = None, *,
     device, dtype = _device_dtype(model)
     hooks = collect_hooks(model) if "hooks" in names else []
     try:
-        work = copy.deepcopy(model)
+        work = copy_model(model)
     except Exception as e:
         raise ConfigError(f"check runs on a copy of the model, but copy.deepcopy({type(model).__name__}) failed: "
                           f"{describe_error(e)}; keep objects that cannot be copied (open files, locks, "
                           "generators) out of the model's attributes") from e
     strip_hooks(work)
+    lazy_modules = {n for n, m in work.named_modules() if isinstance(m, LazyModuleMixin)}
+    inputs = model_inputs(work, input_size, input_dtype=input_dtype)
+    lazy_note = materialise_lazy(work, inputs.primary.size if inputs.single else None) if lazy_modules else None
     # Asked of the copy: finding the size or the Embedding that takes the input may run a meta forward,
     # and the user's hooks must not see it.
-    spec = input_spec(work, input_size)
+    spec = inputs.primary
     size = spec.size
     held = {id(obj): path for path, _, obj in scan_unregistered(work) if isinstance(obj, nn.Module)}
     ctx = Context(model=work, original=model, input_size=size, device=device, dtype=dtype, seed=seed, hooks=hooks,
-                  held=held, token_range=spec.vocab_size if spec.kind == "tokens" else None, spec=spec)
+                  held=held, token_range=spec.vocab_size if spec.kind == "tokens" else None, spec=spec,
+                  inputs=inputs, lazy_modules=lazy_modules)
     try:  # made here, not inside a check, so that an input too large to allocate is one clear error
         _ = ctx.x
     except RuntimeError as e:
         raise ConfigError(f"cannot make a probe batch of shape {(BATCH, *size)}: {describe_error(e)}; "
                           "check the input size (without the batch dimension)") from e
     report = CheckReport(model=type(model).__name__, input_size=size, checks=names)
+    if not inputs.single:
+        report.notes.append(f"inputs: {inputs.describe()}")
+    if lazy_note:
+        report.notes.append(f"{lazy_note} (on a copy; the model itself is not changed)")
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices), torch.enable_grad():
         torch.manual_seed(seed)

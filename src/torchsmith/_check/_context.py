@@ -18,7 +18,7 @@ from torch import nn
 from torchsmith._check._run import Tracer, flat_tensors
 from torchsmith._check.registry import get_finding
 from torchsmith._check.report import Finding
-from torchsmith.contract import InputSpec
+from torchsmith.contract import InputSpec, ModelInputs
 
 __all__ = ["Context", "SkipCheck", "HookInfo", "describe_error", "make_finding"]
 
@@ -80,6 +80,8 @@ class Context:
     seed: int = 0
     token_range: int | None = None  # token-id input in [0, token_range) for models that start with an Embedding
     spec: InputSpec | None = None  # the contract's reading of the input (fixed size, where it came from)
+    inputs: ModelInputs | None = None  # every input when forward takes several; the probe varies the first
+    lazy_modules: set[str] = field(default_factory=set)  # paths of nn.Lazy* modules, sized by the first batch
     hooks: list[HookInfo] = field(default_factory=list)
     layer_stats: list[Any] = field(default_factory=list)  # filled by the signal check
     held: dict[int, str] = field(default_factory=dict)  # id -> would-be path of modules in plain containers
@@ -102,6 +104,21 @@ class Context:
             return torch.randint(0, self.token_range, shape, generator=g).to(self.device)
         x = torch.randn(shape, generator=g, dtype=torch.float32)
         return x.to(device=self.device, dtype=self.dtype)
+
+    def call_args(self, x: torch.Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``(args, kwargs)`` that call the model with ``x`` as its first input and the other inputs (when it
+        takes several) drawn for ``x``'s batch size: the same values for the same batch size every time."""
+        if self.inputs is None or self.inputs.single:
+            return (x,), {}
+        args, kwargs = self.inputs.example(x.shape[0], seed=self.seed + 1000, device=self.device, dtype=self.dtype)
+        if self.inputs.keyword:
+            return (), {**kwargs, self.inputs.names[0]: x}
+        return (x, *args[1:]), {}
+
+    def call(self, model: nn.Module, x: torch.Tensor, tracer: Tracer | None = None) -> Any:
+        """``model`` called on ``x`` and the other inputs (see :meth:`call_args`), through ``tracer`` if given."""
+        args, kwargs = self.call_args(x)
+        return tracer.run(model, *args, **kwargs) if tracer is not None else model(*args, **kwargs)
 
     def tracer(self, x: torch.Tensor | None, **kwargs: Any) -> Tracer:
         """A tracer for the copy that names unregistered modules by where they are held."""
@@ -139,7 +156,7 @@ class Context:
         tracer = self.tracer(x, stats=True)
         self._x_train = x
         try:
-            out = tracer.run(model, x)
+            out = self.call(model, x, tracer)
         except Exception as e:
             self._train_error = e
             self._failed_in = tracer.failed_in or ""
@@ -192,7 +209,7 @@ class Context:
                     x = self.x.clone()
                     tracer = self.tracer(x)
                     with torch.no_grad():
-                        out = tracer.run(self.model, x)
+                        out = self.call(self.model, x, tracer)
                     runs.append((tracer, out))
             except Exception as e:
                 self._eval_error = f"the eval-mode forward failed: {describe_error(e)}"
@@ -214,7 +231,7 @@ class Context:
         tracer = Tracer(model, x, held=self.held if model is self.model else None, fingerprints=True)
         try:
             with torch.no_grad():
-                tracer.run(model, x)
+                self.call(model, x, tracer)
         except Exception:
             pass
         finally:

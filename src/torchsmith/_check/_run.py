@@ -249,13 +249,13 @@ class Tracer:
                                         saturated_frac=sat))
 
     # -- running ---------------------------------------------------------------------------
-    def run(self, model: nn.Module, *args: Any) -> Any:
-        """Call ``model(*args)`` under observation; re-raises what forward raises (``failed_in`` set)."""
+    def run(self, model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        """Call ``model(*args, **kwargs)`` under observation; re-raises what forward raises (``failed_in`` set)."""
         pre = torch.nn.modules.module.register_module_forward_pre_hook(self._pre)
         post = torch.nn.modules.module.register_module_forward_hook(self._post)
         try:
             with _Mode(self):
-                return model(*args)
+                return model(*args, **kwargs)
         except BaseException:
             self.failed_in = self.stack[-1] if self.stack else ""
             self.failed_shapes = self._shapes[-1] if self._shapes else []

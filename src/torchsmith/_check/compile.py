@@ -209,7 +209,7 @@ def check_exportable(ctx: Context) -> list[Finding]:
     model.eval()
     try:
         with _quiet(), _without_cache(option):
-            export(model, (ctx.x.clone(),))
+            export(model, *ctx.call_args(ctx.x.clone()))
     except Exception as e:
         text = str(e)
         frames = _frames(text, innermost_last=True) + _user_frames_of(e)
@@ -265,7 +265,8 @@ def check_graph_breaks(ctx: Context) -> list[Finding]:
     model.eval()
     try:
         with _quiet(), torch.no_grad():
-            out: Any = explain(model)(ctx.x.clone())
+            args, kwargs = ctx.call_args(ctx.x.clone())
+            out: Any = explain(model)(*args, **kwargs)
     except Exception as e:
         raise SkipCheck(f"torch._dynamo.explain itself failed: {describe_error(e)}") from e
     finally:

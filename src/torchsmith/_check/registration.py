@@ -289,7 +289,7 @@ def check_state_dict(ctx: Context) -> list[Finding]:
     x = ctx.x.clone()
     try:
         with torch.no_grad():
-            out_f = fresh(x)
+            out_f = ctx.call(fresh, x)
     except TorchsmithError:
         raise
     except Exception as e:

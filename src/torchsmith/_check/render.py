@@ -23,6 +23,8 @@ def format_report(report: CheckReport, width: int = 100) -> str:
         lines += textwrap.wrap("fix: " + f.fix, width=width, initial_indent="      ", subsequent_indent="           ")
     for name, why in report.skipped.items():
         lines.append(f"SKIP  {name}: {why}")
+    for note in report.notes:
+        lines.append(f"NOTE  {note}")
     n_e, n_w, n_i = len(report.errors), len(report.warnings), len(report.infos)
     verdict = "ok" if report.ok else "FAILED"
     total = report.seconds.get("total")

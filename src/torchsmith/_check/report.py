@@ -78,6 +78,7 @@ class CheckReport:
     skipped: dict[str, str] = field(default_factory=dict)  # check -> why it could not run
     layer_stats: list[LayerStat] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # check -> wall time
+    notes: list[str] = field(default_factory=list)  # what check did to run the model (lazy layers sized ...)
 
     @property
     def errors(self) -> list[Finding]:
@@ -113,6 +114,7 @@ class CheckReport:
             "checks": list(self.checks),
             "findings": [asdict(f) for f in self.sorted_findings()],
             "skipped": dict(self.skipped),
+            "notes": list(self.notes),
             "layer_stats": [asdict(s) for s in self.layer_stats],
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
         })

@@ -129,7 +129,7 @@ def _gradients_after_a_step(ctx: Context) -> dict[str, torch.Tensor | None]:
                     p.sub_(1e-2 * q.grad / q.grad.abs().max())
         model.zero_grad(set_to_none=True)
         model.train()
-        loss = ctx.probe_loss(model(ctx.train_input.clone()))
+        loss = ctx.probe_loss(ctx.call(model, ctx.train_input.clone()))
         if loss is None:
             return {}
         loss.backward()

@@ -150,7 +150,7 @@ def _run(ctx: Context, x: torch.Tensor) -> tuple[Tracer, Any, BaseException | No
     tracer = ctx.tracer(x)
     try:
         with torch.no_grad():
-            return tracer, tracer.run(ctx.model, x), None
+            return tracer, ctx.call(ctx.model, x, tracer), None
     except Exception as e:
         return tracer, None, e
 
@@ -228,8 +228,8 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
             findings.append(make_finding("hard-coded-size", tracer.failed_in or "", text, _FIX,
                                          batch=1, **observed))
         else:
-            pairs = _batch_pairs(base_out, out1, batch)
-            wrong = [tuple(b.shape) for _, b in pairs if not b.dim() or b.shape[0] != 1]
+            dims, wrong = _batch_dims(base_out, out1, batch)
+            pairs = _batch_pairs(base_out, out1, dims)
             if wrong:
                 module = _wrong_batch(base, tracer, batch, 1) or ""
                 findings.append(make_finding(
@@ -255,7 +255,8 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
                         "sample (dim=1...) in eval mode",
                         max_change=mixed))
         # -- twice the spatial size ---------------------------------------------------------
-        nd = spatial_dims(model, ctx.input_size)
+        # Several inputs: their sizes may depend on each other (lengths, a mask), so only the batch is varied.
+        nd = spatial_dims(model, ctx.input_size) if ctx.inputs is None or ctx.inputs.single else 0
         batch_broken = any(f.id == "hard-coded-size" for f in findings)
         fixed = _declared_fixed(ctx) if nd and not batch_broken else None
         if fixed is not None:
@@ -273,7 +274,14 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
             where = f"at {_size(size2)} input (the model works at {_size(ctx.input_size)})"
             if err is not None:
                 text, observed = _why(ctx, tracer, err, base, where)
-                if (isinstance(err, TorchsmithError) and _declares_size(model)) or _rejected_on_purpose(err):
+                if (tracer.failed_in or "") in ctx.lazy_modules:
+                    findings.append(make_finding(
+                        "fixed-input-size", tracer.failed_in or "",
+                        f"{tracer.failed_in} is a lazy layer: it took its size from the first batch "
+                        f"({_size(ctx.input_size)}), so this instance accepts that size only; {text}",
+                        "nothing to fix: a freshly built model sizes itself on whatever input it first sees",
+                        size=list(size2), **observed))
+                elif (isinstance(err, TorchsmithError) and _declares_size(model)) or _rejected_on_purpose(err):
                     findings.append(make_finding(
                         "fixed-input-size", tracer.failed_in or "",
                         f"the model accepts only the input size it was built for; {where} it raises "
@@ -299,8 +307,8 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
                     findings.append(make_finding("hard-coded-size", tracer.failed_in or "", text, _FIX,
                                                  size=list(size2), **observed))
             else:
-                wrong = [tuple(b.shape) for _, b in _batch_pairs(base_out, out2, batch)
-                         if not b.dim() or b.shape[0] != 1]
+                base_dims = _batch_dims(base_out, out1, batch)[0] if out1 is not None else []
+                wrong = _lost_batch(out2, base_dims)
                 folded = (_wrong_batch(base, tracer, batch, 1) or "") if wrong else None
                 if folded is not None:
                     call = tracer.first_call(folded)
@@ -316,12 +324,46 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
     return findings
 
 
-def _batch_pairs(base_out: Any, out: Any, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(base, other) output tensors, paired by position, whose base leading dimension is the batch."""
-    base_ts, other_ts = list(flat_tensors(base_out)), list(flat_tensors(out))
+def _batch_dims(base_out: Any, out1: Any, batch: int) -> tuple[list[int | None], list[tuple[int, ...]]]:
+    """Which dimension of each output follows the batch, found by comparing a batch of ``batch`` with one of 1.
+
+    The batch dimension is the one that is ``batch`` in the base run and 1 in the other while every other
+    dimension stays: dim 0 for most outputs, dim 1 for an RNN's ``(h, c)`` (``(layers, B, hidden)``) or a
+    ``batch_first=False`` sequence. An output whose shape does not change has no batch dimension (None). One
+    whose shape changes otherwise lost its batch (a reshape with a fixed size folded samples together): those
+    shapes are returned second.
+    """
+    base_ts, other_ts = list(flat_tensors(base_out)), list(flat_tensors(out1))
     if len(base_ts) != len(other_ts):
+        return [], [tuple(t.shape) for t in other_ts[:1]]
+    dims: list[int | None] = []
+    wrong: list[tuple[int, ...]] = []
+    for a, b in zip(base_ts, other_ts):
+        if a.shape == b.shape:
+            dims.append(None)
+            continue
+        found = [d for d in range(a.dim()) if a.dim() == b.dim() and a.shape[d] == batch and b.shape[d] == 1
+                 and all(a.shape[e] == b.shape[e] for e in range(a.dim()) if e != d)]
+        dims.append(found[0] if found else None)
+        if not found:
+            wrong.append(tuple(b.shape))
+    return dims, wrong
+
+
+def _batch_pairs(base_out: Any, out: Any, dims: list[int | None]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(base, other) output tensors that have a batch dimension, each with that dimension moved first."""
+    base_ts, other_ts = list(flat_tensors(base_out)), list(flat_tensors(out))
+    if len(base_ts) != len(other_ts) or len(dims) != len(base_ts):
         return []
-    return [(a, b) for a, b in zip(base_ts, other_ts) if a.dim() and a.shape[0] == batch]
+    return [(a.movedim(d, 0), b.movedim(d, 0)) for a, b, d in zip(base_ts, other_ts, dims) if d is not None]
+
+
+def _lost_batch(out: Any, dims: list[int | None]) -> list[tuple[int, ...]]:
+    """Shapes of outputs (of a batch-of-1 run) whose batch dimension is no longer 1."""
+    ts = list(flat_tensors(out))
+    if len(ts) != len(dims):
+        return []
+    return [tuple(t.shape) for t, d in zip(ts, dims) if d is not None and (t.dim() <= d or t.shape[d] != 1)]
 
 
 def _mixing(full: list[torch.Tensor], one: list[torch.Tensor]) -> float | None:

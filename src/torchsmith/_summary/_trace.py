@@ -19,11 +19,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchsmith._summary._cache import BlockCache
 from torchsmith._summary._flops import FLOP_FORMULAS, op_flops
 from torchsmith._summary._inputs import Namer
+from torchsmith._summary._nodynamo import dynamo_free
 from torchsmith._summary.result import FlowEvent, GraphStep, LayerRow
 
 __all__ = ["Trace", "meta_copy", "run_trace", "module_modes", "restore_modes", "expected_input"]
@@ -414,7 +416,10 @@ def meta_copy(model: nn.Module) -> nn.Module:
     """
     memo: dict[int, Any] = {}
     for t in itertools.chain(model.parameters(), model.buffers()):
-        if id(t) not in memo and t is not None:
+        if id(t) not in memo and t is not None and is_lazy(t):  # nn.Lazy*: sized on meta by a dry run
+            kind = UninitializedParameter if isinstance(t, UninitializedParameter) else UninitializedBuffer
+            memo[id(t)] = kind(requires_grad=t.requires_grad, device="meta", dtype=t.dtype)
+        elif id(t) not in memo and t is not None:
             m = torch.empty_like(t, device="meta")
             memo[id(t)] = nn.Parameter(m, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else m
     for module in model.modules():
@@ -451,7 +456,8 @@ def run_trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], n
     try:
         if cache is not None:
             cache.attach()
-        with context if context is not None else nullcontext(), torch.enable_grad(), _Recorder(tracer):
+        with context if context is not None else nullcontext(), torch.enable_grad(), dynamo_free(), \
+                _Recorder(tracer):
             try:
                 out = model(*args, **kwargs)
             except Exception as e:
