@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
-
 from torchsmith._format import (
     SUMMARY_COLUMNS,
     TABLE_FORMATS,
@@ -63,6 +59,11 @@ def render_summary(s: ModelSummary, format: str = "text", depth: int | None = 3,
 
 def rich_summary(s: ModelSummary, depth: int | None = 3, collapse: bool = True) -> Any:
     """A rich renderable (a Group of the table and the totals) for terminals."""
+    # rich costs ~0.1 s to import: only a terminal's table pays for it, never summary() or str().
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=f"{s.model}, input {s.input}", title_justify="left", show_lines=False)
     cells = [summary_cells(r, n, label, "  ") for r, n, label in summary_rows(s, depth, collapse)]
     cols = SUMMARY_COLUMNS if any(c[-1] for c in cells) else SUMMARY_COLUMNS[:-1]
