@@ -7,10 +7,10 @@ PIP := $(PY) -m pip
 # Never a bare `torch`, which pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-EXTRAS ?= dev,data,plot,onnx,hf,notebook,diagram,tensorboard,bench
+EXTRAS ?= dev,data,plot,onnx,hf,notebook,diagram,tensorboard,bench,docs
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench docs clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.10 is needed" if sys.version_info < (3, 10) else 0)'
@@ -33,8 +33,12 @@ lint: install
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
+# The documentation site into site/ (mkdocs.yml); --strict: a broken link or reference fails.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: install
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) build site src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
