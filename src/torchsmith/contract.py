@@ -23,7 +23,7 @@ import dataclasses
 import inspect
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,8 @@ from torchsmith.spec import build as build_spec
 
 __all__ = ["InputSpec", "input_spec", "rebuild", "rebuild_source", "device_dtype", "output_tensors",
            "primary_output", "is_token_dtype", "lazy_tensors", "copy_model", "materialise_lazy", "ModelInputs",
-           "model_inputs", "forward_inputs", "is_several", "parse_inputs"]
+           "model_inputs", "forward_inputs", "is_several", "parse_inputs", "is_length_name",
+           "scan_unregistered", "walk_held", "unregistered_layers", "MODULE_ATTRS"]
 
 #: Token-id models get a sequence this long when nothing says otherwise (capped by the model's maximum).
 DEFAULT_SEQ_LEN = 32
@@ -590,6 +591,55 @@ def primary_output(out: Any) -> torch.Tensor:
     return tensors[0]
 
 
+# ---- modules and tensors held outside registration ------------------------------------------------------
+
+MODULE_ATTRS = frozenset(nn.Module().__dict__)  # _parameters, _buffers, _modules, hook dicts, training
+
+
+def walk_held(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """Modules and tensors inside plain containers, with the dotted path they would have if registered."""
+    if isinstance(value, (nn.Module, torch.Tensor)):
+        yield path, value
+    elif depth < 4 and isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from walk_held(v, f"{path}.{i}", depth + 1)
+    elif depth < 4 and isinstance(value, dict):
+        for k, v in value.items():
+            yield from walk_held(v, f"{path}.{k}", depth + 1)
+
+
+def scan_unregistered(model: nn.Module) -> list[tuple[str, str, Any]]:
+    """(would-be path, owner path, object) for every module/tensor held outside the registration dicts."""
+    registered_modules = {id(m) for m in model.modules()}
+    registered_tensors = {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
+    found: list[tuple[str, str, Any]] = []
+    seen: set[int] = set()
+    for owner, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if attr in MODULE_ATTRS:
+                continue
+            base = f"{owner}.{attr}" if owner else attr
+            for path, obj in walk_held(value, base):
+                if id(obj) in seen:
+                    continue
+                if isinstance(obj, nn.Module) and id(obj) not in registered_modules:
+                    seen.add(id(obj))
+                    found.append((path, owner, obj))
+                elif isinstance(obj, torch.Tensor) and id(obj) not in registered_tensors:
+                    seen.add(id(obj))
+                    found.append((path, owner, obj))
+    return found
+
+
+def unregistered_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules with parameters held in plain lists, dicts or attributes the model does not register.
+
+    Their parameters are not the model's (``parameters()``, ``state_dict``, ``.to()`` miss them).
+    """
+    return [(path, obj) for path, _, obj in scan_unregistered(model)
+            if isinstance(obj, nn.Module) and any(True for _ in obj.parameters())]
+
+
 # ---- lazy modules ------------------------------------------------------------------------------------------
 
 
@@ -701,7 +751,7 @@ class ModelInputs:
         """
         tensors = []
         for i, (name, spec) in enumerate(zip(self.names, self.specs)):
-            if is_token_dtype(spec.dtype) and spec.size == () and _is_length(name) and self.specs[0].size:
+            if is_token_dtype(spec.dtype) and spec.size == () and is_length_name(name) and self.specs[0].size:
                 x = torch.full((batch,), self.specs[0].size[0], dtype=spec.dtype)
                 tensors.append(x if device is None else x.to(device))
             else:
@@ -722,7 +772,8 @@ class ModelInputs:
         return ", ".join(f"{n}: {s.describe()}" for n, s in zip(self.names, self.specs))
 
 
-def _is_length(name: str) -> bool:
+def is_length_name(name: str) -> bool:
+    """Whether an input's name says it holds sequence lengths (``lengths``, ``seq_len``, ``x_lens``)."""
     return bool(re.fullmatch(r"(seq_?)?(len|lens|length|lengths)|.*_(len|lens|lengths?)", name))
 
 

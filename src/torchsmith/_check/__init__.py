@@ -21,7 +21,7 @@ group of checks; importing them here registers them:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch

@@ -18,48 +18,13 @@ from torchsmith._check._context import Context, SkipCheck, describe_error, make_
 from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
 from torchsmith._check.runtime import describe_divergence, outputs_close
-from torchsmith.contract import rebuild, rebuild_source
+from torchsmith.contract import MODULE_ATTRS as _MODULE_ATTRS
+from torchsmith.contract import rebuild, rebuild_source, scan_unregistered, walk_held
 from torchsmith.errors import TorchsmithError
 
 __all__ = ["check_registration", "check_state_dict", "scan_unregistered"]
 
-_MODULE_ATTRS = frozenset(nn.Module().__dict__)  # _parameters, _buffers, _modules, hook dicts, training
 _MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
-
-
-def _walk(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
-    """Modules and tensors inside plain containers, with the dotted path they would have if registered."""
-    if isinstance(value, (nn.Module, torch.Tensor)):
-        yield path, value
-    elif depth < 4 and isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            yield from _walk(v, f"{path}.{i}", depth + 1)
-    elif depth < 4 and isinstance(value, dict):
-        for k, v in value.items():
-            yield from _walk(v, f"{path}.{k}", depth + 1)
-
-
-def scan_unregistered(model: nn.Module) -> list[tuple[str, str, Any]]:
-    """(would-be path, owner path, object) for every module/tensor held outside the registration dicts."""
-    registered_modules = {id(m) for m in model.modules()}
-    registered_tensors = {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
-    found: list[tuple[str, str, Any]] = []
-    seen: set[int] = set()
-    for owner, module in model.named_modules():
-        for attr, value in vars(module).items():
-            if attr in _MODULE_ATTRS:
-                continue
-            base = f"{owner}.{attr}" if owner else attr
-            for path, obj in _walk(value, base):
-                if id(obj) in seen:
-                    continue
-                if isinstance(obj, nn.Module) and id(obj) not in registered_modules:
-                    seen.add(id(obj))
-                    found.append((path, owner, obj))
-                elif isinstance(obj, torch.Tensor) and id(obj) not in registered_tensors:
-                    seen.add(id(obj))
-                    found.append((path, owner, obj))
-    return found
 
 
 def _stateful(m: nn.Module) -> bool:
@@ -79,7 +44,7 @@ def _stateful(m: nn.Module) -> bool:
 def _attributes(module: nn.Module) -> Iterator[tuple[str, Any]]:
     for attr, value in vars(module).items():
         if attr not in _MODULE_ATTRS:
-            yield from _walk(value, attr)
+            yield from walk_held(value, attr)
 
 
 def _shape(t: torch.Tensor) -> str:

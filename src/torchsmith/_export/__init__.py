@@ -14,7 +14,6 @@ Dropout off) and put back in the mode each of its modules was in.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import shutil
@@ -25,14 +24,15 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from torchsmith._export.formats import FORMATS, SUFFIXES, Runner, Written, flatten_outputs
+from torchsmith._export.formats import FORMATS, SUFFIXES, Example, Runner, Written, flatten_outputs
 from torchsmith._export.report import BatchCheck, ExportReport, ExportVerificationError, format_bytes
-from torchsmith.contract import InputSpec, device_dtype, input_spec
+from torchsmith.contract import ModelInputs, copy_model, device_dtype, lazy_tensors, materialise_lazy, model_inputs
 from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError, describe_error
 
 __all__ = ["export", "ExportReport", "BatchCheck", "ExportVerificationError", "FORMAT_NAMES", "format_bytes"]
@@ -48,7 +48,8 @@ def export(
     path: str | os.PathLike[str],
     *,
     format: str | None = None,
-    input_size: Sequence[int] | None = None,
+    input_size: Any = None,
+    input_dtype: Any = None,
     batch_size: int = DEFAULT_BATCH,
     dynamic_batch: bool = True,
     opset: int | None = None,
@@ -80,6 +81,11 @@ def export(
     Raises :class:`ExportError` naming the module and op when the exporter
     fails, :class:`ExportVerificationError` (with ``.report``) when the file
     does not match eager, and :class:`ConfigError` for bad arguments.
+
+    Several inputs: ``input_size`` as a list of sizes (positional) or a dict (keyword), ``input_dtype`` one
+    dtype, a list or a dict by name (:func:`torchsmith.contract.model_inputs`); every input shares the
+    dynamic batch. A model that draws random numbers in forward is compared under the same RNG seed in eager
+    and exported runs (the global RNG is left as it was). Lazy layers are sized on a copy by a dry run.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"export needs an nn.Module, not {type(model).__name__}")
@@ -88,7 +94,12 @@ def export(
     model, unwrapped = _unwrap(model)
     target = Path(path)
     fmt = _resolve_format(format, target)
-    spec = _resolve_input(model, input_size)
+    lazy_note = None
+    if lazy_tensors(model):  # sized on a copy: the exported weights are the copy's fresh initialisation
+        model = copy_model(model)
+        lazy_note = materialise_lazy(model, None if _several(input_size) else input_size)
+        unwrapped = [*unwrapped, f"{lazy_note} on a copy (the model itself is not changed)"]
+    spec = _resolve_input(model, input_size, input_dtype)
     batches = _resolve_batches(batch_size, dynamic_batch, check_batch_sizes)
     _check_options(fmt, atol, rtol, opset, trace, timing_runs, target)
     _check_model_ready(model)
@@ -96,6 +107,8 @@ def export(
     example = _example(spec, batch_size, seed, device, dtype)
     modes = {m: m.training for m in model.modules()}
     tmpdir = _scratch_dir(target)
+    rng = torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
+    rng.__enter__()  # a forward that samples (a VAE) must not move the caller's RNG
     try:
         model.eval()
         _eager_forward(model, example)
@@ -106,7 +119,7 @@ def export(
         checks = [_check(model, runner, b, spec, seed + 1 + i, device, dtype, atol, rtol, timing_runs)
                   for i, b in enumerate(batches)]
         report = ExportReport(
-            format=fmt, path=str(target), exporter=written.exporter, input_shape=tuple(example.shape),
+            format=fmt, path=str(target), exporter=written.exporter, input_shape=tuple(example.tensors[0].shape),
             dynamic_batch=dynamic_batch, atol=atol, rtol=rtol, checks=checks,
             files=[str(target.with_name(f.name)) for f in files],
             file_size=sum(f.stat().st_size for f in files), export_seconds=export_seconds,
@@ -124,6 +137,7 @@ def export(
         for module, training in modes.items():
             module.training = training  # the flag itself: train() would recurse and re-run user overrides
         shutil.rmtree(tmpdir, ignore_errors=True)
+        rng.__exit__(None, None, None)
 
 
 # ---- phases ----------------------------------------------------------------------------------------------
@@ -131,7 +145,6 @@ def export(
 
 def _check_model_ready(model: nn.Module) -> None:
     """Refuse models whose tensors hold no data yet: there would be nothing to run, so nothing to verify."""
-    _check_single_input(model)
     lazy = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if is_lazy(t)]
     if lazy:  # the eager run would materialise them with random values: the model would change and export noise
         raise ConfigError(f"{type(model).__name__} has uninitialised lazy tensors ({', '.join(lazy[:4])}"
@@ -144,11 +157,12 @@ def _check_model_ready(model: nn.Module) -> None:
                           "first (torchsmith.load_into, or model.to_empty(device='cpu') and an init), then export")
 
 
-def _example(spec: InputSpec, batch_size: int, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _example(spec: ModelInputs, batch_size: int, seed: int, device: torch.device, dtype: torch.dtype) -> Example:
     try:
-        return spec.example(batch_size, seed=seed, device=device, dtype=dtype)
+        args, kwargs = spec.example(batch_size, seed=seed, device=device, dtype=dtype)
+        return Example(args, kwargs, spec.names)
     except (RuntimeError, MemoryError) as e:  # e.g. a mistyped input size: 10**12 elements
-        shape = "x".join(str(d) for d in (batch_size, *spec.size))
+        shape = "x".join(str(d) for d in (batch_size, *spec.primary.size))
         raise ConfigError(f"an example input of shape {shape} cannot be allocated ({type(e).__name__}); "
                           "check input_size (--input)") from e
 
@@ -205,11 +219,16 @@ def _suffix_for(fmt: str) -> str:
     return {"exported": ".pt2", "onnx": ".onnx", "torchscript": ".ts"}[fmt]
 
 
-def _resolve_input(model: nn.Module, input_size: Sequence[int] | None) -> InputSpec:
-    """The contract's input: the size given (its token-ness read from the model), or the model's own."""
-    if input_size is not None and not isinstance(input_size, (str, tuple, list, torch.Size)):
+def _several(input_size: Any) -> bool:
+    return isinstance(input_size, dict) or (isinstance(input_size, (list, tuple)) and bool(input_size)
+                                            and all(isinstance(s, (list, tuple)) for s in input_size))
+
+
+def _resolve_input(model: nn.Module, input_size: Any, input_dtype: Any) -> ModelInputs:
+    """The contract's inputs: the sizes given (token-ness read from the model), or the model's own."""
+    if input_size is not None and not isinstance(input_size, (str, tuple, list, torch.Size, dict)):
         raise ConfigError(f"input_size must be a sequence of integers like (3, 32, 32), not {input_size!r}")
-    return input_spec(model, input_size)
+    return model_inputs(model, input_size, input_dtype=input_dtype)
 
 
 def _resolve_batches(batch_size: int, dynamic: bool, check: Sequence[int] | None) -> list[int]:
@@ -260,44 +279,37 @@ def _unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
     return model, notes
 
 
-def _check_single_input(model: nn.Module) -> None:
-    """Export feeds forward one tensor; a forward that requires more would fail with a misleading shape hint."""
-    try:
-        params = inspect.signature(model.forward).parameters.values()
-    except (TypeError, ValueError):  # a builtin or C++ forward: nothing to inspect
-        return
-    required = [p.name for p in params if p.default is p.empty and p.kind in (
-        p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if len(required) > 1:
-        raise ConfigError(f"{type(model).__name__}.forward requires {len(required)} inputs ({', '.join(required)}) "
-                          "but export feeds it one tensor; export a wrapper module whose forward takes one input "
-                          "and builds the others, or give the others default values")
-
-
 # ---- running and comparing -------------------------------------------------------------------------------
 
 
-def _eager_forward(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+def _eager_forward(model: nn.Module, x: Example) -> list[torch.Tensor]:
     try:
         with torch.no_grad():
-            return flatten_outputs(model(x))
+            return flatten_outputs(x.call(model))
     except TorchsmithError:
         raise  # already says what is wrong and how to fix it (e.g. a ShapeError)
     except Exception as e:
-        shape = "x".join(str(d) for d in x.shape)
+        shape = x.shapes()
         raise ExportError(f"{type(model).__name__} fails in eager mode on a {shape} input, so there is nothing "
                           f"to export: {type(e).__name__}: {e}; give the input size it takes "
                           "(input_size=..., --input CxHxW)".replace("\n", " ")) from e
 
 
-def _check(model: nn.Module, runner: Runner, batch: int, spec: InputSpec, seed: int,
+def _check(model: nn.Module, runner: Runner, batch: int, spec: ModelInputs, seed: int,
            device: torch.device, dtype: torch.dtype, atol: float, rtol: float, runs: int) -> BatchCheck:
-    """Fresh random inputs of ``batch`` rows through eager and the loaded export; errors and latencies."""
-    x = spec.example(batch, seed=seed, device=device, dtype=dtype)
+    """Fresh random inputs of ``batch`` rows through eager and the loaded export; errors and latencies.
+
+    Both runs start from the same RNG seed: a forward that samples (``torch.randn_like`` in a VAE's
+    reparameterisation) draws the same numbers in eager and in the exported program, which runs the same
+    ops in the same order.
+    """
+    x = _example(spec, batch, seed, device, dtype)
     # Each runtime gets its own copy: a forward that writes into its input (x.mul_(2)) would otherwise hand
     # the second runtime a different input, and a correct export would fail the check.
+    torch.manual_seed(seed)
     expected = _eager_forward(model, x.clone())
     try:
+        torch.manual_seed(seed)
         with torch.no_grad():
             got = runner(x.clone())
     except Exception as e:

@@ -25,9 +25,39 @@ from torchsmith._export.localise import describe_failure
 from torchsmith.contract import output_tensors
 from torchsmith.errors import ExportError
 
-__all__ = ["Written", "Runner", "FORMATS", "SUFFIXES", "flatten_outputs", "onnx_available"]
+__all__ = ["Written", "Example", "Runner", "FORMATS", "SUFFIXES", "flatten_outputs", "onnx_available"]
 
-Runner = Callable[[torch.Tensor], list[torch.Tensor]]
+
+@dataclass(frozen=True)
+class Example:
+    """One batch of every input: ``model(*args, **kwargs)``; ``names`` are the inputs' names, in order."""
+
+    args: tuple[torch.Tensor, ...]
+    kwargs: dict[str, torch.Tensor]
+    names: tuple[str, ...]
+
+    @property
+    def tensors(self) -> list[torch.Tensor]:
+        return [*self.args, *self.kwargs.values()]
+
+    @property
+    def batch(self) -> int:
+        first = self.tensors[0]
+        return int(first.shape[0]) if first.dim() else 1
+
+    def clone(self) -> Example:
+        """A copy of every tensor: a forward that writes into its input must not change the next runtime's."""
+        return Example(tuple(t.clone() for t in self.args), {k: v.clone() for k, v in self.kwargs.items()},
+                       self.names)
+
+    def call(self, fn: Callable[..., Any]) -> Any:
+        return fn(*self.args, **self.kwargs)
+
+    def shapes(self) -> str:
+        return ", ".join("x".join(map(str, t.shape)) or "scalar" for t in self.tensors)
+
+
+Runner = Callable[[Example], list[torch.Tensor]]
 
 #: Above this many bytes of weights an ONNX file keeps them in a side file: protobuf caps a file at 2 GiB.
 ONNX_INLINE_LIMIT = 1536 * 1024 * 1024
@@ -74,7 +104,7 @@ def _torch_version() -> tuple[int, int]:
 # ---- torch.export (.pt2) ----------------------------------------------------------------------------------
 
 
-def torch_export(model: nn.Module, example: torch.Tensor, dynamic: bool) -> tuple[Any, str]:
+def torch_export(model: nn.Module, example: Example, dynamic: bool) -> tuple[Any, str]:
     """``torch.export.export`` in non-strict mode with an optional dynamic batch dimension.
 
     Non-strict runs the model's own Python (as eager does), so a failure has a
@@ -86,19 +116,23 @@ def torch_export(model: nn.Module, example: torch.Tensor, dynamic: bool) -> tupl
     if _has_param(torch.export.export, "strict"):
         kwargs["strict"] = False
     if dynamic:
-        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1)},)
+        batch = torch.export.Dim("batch", min=1)  # one Dim for every input: they share the batch
+        if example.kwargs:
+            kwargs["dynamic_shapes"] = {n: {0: batch} for n in example.names}
+        else:
+            kwargs["dynamic_shapes"] = tuple({0: batch} for _ in example.args)
     try:
         # torch.export print()s a partial graph to stderr when it fails (torch/export/_trace.py); the
         # error we raise says what matters, and the exception keeps the rest.
         with contextlib.redirect_stderr(io.StringIO()):
-            program = torch.export.export(model, (example,), **kwargs)
+            program = torch.export.export(model, example.args, example.kwargs or None, **kwargs)
     except Exception as e:
         raise ExportError(describe_failure("torch.export", model, e)) from e
     mode = "non-strict" if kwargs.get("strict") is False else "strict"
     return program, f"torch.export.export ({mode})"
 
 
-def write_exported(model: nn.Module, example: torch.Tensor, path: Path, dynamic: bool,
+def write_exported(model: nn.Module, example: Example, path: Path, dynamic: bool,
                    opset: int | None, trace: bool) -> Written:
     program, exporter = torch_export(model, example, dynamic)
     try:
@@ -111,7 +145,7 @@ def write_exported(model: nn.Module, example: torch.Tensor, path: Path, dynamic:
 
 def load_exported(path: Path, device: torch.device) -> Runner:
     module = torch.export.load(str(path)).module()
-    return lambda x: flatten_outputs(module(x))
+    return lambda ex: flatten_outputs(ex.call(module))
 
 
 # ---- ONNX ------------------------------------------------------------------------------------------------
@@ -136,7 +170,7 @@ def use_dynamo_onnx() -> bool:
     return _has_param(torch.onnx.export, "dynamo") and _torch_version() >= (2, 6)
 
 
-def write_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: bool,
+def write_onnx(model: nn.Module, example: Example, path: Path, dynamic: bool,
                opset: int | None, trace: bool) -> Written:
     missing = onnx_available(use_dynamo_onnx())
     if missing:
@@ -151,7 +185,8 @@ def write_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: boo
         if opset is not None:
             kwargs["opset_version"] = opset
         try:
-            onnx_program = torch.onnx.export(program, (example,), str(path), **kwargs)
+            onnx_program = torch.onnx.export(program, example.args, str(path), kwargs=example.kwargs or None,
+                                             **kwargs)
         except Exception as e:
             raise ExportError(describe_failure("ONNX conversion", model, e)) from e
         exporter = f"{exporter} + torch.onnx.export(dynamo=True)"
@@ -161,9 +196,12 @@ def write_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: boo
             used = imports[""]
     else:
         names = ["output"] if len(flatten_outputs(_eager(model, example))) == 1 else None
-        axes = {"input": {0: "batch"}, **({"output": {0: "batch"}} if names else {})} if dynamic else None
+        inputs = list(example.names)
+        axes = ({**{n: {0: "batch"} for n in inputs}, **({"output": {0: "batch"}} if names else {})}
+                if dynamic else None)
         try:
-            torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=names,
+            torch.onnx.export(model, (*example.args, example.kwargs) if example.kwargs else example.args, str(path),
+                              input_names=inputs, output_names=names,
                               dynamic_axes=axes, opset_version=opset or 17, do_constant_folding=True)
         except Exception as e:
             raise ExportError(describe_failure("torch.onnx.export", model, e)) from e
@@ -198,10 +236,14 @@ def load_onnx(path: Path, device: torch.device) -> Runner:
     # onnxruntime threads would take the cores from the eager run that follows (a 100x "speedup" on 2 cores).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    names = [i.name for i in session.get_inputs()]
 
-    def run(x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = session.run(None, {name: x.detach().cpu().numpy()})
+    def run(ex: Example) -> list[torch.Tensor]:
+        # By name where the graph kept the forward's names (the dynamo exporter does), else in order.
+        given = dict(zip(ex.names, ex.tensors))
+        feed = ({n: given[n] for n in names} if all(n in given for n in names)
+                else dict(zip(names, ex.tensors)))
+        outputs = session.run(None, {n: t.detach().cpu().numpy() for n, t in feed.items()})
         return [torch.from_numpy(o) for o in outputs]
 
     return run
@@ -210,17 +252,18 @@ def load_onnx(path: Path, device: torch.device) -> Runner:
 # ---- TorchScript -----------------------------------------------------------------------------------------
 
 
-def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path, dynamic: bool,
+def write_torchscript(model: nn.Module, example: Example, path: Path, dynamic: bool,
                       opset: int | None, trace: bool) -> Written:
     if trace:
         with warnings.catch_warnings():
             warnings.simplefilter("always")  # the caller records TracerWarnings into the report
             try:
-                scripted = torch.jit.trace(model, (example,), check_trace=False)
+                scripted = (torch.jit.trace(model, example.args, check_trace=False) if not example.kwargs else
+                            torch.jit.trace(model, example_kwarg_inputs=example.kwargs, check_trace=False))
             except Exception as e:
                 raise ExportError(describe_failure("torch.jit.trace", model, e)) from e
         exporter = "torch.jit.trace"
-        notes = [f"traced at batch {example.shape[0]}: Python control flow and Python numbers computed "
+        notes = [f"traced at batch {example.batch}: Python control flow and Python numbers computed "
                  "from shapes were recorded for that input, not kept"]
     else:
         try:
@@ -247,15 +290,15 @@ def _script_attempt(module: nn.Module) -> BaseException | None:
 def load_torchscript(path: Path, device: torch.device) -> Runner:
     module = torch.jit.load(str(path), map_location=device)
     module.eval()
-    return lambda x: flatten_outputs(module(x))
+    return lambda ex: flatten_outputs(ex.call(module))
 
 
-def _eager(model: nn.Module, x: torch.Tensor) -> Any:
+def _eager(model: nn.Module, example: Example) -> Any:
     with torch.no_grad():
-        return model(x)
+        return example.call(model)
 
 
-Writer = Callable[[nn.Module, torch.Tensor, Path, bool, "int | None", bool], Written]
+Writer = Callable[[nn.Module, Example, Path, bool, "int | None", bool], Written]
 Loader = Callable[[Path, torch.device], Runner]
 
 #: format name -> (writer, loader, runtime name)

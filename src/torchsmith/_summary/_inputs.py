@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.contract import input_spec
+from torchsmith.contract import forward_inputs, input_spec, is_length_name, model_inputs
 from torchsmith.errors import ConfigError
 
 __all__ = ["InputSpec", "Namer", "parse_dim", "declared_size"]
@@ -91,6 +91,8 @@ class InputSpec:
     sizes: list[tuple[Dim, ...]] = field(default_factory=list)
     dtypes: list[torch.dtype] = field(default_factory=list)
     data: Any = None  # user's input_data (tensor, tuple of args, or dict of kwargs)
+    keywords: tuple[str, ...] = ()  # the inputs' names when they are passed by keyword (a dict of sizes)
+    model: nn.Module | None = field(default=None, repr=False)  # whose forward names the inputs
 
     @property
     def symbolic(self) -> bool:
@@ -112,6 +114,16 @@ class InputSpec:
             input_size = contract.size
             if input_dtype is None:
                 input_dtype = contract.dtype
+        keywords: tuple[str, ...] = ()
+        if isinstance(input_size, Mapping) or isinstance(input_dtype, Mapping):
+            # Keyword inputs ({"image": (3, 224, 224), "meta": (10,)}) or dtypes by name: the contract reads them.
+            plain = {k: tuple(_hint(parse_dim(d)) for d in v) for k, v in input_size.items()} if isinstance(
+                input_size, Mapping) else input_size
+            contract_inputs = model_inputs(model, plain, input_dtype=input_dtype)
+            if contract_inputs.keyword:
+                keywords = contract_inputs.names
+                input_size = list(input_size.values())  # type: ignore[union-attr]
+            input_dtype = [s.dtype for s in contract_inputs.specs]
         # Several inputs: a list or a tuple of sizes, ((16,), (16,)), each without the batch.
         nested = isinstance(input_size, (list, tuple)) and bool(input_size) and all(
             isinstance(s, (list, tuple)) for s in input_size)
@@ -132,7 +144,10 @@ class InputSpec:
             dtypes = list(input_dtype)
             if len(dtypes) != len(sizes):
                 raise ConfigError(f"{len(dtypes)} input dtypes for {len(sizes)} inputs; give one per input")
-        return cls(sizes=sizes, dtypes=dtypes)
+        return cls(sizes=sizes, dtypes=dtypes, keywords=keywords, model=model)
+
+    def _pack(self, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return ((), dict(zip(self.keywords, args))) if self.keywords else (args, {})
 
     def describe(self) -> str:
         if self.data is not None:
@@ -146,7 +161,7 @@ class InputSpec:
             return _split(_map_tensors(self.data, lambda t: torch.empty_like(t, device="meta")))
         args = tuple(torch.empty(tuple(_hint(d) for d in s), dtype=dt, device="meta")
                      for s, dt in zip(self.sizes, self.dtypes))
-        return args, {}
+        return self._pack(args)
 
     def fake_args(self, fake_mode: Any, shape_env: Any) -> tuple[tuple[Any, ...], dict[str, Any], Namer]:
         """Fake tensors on meta whose named dims are SymInts of ``shape_env``."""
@@ -172,9 +187,8 @@ class InputSpec:
             if self.data is not None:
                 args, kwargs = _split(_map_tensors(self.data, lambda t: torch.empty_like(t, device="meta")))
             else:
-                args = tuple(torch.empty(tuple(dim(d) for d in s), dtype=dt, device="meta")
-                             for s, dt in zip(self.sizes, self.dtypes))
-                kwargs = {}
+                args, kwargs = self._pack(tuple(torch.empty(tuple(dim(d) for d in s), dtype=dt, device="meta")
+                                                for s, dt in zip(self.sizes, self.dtypes)))
         return args, kwargs, Namer(names)
 
     def real_args(self, device: torch.device | str) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -184,13 +198,17 @@ class InputSpec:
             return _split(_map_tensors(self.data, lambda t: t.to(device, copy=True)))
         gen = torch.Generator().manual_seed(0)
         args = []
-        for s, dt in zip(self.sizes, self.dtypes):
+        names = self.keywords or (tuple(n for n, _ in forward_inputs(self.model)) if self.model is not None else ())
+        for i, (s, dt) in enumerate(zip(self.sizes, self.dtypes)):
             shape = (1, *(_hint(d) for d in s[1:]))
-            if dt.is_floating_point or dt.is_complex:
+            if (len(s) == 1 and not (dt.is_floating_point or dt.is_complex) and i < len(names)
+                    and is_length_name(names[i]) and len(self.sizes[0]) > 1):
+                args.append(torch.full(shape, _hint(self.sizes[0][1]), dtype=dt, device=device))  # full lengths
+            elif dt.is_floating_point or dt.is_complex:
                 args.append(torch.randn(shape, generator=gen).to(device=device, dtype=dt))
             else:
                 args.append(torch.zeros(shape, dtype=dt, device=device))
-        return tuple(args), {}
+        return self._pack(tuple(args))
 
 
 def _default_dtype(model: nn.Module, size: tuple[Dim, ...]) -> torch.dtype:

@@ -26,7 +26,7 @@ from torchsmith._version import __version__
 from torchsmith.checkpoint import _format, _versions
 from torchsmith.checkpoint._atomic import commit_deferred, discard_deferred, fsync_dir, temp_files_for, writer_alive
 from torchsmith.checkpoint._codec import decode, encode
-from torchsmith.contract import input_spec
+from torchsmith.contract import input_spec, lazy_tensors, materialise_lazy
 from torchsmith.errors import CheckpointError, ConfigError, TorchsmithError
 from torchsmith.registry import ARCH_ATTR, build_on_meta, create_model
 from torchsmith.spec import build as build_spec
@@ -130,7 +130,7 @@ def _rng_state() -> dict[str, Any]:
 
 
 def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer | None = None,
-         scheduler: Any = None, extra: Mapping[str, Any] | None = None) -> Path:
+         scheduler: Any = None, extra: Mapping[str, Any] | None = None, input_size: Any = None) -> Path:
     """Save ``model``'s weights to ``path`` (safetensors) atomically; return the path.
 
     With ``optimizer``, ``scheduler`` or ``extra`` the training state (their
@@ -140,12 +140,16 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
     on disk always belongs together. Everything that could fail on the model's
     contents (unstorable options or dtypes) fails before any file is touched.
     A ``torch.compile`` or ``(Distributed)DataParallel`` wrapper is unwrapped:
-    the model inside is saved, so :func:`load` rebuilds it.
+    the model inside is saved, so :func:`load` rebuilds it. A model with ``nn.Lazy*`` layers that never ran
+    is sized first by one dry run at ``input_size`` (or the size its contract knows), as ``net(X)`` would:
+    the model itself gets those shapes and fresh weights, and what is saved is what it then holds.
     """
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"save needs an nn.Module, not {type(model).__name__}")
     model = _unwrap(model)
     path = _target(path)
+    if lazy_tensors(model):
+        materialise_lazy(model, input_size)
     state = model.state_dict()
     lazy = [name for name, t in state.items() if is_lazy(t)]
     if lazy:  # nn.Lazy* modules before their first forward: the tensors have no shape or data yet
