@@ -11,7 +11,7 @@ trace symbolically with torch's ShapeEnv, so shapes and FLOPs are formulas.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -19,15 +19,14 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from torchsmith._format import format_shapes, parse_dtype
-from torchsmith._summary._inputs import InputSpec, Namer
+from torchsmith._summary._inputs import InputSpec, Namer, parse_dim
 from torchsmith._summary._trace import Trace, _tensors, meta_copy, module_modes, restore_modes, run_trace
 from torchsmith._summary.diagram import Diagram
 from torchsmith._summary.explain import Explanation
 from torchsmith._summary.render import render_summary, rich_summary
 from torchsmith._summary.result import FlowEvent, LayerRow, MemoryEstimate, ModelSummary
-from torchsmith.contract import input_spec
+from torchsmith.contract import input_spec, is_several, lazy_tensors, materialise_lazy, unregistered_layers
 from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError
-from torchsmith.init import check_materialized
 from torchsmith.registry import build_on_meta
 from torchsmith.resolve import resolve_model
 
@@ -85,6 +84,7 @@ def summary(
     mem_dtype = parse_dtype(dtype)
     # One dtype for every input, or one per input (token ids and a float mask).
     in_dtype: Any = ([parse_dtype(d) for d in input_dtype] if isinstance(input_dtype, (list, tuple))
+                     else {k: parse_dtype(d) for k, d in input_dtype.items()} if isinstance(input_dtype, Mapping)
                      else parse_dtype(input_dtype))
     notes: list[str] = []
     ref: str | None = None
@@ -108,8 +108,17 @@ def summary(
         where = f"{type(model).__name__}.{scripted}" if scripted else type(model).__name__
         raise SummaryError(f"{where} is TorchScript (torch.jit.script or trace), which summary cannot trace; "
                            "summarise the nn.Module it was made from")
-    check_materialized(model, doing="summarising it")
+    if lazy_tensors(model):  # nn.Lazy* layers: sized by a dry run of a meta copy, so the model is not changed
+        model = meta_copy(model)
+        notes.append(f"{materialise_lazy(model, _lazy_size(input_size), input_dtype=_one_dtype(in_dtype))} "
+                     "(a dry run on the meta device; the model itself is not changed)")
     spec = InputSpec.build(model, input_size, input_data, in_dtype, batch_size)
+    held = unregistered_layers(model)
+    if held:  # their parameters are not the model's: every figure below leaves them out
+        shown = ", ".join(f"{path} ({type(m).__name__}, {sum(p.numel() for p in m.parameters()):,} parameters)"
+                          for path, m in held[:3])
+        notes.append(f"not registered, so not counted: {shown}{' and more' if len(held) > 3 else ''}; they sit in a "
+                     "plain list, dict or attribute the model does not register: use nn.ModuleList / nn.ModuleDict")
     if device == "meta":
         attempts = [RUN_FAKE, RUN_REAL] if spec.symbolic else [RUN_META, RUN_FAKE, RUN_REAL]
     else:
@@ -119,7 +128,7 @@ def summary(
         trace = _attempt(how, model, ref, model_options, spec, mode, replay)
         if trace.error is None:
             break
-        if i + 1 < len(attempts) and _device_limited(trace.error):
+        if i + 1 < len(attempts) and (_device_limited(trace.error) or _cheap_to_run(model)):
             notes.append(f"{how} could not run the forward ({_first_line(trace.error)}); tried {attempts[i + 1]}")
             continue
         result = _build(trace, model, label, spec, how, mem_dtype, notes, depth)
@@ -151,6 +160,22 @@ def summary(
         result.notes.append(f"torch {torch.__version__} specialised the symbolic dims to {values} while tracing "
                             "(its shape environment could not keep them symbolic here): figures are for those sizes")
     return result
+
+
+def _lazy_size(input_size: Any) -> Any:
+    """The one input's size for a lazy model's dry run (symbolic dims at their tracing values)."""
+    if input_size is None or isinstance(input_size, str):
+        return input_size
+    if is_several(input_size):
+        return None  # several inputs: the dry run takes the contract's own
+    try:
+        return tuple(d if isinstance(d, int) else parse_dim(d)[1] for d in input_size)  # type: ignore[index]
+    except (TypeError, ConfigError):
+        return input_size
+
+
+def _one_dtype(dtype: Any) -> torch.dtype | None:
+    return dtype if isinstance(dtype, torch.dtype) else None
 
 
 def _batch_hint(model: nn.Module, input_size: Any) -> str:
@@ -276,6 +301,21 @@ def _device_limited(e: BaseException) -> bool:
         e = e.__cause__ or e.__context__  # type: ignore[assignment]
         seen += 1
     return False
+
+
+#: A model whose weights take less than this runs on real tensors when meta and fake tensors cannot run it,
+#: whatever the error said: an op without a meta kernel (a packed sequence's CPU batch_sizes, a grouped
+#: matmul's meta kernel that wants bf16, ``.item()``) fails in ways no message test can list, and a real
+#: batch of 1 of a small model costs milliseconds. A genuinely wrong input fails there too, with torch's
+#: own message on real tensors.
+_REAL_FALLBACK_BYTES = 1 << 30
+
+
+def _cheap_to_run(model: nn.Module) -> bool:
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.is_meta for t in tensors):
+        return False
+    return sum(t.numel() * t.element_size() for t in tensors) < _REAL_FALLBACK_BYTES
 
 
 def _first_line(e: BaseException) -> str:
