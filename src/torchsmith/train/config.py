@@ -11,19 +11,23 @@ from torchsmith.data.base import AUGMENTS
 from torchsmith.errors import ConfigError, UnknownNameError
 from torchsmith.sizes import int_dims, parse_input_size
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "DEVICES", "TRAJECTORY_FIELDS"]
+__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "DEVICES", "STRATEGIES", "TASK_NAMES",
+           "TRAJECTORY_FIELDS"]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
 AMP_MODES = ("off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+STRATEGIES = ("auto", "ddp", "fsdp")
+TASK_NAMES = ("auto", "classification", "regression", "causal-lm")
 
 #: Options that change what the weights become. ``--resume`` refuses to continue a run
 #: with any of them changed, because the result would then match neither run.
 TRAJECTORY_FIELDS = (
     "data", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule",
     "warmup_epochs", "label_smoothing", "seed", "augment", "crop_padding", "amp", "channels_last", "init",
-    "num_samples", "sync_batchnorm", "grad_clip", "input_size", "input_dtype",
+    "num_samples", "sync_batchnorm", "grad_clip", "input_size", "input_dtype", "task", "seq_len", "grad_accum",
+    "target", "tokenizer",
 )
 
 
@@ -73,6 +77,13 @@ class TrainConfig:
     input_size: tuple[int, ...] | None = None  # one sample without the batch; None: the model's own
     input_dtype: str | None = None  # "float32", "bf16", "long" (token ids); None: what the model takes
     tensorboard: bool = False  # event files in out_dir, for `tensorboard --logdir runs`
+    task: str = "auto"  # classification | regression | causal-lm; auto: from the model's output and the data
+    seq_len: int | None = None  # causal-lm: tokens per training window; None: the model contract's sequence
+    target: str | None = None  # csv data: the target column (default: the last)
+    tokenizer: str | None = None  # text data: a transformers tokenizer already on this machine; None: bytes
+    strategy: str = "auto"  # under torchrun: ddp (replicas) | fsdp (sharded, FSDP2) | auto (ddp when it fits)
+    checkpointing: bool = False  # activation checkpointing of the repeated blocks
+    grad_accum: int = 1  # microbatches a step (the batch is split; gradients sync on the last only)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def __post_init__(self) -> None:
@@ -83,16 +94,18 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first option that cannot work."""
         for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("amp", AMP_MODES),
-                              ("device", DEVICES), ("augment", ("auto", *AUGMENTS))):
+                              ("device", DEVICES), ("augment", ("auto", *AUGMENTS)), ("strategy", STRATEGIES),
+                              ("task", TASK_NAMES)):
             value = getattr(self, name)
             if value not in choices:
                 raise UnknownNameError(name, str(value), choices)
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "log_every": self.log_every,
-                    "eval_batch_size": self.eval_batch_size, "num_samples": self.num_samples}
+                    "eval_batch_size": self.eval_batch_size, "num_samples": self.num_samples,
+                    "grad_accum": self.grad_accum}
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("max_steps", "save_every_steps"):
+        for name in ("max_steps", "save_every_steps", "seq_len"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")

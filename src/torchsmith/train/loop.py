@@ -31,10 +31,13 @@ from torch import nn
 
 from torchsmith.contract import device_dtype, primary_output
 from torchsmith.data import DataSplits, DeviceLoader
+from torchsmith.data.batches import ArrayLoader, WindowLoader
 from torchsmith.errors import ConfigError, DataError, TorchsmithError, TrainingError, describe_error, shorten
 from torchsmith.init import init_weights
+from torchsmith.train import sharding, shards
 from torchsmith.train import state as run_state
 from torchsmith.train.config import TrainConfig
+from torchsmith.train.datasource import keyword_inputs, training_data
 from torchsmith.train.distributed import (
     DEAD_RANK_HINT,
     DistInfo,
@@ -44,11 +47,12 @@ from torchsmith.train.distributed import (
     wrap_ddp,
 )
 from torchsmith.train.eval import run_eval
-from torchsmith.train.inputs import fitted_splits, misfit, model_input
+from torchsmith.train.inputs import misfit, model_input
 from torchsmith.train.metrics import plot_metrics, write_metrics
 from torchsmith.train.optim import build_optimizer, build_scheduler
 from torchsmith.train.progress import Reporter
 from torchsmith.train.result import TrainResult
+from torchsmith.train.tasks import batch_size_of, chunk, forward, perplexity, run_eval_task
 from torchsmith.train.tensorboard import TensorBoardLog, require_tensorboard
 
 __all__ = ["fit", "resolve_device", "seed_everything"]
@@ -166,12 +170,20 @@ class _Run:
         # The data is fitted to the model's input (the contract's answer, or cfg.input_size when given).
         self.input = model_input(model, cfg.input_size, cfg.input_dtype)
         self.notes += self.input.notes
-        splits = fitted_splits(model, self.input, splits if splits is not None else cfg.data,
-                               data_dir=cfg.data_dir, num_samples=cfg.num_samples, seed=cfg.seed)
-        self.splits = splits
-        self.notes += splits.notes
+        td = training_data(model, self.input, splits if splits is not None else cfg.data, task=cfg.task,
+                           seq_len=cfg.seq_len, data_dir=cfg.data_dir, num_samples=cfg.num_samples, seed=cfg.seed,
+                           target=cfg.target, tokenizer=cfg.tokenizer, label_smoothing=cfg.label_smoothing)
+        self.splits, self.task, self.seq_len = td.splits, td.task, td.seq_len
+        splits = td.splits
+        self.notes += td.notes + splits.notes
+        self.strategy, why = sharding.choose_strategy(model, cfg.strategy, info.world_size, self.device,
+                                                      cfg.optimizer)
+        if info.enabled or cfg.strategy != "auto":
+            self.notes.append(f"strategy {self.strategy}: {why}")
+        self.template: nn.Module | None = None  # fsdp: the model's layout on meta, to consolidate into
+        self.ckpt_blocks: list[nn.Module] = []
         classes = getattr(model, "num_classes", None)
-        if isinstance(classes, int) and classes != splits.num_classes:
+        if self.task.name == "classification" and isinstance(classes, int) and classes != splits.num_classes:
             raise DataError(f"the model has {classes} outputs but {splits.name} has {splits.num_classes} classes; "
                             f"build it with num_classes={splits.num_classes} (--opt num_classes="
                             f"{splits.num_classes})")
@@ -190,6 +202,8 @@ class _Run:
         self.train_seconds, self.train_images = 0.0, 0  # over the epochs this invocation trained
 
     def close(self) -> None:
+        sharding.disable_checkpointing(self.ckpt_blocks)
+        self.ckpt_blocks = []
         if self.tb is not None:
             self.tb.close()
             self.tb = None
@@ -200,8 +214,8 @@ class _Run:
         seed_everything(cfg.seed)  # dropout and any other global-RNG use; restored exactly on resume
         if cfg.init is not None:
             init_weights(model, cfg.init, generator=torch.Generator().manual_seed(cfg.seed))
-        if self.resume_path is not None:
-            run_state.load_weights(model, self.resume_path)
+        if self.resume_path is not None and self.resume_path.suffix == ".safetensors":
+            run_state.load_weights(model, self.resume_path)  # a sharded checkpoint loads once the model is sharded
         on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
         if on_meta:
             raise ConfigError(f"the model's tensors are on the meta device and hold no data ({shorten(on_meta, 1)}"
@@ -213,39 +227,67 @@ class _Run:
         self.input_dtype = self.input.float_dtype or (dtype if dtype.is_floating_point else torch.float32)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self._probe()
 
-    def _probe(self) -> None:
-        """One forward on two test images, so a misfit fails here with a clear message, not mid-epoch."""
-        x = self.splits.test.images[:2].to(self.device)
-        x = x if self.splits.train.is_tokens else x.to(self.input_dtype)  # token ids stay integers
+    def _spread(self) -> None:
+        """Checkpointing of the blocks, then FSDP2 shards (the layout kept on meta for the consolidated file)."""
+        if self.cfg.checkpointing:
+            self.ckpt_blocks = sharding.enable_checkpointing(self.model)
+            self.notes.append(f"activation checkpointing: {len(self.ckpt_blocks)} blocks recompute in backward")
+        if self.strategy == "fsdp":
+            self.template = sharding.meta_template(self.model)
+            n = sharding.shard(self.model, bf16=self.cfg.amp == "bf16")
+            self.notes.append(f"FSDP2: fully_shard on {n} repeated blocks and the root; each of "
+                              f"{self.info.world_size} ranks holds 1/{self.info.world_size} of the parameters"
+                              + (" (bf16 compute, fp32 reduction: MixedPrecisionPolicy)" if self.cfg.amp == "bf16"
+                                 else ""))
+
+    def _probe(self, loader: Any) -> None:
+        """One forward on two test samples, so a misfit fails here with a clear message, not mid-epoch."""
+        x, y = next(iter(loader.epoch()))
+        x, y = _head(x, 2), y[:2]
         was = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                raw = self.model(x)
+                raw = forward(self.model, x)
         except TorchsmithError:
             raise
         except Exception as e:
-            raise misfit(self.model, self.splits.name, self.splits.input_size, self.input, e) from e
+            if self.splits.kind == "images":
+                raise misfit(self.model, self.splits.name, self.splits.input_size, self.input, e) from e
+            raise DataError(f"{type(self.model).__name__} cannot take {self.splits.name}'s inputs "
+                            f"({_describe_batch(x)}): {describe_error(e)}") from e
         finally:
             self.model.train(was)
-        want = f"(2, {self.splits.num_classes})"
         try:
             out = primary_output(raw)  # a tensor, or the logits of a dict / ModelOutput / named tuple
         except TorchsmithError as e:
             raise DataError(f"the model returns a {type(raw).__name__} with no tensor in it but training needs "
-                            f"logits of shape {want}; make forward return the logits") from e
-        if not out.is_floating_point():
-            raise DataError(f"the model's outputs are {out.dtype} but the cross-entropy loss needs floating-point "
-                            f"logits; do not round or cast them to an integer type in forward")
-        if out.dim() != 2 or out.shape[1] != self.splits.num_classes:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise DataError(f"the model gives {shape} for a batch of 2 but {self.splits.name} needs (2, "
-                            f"{self.splits.num_classes}) logits; build it with num_classes={self.splits.num_classes}")
+                            f"its logits or predictions; make forward return them") from e
+        self.task.check_output(out, y, self.splits.num_classes, self.splits.name)
 
-    def _loaders(self) -> tuple[DeviceLoader, DeviceLoader]:
+    def _loaders(self) -> tuple[Any, Any]:
         cfg, info, s = self.cfg, self.info, self.splits
+        if s.kind == "stream":
+            t, geo = self.seq_len or 64, {"device": self.device, "rank": info.rank, "world_size": info.world_size}
+            if cfg.batch_size % info.world_size:
+                raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must divide evenly among "
+                                  f"{info.world_size} ranks; use a multiple of {info.world_size}")
+            train_w = WindowLoader(s.train, batch_size=cfg.batch_size, seq_len=t, shuffle=True, seed=cfg.seed, **geo)
+            windows = (len(s.test) - 1) // t
+            if windows < info.world_size:
+                raise DataError(f"{s.name}'s test split holds {windows} windows of {t} tokens, fewer than one per "
+                                f"rank; use a shorter --seq-len or more text")
+            cap = min(windows, 8 * cfg.batch_size) // info.world_size * info.world_size
+            test_w = WindowLoader(s.test, batch_size=cfg.batch_size, seq_len=t, max_windows=cap, **geo)
+            return train_w, test_w
+        if s.kind == "arrays":
+            kw = keyword_inputs(self.model, s.train.names)
+            geo = {"device": self.device, "rank": info.rank, "world_size": info.world_size, "dtype": self.input_dtype,
+                   "keywords": kw}
+            eval_batch = -(-cfg.eval_batch_size // info.world_size) * info.world_size
+            return (ArrayLoader(s.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed, **geo),
+                    ArrayLoader(s.test, batch_size=eval_batch, **geo))
         common = {"mean": s.mean, "std": s.std, "device": self.device, "rank": info.rank,
                   "world_size": info.world_size, "channels_last": cfg.channels_last, "dtype": self.input_dtype}
         if cfg.batch_size % info.world_size:
@@ -264,6 +306,8 @@ class _Run:
             run_state.check_fresh_out_dir(self.out_dir)
         self._prepare_model()
         train_loader, test_loader = self._loaders()
+        self._probe(test_loader)
+        self._spread()
         tools = self._tools(len(train_loader))
         st = self._start(tools, train_loader)
         stopped = False
@@ -283,7 +327,8 @@ class _Run:
     def _tools(self, steps_per_epoch: int) -> _Tools:
         """What a step uses: the (DDP/compiled) net, optimizer, schedule, loss scaler, autocast and loss."""
         cfg, model = self.cfg, self.model
-        net: nn.Module = wrap_ddp(model, self.info, self.device, cfg.sync_batchnorm) if self.info.enabled else model
+        net: nn.Module = wrap_ddp(model, self.info, self.device, cfg.sync_batchnorm) if self.strategy == "ddp" \
+            else model  # single process, or FSDP (sharded in place)
         if cfg.compile:
             net = torch.compile(net)  # type: ignore[assignment]
         optimizer = build_optimizer(model, cfg, self.device)
@@ -291,14 +336,16 @@ class _Run:
             net=net, optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
             scaler=_grad_scaler(self.device) if cfg.amp == "fp16" else None,
             autocast=torch.autocast(device_type=self.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else
-                                    torch.float16, enabled=cfg.amp != "off"),
-            criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))
+                                    torch.float16, enabled=cfg.amp != "off" and self.strategy != "fsdp"),
+            criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))  # kept for callers; see Task.loss
 
-    def _start(self, tools: _Tools, train_loader: DeviceLoader) -> run_state.RunState:
+    def _start(self, tools: _Tools, train_loader: Any) -> run_state.RunState:
         """Where the run begins (restored on resume), with its config written and the displays started."""
         cfg, info = self.cfg, self.info
         st = run_state.RunState()
-        if self.resume_path is not None:
+        if self.resume_path is not None and self.resume_path.suffix != ".safetensors":
+            st = self._restore_shards(tools, train_loader)
+        elif self.resume_path is not None:
             st = run_state.restore(self.resume_path, cfg, self.splits, tools.optimizer, tools.scheduler, tools.scaler,
                                    train_loader)
             self.notes.append(f"resumed from {self.resume_path} at epoch {st.epoch + 1}, step {st.step_in_epoch}")
@@ -310,11 +357,26 @@ class _Run:
             # On resume, events a crashed run wrote after its checkpoint are dropped (steps past global_step).
             self.tb = TensorBoardLog(self.out_dir, purge_step=st.global_step + 1 if self.resume_path else None)
         self.rep.start(epochs=cfg.epochs, steps_per_epoch=len(train_loader), start_epoch=st.epoch,
-                       start_step=st.step_in_epoch, notes=self.notes)
+                       start_step=st.step_in_epoch, notes=self.notes, unit=self.unit)
+        return st
+
+    @property
+    def unit(self) -> str:
+        return "tok" if self.task.name == "causal-lm" else "img" if self.splits.kind == "images" else "samples"
+
+    def _restore_shards(self, tools: _Tools, train_loader: Any) -> run_state.RunState:
+        assert self.resume_path is not None
+        doc = shards.restore_shards(self.resume_path, self.model, tools.optimizer, tools.scheduler)
+        st = run_state.state_from_extra(doc, self.resume_path, self.cfg, self.splits, train_loader)
+        saved_world = int(doc.get("world_size", 1))
+        if saved_world != self.info.world_size:
+            self.notes.append(f"resuming a run saved by {saved_world} ranks on {self.info.world_size}: the shards are "
+                              f"re-split and training continues, but not bit-identically (sums are reduced in "
+                              f"another order)")
         return st
 
     def _train_epoch(self, epoch: int, st: run_state.RunState, tools: _Tools,
-                     train_loader: DeviceLoader) -> tuple[bool, torch.Tensor, int, float, float]:
+                     train_loader: Any) -> tuple[bool, torch.Tensor, int, float, float]:
         """The steps of one epoch (from where a resume left it); (stopped, sums, images, seconds, start time)."""
         cfg, info, rep = self.cfg, self.info, self.rep
         steps = len(train_loader)
@@ -336,9 +398,10 @@ class _Run:
             step += 1
             st.global_step += 1
             with torch.no_grad():  # stays on the device: no sync here
-                acc[0] += loss.detach().double() * y.shape[0]
-                acc[1] += (logits.argmax(1) == y).sum()
-                acc[2] += y.shape[0]
+                n = self.task.count(y)
+                acc[0] += loss.detach().double() * n
+                acc[1] += self.task.correct(logits, y)
+                acc[2] += n
             last = step == steps
             stop_now = cfg.max_steps is not None and st.global_step >= cfg.max_steps
             if step % cfg.log_every == 0 or last or stop_now:
@@ -348,7 +411,7 @@ class _Run:
                 _check_finite(loss_sum, epoch, step, tools.optimizer)
                 rate = (seen - seen_at_read) * info.world_size / max(now - t_read, 1e-9)
                 rep.update(epoch=epoch + 1, step=step, loss=loss_sum / max(seen, 1),
-                           acc=correct / max(seen, 1), images_per_s=rate)
+                           acc=correct / max(seen, 1) if self.task.has_accuracy else math.nan, images_per_s=rate)
                 if self.tb is not None:
                     self.tb.interval(st.global_step, loss_sum, seen)
                 seen_at_read, t_read = seen, time.perf_counter()
@@ -364,12 +427,14 @@ class _Run:
                 break
         return stopped, acc, (step - first) * cfg.batch_size, epoch_time, t_epoch
 
-    def _step(self, tools: _Tools, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, tools: _Tools, x: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step on batch ``(x, y)``; the loss and the logits."""
         cfg, optimizer, scaler = self.cfg, tools.optimizer, tools.scaler
+        if cfg.grad_accum > 1:
+            return self._accumulated_step(tools, x, y)
         with tools.autocast:
-            logits = primary_output(tools.net(x))  # a tensor, or the logits of a ModelOutput / dict
-            loss = tools.criterion(logits, y)
+            logits = primary_output(forward(tools.net, x))  # a tensor, or the logits of a ModelOutput / dict
+            loss = self.task.loss(logits, y)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -386,25 +451,66 @@ class _Run:
         tools.scheduler.step()
         return loss, logits
 
-    def _end_epoch(self, epoch: int, st: run_state.RunState, tools: _Tools, train_loader: DeviceLoader,
-                   test_loader: DeviceLoader, acc: torch.Tensor, imgs: int, epoch_time: float,
+    def _accumulated_step(self, tools: _Tools, x: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch in ``grad_accum`` microbatches, gradients summed and synced over ranks on the last only."""
+        cfg, optimizer, scaler = self.cfg, tools.optimizer, tools.scaler
+        if batch_size_of(x) < cfg.grad_accum:
+            raise ConfigError(f"--grad-accum {cfg.grad_accum} splits each rank's batch of {batch_size_of(x)} into "
+                              f"microbatches; use a --batch-size of at least {cfg.grad_accum} per rank")
+        xs, ys = chunk(x, cfg.grad_accum), list(y.chunk(cfg.grad_accum))
+        total = self.task.count(y)
+        optimizer.zero_grad(set_to_none=True)
+        outs, loss_sum = [], torch.zeros((), device=self.device)
+        for i, (xi, yi) in enumerate(zip(xs, ys)):
+            with sharding.grad_sync(tools.net, i == len(xs) - 1):
+                with tools.autocast:
+                    out = primary_output(forward(tools.net, xi))
+                    part = self.task.loss(out, yi) * (self.task.count(yi) / total)  # a share of the batch's mean
+                (scaler.scale(part) if scaler is not None else part).backward()
+            outs.append(out.detach())
+            loss_sum = loss_sum + part.detach().float()
+        if scaler is not None and cfg.grad_clip:
+            scaler.unscale_(optimizer)
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        tools.scheduler.step()
+        return loss_sum, torch.cat(outs)
+
+    def _end_epoch(self, epoch: int, st: run_state.RunState, tools: _Tools, train_loader: Any,
+                   test_loader: Any, acc: torch.Tensor, imgs: int, epoch_time: float,
                    t_epoch: float) -> None:
         """Reduce the epoch's sums over ranks, evaluate, record the row, checkpoint."""
         info = self.info
         all_reduce_sum(acc, info)
         loss_sum, correct, seen = acc.tolist()
-        t_loss, t_correct, t_count, _ = run_eval(self.model, test_loader, self.splits.num_classes,
-                                                 autocast=tools.autocast, dist=info, given=self.input,
-                                                 data_name=self.splits.name)
+        if self.task.name == "classification" and self.splits.kind == "images":
+            t_loss, t_correct, t_count, _ = run_eval(self.model, test_loader, self.splits.num_classes,
+                                                     autocast=tools.autocast, dist=info, given=self.input,
+                                                     data_name=self.splits.name)
+        else:
+            t_loss, t_correct, t_count = run_eval_task(self.model, test_loader, self.task, self.splits.num_classes,
+                                                       autocast=tools.autocast, dist=info)
+        task = self.task
         row = {"epoch": epoch + 1, "step": st.global_step, "lr": tools.optimizer.param_groups[0]["lr"],
-               "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-               "test_loss": t_loss / max(t_count, 1), "test_acc": t_correct / max(t_count, 1),
+               "train_loss": loss_sum / max(seen, 1),
+               "train_acc": correct / max(seen, 1) if task.has_accuracy else None,
+               "test_loss": t_loss / max(t_count, 1),
+               "test_acc": t_correct / max(t_count, 1) if task.has_accuracy else None,
                "images_per_s": imgs / epoch_time if epoch_time > 0 else 0.0,
                "seconds": time.perf_counter() - t_epoch}
+        if task.name == "causal-lm":
+            row.update(train_ppl=perplexity(row["train_loss"]), test_ppl=perplexity(row["test_loss"]),
+                       tokens_per_s=row["images_per_s"] * (self.seq_len or 1))
         st.history.append(row)
-        improved = st.best_acc is None or row["test_acc"] > st.best_acc
+        score = -row["test_loss"] if task.lower_loss_is_best else row["test_acc"]
+        improved = st.best_acc is None or score > st.best_acc
         if improved:
-            st.best_acc, st.best_epoch = row["test_acc"], epoch + 1
+            st.best_acc, st.best_epoch = score, epoch + 1
         st.epoch, st.step_in_epoch, st.partial = epoch + 1, 0, None
         st.data_rng = train_loader.get_rng_state()
         self._save(st, tools.optimizer, tools.scheduler, tools.scaler, best=improved)
@@ -416,6 +522,10 @@ class _Run:
         """The run's files (and curves), the model back in the default memory format, the result."""
         cfg, model = self.cfg, self.model
         files: dict[str, Path] = {}
+        if self.strategy == "fsdp" and self.template is not None:
+            full = shards.full_state(model)  # every rank gathers; rank 0 writes
+            if self.out_dir is not None and self.info.is_main:
+                shards.write_consolidated(self.template, full, self.out_dir / run_state.MODEL)
         if self.out_dir is not None and self.info.is_main:
             files = run_state.files_in(self.out_dir)
             if cfg.plot and st.history:
@@ -429,13 +539,22 @@ class _Run:
         return TrainResult(
             config=cfg, history=st.history, global_step=st.global_step, epochs_done=len(st.history),
             device=str(self.device), world_size=self.info.world_size, out_dir=self.out_dir,
-            last_checkpoint=files.get("last"), best_checkpoint=files.get("best"), best_epoch=st.best_epoch,
-            best_test_acc=st.best_acc, stopped_early=stopped, resumed_from=self.resumed_from,
+            last_checkpoint=files.get("last") or files.get("model"), best_checkpoint=files.get("best"),
+            best_epoch=st.best_epoch, stopped_early=stopped, task=self.task.name, seq_len=self.seq_len,
+            best_test_acc=st.history[st.best_epoch - 1].get("test_acc") if st.best_epoch and
+            len(st.history) >= st.best_epoch else None, resumed_from=self.resumed_from,
             train_seconds=self.train_seconds, train_images=self.train_images,
             data_mean=tuple(self.splits.mean), data_std=tuple(self.splits.std), files=files, notes=self.notes)
 
     def _save(self, st: run_state.RunState, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
               best: bool) -> None:
+        if self.out_dir is not None and self.strategy == "fsdp":  # every rank writes its shard
+            extra = run_state.extra_for(st, self.cfg, self.splits, scaler)
+            shards.save_shards(self.out_dir, st.global_step, self.model, optimizer, scheduler, extra,
+                               rank=self.info.rank, world_size=self.info.world_size)
+            if self.info.is_main and st.history:
+                write_metrics(self.out_dir, st.history)
+            return
         if self.out_dir is None or not self.info.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -463,6 +582,24 @@ def _cpu_has_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return True
+
+
+def _head(x: Any, n: int) -> Any:
+    if isinstance(x, dict):
+        return {k: v[:n] for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(v[:n] for v in x)
+    return x[:n]
+
+
+def _describe_batch(x: Any) -> str:
+    def one(t: torch.Tensor) -> str:
+        return f"{'x'.join(map(str, t.shape[1:])) or 'scalar'} {str(t.dtype).replace('torch.', '')}"
+    if isinstance(x, dict):
+        return ", ".join(f"{k}={one(v)}" for k, v in x.items())
+    if isinstance(x, tuple):
+        return ", ".join(one(v) for v in x)
+    return one(x)
 
 
 def _check_finite(loss_sum: float, epoch: int, step: int, optimizer: torch.optim.Optimizer) -> None:

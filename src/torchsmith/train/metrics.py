@@ -20,7 +20,7 @@ from torchsmith.html.plots import curves_figure
 __all__ = ["write_metrics", "plot_metrics", "METRIC_COLUMNS"]
 
 METRIC_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_s",
-                  "seconds")
+                  "seconds", "train_ppl", "test_ppl", "tokens_per_s")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -47,4 +47,7 @@ def plot_metrics(out_dir: Path, history: Sequence[dict[str, Any]], title: str = 
     """``curves.png``: loss and accuracy per epoch, train and test. None when matplotlib is missing."""
     if not history or not have_matplotlib():
         return None
+    nan = float("nan")  # a regression run has no accuracy: its panel stays empty
+    history = [{**r, "train_acc": nan if r.get("train_acc") is None else r["train_acc"],
+                "test_acc": nan if r.get("test_acc") is None else r["test_acc"]} for r in history]
     return save_figure(curves_figure(history, title), out_dir / "curves.png", dpi=100)

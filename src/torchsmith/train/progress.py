@@ -28,7 +28,7 @@ class Reporter:
     """Receives the run's events. Every method is optional; the base class ignores them all."""
 
     def start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int,
-              notes: list[str]) -> None:
+              notes: list[str], unit: str = "img") -> None:
         pass
 
     def update(self, *, epoch: int, step: int, loss: float, acc: float, images_per_s: float) -> None:
@@ -47,8 +47,21 @@ class Reporter:
 NullReporter = Reporter
 
 
-def _fmt_rate(rate: float) -> str:
-    return f"{rate / 1000:.1f}k img/s" if rate >= 1000 else f"{rate:.0f} img/s"
+def _fmt_rate(rate: float, unit: str = "img") -> str:
+    return f"{rate / 1000:.1f}k {unit}/s" if rate >= 1000 else f"{rate:.0f} {unit}/s"
+
+
+def _pct(acc: float | None) -> str:
+    """An accuracy as a percentage; ``-`` for a task without one (regression)."""
+    return "-" if acc is None or acc != acc else f"{100 * acc:.2f}%"
+
+
+def _row_text(row: dict[str, Any]) -> tuple[str, str]:
+    """(train, test) parts of an epoch line: loss, accuracy, and perplexity for a language model."""
+    def part(split: str) -> str:
+        text = f"{split} loss {row[split + '_loss']:.4f} acc {_pct(row.get(split + '_acc'))}"
+        return text + (f" ppl {row[split + '_ppl']:.2f}" if split + "_ppl" in row else "")
+    return part("train"), part("test")
 
 
 class PlainReporter(Reporter):
@@ -57,6 +70,7 @@ class PlainReporter(Reporter):
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.epochs = self.steps = 0
+        self.unit = "img"
         self.t0 = time.perf_counter()
         self.done_at_start = 0
 
@@ -65,8 +79,8 @@ class PlainReporter(Reporter):
         self.stream.flush()
 
     def start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int,
-              notes: list[str]) -> None:
-        self.epochs, self.steps = epochs, steps_per_epoch
+              notes: list[str], unit: str = "img") -> None:
+        self.epochs, self.steps, self.unit = epochs, steps_per_epoch, unit
         self.t0 = time.perf_counter()
         self.done_at_start = start_epoch * steps_per_epoch + start_step
         for note in notes:
@@ -84,12 +98,13 @@ class PlainReporter(Reporter):
 
     def update(self, *, epoch: int, step: int, loss: float, acc: float, images_per_s: float) -> None:
         self._write(f"epoch {epoch}/{self.epochs} step {step}/{self.steps} loss {loss:.4f} "
-                    f"acc {100 * acc:.2f}% {_fmt_rate(images_per_s)} eta {self._eta(epoch, step)}")
+                    f"acc {_pct(acc)} {_fmt_rate(images_per_s, self.unit)} eta {self._eta(epoch, step)}")
 
     def epoch_end(self, row: dict[str, Any]) -> None:
-        self._write(f"epoch {row['epoch']}/{self.epochs} done: train loss {row['train_loss']:.4f} "
-                    f"acc {100 * row['train_acc']:.2f}% | test loss {row['test_loss']:.4f} "
-                    f"acc {100 * row['test_acc']:.2f}% | {_fmt_rate(row['images_per_s'])} | {row['seconds']:.1f}s")
+        train, test = _row_text(row)
+        rate = row.get("tokens_per_s", row["images_per_s"])
+        self._write(f"epoch {row['epoch']}/{self.epochs} done: {train} | {test} | {_fmt_rate(rate, self.unit)} | "
+                    f"{row['seconds']:.1f}s")
 
     def message(self, text: str) -> None:
         self._write(text)
@@ -103,10 +118,11 @@ class RichReporter(Reporter):
         self.progress: Any = None
         self.task: Any = None
         self.epochs = self.steps = 0
+        self.unit = "img"
 
     def start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int,
-              notes: list[str]) -> None:
-        self.epochs, self.steps = epochs, steps_per_epoch
+              notes: list[str], unit: str = "img") -> None:
+        self.epochs, self.steps, self.unit = epochs, steps_per_epoch, unit
         for note in notes:
             self.console.print(note, markup=False, highlight=False)
         self.progress = Progress(
@@ -122,12 +138,13 @@ class RichReporter(Reporter):
     def update(self, *, epoch: int, step: int, loss: float, acc: float, images_per_s: float) -> None:
         if self.progress is not None:
             self.progress.update(self.task, completed=(epoch - 1) * self.steps + step, epoch=epoch,
-                                 loss=f"{loss:.4f}", acc=f"{100 * acc:.2f}%", rate=_fmt_rate(images_per_s))
+                                 loss=f"{loss:.4f}", acc=_pct(acc), rate=_fmt_rate(images_per_s, self.unit))
 
     def epoch_end(self, row: dict[str, Any]) -> None:
-        text = (f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f} "
-                f"acc {100 * row['train_acc']:6.2f}%  test loss {row['test_loss']:.4f} "
-                f"acc {100 * row['test_acc']:6.2f}%  {_fmt_rate(row['images_per_s'])}  {row['seconds']:.1f}s")
+        train, test = _row_text(row)
+        rate = row.get("tokens_per_s", row["images_per_s"])
+        text = (f"epoch {row['epoch']:>3}/{self.epochs}  {train}  {test}  {_fmt_rate(rate, self.unit)}  "
+                f"{row['seconds']:.1f}s")
         if self.progress is not None:
             self.progress.console.print(text, markup=False, highlight=False)
 
@@ -196,9 +213,10 @@ class NotebookReporter(Reporter):
 
     # ---------------------------------------------------------------- Reporter
     def start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int,
-              notes: list[str]) -> None:
+              notes: list[str], unit: str = "img") -> None:
         self.epochs, self.steps = epochs, steps_per_epoch
         self.epoch, self.step = start_epoch + 1, start_step
+        self.unit = unit
         self.done_at_start = start_epoch * steps_per_epoch + start_step
         self.t0 = time.perf_counter()
         self.messages += notes

@@ -35,6 +35,8 @@ class TrainResult:
     data_std: tuple[float, ...] = ()
     files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    task: str = "classification"  # or "regression", "causal-lm"
+    seq_len: int | None = None  # causal-lm: tokens a window
 
     @property
     def images_per_s(self) -> float:
@@ -62,24 +64,36 @@ class TrainResult:
             "best_checkpoint": str(self.best_checkpoint) if self.best_checkpoint else None,
             "best_epoch": self.best_epoch, "best_test_acc": self.best_test_acc, "stopped_early": self.stopped_early,
             "resumed_from": self.resumed_from, "images_per_s": self.images_per_s,
-            "files": {k: str(v) for k, v in self.files.items()}, "notes": self.notes,
+            "files": {k: str(v) for k, v in self.files.items()}, "notes": self.notes, "task": self.task,
+            "seq_len": self.seq_len,
         }
 
     def __str__(self) -> str:
         lines = []
         if self.history:
             f = self.final
-            lines.append(f"trained {self.epochs_done}/{self.config.epochs} epochs ({self.global_step} steps) on "
-                         f"{self.device}" + (f" x{self.world_size} ranks" if self.world_size > 1 else "")
-                         + f": test accuracy {100 * f['test_acc']:.2f}%, test loss {f['test_loss']:.4f}")
+            if self.task == "causal-lm":
+                score = (f"test loss {f['test_loss']:.4f}, perplexity {f.get('test_ppl', float('nan')):.2f}, "
+                         f"next-token accuracy {100 * f['test_acc']:.2f}%")
+            elif f.get("test_acc") is None:
+                score = f"test loss (MSE) {f['test_loss']:.4f}"
+            else:
+                score = f"test accuracy {100 * f['test_acc']:.2f}%, test loss {f['test_loss']:.4f}"
+            lines.append(f"trained {self.epochs_done}/{self.config.epochs} epochs ({self.global_step} steps, "
+                         f"{self.task}) on {self.device}"
+                         + (f" x{self.world_size} ranks" if self.world_size > 1 else "") + f": {score}")
         else:
             lines.append(f"stopped after {self.global_step} steps, before the first epoch ended")
         if self.stopped_early:
             lines.append(f"stopped at max_steps={self.config.max_steps}; continue with --resume {self.out_dir}")
         if self.best_epoch is not None and self.best_test_acc is not None:
             lines.append(f"best epoch {self.best_epoch}: test accuracy {100 * self.best_test_acc:.2f}%")
-        if self.train_seconds > 0:
-            lines.append(f"throughput {self.images_per_s:,.0f} images/s ({self.train_seconds:.1f}s in training steps)")
+        if self.train_seconds > 0 and self.task == "causal-lm" and self.seq_len:
+            lines.append(f"throughput {self.images_per_s * self.seq_len:,.0f} tokens/s ({self.train_seconds:.1f}s in "
+                         f"training steps)")
+        elif self.train_seconds > 0:
+            lines.append(f"throughput {self.images_per_s:,.0f} samples/s ({self.train_seconds:.1f}s in training "
+                         f"steps)")
         for name, path in self.files.items():
             lines.append(f"{name}: {path}")
         return "\n".join(lines)

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from torchsmith.checkpoint import load_into, load_training_state, save
-from torchsmith.data import DataSplits, DeviceLoader
+from torchsmith.checkpoint._sharded import SHARDS, latest_sharded
+from torchsmith.data import DataSplits
 from torchsmith.errors import CheckpointError, ConfigError
 from torchsmith.train.config import TRAJECTORY_FIELDS, TrainConfig
 
@@ -27,6 +28,7 @@ __all__ = ["RunState", "LAST", "BEST", "resume_checkpoint", "check_fresh_out_dir
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+MODEL = "model.safetensors"  # a sharded run's consolidated weights, written at its end
 _STATE_VERSION = 1
 
 
@@ -49,6 +51,10 @@ def resume_checkpoint(run_dir: str | Path) -> Path:
     path = Path(run_dir)
     if path.is_file() and path.suffix == ".safetensors":
         return path
+    sharded = latest_sharded(path)
+    if sharded is not None and (not (path / LAST).is_file() or
+                                (path / SHARDS / "LATEST").stat().st_mtime >= (path / LAST).stat().st_mtime):
+        return sharded  # an FSDP run's newest save: a directory of shards
     if not path.is_dir():
         raise CheckpointError(f"--resume {str(run_dir)!r}: no such run directory; give the --out directory of an "
                               f"earlier `torchsmith train`")
@@ -60,7 +66,7 @@ def resume_checkpoint(run_dir: str | Path) -> Path:
 
 def check_fresh_out_dir(out_dir: Path) -> None:
     """Refuse to train over an earlier run's checkpoints (nothing on disk is lost by accident)."""
-    if (out_dir / LAST).exists() or (out_dir / BEST).exists():
+    if (out_dir / LAST).exists() or (out_dir / BEST).exists() or (out_dir / SHARDS).exists():
         raise ConfigError(f"{out_dir} already holds a training run; continue it with --resume {out_dir}, "
                           f"or choose another --out directory")
 
@@ -79,9 +85,18 @@ def saved_config(extra: dict[str, Any], where: Path) -> dict[str, Any]:
 
 
 def restore(path: Path, cfg: TrainConfig, splits: DataSplits, optimizer: torch.optim.Optimizer, scheduler: Any,
-            scaler: Any, loader: DeviceLoader) -> RunState:
+            scaler: Any, loader: Any) -> RunState:
     """Restore optimizer, scheduler, RNGs and the loader's generator; return where to continue."""
     extra = load_training_state(path, optimizer=optimizer, scheduler=scheduler, restore_rng=True)
+    st = state_from_extra(extra, path, cfg, splits, loader)
+    tr = extra["trainer"]
+    if scaler is not None and tr.get("scaler"):
+        scaler.load_state_dict(tr["scaler"])
+    return st
+
+
+def state_from_extra(extra: dict[str, Any], path: Path, cfg: TrainConfig, splits: DataSplits, loader: Any) -> RunState:
+    """The saved trainer state, after checking the run's options are the saved ones; the loader's generator set."""
     saved = saved_config(extra, path)
     current = cfg.to_dict()
     changed = [f"{k} (saved {saved.get(k)!r}, now {current.get(k)!r})" for k in TRAJECTORY_FIELDS
@@ -103,8 +118,6 @@ def restore(path: Path, cfg: TrainConfig, splits: DataSplits, optimizer: torch.o
         raise CheckpointError(f"{path}: saved at step {st.step_in_epoch} of an epoch of {len(loader)} steps; the "
                               f"data changed since")
     loader.set_rng_state(st.data_rng or [])
-    if scaler is not None and tr.get("scaler"):
-        scaler.load_state_dict(tr["scaler"])
     return st
 
 
@@ -117,7 +130,7 @@ def extra_for(st: RunState, cfg: TrainConfig, splits: DataSplits, scaler: Any) -
                     "scaler": scaler.state_dict() if scaler is not None else None},
         "config": cfg.to_dict(),
         "data": {"name": splits.name, "mean": list(splits.mean), "std": list(splits.std),
-                 "input_size": list(splits.input_size), "classes": list(splits.classes)},
+                 "input_size": list(splits.input_size), "classes": list(splits.classes), "kind": splits.kind},
     }
 
 
@@ -128,7 +141,7 @@ def save_checkpoint(model: nn.Module, path: Path, optimizer: torch.optim.Optimiz
 
 def files_in(out_dir: Path) -> dict[str, Path]:
     """The run's files that exist, by role."""
-    names = {"last": LAST, "best": BEST, "metrics_jsonl": "metrics.jsonl", "metrics_csv": "metrics.csv",
+    names = {"last": LAST, "best": BEST, "model": MODEL, "metrics_jsonl": "metrics.jsonl", "metrics_csv": "metrics.csv",
              "config": "config.json"}
     found = {role: out_dir / name for role, name in names.items() if (out_dir / name).is_file()}
     if any(out_dir.glob("events.out.tfevents.*")):

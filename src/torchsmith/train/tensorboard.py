@@ -23,13 +23,15 @@ from typing import Any
 
 from torchsmith.errors import ConfigError
 
-__all__ = ["TensorBoardLog", "EPOCH_SCALARS", "require_tensorboard"]
+__all__ = ["TensorBoardLog", "EPOCH_SCALARS", "LM_SCALARS", "require_tensorboard"]
 
 #: TensorBoard tag -> metrics.jsonl column, written once per epoch.
 EPOCH_SCALARS = {
     "loss/train": "train_loss", "loss/test": "test_loss", "accuracy/train": "train_acc", "accuracy/test": "test_acc",
     "lr": "lr", "images_per_s": "images_per_s",
 }
+#: Written too for a language model.
+LM_SCALARS = {"perplexity/train": "train_ppl", "perplexity/test": "test_ppl", "tokens_per_s": "tokens_per_s"}
 _MISSING = "TensorBoard logging needs the tensorboard package; install it with `pip install tensorboard`"
 
 
@@ -63,8 +65,8 @@ class TensorBoardLog:
         self._loss, self._seen = loss_sum, seen
 
     def epoch(self, row: dict[str, Any]) -> None:
-        for tag, column in EPOCH_SCALARS.items():
-            if column in row:
+        for tag, column in {**EPOCH_SCALARS, **LM_SCALARS}.items():
+            if row.get(column) is not None:
                 self.writer.add_scalar(tag, float(row[column]), int(row["step"]))
         self.writer.flush()
 
