@@ -125,10 +125,24 @@ def _single(obj: Any) -> Any:
 
 @contextmanager
 def capture(model: nn.Module, layers: str | Sequence[str], *, what: str = "output") -> Iterator[Captured]:
-    """Record the outputs (``what="output"``), inputs (``"input"``) or output gradients (``"grad"``)
-    of the layers matching ``layers`` while the block runs; hooks are removed on exit.
+    """Record the outputs, inputs or output gradients of the layers matching ``layers`` while the block runs.
 
-    Gradients arrive when ``backward()`` runs inside the block.
+    A context manager: every hook is removed on exit, even when the block raises. Gradients arrive when
+    ``backward()`` runs inside the block.
+
+    Args:
+        model: The module whose submodules are captured.
+        layers: Module paths or glob patterns: ``"layer*"`` matches ``layer1`` .. ``layer4``,
+            ``"layer1.**"`` everything inside ``layer1``; or a sequence of them.
+        what: ``"output"``, ``"input"`` or ``"grad"`` (the gradient with respect to the output).
+
+    Yields:
+        A :class:`Captured` mapping, layer name -> detached copy of what it produced on its last call
+        (``calls(name)`` gives every call).
+
+    Raises:
+        UnknownNameError: A pattern matches no module (with close matches), or ``what`` is unknown.
+        ConfigError: ``layers`` is empty or not a name, a glob or a list of them.
     """
     if what not in WHAT:
         raise UnknownNameError("capture target", what, WHAT)

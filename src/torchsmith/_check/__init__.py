@@ -110,17 +110,34 @@ def check(model: nn.Module, input_size: Any = None, *,
           checks: str | Iterable[str] | None = None, seed: int = 0, input_dtype: Any = None) -> CheckReport:
     """Run the model-building checks on a copy of ``model``; return a :class:`CheckReport`.
 
-    ``input_size`` is one sample's shape without the batch dimension, e.g.
-    ``(3, 32, 32)``; it defaults to what the model contract reads from the model
-    (:func:`torchsmith.contract.input_spec`: ``default_input_size``, a transformers
-    config, timm's ``pretrained_cfg`` or the first layer). ``checks``
-    picks checks by name or finding id (``"input-mutated,signal"``, a list, or
-    ``"all"``); the default runs every check except the opt-in ``scriptable``
-    (TorchScript is deprecated) and the slow ``graph-breaks``.
-    The same ``seed`` gives the same probe inputs and the same report.
-    Several inputs are a list of sizes (positional) or a dict of sizes (keyword), with ``input_dtype`` one
-    dtype, a list or a dict by name (:func:`torchsmith.contract.model_inputs`); the probes vary the first
-    input's batch and the others follow its batch size.
+    Each check is verified by running a deep copy of the model (never by reading its source); the user's model
+    keeps its parameters, buffers, hooks, training mode and the global RNG state. The same ``seed`` gives the
+    same probe inputs and the same report.
+
+    Args:
+        model: The module to check (any ``nn.Module``; it is not changed).
+        input_size: One sample's shape without the batch dimension, e.g. ``(3, 32, 32)``. Defaults to what the
+            model contract reads from the model (:func:`torchsmith.contract.input_spec`: ``default_input_size``,
+            a transformers config, timm's ``pretrained_cfg`` or the first layer). Several inputs are a list of
+            sizes (positional) or a dict of sizes (keyword) (:func:`torchsmith.contract.model_inputs`); the
+            probes vary the first input's batch and the others follow its batch size.
+        checks: Which checks to run, by check name or finding id: ``"input-mutated,signal"``, a list, or
+            ``"all"``. The default runs every check except the opt-in ``scriptable`` (TorchScript is
+            deprecated) and the slow ``graph-breaks``.
+        seed: Seed of the probe inputs.
+        input_dtype: The input's dtype (``torch.long`` for token ids); one dtype, a list or a dict by name
+            for several inputs. Default: the contract's (token ids where the input goes into an
+            ``nn.Embedding``, else float32).
+
+    Returns:
+        The report: ``findings`` (each a :class:`Finding` with its stable ``id``, severity, module path,
+        message, fix and observed numbers), ``ok`` (no error finding), the checks that ran, and per-layer
+        statistics (``report.plot("stats.png")``).
+
+    Raises:
+        UnknownNameError: A name in ``checks`` is neither a check nor a finding id (with close matches).
+        ConfigError: ``model`` is not a module, or an argument is malformed.
+        ShapeError: ``input_size`` cannot be used with the model.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"check needs an nn.Module, not {type(model).__name__}")

@@ -153,6 +153,9 @@ def list_checks() -> list[CheckInfo]:
 
         >>> [c.name for c in ts.list_checks() if not c.default]
         ['scriptable', 'graph-breaks']
+
+    Returns:
+        One :class:`CheckInfo` per registered check (``@register_check``), in running order.
     """
     return sorted(_CHECKS.values(), key=lambda c: c.order)
 
@@ -168,6 +171,9 @@ def list_findings() -> list[FindingInfo]:
         'error'
 
     Any finding id also picks its check: ``ts.check(model, checks="hard-coded-size")`` runs ``input-sizes``.
+
+    Returns:
+        One :class:`FindingInfo` (``id``, ``severity``, ``check``, ``meaning``) per finding id.
     """
     run_level = [f for f in _FINDINGS.values() if not f.check]
     return run_level + [f for c in list_checks() for f in c.findings]

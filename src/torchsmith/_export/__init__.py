@@ -63,29 +63,44 @@ def export(
 ) -> ExportReport:
     """Export ``model`` to ``path`` and verify the written file against the eager model.
 
-    ``format`` is ``"exported"`` (``torch.export`` ``.pt2``), ``"onnx"`` or
-    ``"torchscript"``; by default it follows the suffix (``.onnx``, ``.ts``,
-    ``.pt``) and is ``"exported"`` otherwise. ``input_size`` is one sample without
-    the batch ((C, H, W), or (T,) token ids); by default the model's own, from
-    :func:`torchsmith.contract.input_spec` (``default_input_size``, a transformers or
-    timm config, the first layer). A model whose input goes into an ``nn.Embedding``
-    (BERT, GPT-2, Llama) is fed token ids, as ``torch.export.export(model, (input_ids,))``
-    would be. Outputs may be tensors, tuples, dicts, dataclasses or a ``ModelOutput``. The example
-    batch has ``batch_size`` rows; with ``dynamic_batch`` the file accepts any
-    batch and is checked at ``batch_size``, 1 and 5 (or ``check_batch_sizes``).
-    A check passes when ``max|exported - eager| <= atol + rtol * max|eager|``
-    for every output. ``trace=True`` uses ``torch.jit.trace`` instead of
-    ``torch.jit.script`` (TorchScript only). Latency is the median of up to
-    ``timing_runs`` forwards of each runtime on the same inputs.
+    The file is loaded back with the runtime a deployment uses (``torch.export.load``, onnxruntime,
+    ``torch.jit.load``) and run beside the eager model on the same fresh inputs. A check passes when
+    ``max|exported - eager| <= atol + rtol * max|eager|`` for every output; a file over tolerance is never
+    written to ``path`` (an older file there stays). The model is exported in eval mode and given back in its
+    own mode. A model whose input goes into an ``nn.Embedding`` (BERT, GPT-2, Llama) is fed token ids, as
+    ``torch.export.export(model, (input_ids,))`` would be. Outputs may be tensors, tuples, dicts, dataclasses
+    or a ``ModelOutput``. A model that draws random numbers in forward is compared under the same RNG seed in
+    eager and exported runs (the global RNG is left as it was). Lazy layers are sized on a copy by a dry run.
 
-    Raises :class:`ExportError` naming the module and op when the exporter
-    fails, :class:`ExportVerificationError` (with ``.report``) when the file
-    does not match eager, and :class:`ConfigError` for bad arguments.
+    Args:
+        model: The module to export.
+        path: Where to write the file.
+        format: ``"exported"`` (``torch.export`` ``.pt2``), ``"onnx"`` or ``"torchscript"``; by default it
+            follows the suffix (``.onnx``, ``.ts``, ``.pt``) and is ``"exported"`` otherwise.
+        input_size: One sample without the batch ((C, H, W), or (T,) token ids); by default the model's own,
+            from :func:`torchsmith.contract.input_spec`. Several inputs: a list of sizes (positional) or a dict
+            (keyword) (:func:`torchsmith.contract.model_inputs`); every input shares the dynamic batch.
+        input_dtype: One dtype, a list or a dict by name; default: the contract's.
+        batch_size: Rows of the example batch.
+        dynamic_batch: Export with a dynamic batch dimension; the file is then checked at ``batch_size``, 1
+            and 5 (or ``check_batch_sizes``).
+        opset: ONNX opset version (ONNX only; default: the exporter's).
+        atol: Absolute tolerance of the parity check.
+        rtol: Relative tolerance, times ``max|eager|``.
+        trace: Use ``torch.jit.trace`` instead of ``torch.jit.script`` (TorchScript only).
+        check_batch_sizes: Batch sizes to verify instead of ``batch_size``, 1 and 5.
+        timing_runs: Latency is the median of up to this many forwards of each runtime.
+        seed: Seed of the verification inputs.
+        keep_failed: Keep a file that failed verification as ``PATH.failed``.
 
-    Several inputs: ``input_size`` as a list of sizes (positional) or a dict (keyword), ``input_dtype`` one
-    dtype, a list or a dict by name (:func:`torchsmith.contract.model_inputs`); every input shares the
-    dynamic batch. A model that draws random numbers in forward is compared under the same RNG seed in eager
-    and exported runs (the global RNG is left as it was). Lazy layers are sized on a copy by a dry run.
+    Returns:
+        The :class:`ExportReport`: ``passed``, ``max_abs_error``, per batch size the errors and eager vs
+        exported latency (``checks``), the file size and notes.
+
+    Raises:
+        ExportError: The exporter failed; the message names the module and the operation.
+        ExportVerificationError: The written file does not match eager (the report is ``error.report``).
+        ConfigError: A bad argument (format, suffix, batch sizes), or ONNX asked for without onnx installed.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"export needs an nn.Module, not {type(model).__name__}")

@@ -52,25 +52,39 @@ def summary(
 ) -> ModelSummary:
     """Summarise a model layer by layer without allocating its weights.
 
-    ``model_or_name`` is an ``nn.Module`` or any reference :func:`torchsmith.resolve_model`
-    takes (zoo name, ``file.py:Class``, ``module:attr``), built directly on meta with
-    ``model_options``. ``input_size`` is one sample's shape without the batch dimension, as in every
-    torchsmith function (``(3, 32, 32)``; a list of such tuples for several inputs); ``batch_size`` is
-    its own argument (default 1). Dims, the batch included, may be names (``"B"``, ``"T=128"``) to keep
-    them symbolic. Default: what the model contract reads from the model (``default_input_size``, a
-    transformers or timm config, the first layer).
-    ``input_data`` (a tensor, a tuple of arguments or a dict of keyword arguments) is used
-    for its shapes and dtypes; ``input_dtype`` is one dtype or one per input. ``dtype`` is the
-    dtype of the memory estimate. ``mode`` is ``"eval"`` or ``"train"``. ``replay`` runs each
-    distinct block once and replays identical repeats (a transformer's layers), which is what
-    makes a 65B model take a second.
-    ``depth`` is how deep ``str()`` renders the table (every row is kept).
-    ``device="meta"`` tries meta, then fake tensors, then real ones; any other device runs
-    the model itself there (under ``no_grad``, at the given size).
+    The forward runs on the meta device: the caller's model is never moved, changed or kept. One row per
+    module call (a reused module gets two rows, tied weights are counted once); FLOPs come from torch's own
+    operator formulas. Dims given as names stay symbolic, so shapes and FLOPs come out as formulas.
 
-    Raises :class:`ShapeError` when the input does not fit the model, naming the first module
-    that failed, what it expected and the shape flow up to it; the rows that ran are on the
-    error's ``partial`` attribute.
+    Args:
+        model_or_name: An ``nn.Module``, or any reference :func:`torchsmith.resolve_model` takes (zoo name,
+            ``file.py:Class``, ``module:attr``, ``hf:NAME``), built directly on meta with ``model_options``.
+        input_size: One sample's shape without the batch dimension, as in every torchsmith function
+            (``(3, 32, 32)``; a list of such tuples for several inputs). Dims may be names (``"T=128"``).
+            Default: what the model contract reads from the model (``default_input_size``, a transformers or
+            timm config, the first layer).
+        batch_size: The batch, an int or a name (``"B"``) to keep it symbolic.
+        input_data: A tensor, a tuple of arguments or a dict of keyword arguments, used for its shapes and
+            dtypes instead of ``input_size``.
+        input_dtype: One dtype, or one per input (``torch.long`` for token ids).
+        depth: How deep ``str()`` renders the table (every row is kept).
+        device: ``"meta"`` tries meta, then fake tensors, then real ones at batch 1; any other device runs the
+            model itself there (under ``no_grad``, at the given size).
+        dtype: The dtype of the memory estimate (default: the parameters').
+        mode: ``"eval"`` or ``"train"``.
+        replay: Run each distinct block once and replay identical repeats (a transformer's layers), which is
+            what makes a 65B model take a second.
+        **model_options: Options for building ``model_or_name`` when it is a name.
+
+    Returns:
+        A :class:`ModelSummary`: rows, totals (``total_params``, ``forward_flops``, ``training_flops``), the
+        memory estimate, ``flow()``, ``render(...)``, ``diagram()`` and ``explain()``.
+
+    Raises:
+        ShapeError: The input does not fit the model; names the first module that failed, what it expected
+            and the shape flow up to it. The rows that ran are on the error's ``partial`` attribute.
+        ConfigError: A bad argument (an input size with the batch in front, an unknown mode or dtype).
+        UnknownNameError: ``model_or_name`` names no model (with close matches).
     """
     if mode not in ("eval", "train"):
         raise ConfigError(f"mode must be 'eval' or 'train', not {mode!r}")
