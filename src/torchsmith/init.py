@@ -407,9 +407,26 @@ def init_weights(model: nn.Module, policy: Policy = "kaiming", *,
                  only: Iterable[str] | None = None) -> InitReport:
     """Initialise ``model`` in place according to ``policy``; return what was done.
 
-    Same ``generator`` seed, same weights, bit for bit. Shared (tied) tensors are
-    initialised once, under the first name they are reached by. ``only`` limits
-    the work to the named tensors (e.g. the ones a checkpoint could not fill).
+    Same ``generator`` seed, same weights, bit for bit. Shared (tied) tensors are initialised once, under the
+    first name they are reached by.
+
+    Args:
+        model: The module to initialise (in place).
+        policy: A preset name (``"kaiming"``, ``"xavier"``, ``"torch_default"``) or a policy dict:
+            ``{"preset": ..., "types": {"Linear": scheme}, "names": {"fc3.weight": scheme}}``, where a scheme
+            is a name (``"xavier_uniform"``) or a dict with ``"scheme"`` and its arguments.
+        generator: The random generator to draw from (``torch.Generator().manual_seed(0)``); default torch's
+            global one.
+        only: Limit the work to these tensor names (e.g. the ones a checkpoint could not fill).
+
+    Returns:
+        The :class:`InitReport`: every tensor, the initialiser that set it and the rule that chose it;
+        ``uncovered`` lists what no rule covered.
+
+    Raises:
+        UnknownNameError: An unknown preset, scheme, argument, layer type or tensor name (with close matches).
+        InitError: A scheme that cannot apply to a tensor (fan-in of a 1-d bias), bad arguments, or a generator
+            on another device.
     """
     only_set = set(only) if only is not None else None
     if not isinstance(model, nn.Module):

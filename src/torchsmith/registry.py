@@ -66,8 +66,18 @@ _SOURCES: dict[str, Builder] = {}  # "hf" -> builder(ref, **options)
 def register_model(fn: F | None = None, *, name: str | None = None) -> Any:
     """Register a model builder under ``name`` (default: the function's name).
 
-    Usable as ``@register_model`` or ``@register_model(name="...")``.
-    Registering a name twice raises :class:`ConfigError`.
+    Usable as ``@register_model`` or ``@register_model(name="...")``. The builder takes keyword-only
+    options and returns an ``nn.Module``; :func:`create_model` then builds it by name.
+
+    Args:
+        fn: The builder, when used as a bare decorator.
+        name: The name to register under; default ``fn.__name__``.
+
+    Returns:
+        The builder itself (or, with only ``name``, a decorator that registers and returns it).
+
+    Raises:
+        ConfigError: The name is already registered.
     """
 
     def decorator(builder: F) -> F:
@@ -103,7 +113,14 @@ def source_of(name: str) -> str | None:
 
 
 def list_models(pattern: str | None = None) -> list[str]:
-    """Names of registered models, sorted; ``pattern`` is a glob (``resnet*``)."""
+    """Names of the registered zoo models, sorted.
+
+    Args:
+        pattern: A glob such as ``"resnet*"``; ``None`` lists every model.
+
+    Returns:
+        The matching names (library sources such as ``hf:`` are not listed; they take any model type).
+    """
     names = sorted(_MODELS)
     if pattern:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
@@ -132,14 +149,26 @@ def model_options(name: str) -> dict[str, Any]:
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with keyword options ``kwargs``.
 
-    Option values are checked against the builder's annotations first, so
-    ``num_classes="abc"`` is refused with the option's name, not a TypeError
-    from deep inside the model.
-
-    ``name`` may name a library model: ``"hf:bert"``, ``"hf:path/config.json"``, ``"timm:convnext_atto"``,
-    ``"torchvision:resnet50"`` (random weights, nothing downloaded; see :mod:`torchsmith.library`).
+    Option values are checked against the builder's annotations first, so ``num_classes="abc"`` is refused
+    with the option's name, not a TypeError from deep inside the model. The model records its name and
+    options, so :func:`torchsmith.save` / :func:`torchsmith.load` rebuild it.
 
     >>> model = create_model("lenet", in_channels=1, input_size=28)
+
+    Args:
+        name: A zoo name (``"lenet"``, ``"resnet18"``; see :func:`list_models`) or a library model:
+            ``"hf:bert"``, ``"hf:path/config.json"``, ``"timm:convnext_atto"``, ``"torchvision:resnet50"``
+            (random weights, nothing downloaded; see :mod:`torchsmith.library`).
+        **kwargs: The builder's keyword options (``num_classes=10``, ``stem="cifar"``; for ``hf:`` models,
+            config fields).
+
+    Returns:
+        The freshly built and initialised model.
+
+    Raises:
+        UnknownNameError: ``name`` or an option is unknown (with close matches).
+        ConfigError: An option has the wrong type, or the builder fails with these options.
+        ModelLoadError: A library model's package is missing (the message names the pip command).
     """
     prefix = source_of(name)
     if prefix is not None:

@@ -33,7 +33,24 @@ CHECKPOINT_SUFFIXES = (".safetensors",)
 
 
 def resolve_model(ref: str, **kwargs: Any) -> nn.Module:
-    """Build the model that ``ref`` names (see module docstring)."""
+    """Build the model that ``ref`` names.
+
+    Args:
+        ref: A zoo name (``lenet``), a library model (``hf:bert``, ``hf:path/config.json``,
+            ``timm:convnext_atto``, ``torchvision:resnet50``; random weights), a file and attribute
+            (``path/to/net.py:Net``), an importable module and attribute (``package.module:make_net``), a spec
+            file (``net.yaml``, ``net.json``) or a checkpoint (``model.safetensors``). The attribute may be an
+            ``nn.Module`` instance, a class or a factory.
+        **kwargs: Options: passed to the zoo builder, the class or the factory (a config's fields for ``hf:``).
+
+    Returns:
+        The model.
+
+    Raises:
+        UnknownNameError: No model, attribute or file of that name (with close matches).
+        ModelLoadError: The file or module cannot be imported, or the attribute is not a model.
+        ConfigError: ``ref`` is not a string, or options are given where none can be taken.
+    """
     if not isinstance(ref, str):
         raise ConfigError(f"a model reference is a string such as 'lenet' or 'hf:bert', not {type(ref).__name__}")
     if source_of(ref) is not None:

@@ -43,13 +43,34 @@ class ModuleNode:
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Parameters of ``model``, each shared (tied) tensor counted once."""
+    """Parameters of ``model``, each shared (tied) tensor counted once.
+
+    Args:
+        model: The module.
+        trainable_only: Count only parameters with ``requires_grad``.
+
+    Returns:
+        The number of parameter elements.
+
+    Raises:
+        SummaryError: The model has ``nn.Lazy*`` layers that have not run yet (their shapes are unknown).
+    """
     check_materialized(model, doing="counting its parameters")
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def module_tree(model: nn.Module) -> ModuleNode:
-    """The module tree of ``model``; shared submodules appear once in full, later as references."""
+    """The module tree of ``model``; shared submodules appear once in full, later as references.
+
+    Args:
+        model: The module.
+
+    Returns:
+        The root node; ``str()`` draws the tree, and in a notebook it draws itself as HTML.
+
+    Raises:
+        SummaryError: The model has ``nn.Lazy*`` layers that have not run yet (their shapes are unknown).
+    """
     check_materialized(model)
     seen_modules: dict[int, str] = {}
     seen_params: set[int] = set()
@@ -209,7 +230,17 @@ def _stats(t: torch.Tensor) -> tuple[float | None, float | None]:
 
 
 def param_view(model: nn.Module) -> TableView:
-    """Every named parameter: shape, dtype, requires_grad, numel and (real weights only) mean and std."""
+    """Every named parameter: shape, dtype, requires_grad, numel and (real weights only) mean and std.
+
+    Args:
+        model: The module.
+
+    Returns:
+        A table, one row per parameter (tied ones once); ``str()`` renders it, a notebook shows HTML.
+
+    Raises:
+        SummaryError: The model has ``nn.Lazy*`` layers that have not run yet (their shapes are unknown).
+    """
     check_materialized(model)
     first: dict[int, str] = {}
     records = []
@@ -224,7 +255,17 @@ def param_view(model: nn.Module) -> TableView:
 
 
 def buffer_view(model: nn.Module) -> TableView:
-    """Every named buffer and whether it is persistent (saved in ``state_dict``)."""
+    """Every named buffer and whether it is persistent (saved in ``state_dict``).
+
+    Args:
+        model: The module.
+
+    Returns:
+        A table, one row per buffer; ``str()`` renders it, a notebook shows HTML.
+
+    Raises:
+        SummaryError: The model has ``nn.Lazy*`` layers that have not run yet (their shapes are unknown).
+    """
     check_materialized(model)
     records = []
     for mod_name, m in model.named_modules():
@@ -268,6 +309,12 @@ def hook_view(model: nn.Module) -> TableView:
 
     Module hooks (forward, forward-pre, backward, backward-pre, state-dict and load-state-dict),
     global module hooks (they run on every module), and hooks on parameter tensors.
+
+    Args:
+        model: The module.
+
+    Returns:
+        A table, one row per hook: the module, the kind of hook and the function; empty when none is left.
     """
     records: list[HookInfo] = []
     for kind, attr in _GLOBAL_HOOKS:

@@ -73,13 +73,38 @@ def build(spec: Mapping[str, Any], *, generator: torch.Generator | None = None) 
     The model carries ``torchsmith_arch = {"spec": <the spec as plain JSON data>}``
     (so a checkpoint can rebuild it), ``default_input_size`` (the spec's
     ``input``) and ``init_policy``. Same ``generator`` seed, same weights.
+
+    Args:
+        spec: The spec as data: ``input``, ``layers`` and optionally ``init`` and ``blocks`` (the format is in
+            the spec format page, ``docs/spec.md``).
+        generator: The random generator of the initialisation.
+
+    Returns:
+        A plain ``nn.Module`` with every size inferred from the input shape.
+
+    Raises:
+        SpecError: The spec is malformed or a layer does not fit its input; the message points at the place
+            (``layers[6] linear: input is [N, 16, 5, 5]; add `flatten` before it``).
+        UnknownNameError: An unknown layer type or argument (with close matches).
     """
     model, _ = build_model(spec, generator=generator, meta=False)
     return model
 
 
 def build_file(path: str | Path, *, generator: torch.Generator | None = None) -> nn.Module:
-    """:func:`build` the spec in a ``.yaml``/``.yml``/``.json`` file; errors name the file and line."""
+    """:func:`build` the spec in a ``.yaml``/``.yml``/``.json`` file; errors name the file and line.
+
+    Args:
+        path: The spec file, read with a safe loader (:func:`load_spec`).
+        generator: The random generator of the initialisation.
+
+    Returns:
+        The built model, as :func:`build` returns it.
+
+    Raises:
+        SpecError: The file is missing, not valid YAML/JSON, or its spec does not build (with file and line).
+        UnknownNameError: An unknown layer type or argument (with close matches).
+    """
     return build(load_spec(path), generator=generator)
 
 

@@ -98,8 +98,14 @@ def _yaml_with_lines(text: str) -> Any:
 def load_spec(path: str | Path) -> dict[str, Any]:
     """Read a spec file (``.yaml``/``.yml``/``.json``) safely; the dicts it returns carry line numbers.
 
-    Raises :class:`SpecError` for a missing file, bad syntax (with its line) or
-    a top level that is not a mapping.
+    Args:
+        path: The spec file.
+
+    Returns:
+        The spec as plain dicts and lists, ready for :func:`build`.
+
+    Raises:
+        SpecError: A missing file, bad syntax (with its line) or a top level that is not a mapping.
     """
     if not isinstance(path, (str, Path)):
         raise SpecError(f"a spec file is a path such as 'net.yaml', not {type(path).__name__}")

@@ -121,10 +121,21 @@ def register_layer(target: Any = None, *, name: str | None = None, shorthand: st
                    activation: str | None = None) -> Any:
     """Register a layer type for specs: ``@register_layer``, ``@register_layer("name")`` or with keywords.
 
-    ``target`` is a factory function ``(in_shape, *, **args) -> nn.Module`` (or
-    ``(nn.Module, out_shape)``) or an ``nn.Module`` subclass. ``activation``
-    names the nonlinearity it applies, so specs that use it get a matching
-    default init. A name registered twice raises :class:`ConfigError`.
+    Layer types in a spec come from this registry only; a spec never names Python code.
+
+    Args:
+        target: A factory function ``(in_shape, *, **args) -> nn.Module`` (or ``(nn.Module, out_shape)``), or
+            an ``nn.Module`` subclass; a string is taken as ``name``.
+        name: The layer type's name in specs; default the function's or class's name.
+        shorthand: The argument a bare value sets (``scale: 2.0`` means ``scale: {factor: 2.0}`` with
+            ``shorthand="factor"``).
+        activation: The nonlinearity it applies, so specs that use it get a matching default init.
+
+    Returns:
+        ``target`` itself, or a decorator that registers and returns it.
+
+    Raises:
+        ConfigError: The name is already registered.
     """
     if isinstance(target, str):
         return register_layer(name=target, shorthand=shorthand, activation=activation)

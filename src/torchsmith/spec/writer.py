@@ -69,9 +69,18 @@ def to_spec(model_or_name: nn.Module | str, *, input_shape: tuple[int, ...] | No
             **options: Any) -> dict[str, Any]:
     """The spec of a model: a zoo name (with its ``options``) or a model instance.
 
-    ``input_shape`` (C, H, W) is needed only for a model without ``default_input_size``
-    (named so as not to clash with zoo options such as LeNet's ``input_size``).
-    Raises :class:`SpecError` when the model cannot be expressed as a spec.
+    Args:
+        model_or_name: A zoo name or an ``nn.Module`` (built by torchsmith or made of layer types specs know).
+        input_shape: One sample's (C, H, W), needed only for a model without ``default_input_size`` (named so
+            as not to clash with zoo options such as LeNet's ``input_size``).
+        **options: Options of the zoo model when ``model_or_name`` is a name.
+
+    Returns:
+        The spec as plain data (``input``, ``layers``, ``init``) with the model's exact ``state_dict`` names;
+        :func:`build` rebuilds the same architecture from it.
+
+    Raises:
+        SpecError: The model cannot be expressed as a spec (the module that cannot is named).
     """
     if isinstance(model_or_name, str):
         # structure only: no memory, no init work, any size (for real if the constructor needs real tensors)
