@@ -11,6 +11,8 @@ Three jobs, so that the pages read the same on GitHub and on the site:
   rewritten to it. The lesson notebook (``examples/model_building.ipynb``) is one such file: mkdocs-jupyter renders
   it with the outputs it was committed with (nothing is executed). A link to a file that does not exist is left as
   written, so ``mkdocs build --strict`` fails on it.
+- The reference's index lists those pages and their names where ``docs/reference/index.md`` says
+  ``<!-- reference-pages: ... -->``.
 - **Optional pages.** A nav entry in ``OPTIONAL_PAGES`` whose file does not exist yet is dropped, not an error.
 """
 
@@ -42,6 +44,8 @@ GROUPS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("check", "The doctor", "`check`, its report, and the registry of checks and finding ids.",
      ("torchsmith._check",)),
     ("export", "Export", "Export and verify against eager.", ("torchsmith._export",)),
+    ("memory", "Memory plan", "What one training step needs, per device, without allocating a weight.",
+     ("torchsmith._memory",)),
     ("spec", "Specs", "Models as data: build, load, write, register layer types.", ("torchsmith.spec",)),
     ("checkpoint", "Checkpoints", "Safe checkpoints and state-dict loading.", ("torchsmith.checkpoint",)),
     ("train", "Training and evaluation", "fit, resume, evaluate.", ("torchsmith.train",)),
@@ -137,8 +141,14 @@ def on_files(files: Files, config: Any) -> Files:
     return files
 
 
+def _reference_list() -> str:
+    return "\n".join(f"- [{title}]({posixpath.basename(uri)}): " + ", ".join(f"`{n}`" for n in names)
+                     for uri, (title, _, names) in reference_pages().items())
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
     docs_dir = Path(config.docs_dir)
+    markdown = re.sub(r"<!-- reference-pages:.*?-->", lambda _: _reference_list(), markdown)
 
     def rewrite(m: re.Match[str]) -> str:
         target = _outside_target(page.file.src_uri, m.group(2), docs_dir)
