@@ -108,13 +108,24 @@ def _eval_in_fresh_process(checkpoint: Path) -> dict[str, Any]:
 
 def run_demo(out_dir: str | Path | None = None, *, epochs: int = 15, seed: int = 0, fresh_process: bool = True,
              reporter: Reporter | None = None, threads: int | None = 1) -> DemoResult:
-    """Run the demo; files go to ``out_dir`` (default: a new temporary directory, kept and reported).
+    """Run the demo: build LeNet, initialise, summarise, train on the embedded digits, save, reload, evaluate.
 
-    ``reporter`` receives the stages as messages and the training progress.
-    ``threads``: torch intra-op threads while the demo runs (restored after). One by
-    default: LeNet's ops at batch 64 are too small to gain from splitting across
-    threads, and on a busy machine extra threads spin against other processes and
-    slow every step several-fold. ``None`` keeps torch's setting.
+    Args:
+        out_dir: Where files go; default a new temporary directory, kept and reported.
+        epochs: Training epochs.
+        seed: Seed of the initialisation and the training.
+        fresh_process: Also evaluate the checkpoint in a new Python process (``torchsmith eval --json``).
+        reporter: Receives the stages as messages and the training progress.
+        threads: torch intra-op threads while the demo runs (restored after). One by default: LeNet's ops at
+            batch 64 are too small to gain from splitting across threads, and on a busy machine extra threads
+            spin against other processes and slow every step several-fold. ``None`` keeps torch's setting.
+
+    Returns:
+        The :class:`DemoResult`: every stage's outcome (the same test accuracy trained, reloaded and in a
+        fresh process); ``str()`` renders the story.
+
+    Raises:
+        TrainingError: The fresh-process evaluation failed.
     """
     previous = torch.get_num_threads()
     if threads is not None:

@@ -133,16 +133,34 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
          scheduler: Any = None, extra: Mapping[str, Any] | None = None, input_size: Any = None) -> Path:
     """Save ``model``'s weights to ``path`` (safetensors) atomically; return the path.
 
-    With ``optimizer``, ``scheduler`` or ``extra`` the training state (their
-    state dicts, the torch/CUDA/numpy/python RNG states and ``extra``, e.g.
-    ``{"epoch": 3, "step": 120}``) goes to :func:`training_state_path` ``(path)``;
-    without them a companion left from an earlier save is removed, so the pair
-    on disk always belongs together. Everything that could fail on the model's
-    contents (unstorable options or dtypes) fails before any file is touched.
-    A ``torch.compile`` or ``(Distributed)DataParallel`` wrapper is unwrapped:
-    the model inside is saved, so :func:`load` rebuilds it. A model with ``nn.Lazy*`` layers that never ran
-    is sized first by one dry run at ``input_size`` (or the size its contract knows), as ``net(X)`` would:
-    the model itself gets those shapes and fresh weights, and what is saved is what it then holds.
+    The file's metadata describes the model (format version, torchsmith and torch versions, the architecture,
+    input size, the modules' versions, sha256 hashes), so :func:`load` rebuilds it; tied weights are stored
+    once. The write goes to a temporary file in the same directory, is fsynced and renamed: a crash leaves the
+    old or the new checkpoint, never a broken one. Everything that could fail on the model's contents
+    (unstorable options or dtypes) fails before any file is touched. A ``torch.compile`` or
+    ``(Distributed)DataParallel`` wrapper is unwrapped: the model inside is saved. A model with ``nn.Lazy*``
+    layers that never ran is sized first by one dry run at ``input_size`` (or the size its contract knows), as
+    ``net(X)`` would: the model itself gets those shapes and fresh weights, and what is saved is what it then
+    holds.
+
+    Args:
+        model: The module to save.
+        path: The ``.safetensors`` file to write; its directory must exist.
+        optimizer: An optimizer whose state goes to the training-state companion.
+        scheduler: A learning-rate scheduler whose state goes to the companion.
+        extra: Your own JSON-ready values for the companion, e.g. ``{"epoch": 3, "step": 120}``.
+        input_size: One sample's size without the batch, recorded in the metadata (and used to size lazy
+            layers); default: what the model contract knows.
+
+    Returns:
+        The path written. With ``optimizer``, ``scheduler`` or ``extra`` the training state (their state
+        dicts, the torch/CUDA/numpy/python RNG states and ``extra``) goes to
+        :func:`torchsmith.checkpoint.training_state_path` ``(path)``; without them a companion left from an
+        earlier save is removed, so the pair on disk always belongs together.
+
+    Raises:
+        CheckpointError: A bad path (a directory, a missing parent, a companion's name), an argument of the
+            wrong type, or model contents that cannot be stored; nothing is written then.
     """
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"save needs an nn.Module, not {type(model).__name__}")
@@ -335,10 +353,20 @@ def _fill(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, aliase
 def load(path: PathLike, *, map_location: str | torch.device = "cpu", verify: bool = True) -> nn.Module:
     """Rebuild the model saved at ``path``: its architecture from the metadata, its weights from the file.
 
-    No class is unpickled: the model is built by ``create_model`` (or the spec
-    builder) on the meta device and its tensors are memory-mapped views of the
-    file, so loading costs neither an initialisation nor a copy. The sha256 of
-    the data is checked first (``verify=False`` skips it, for trusted files).
+    No class is unpickled: the model is built by ``create_model`` (or the spec builder) on the meta device and
+    its tensors are memory-mapped views of the file, so loading costs neither an initialisation nor a copy.
+
+    Args:
+        path: A checkpoint written by :func:`save`.
+        map_location: The device the weights go to (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        verify: Check the sha256 of the data first; ``False`` skips it, for trusted files.
+
+    Returns:
+        The rebuilt model, with the saved weights.
+
+    Raises:
+        CheckpointError: The file is missing or damaged, its hash does not match, it holds no architecture
+            (use :func:`load_into` for a plain state dict), or it is a training-state companion.
     """
     path = as_path(path)
     device = _device(map_location)
@@ -419,11 +447,22 @@ def load_training_state(path: PathLike, *, optimizer: torch.optim.Optimizer | No
                         restore_rng: bool = True) -> dict[str, Any]:
     """Load the training state saved with ``path`` into ``optimizer``/``scheduler`` (in place); return ``extra``.
 
-    ``path`` is the checkpoint (``model.safetensors``) or its companion
-    (``model.train.safetensors``). The companion must belong to the weights at
-    ``path`` (their hashes are compared), so resuming never mixes two saves.
-    With ``restore_rng`` the torch, CUDA, numpy and python RNGs continue
-    exactly where the saved run was, making a resumed run bit-identical.
+    The companion must belong to the weights at ``path`` (their hashes are compared), so resuming never mixes
+    two saves.
+
+    Args:
+        path: The checkpoint (``model.safetensors``) or its companion (``model.train.safetensors``).
+        optimizer: The optimizer to restore, built over the same parameters as the saved one.
+        scheduler: The scheduler to restore.
+        restore_rng: Put the torch, CUDA, numpy and python RNGs where the saved run was, making a resumed run
+            bit-identical.
+
+    Returns:
+        The ``extra`` dict given to :func:`save`.
+
+    Raises:
+        CheckpointError: No companion, a companion of other weights, or a state that does not fit the
+            optimizer or scheduler.
     """
     path = as_path(path)
     companion = training_state_path(path)

@@ -196,19 +196,32 @@ def load_into(model: nn.Module, source: Any, *, strict: bool = True, on_mismatch
               remap: Remap | None = None, verify: bool = True, dry_run: bool = False) -> LoadReport:
     """Load ``source`` into ``model`` in place and return a :class:`LoadReport`.
 
-    ``source``: a path (``.safetensors``; ``.pt``/``.pth``/``.bin`` through
-    ``torch.load(weights_only=True)`` only) or a state dict. ``module.`` and
-    ``_orig_mod.`` prefixes are stripped (or added) and named. ``remap`` renames
-    source keys after that: ``{"old.name": "new.name", "backbone.": ""}`` (a key
-    ending in ``.`` is a prefix) or a function ``key -> new key | None`` (None drops it).
+    ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes are stripped (or added) and named in the
+    report. A ``.pt`` that ``weights_only=True`` refuses is refused with the unsafe globals it names; there is
+    no unsafe fallback.
 
-    ``strict=True``: a missing or unexpected key raises CheckpointError and
-    nothing is loaded. ``on_mismatch`` decides shape-mismatched tensors:
-    ``"raise"`` (nothing is loaded), ``"skip"`` (keep the model's values) or
-    ``"reinit"`` (re-initialise them, and with ``strict=False`` the missing ones
-    too, with ``model.init_policy``; the ``kaiming`` preset, named in the report,
-    when the model has none). ``dry_run`` only reports. The raised error carries
-    the report as ``error.report``.
+    Args:
+        model: The module to fill (in place).
+        source: A path (``.safetensors``; ``.pt``/``.pth``/``.bin`` through ``torch.load(weights_only=True)``
+            only) or a state dict.
+        strict: A missing or unexpected key raises and nothing is loaded.
+        on_mismatch: What to do with shape-mismatched tensors: ``"raise"`` (nothing is loaded), ``"skip"``
+            (keep the model's values) or ``"reinit"`` (re-initialise them, and with ``strict=False`` the missing
+            ones too, with ``model.init_policy``; the ``kaiming`` preset, named in the report, when the model has
+            none).
+        remap: Renames source keys after the prefixes: ``{"old.name": "new.name", "backbone.": ""}`` (a key
+            ending in ``.`` is a prefix) or a function ``key -> new key | None`` (None drops it).
+        verify: Check a torchsmith checkpoint's sha256 first.
+        dry_run: Only report; the model is not changed.
+
+    Returns:
+        The :class:`LoadReport`: matched, missing, unexpected, shape-mismatched and remapped keys, with the
+        closest candidates for each miss.
+
+    Raises:
+        CheckpointError: A strict or shape mismatch, an unreadable or unsafe file; the error carries the
+            report as ``error.report``.
+        UnknownNameError: An unknown ``on_mismatch`` value.
     """
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"load_into needs an nn.Module, not {type(model).__name__}")

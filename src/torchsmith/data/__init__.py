@@ -36,9 +36,27 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, input_size: S
                  vocab_size: int | None = None) -> DataSplits:
     """Load dataset ``name``, fitted to ``input_size`` (C, H, W) when given.
 
-    ``num_classes``, ``num_samples`` and ``seed`` shape the ``synthetic`` data only; with ``vocab_size``
-    it is token ids in ``[0, vocab_size)`` of ``input_size`` ``(T,)`` (16 ids when not given), for a model
-    of token ids.
+    Data never comes from the network: ``digits`` ships inside torchsmith; ``cifar10`` reads the official binary
+    batches and ``mnist``/``fashion-mnist`` the IDX files from ``data_dir``; ``synthetic`` makes random data; a
+    folder of class sub-folders (PNG/JPEG) is your own data.
+
+    Args:
+        name: ``"digits"``, ``"cifar10"``, ``"mnist"``, ``"fashion-mnist"``, ``"synthetic"`` or a folder path.
+        data_dir: Where the files of ``cifar10``/``mnist``/``fashion-mnist`` lie.
+        input_size: The size to fit the images to (resized, grey <-> RGB), as a tuple or ``"3x32x32"``.
+        num_classes: Classes of the ``synthetic`` data.
+        num_samples: Samples of the ``synthetic`` data.
+        seed: Seed of the ``synthetic`` data.
+        vocab_size: Makes ``synthetic`` data token ids in ``[0, vocab_size)`` of ``input_size`` ``(T,)``
+            (16 ids when not given), for a model of token ids.
+
+    Returns:
+        The train and test splits (:class:`DataSplits`), uint8 images with their labels and class names.
+
+    Raises:
+        UnknownNameError: An unknown dataset name (with close matches).
+        DataError: Missing or damaged files (the message says where they were looked for),
+            or a size the data cannot be fitted to.
     """
     key = name.lower().replace("_", "-") if isinstance(name, str) else ""
     if key == "synthetic" and vocab_size is not None:

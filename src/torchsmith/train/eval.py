@@ -119,12 +119,29 @@ def evaluate(model: nn.Module, data: str | DataSplits, *, split: str = "test", b
              mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
              input_size: Any = None, input_dtype: torch.dtype | str | None = None,
              data_dir: str | Path | None = None) -> EvalResult:
-    """Evaluate ``model`` on ``data``'s ``split`` (a dataset name or :class:`DataSplits`) on the device the
-    model is on, the data fitted to the model's input as training does: ``input_size`` (one sample without
-    the batch, ``(3, 32, 32)``) when given, else what the model contract knows, else the data's own size.
+    """Evaluate ``model`` on ``data``'s ``split`` on the device the model is on.
 
-    ``mean``/``std`` are the normalisation the model was trained with (the
-    trainer stores them in its checkpoints); by default, the data's own.
+    The data is fitted to the model's input as training does: ``input_size`` when given, else what the model
+    contract knows, else the data's own size.
+
+    Args:
+        model: The module to evaluate (its mode is restored after).
+        data: A dataset name (``"digits"``, ...) or :class:`DataSplits`.
+        split: ``"test"`` or ``"train"``.
+        batch_size: Samples per forward.
+        mean: Per-channel normalisation the model was trained with (the trainer stores it in its checkpoints);
+            default, the data's own.
+        std: Per-channel standard deviation, as ``mean``.
+        input_size: One sample without the batch, ``(3, 32, 32)``.
+        input_dtype: The input's dtype (``torch.long`` for token ids).
+        data_dir: Where ``cifar10``/``mnist``/``fashion-mnist`` files lie.
+
+    Returns:
+        The :class:`EvalResult`: loss, accuracy, per-class accuracy and the confusion matrix.
+
+    Raises:
+        ConfigError: ``model`` is not a module, or a bad split, batch size or data argument.
+        DataError: The data cannot be read, or the model's outputs do not match its classes.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"evaluate needs an nn.Module, not {type(model).__name__}")
@@ -151,8 +168,26 @@ def evaluate_checkpoint(path: str | Path, data: str | DataSplits = "digits", *, 
                         input_dtype: torch.dtype | str | None = None) -> EvalResult:
     """Rebuild the model saved at ``path`` (or in run directory ``path``) and evaluate it on ``data``.
 
-    The normalisation statistics and the input size the trainer saved with the checkpoint are used, so
-    the evaluation sees exactly the inputs training did; ``input_size`` overrides the saved size.
+    The normalisation statistics and the input size the trainer saved with the checkpoint are used, so the
+    evaluation sees exactly the inputs training did.
+
+    Args:
+        path: A checkpoint, or a run directory (its ``best.safetensors``, else ``last.safetensors``).
+        data: A dataset name or :class:`DataSplits`.
+        data_dir: Where ``cifar10``/``mnist``/``fashion-mnist`` files lie.
+        split: ``"test"`` or ``"train"``.
+        batch_size: Samples per forward.
+        device: Where the model runs (``"cpu"``, ``"cuda"``).
+        input_size: Overrides the saved input size.
+        input_dtype: The input's dtype.
+
+    Returns:
+        The :class:`EvalResult`, with ``source`` naming the checkpoint.
+
+    Raises:
+        CheckpointError: No checkpoint at ``path``, or one that cannot be rebuilt.
+        ConfigError: CUDA asked for where there is none, or a bad argument.
+        DataError: The data cannot be read or does not fit the model.
     """
     ckpt = Path(path)
     if ckpt.is_dir():

@@ -93,11 +93,29 @@ def _is_dist_failure(e: BaseException) -> bool:
 
 def fit(model: nn.Module, data: str | DataSplits | None = None, config: TrainConfig | None = None, *,
         reporter: Reporter | None = None, **overrides: Any) -> TrainResult:
-    """Train ``model`` in place on ``data`` (a dataset name or :class:`DataSplits`) as ``config`` says.
+    """Train ``model`` in place on ``data`` as ``config`` says.
 
-    Keyword ``overrides`` replace fields of ``config`` (``fit(model, "digits", epochs=3)``).
-    Under ``torchrun`` every rank calls this; rank 0 alone reports and writes files.
-    The model ends on the training device, in the mode it came in, in the default memory format.
+    Under ``torchrun`` every rank calls this; rank 0 alone reports and writes files. The model ends on the
+    training device, in the mode it came in, in the default memory format.
+
+    Args:
+        model: The module to train (in place).
+        data: A dataset name (``"digits"``, ``"cifar10"``, ``"mnist"``, ``"fashion-mnist"``, ``"synthetic"``,
+            or a folder of class sub-folders) or :class:`DataSplits`; default ``config.data``.
+        config: The :class:`TrainConfig`; default ``TrainConfig()``.
+        reporter: Receives progress (``torchsmith.train.make_reporter()`` picks a terminal or notebook bar);
+            default silent.
+        **overrides: Replace fields of ``config``: ``fit(model, "digits", epochs=3)``.
+
+    Returns:
+        The :class:`TrainResult`: the history (one dict per epoch), the global step, the run directory and the
+        last and best checkpoints.
+
+    Raises:
+        ConfigError: ``model`` is not a module, an unknown config field or a bad value, or CUDA asked for
+            where there is none.
+        DataError: The data cannot be read or cannot be fitted to the model's input.
+        TrainingError: Training itself failed (a non-finite loss, a failed rank, ``torch.compile`` failing).
     """
     if not isinstance(model, nn.Module):
         hint = f"; build it first: model = torchsmith.resolve_model({model!r})" if isinstance(model, str) else ""

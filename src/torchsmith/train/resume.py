@@ -21,11 +21,25 @@ def resume(run_dir: str | Path, model: nn.Module | None = None, *, reporter: Rep
            **overrides: Any) -> TrainResult:
     """Continue the run in ``run_dir`` exactly where its last checkpoint left it.
 
-    Without ``model`` the model is rebuilt from the checkpoint's metadata (zoo
-    and spec models) or from the reference the run recorded (a run started by
-    ``torchsmith train file.py:Class``); another model from user code must be passed in. ``overrides``
-    may change options that do not alter the result (``max_steps``,
-    ``log_every``, ``device``, ...); the others are refused.
+    On CPU the resumed run is bit-identical to one never stopped: weights, optimizer, scheduler, RNG states and
+    the data order all continue.
+
+    Args:
+        run_dir: The run directory :func:`fit` wrote (``runs/lenet-digits``).
+        model: The model to continue; without it the model is rebuilt from the checkpoint's metadata (zoo and
+            spec models) or from the reference the run recorded (a run started by
+            ``torchsmith train file.py:Class``). Another model from user code must be passed in.
+        reporter: Receives progress, as in :func:`fit`.
+        **overrides: Options that do not alter the result (``max_steps``, ``log_every``, ``device``, ...); the
+            others are refused.
+
+    Returns:
+        The :class:`TrainResult` of the whole run.
+
+    Raises:
+        ConfigError: The model cannot be rebuilt without being passed in, or an override would change the
+            result.
+        CheckpointError: The run directory holds no usable checkpoint.
     """
     ckpt = resume_checkpoint(run_dir)
     cfg = run_config(run_dir)
