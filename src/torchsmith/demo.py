@@ -172,3 +172,66 @@ def _run_demo(out_dir: str | Path | None, *, epochs: int, seed: int, fresh_proce
     notes = list(result.notes)
     return DemoResult(summary=summary, init_report=report, train=result, checkpoint=ckpt, trained=trained,
                       reloaded=reloaded, fresh_process=fresh, seconds=time.perf_counter() - t0, notes=notes)
+
+
+# --------------------------------------------------------------------------- the language-model demo
+class TinyGPT(torch.nn.Module):
+    """A GPT in nanoGPT's layout, small enough to train on two CPU cores in seconds.
+
+    Pre-norm blocks of causal self-attention and a 4x GELU MLP (Radford et al. 2019, "Language Models are
+    Unsupervised Multitask Learners"); the output head shares the token embedding (tied weights). Input
+    ``(B, T)`` token ids, output ``(B, T, vocab_size)`` logits of the next token at every position.
+    """
+
+    def __init__(self, vocab_size: int = 256, block_size: int = 64, n_layer: int = 2, n_embd: int = 64,
+                 n_head: int = 4) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.tok = torch.nn.Embedding(vocab_size, n_embd)
+        self.pos = torch.nn.Embedding(block_size, n_embd)
+        self.blocks = torch.nn.ModuleList([_Block(n_embd, n_head) for _ in range(n_layer)])
+        self.ln_f = torch.nn.LayerNorm(n_embd)
+        self.head = torch.nn.Linear(n_embd, vocab_size, bias=False)
+        self.head.weight = self.tok.weight  # tied, as GPT-2
+        for m in self.modules():  # GPT-2's initialisation: N(0, 0.02), zero biases (logits start near uniform)
+            if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)):
+                torch.nn.init.normal_(m.weight, 0.0, 0.02)
+            if isinstance(m, torch.nn.Linear) and m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        t = idx.shape[1]
+        h = self.tok(idx) + self.pos(torch.arange(t, device=idx.device))  # (B, T, C)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.ln_f(h))  # (B, T, vocab)
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, new_tokens: int, *, temperature: float = 0.8,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample ``new_tokens`` ids after ``idx`` (B, T), one at a time from the softmax of the last logits."""
+        for _ in range(new_tokens):
+            logits = self(idx[:, -self.block_size:])[:, -1, :] / temperature  # (B, vocab)
+            nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, n_embd: int, n_head: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.ln_1 = torch.nn.LayerNorm(n_embd)
+        self.qkv = torch.nn.Linear(n_embd, 3 * n_embd)
+        self.proj = torch.nn.Linear(n_embd, n_embd)
+        self.ln_2 = torch.nn.LayerNorm(n_embd)
+        self.fc = torch.nn.Linear(n_embd, 4 * n_embd)
+        self.out = torch.nn.Linear(4 * n_embd, n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(self.ln_1(x)).split(c, dim=2)  # 3 x (B, T, C)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, nh, T, hs)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, c))
+        return x + self.out(torch.nn.functional.gelu(self.fc(self.ln_2(x))))

@@ -21,6 +21,7 @@ def command() -> None:
       torchsmith ckpt diff epoch1.safetensors epoch2.safetensors
       torchsmith ckpt convert resnet18.pth resnet18.safetensors --model resnet18
       torchsmith ckpt load-report resnet18 resnet18.pth --opt num_classes=10 --on-mismatch reinit
+      torchsmith ckpt consolidate runs/gpt gpt.safetensors
     """
 
 
@@ -129,3 +130,25 @@ def load_report(model: str, file: str, opts: tuple[str, ...], strict: bool, on_m
         _emit(refused, as_json)  # the full report on stdout; the one-line reason on stderr, exit 1
         raise
     _emit(report, as_json)
+
+
+@command.command("consolidate")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--model", "model_ref", default=None, metavar="MODEL",
+              help="The run's model, when the run directory cannot rebuild it (e.g. path/to/file.py:Class).")
+@model_options
+def consolidate(run_dir: str, out: str, model_ref: str | None, opts: tuple[str, ...]) -> None:
+    """Merge the newest sharded (FSDP) checkpoint of RUN_DIR into one safetensors file OUT.
+
+    OUT is a torchsmith checkpoint with the usual metadata and hashes, for
+    torchsmith.load / load_into on one device; no process group is needed.
+
+    \b
+    Example:
+      torchsmith ckpt consolidate runs/gpt gpt.safetensors
+    """
+    from torchsmith.train.shards import consolidate as merge
+
+    model = load_model(model_ref, opts) if model_ref else None
+    click.echo(f"wrote {merge(run_dir, out, model=model)}")

@@ -15,7 +15,7 @@ import yaml
 from torchsmith.cli._common import input_dtype_option, input_option, load_model, model_options, parse_input, parse_opts
 from torchsmith.data import DATASETS
 from torchsmith.errors import ConfigError
-from torchsmith.train.config import AMP_MODES, DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig
+from torchsmith.train.config import AMP_MODES, DEVICES, OPTIMIZERS, SCHEDULES, STRATEGIES, TASK_NAMES, TrainConfig
 from torchsmith.train.loop import fit, seed_everything
 from torchsmith.train.progress import make_reporter
 from torchsmith.train.run import load_run_model, model_reference, run_config
@@ -33,6 +33,8 @@ _FIELDS = {
     "max_steps": "max_steps", "save_every_steps": "save_every_steps", "log_every": "log_every",
     "samples": "num_samples", "sync_batchnorm": "sync_batchnorm", "grad_clip": "grad_clip", "plot": "plot",
     "input_size": "input_size", "input_dtype": "input_dtype", "tensorboard": "tensorboard",
+    "task": "task", "seq_len": "seq_len", "target": "target", "tokenizer": "tokenizer", "strategy": "strategy",
+    "checkpointing": "checkpointing", "grad_accum": "grad_accum",
 }
 
 
@@ -71,7 +73,20 @@ def _default_out(model: str, data: str) -> str:
                    "converted to fit (default: what the model declares).")
 @input_dtype_option
 @click.option("--data", default=_DEFAULTS.data, show_default=True,
-              help=f"Dataset: {', '.join(DATASETS)}, or a folder of class sub-folders.")
+              help=f"Dataset: {', '.join(DATASETS)}, a folder of class sub-folders, arrays:PATH.npz (x/y or several "
+                   f"named inputs), csv:PATH.csv, tokens:PATH.bin (uint16 ids), text:PATH.txt (text:corpus ships).")
+@click.option("--task", type=click.Choice(TASK_NAMES), default=_DEFAULTS.task, show_default=True,
+              help="What to learn; auto reads the model's output and the data (and says what it chose).")
+@click.option("--seq-len", type=int, default=None, help="causal-lm: tokens per training window.")
+@click.option("--target", default=None, metavar="COLUMN", help="CSV data: the target column (default: the last).")
+@click.option("--tokenizer", default=None, metavar="NAME",
+              help="text data: a transformers tokenizer already on this machine (default: bytes, vocab 256).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=_DEFAULTS.strategy, show_default=True,
+              help="Under torchrun: ddp (replicas), fsdp (FSDP2 shards), auto (ddp when it fits one device).")
+@click.option("--checkpointing", is_flag=True, default=False,
+              help="Activation checkpointing: recompute each repeated block in backward.")
+@click.option("--grad-accum", type=int, default=_DEFAULTS.grad_accum, show_default=True,
+              help="Microbatches per step (gradients synced on the last).")
 @click.option("--data-dir", type=click.Path(), default=None, help="Where cifar10/mnist/fashion-mnist files lie.")
 @click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
@@ -130,6 +145,9 @@ def command(ctx: click.Context, model: str | None, opts: tuple[str, ...], progre
           --optimizer sgd --lr 0.1 --batch-size 512 --amp bf16 --channels-last
       torchsmith train --resume runs/lenet-digits
       torchrun --nproc-per-node 2 -m torchsmith train lenet --data digits --out runs/ddp
+      torchrun --nproc-per-node 2 -m torchsmith train torchsmith.demo:TinyGPT --data text:corpus \\
+          --seq-len 64 --strategy fsdp --out runs/gpt
+      torchsmith train net.py:AudioNet --input 1x16000 --data arrays:clips.npz --task regression
     """
     options["input_size"] = parse_input(options["input_size"])
     given = {k: v for k, v in options.items()

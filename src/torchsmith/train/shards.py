@@ -74,7 +74,15 @@ def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def write_consolidated(template: nn.Module, state: dict[str, torch.Tensor], path: Path) -> Path:
     """``state`` written as a torchsmith checkpoint of ``template``'s layout (its metadata rebuilds the model)."""
-    template.load_state_dict(state, assign=True, strict=True)
+    tied: dict[int, list[str]] = {}
+    for name, p in template.named_parameters(remove_duplicate=False):
+        tied.setdefault(id(p), []).append(name)
+    template.load_state_dict(state, assign=True, strict=True)  # assigns each name its own tensor: ties undone
+    for names in tied.values():
+        first = template.get_parameter(names[0])
+        for name in names[1:]:  # tied again, as in the model trained (GPT-2's head is its embedding)
+            owner, _, attr = name.rpartition(".")
+            setattr(template.get_submodule(owner), attr, first)
     return save(template, path)
 
 
