@@ -56,7 +56,19 @@ def model_summary_text(model: torch.nn.Module, input_size: tuple[int, ...]) -> s
 
 @dataclass
 class DemoResult:
-    """Every stage's outcome; ``str()`` renders the story."""
+    """Every stage's outcome; ``str()`` renders the story.
+
+    Attributes:
+        summary: The rendered summary of the model.
+        init_report: What initialisation did.
+        train: The training run.
+        checkpoint: The checkpoint saved.
+        trained: The model as training left it, in memory, evaluated.
+        reloaded: A fresh model rebuilt from the checkpoint in this process, evaluated.
+        fresh_process: ``torchsmith eval --json`` of the checkpoint in a new Python process (None when skipped).
+        seconds: Wall time of the whole demo.
+        notes: Anything worth saying about the run.
+    """
 
     summary: str
     init_report: InitReport

@@ -220,7 +220,18 @@ PRESETS: dict[str, Callable[[str | None], dict[str, Any]]] = {
 # --------------------------------------------------------------------------- report
 @dataclass
 class InitRecord:
-    """How one tensor was initialised."""
+    """How one tensor was initialised.
+
+    Attributes:
+        name: The tensor's name in the model (``"fc1.weight"``).
+        kind: ``"parameter"`` or ``"buffer"``.
+        shape: The tensor's shape.
+        scheme: The initialiser that set it (``"kaiming_normal"``).
+        args: The initialiser's arguments.
+        rule: Which rule chose it, e.g. ``"names['*.bias']"`` or ``"types['Conv']"``.
+        module_type: The class name of the module holding it.
+        std: The standard deviation it was drawn with, where the scheme has one.
+    """
 
     name: str
     kind: str  # "parameter" or "buffer"
@@ -234,7 +245,15 @@ class InitRecord:
 
 @dataclass
 class InitReport:
-    """Every parameter and buffer, with the initialiser that set it; and what no rule covered."""
+    """Every parameter and buffer, with the initialiser that set it; and what no rule covered.
+
+    ``report["fc1.weight"]`` is one tensor's :class:`InitRecord`; ``str()`` renders the table.
+
+    Attributes:
+        policy: The policy as applied (the preset expanded).
+        records: One :class:`InitRecord` per tensor initialised.
+        uncovered: ``(tensor name, why)`` for each tensor no rule covered.
+    """
 
     policy: dict[str, Any]
     records: list[InitRecord] = field(default_factory=list)

@@ -37,7 +37,14 @@ R = TypeVar("R", bound=Callable[..., object])
 
 @dataclass(frozen=True)
 class FindingInfo:
-    """One finding id the doctor can report. Ids are stable: an id never changes its meaning."""
+    """One finding id the doctor can report. Ids are stable: an id never changes its meaning.
+
+    Attributes:
+        id: The finding id, e.g. ``"input-mutated"``.
+        severity: ``"error"`` fails the check; ``"warning"`` and ``"info"`` do not.
+        check: The check that reports it; ``""`` for the run itself (``forward-failed``).
+        meaning: What it means, in one line.
+    """
 
     id: str  # e.g. "input-mutated"
     severity: Severity  # "error" fails the check; "warning" and "info" do not
@@ -47,7 +54,16 @@ class FindingInfo:
 
 @dataclass(frozen=True)
 class CheckInfo:
-    """One check: its name (what ``check(model, checks=...)`` takes), what it verifies and what it reports."""
+    """One check: its name (what ``check(model, checks=...)`` takes), what it verifies and what it reports.
+
+    Attributes:
+        name: The check's name, e.g. ``"input-mutated"``.
+        description: What the check verifies, in one line.
+        findings: The finding ids it can report (each a :class:`FindingInfo`).
+        default: Whether it runs when ``checks`` is not given; False for the slow or deprecated opt-in checks.
+        order: Checks run in ascending order.
+        run: The function: the shared check context in, the findings out.
+    """
 
     name: str  # e.g. "input-mutated"
     description: str  # what the check verifies, in one line

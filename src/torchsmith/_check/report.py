@@ -24,7 +24,16 @@ __all__ = ["Finding", "LayerStat", "CheckReport", "Severity"]
 
 @dataclass
 class Finding:
-    """One problem (or note) about the model, with the evidence and the fix."""
+    """One problem (or note) about the model, with the evidence and the fix.
+
+    Attributes:
+        id: A registered finding id, e.g. ``"input-mutated"`` (:func:`torchsmith.list_findings`); stable.
+        severity: ``"error"``, ``"warning"`` or ``"info"``; only errors make ``CheckReport.ok`` false.
+        module: The dotted module path (``""`` is the model itself; ``where`` shows ``(model)``).
+        message: What was observed, with numbers and shapes.
+        fix: What to change.
+        observed: The numbers, machine-readable.
+    """
 
     id: str  # a registered finding id, e.g. "input-mutated" (ts.list_findings())
     severity: Severity
@@ -69,7 +78,21 @@ def _finding_key(f: Finding) -> tuple[int, int]:
 
 @dataclass
 class CheckReport:
-    """Everything ``check`` found, which checks ran, and the per-layer statistics."""
+    """Everything ``check`` found, which checks ran, and the per-layer statistics.
+
+    ``ok`` is true when no finding is an error; ``errors`` lists the error findings; ``to_dict()`` is
+    JSON-ready; ``plot(path)`` draws the per-layer activation and gradient statistics; ``str()`` renders it.
+
+    Attributes:
+        model: The class name of the model checked.
+        input_size: The probe's input size, without the batch dimension.
+        checks: The checks that were asked for, in running order.
+        findings: Every :class:`Finding`.
+        skipped: Check -> why it could not run.
+        layer_stats: Per-layer activation and gradient statistics.
+        seconds: Check -> wall time.
+        notes: What ``check`` did to run the model (lazy layers sized, ...).
+    """
 
     model: str  # class name of the model checked
     input_size: tuple[int, ...]  # without the batch dimension

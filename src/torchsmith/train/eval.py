@@ -29,7 +29,19 @@ __all__ = ["EvalResult", "evaluate", "evaluate_checkpoint", "run_eval"]
 
 @dataclass
 class EvalResult:
-    """How a model did on one split. ``confusion[i][j]``: samples of class i predicted as j."""
+    """How a model did on one split. ``confusion[i][j]``: samples of class i predicted as j.
+
+    Attributes:
+        loss: The mean cross-entropy loss.
+        accuracy: The fraction of samples predicted right.
+        num_samples: Samples evaluated.
+        classes: The class names, in label order.
+        confusion: The confusion matrix, rows the true class, columns the prediction.
+        dataset: The dataset's name.
+        split: ``"test"`` or ``"train"``.
+        source: The checkpoint evaluated, when there is one.
+        notes: What was done to fit the data to the model.
+    """
 
     loss: float
     accuracy: float
