@@ -20,6 +20,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from torchsmith._format import format_shapes, parse_dtype
 from torchsmith._summary._inputs import InputSpec, Namer, parse_dim
+from torchsmith._summary._stand_in import run_stand_in
 from torchsmith._summary._trace import Trace, _tensors, meta_copy, module_modes, restore_modes, run_trace
 from torchsmith._summary.diagram import Diagram
 from torchsmith._summary.explain import Explanation
@@ -215,6 +216,8 @@ def _build_on_meta(ref: str, options: dict[str, Any]) -> tuple[nn.Module, str]:
 
 def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any], spec: InputSpec,
              mode: str, replay: bool) -> Trace:
+    if how == RUN_META and (quick := run_stand_in(model, spec, mode, replay)) is not None:
+        return quick  # a small model: the meta pass on zero-valued CPU stand-ins, the same figures (_stand_in.py)
     if how in (RUN_META, RUN_FAKE):
         try:
             copy = meta_copy(model).train(mode == "train")

@@ -65,7 +65,7 @@ def _state_key(module: nn.Module) -> tuple[Any, ...]:
 
 def _out_spec(out: Any) -> Any:
     if isinstance(out, torch.Tensor):
-        return ("T", tuple(out.shape), tuple(out.stride()), out.dtype, out.requires_grad)
+        return ("T", tuple(out.shape), tuple(out.stride()), out.dtype, out.requires_grad, out.device)
     if isinstance(out, (int, float, str, bool, type(None))):
         return ("V", out)
     if type(out) in (tuple, list):
@@ -77,11 +77,23 @@ def _out_spec(out: Any) -> Any:
     return None
 
 
+def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides: list[int] = []
+    step = 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= max(d, 1)
+    return tuple(reversed(strides))
+
+
 def _materialize(spec: Any) -> Any:
     kind = spec[0]
     if kind == "T":
-        _, shape, stride, dtype, rg = spec
-        t = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+        _, shape, stride, dtype, rg, device = spec
+        if device.type != "meta" and stride == _contiguous(shape):
+            t = torch.zeros(shape, dtype=dtype, device=device)  # CPU stand-ins (_stand_in.py): zeros, not garbage
+        else:
+            t = torch.empty_strided(shape, stride, dtype=dtype, device=device)
         # clone: a non-leaf, as a real output is, so in-place ops after it (ReLU(inplace=True)) are allowed.
         return t.requires_grad_().clone() if rg else t
     if kind == "V":

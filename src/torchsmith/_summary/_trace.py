@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +100,7 @@ class Trace:
 
     namer: Namer
     rows: list[LayerRow] = field(default_factory=list)
+    stand_in: bool = False  # run on zero-valued CPU stand-ins of a meta pass (_stand_in.py)
     events: list[FlowEvent] = field(default_factory=list)
     graph: list[GraphStep] = field(default_factory=list)
     uncounted: Counter[str] = field(default_factory=Counter)
@@ -119,9 +120,10 @@ class Trace:
 class _Recorder(TorchDispatchMode):
     """Counts FLOPs per aten op into the innermost module on the trace's stack."""
 
-    def __init__(self, tracer: _Tracer) -> None:
+    def __init__(self, tracer: _Tracer, before_op: Callable[[Any, Any, Any], None] | None = None) -> None:
         super().__init__()
         self.tracer = tracer
+        self.before_op = before_op  # sees each op and the FLOPs so far before it runs (_stand_in.py)
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -131,6 +133,8 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        if self.before_op is not None:
+            self.before_op(func, args, self.tracer.trace.forward_flops)
         packet = func._overloadpacket
         name = packet.__name__
         if name in _QUIET:
@@ -440,7 +444,8 @@ def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
 
 # --------------------------------------------------------------------------- the pass
 def run_trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], namer: Namer, *,
-              context: AbstractContextManager[Any] | None = None, replay: bool = False) -> Trace:
+              context: AbstractContextManager[Any] | None = None, replay: bool = False,
+              before_op: Callable[[Any, Any, Any], None] | None = None) -> Trace:
     """Run ``model(*args, **kwargs)`` under hooks (removed on exit) and the counting mode.
 
     Grad mode is on so that ``requires_grad`` flows and backward FLOPs can be worked out;
@@ -457,7 +462,7 @@ def run_trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], n
         if cache is not None:
             cache.attach()
         with context if context is not None else nullcontext(), torch.enable_grad(), dynamo_free(), \
-                _Recorder(tracer):
+                _Recorder(tracer, before_op):
             try:
                 out = model(*args, **kwargs)
             except Exception as e:
