@@ -317,13 +317,18 @@ def test_cuda_model_saves_and_loads_to_cuda(tmp_path: Path) -> None:
     assert buf.is_cuda and torch.equal(buf, opt.state_dict()["state"][0]["momentum_buffer"])
 
 
-def test_lazy_model_save_is_refused_until_materialised(tmp_path: Path) -> None:
+def test_lazy_model_is_sized_by_a_dry_run_before_saving(tmp_path: Path) -> None:
     model = nn.Sequential(nn.LazyLinear(3))
-    with pytest.raises(ts.CheckpointError, match=r"uninitialised lazy tensors \(0.weight, 0.bias\); run one forward"):
+    with pytest.raises(ts.ConfigError, match=r"lazy \(nn.Lazy\*\) layers .* input size is not known"):
         ts.save(model, tmp_path / "lazy.safetensors")
     assert list(tmp_path.iterdir()) == []
-    model(torch.randn(2, 4))  # materialised: now it saves
-    ts.save(model, tmp_path / "lazy.safetensors")
+    rng = torch.random.get_rng_state()
+    ts.save(model, tmp_path / "lazy.safetensors", input_size=(4,))
+    assert type(model[0]) is nn.Linear and model[0].weight.shape == (3, 4)
+    assert torch.equal(rng, torch.random.get_rng_state())  # the weights come from a fork of the RNG
+    fresh = nn.Sequential(nn.LazyLinear(3))
+    ts.load_into(fresh, tmp_path / "lazy.safetensors")
+    assert torch.equal(fresh[0].weight, model[0].weight)
 
 
 def test_save_refuses_an_optimizer_or_scheduler_that_is_not_one(tmp_path: Path) -> None:

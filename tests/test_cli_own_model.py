@@ -176,7 +176,7 @@ def test_train_and_eval_share_the_input_options_wording():
         assert "--input CxHxW" in res.stdout and "Input size without the batch dimension, e.g. 3x32x32" in \
                " ".join(res.stdout.split())
         assert "--input-dtype DTYPE" in res.stdout
-    assert _common.INPUT_HELP == "Input size without the batch dimension, e.g. 3x32x32."
+    assert _common.INPUT_HELP.startswith("Input size without the batch dimension, e.g. 3x32x32;")
     res = run("train", "lenet", "--input", "3x32", "--out", "x")
     assert res.exit_code == 1 and "input size 3x32 is not an image size (C, H, W)" in res.stderr
     assert "--input 3x32x32" in res.stderr

@@ -238,14 +238,15 @@ def test_model_without_a_known_input_size_needs_one(tmp_path: Path) -> None:
     assert export(nn.Linear(4, 2), tmp_path / "m.pt2", timing_runs=1).input_shape == (2, 4)  # read from in_features
 
 
-def test_lazy_model_is_refused_and_left_uninitialised(tmp_path: Path) -> None:
+def test_lazy_model_is_sized_on_a_copy_and_left_lazy(tmp_path: Path) -> None:
     model = nn.Sequential(nn.LazyLinear(3))
-    with pytest.raises(ConfigError, match=r"uninitialised lazy tensors \(0.weight, 0.bias\); run one forward"):
-        export(model, tmp_path / "l.pt2", input_size=(4,))
-    assert type(model[0]) is nn.LazyLinear and list(tmp_path.iterdir()) == []
+    report = export(model, tmp_path / "l.pt2", input_size=(4,), timing_runs=1)
+    assert report.passed and report.input_shape == (2, 4)
+    assert any("materialised 2 lazy tensors at 4" in n for n in report.notes)
+    assert type(model[0]) is nn.LazyLinear and (tmp_path / "l.pt2").exists()
 
 
-def test_model_whose_forward_needs_two_inputs_is_told_so(tmp_path: Path) -> None:
+def test_model_whose_forward_needs_two_inputs_is_told_so_and_exports_with_two(tmp_path: Path) -> None:
     class TwoInputs(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -254,9 +255,13 @@ def test_model_whose_forward_needs_two_inputs_is_told_so(tmp_path: Path) -> None
         def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return self.fc(x) + y
 
-    with pytest.raises(ConfigError, match=r"TwoInputs.forward requires 2 inputs \(x, y\) but export feeds it one"):
+    with pytest.raises(ConfigError, match=r"TwoInputs.forward requires 2 inputs \(x, y\) but one size was given"):
         export(TwoInputs(), tmp_path / "m.pt2", input_size=(4,))
     assert list(tmp_path.iterdir()) == []
+    report = export(TwoInputs(), tmp_path / "m.pt2", input_size=[(4,), (3,)], timing_runs=1)
+    assert report.passed and [c.batch_size for c in report.checks] == [2, 1, 5]
+    named = export(TwoInputs(), tmp_path / "k.pt2", input_size={"x": (4,), "y": (3,)}, timing_runs=1)
+    assert named.passed
 
 
 def test_forward_that_writes_into_its_input_still_verifies(tmp_path: Path) -> None:

@@ -471,13 +471,15 @@ def test_render_depth_is_checked():
             s.render(depth=bad)
 
 
-def test_lazy_model_is_refused_with_a_fix_and_left_lazy():
+def test_lazy_model_is_sized_on_meta_and_left_lazy():
     from torch.nn.parameter import is_lazy
 
     net = nn.Sequential(nn.LazyLinear(4), nn.ReLU())
-    with pytest.raises(torchsmith.SummaryError, match=r"lazy \(nn.Lazy\*\) tensors .*run it once on a sample batch"):
-        summary(net, (3,), batch_size=2)
+    s = summary(net, (3,), batch_size=2)
+    assert s.total_params == 16 and any("materialised 2 lazy tensors at 3" in n for n in s.notes)
     assert is_lazy(net[0].weight)
+    with pytest.raises(torchsmith.ConfigError, match=r"lazy \(nn.Lazy\*\) layers .*input size is not known"):
+        summary(net)
     net(torch.zeros(2, 3))
     assert summary(net, (3,), batch_size=2).total_params == 16
 

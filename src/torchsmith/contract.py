@@ -32,7 +32,8 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
-from torchsmith.errors import ConfigError, ShapeError
+from torchsmith._format import parse_dtype
+from torchsmith.errors import ConfigError, DeclaredSizeError, ShapeError
 from torchsmith.registry import ARCH_ATTR, create_model
 from torchsmith.sizes import int_dims, parse_input_size
 from torchsmith.spec import build as build_spec
@@ -161,8 +162,8 @@ def _declared(model: nn.Module) -> tuple[tuple[int, ...], str, int | None, bool,
     if default is not None:
         dims = int_dims(default) if isinstance(default, (tuple, list, torch.Size)) else None
         if not dims or any(d <= 0 for d in dims):
-            raise ConfigError(f"{type(model).__name__}.default_input_size is {default!r}; it should be a non-empty "
-                              "tuple of the input's dims without the batch dim, e.g. (3, 32, 32)")
+            raise DeclaredSizeError(f"{type(model).__name__}.default_input_size is {default!r}; it should be a "
+                                    "non-empty tuple of the input's dims without the batch dim, e.g. (3, 32, 32)")
         return dims, "", None, False, "default_input_size"
     for find in (_from_hf_config, _from_timm, _from_torchvision):
         found = find(model)
@@ -815,7 +816,13 @@ def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any =
             names = (getattr(model, "main_input_name", "input_ids"), "decoder_input_ids")
             return ModelInputs((spec, spec), names, keyword=True)
         return ModelInputs((spec,), (params[0][0] if params else "input",))
+    required = [n for n, needed in params if needed]
     if not is_several(input_size):
+        if len(required) > 1:
+            raise ConfigError(f"{type(model).__name__}.forward requires {len(required)} inputs ({', '.join(required)}) "
+                              f"but one size was given; give one per input: input_size=[(...), (...)] or "
+                              f"{{'{required[0]}': (...), ...}} in Python, --input SIZE once per input (or "
+                              f"--input {required[0]}=SIZE) at the command line")
         spec = input_spec(model, input_size, input_dtype=_dtype_for(input_dtype, 0, params[0][0] if params else None))
         return ModelInputs((spec,), (params[0][0] if params else "input",))
     if isinstance(input_size, Mapping):
@@ -882,33 +889,25 @@ def _dtype_for(input_dtype: Any, index: int, name: str | None) -> torch.dtype | 
     return _as_dtype(input_dtype)
 
 
-_DTYPE_NAMES = {"float": torch.float32, "float32": torch.float32, "fp32": torch.float32, "double": torch.float64,
-                "float64": torch.float64, "half": torch.float16, "float16": torch.float16, "fp16": torch.float16,
-                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "long": torch.long, "int64": torch.long,
-                "int": torch.int32, "int32": torch.int32, "bool": torch.bool, "uint8": torch.uint8}
-
-
 def _as_dtype(value: Any) -> torch.dtype | None:
-    if value is None or isinstance(value, torch.dtype):
-        return value
-    if isinstance(value, str) and value.strip().lower().removeprefix("torch.") in _DTYPE_NAMES:
-        return _DTYPE_NAMES[value.strip().lower().removeprefix("torch.")]
-    raise ConfigError(f"input dtype {value!r} is not a dtype; use one of {', '.join(sorted(_DTYPE_NAMES))} "
-                      "or a torch.dtype")
+    return parse_dtype(value.strip() if isinstance(value, str) else value)
 
 
-def parse_inputs(texts: Sequence[str], dtype_texts: Sequence[str] = ()) -> tuple[Any, Any]:
+def parse_inputs(texts: Sequence[str], dtype_texts: Sequence[str] = (), *, symbolic: bool = False,
+                 input_names: Sequence[str] | None = None) -> tuple[Any, Any]:
     """The command line's ``--input`` and ``--input-dtype`` options as ``(input_size, input_dtype)``.
 
     ``--input 3x32x32`` is one input; ``--input 3x32x32 --input 3x32x32`` two positional ones;
     ``--input x=3x224x224 --input meta=10`` keyword inputs (``lengths=()`` or ``lengths=scalar`` for one
     number per sample). ``--input-dtype long`` applies to every input, ``--input-dtype lengths=long`` to one.
+    With ``symbolic``, a dim may be a name that the summary keeps symbolic (``3xHxW``, ``T=128``); ``T=128``
+    is a named dim, not an input named T, unless ``T`` is one of ``input_names`` (the forward's inputs).
     """
     texts = [t for t in texts if t is not None]
     if not texts:
         size: Any = None
     else:
-        named = ["=" in t for t in texts]
+        named = ["=" in t and not (symbolic and _is_symbol_dim(t, input_names)) for t in texts]
         if any(named) and not all(named):
             raise ConfigError(f"--input values {list(texts)} mix named (x=3x32x32) and unnamed sizes; name all "
                               "or none")
@@ -920,11 +919,11 @@ def parse_inputs(texts: Sequence[str], dtype_texts: Sequence[str] = ()) -> tuple
                     raise ConfigError(f"--input {t!r}: {key!r} is not an input name; write NAME=3x32x32")
                 if key.strip() in size:
                     raise ConfigError(f"--input names {key.strip()!r} twice")
-                size[key.strip()] = _parse_one(value)
+                size[key.strip()] = _parse_one(value, symbolic)
         elif len(texts) == 1:
-            size = _parse_one(texts[0])
+            size = _parse_one(texts[0], symbolic)
         else:
-            size = [_parse_one(t) for t in texts]
+            size = [_parse_one(t, symbolic) for t in texts]
     dtypes: Any = None
     if dtype_texts:
         named = ["=" in t for t in dtype_texts]
@@ -937,7 +936,25 @@ def parse_inputs(texts: Sequence[str], dtype_texts: Sequence[str] = ()) -> tuple
     return size, dtypes
 
 
-def _parse_one(text: str) -> tuple[int, ...]:
+def _is_symbol_dim(text: str, input_names: Sequence[str] | None) -> bool:
+    """``T=128``: a symbolic dim with its tracing value, unless T names one of the model's inputs."""
+    key, _, value = text.partition("=")
+    return value.strip().isdigit() and (input_names is None or key.strip() not in input_names)
+
+
+_SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\s*=\s*\d+)?$")
+
+
+def _parse_one(text: str, symbolic: bool = False) -> tuple[Any, ...]:
     if text.strip() in ("()", "scalar", ""):
         return ()
-    return parse_input_size(text)
+    if not symbolic or "=" not in text and all(p.strip().isdigit() for p in re.split(r"[xX,]", text)):
+        return parse_input_size(text)
+    # Names stay names ("3xHxW", "T=128"); a lone "x" or "X" between dims is the separator.
+    parts = [p.strip() for p in re.split(r"(?<=[0-9A-Za-z_])[xX,](?=[0-9A-Za-z_])", text.strip())]
+    if not parts or any(not (p.isdigit() or _SYMBOL.match(p)) for p in parts):
+        raise ConfigError(f"--input {text!r} is not a size like 3x32x32 (names such as T=128 or 3xHxW are allowed)")
+    dims = tuple(int(p) if p.isdigit() else p for p in parts)
+    if any(isinstance(d, int) and d <= 0 for d in dims):
+        raise ConfigError(f"input size {text!r} must be positive integers like 3x32x32")
+    return dims

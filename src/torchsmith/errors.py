@@ -45,6 +45,10 @@ class ConfigError(TorchsmithError, ValueError):
     """An option, argument or flag has a value that cannot work."""
 
 
+class DeclaredSizeError(ConfigError):
+    """A model declares its input size (``default_input_size``) in a form that cannot be a size."""
+
+
 class UnknownNameError(ConfigError, KeyError):
     """A name (model, initialiser, layer type, ...) is not known.
 

@@ -20,6 +20,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from torchsmith._format import format_shapes, parse_dtype
 from torchsmith._summary._inputs import InputSpec, Namer, parse_dim
+from torchsmith._summary._saved import training_activations
 from torchsmith._summary._stand_in import run_stand_in
 from torchsmith._summary._trace import Trace, _tensors, meta_copy, module_modes, restore_modes, run_trace
 from torchsmith._summary.diagram import Diagram
@@ -139,13 +140,22 @@ def summary(
     else:
         attempts = [device]
     trace: Trace | None = None
+    # (trace, how, notes) of the attempt that failed without saying meta or fake tensors were the cause: when
+    # the real run that follows fails too, the input really is wrong, and that first error is the one to give.
+    unexplained: tuple[Trace, str, int] | None = None
     for i, how in enumerate(attempts):
         trace = _attempt(how, model, ref, model_options, spec, mode, replay)
         if trace.error is None:
             break
-        if i + 1 < len(attempts) and (_device_limited(trace.error) or _cheap_to_run(model)):
+        limited = _device_limited(trace.error)
+        if i + 1 < len(attempts) and (limited or _cheap_to_run(model)):
+            if not limited and unexplained is None:
+                unexplained = (trace, how, len(notes))
             notes.append(f"{how} could not run the forward ({_first_line(trace.error)}); tried {attempts[i + 1]}")
             continue
+        if unexplained is not None:
+            trace, how, kept = unexplained
+            del notes[kept:]
         result = _build(trace, model, label, spec, how, mem_dtype, notes, depth)
         hint = ""
         if spec.symbolic and how == RUN_FAKE:
@@ -361,10 +371,17 @@ def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str
     symbols = {}
     if spec.sizes:
         symbols = {d[0]: d[1] for s in spec.sizes for d in s if not isinstance(d, int)}
+    activations = namer.value(trace.activation_elements * size)
+    if trace.error is None:
+        try:  # exact: what a training step saves for backward, as ts.memory counts it
+            activations = training_activations(model, spec, dt, cpu=trace.stand_in)
+        except Exception as e:  # a model that runs only in eval mode or on real tensors (BatchNorm at batch 1)
+            notes = notes + [f"activations: every forward op's output, an upper bound (a train-mode forward on "
+                             f"fake tensors failed: {_first_line(e)})"]
     memory = MemoryEstimate(
         dtype=str(dt).removeprefix("torch."), parameters=nbytes(params), buffers=nbytes(buffers),
         gradients=trainable * size, sgd_momentum=trainable * size, adam_state=2 * trainable * size,
-        activations=namer.value(trace.activation_elements * size), inputs=_input_bytes(spec))
+        activations=activations, inputs=_input_bytes(spec))
     ran = how if how in (RUN_META, RUN_FAKE, RUN_REAL) else f"real tensors on {how}"
     return ModelSummary(
         model=label, input=spec.describe() + (" at batch 1" if how == RUN_REAL and spec.data is None else ""),

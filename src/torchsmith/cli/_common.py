@@ -9,9 +9,9 @@ import click
 import yaml
 from torch import nn
 
+from torchsmith.contract import parse_inputs
 from torchsmith.errors import ConfigError
 from torchsmith.resolve import resolve_model
-from torchsmith.sizes import parse_input_size
 
 F = Callable[..., Any]
 
@@ -25,18 +25,28 @@ def model_options(fn: F) -> F:
 
 
 #: The one wording of ``--input`` for every command that runs a model.
-INPUT_HELP = "Input size without the batch dimension, e.g. 3x32x32."
-INPUT_DTYPE_HELP = "Input dtype, e.g. long for token ids or bf16 (default: what the model takes)."
+INPUT_HELP = ("Input size without the batch dimension, e.g. 3x32x32; repeat it for several inputs "
+              "(--input 3x32x32 --input 3x32x32) or name them (--input image=3x224x224 --input meta=10; "
+              "lengths=() for one number per sample). Default: what the model declares.")
+INPUT_DTYPE_HELP = ("Input dtype, e.g. long for token ids or bf16 (default: what the model takes); "
+                    "NAME=DTYPE for one input (--input-dtype lengths=long).")
 
 
 def input_option(required: bool = False, default: str | None = None, help: str = INPUT_HELP) -> Callable[[F], F]:
-    """``--input CxHxW`` into the ``input_size`` parameter (text; parse it with :func:`parse_input`)."""
-    return click.option("--input", "input_size", default=default, required=required, metavar="CxHxW", help=help)
+    """``--input CxHxW`` (repeatable, or ``NAME=CxHxW``) into ``input_size``; parse with :func:`parse_input`."""
+    return click.option("--input", "input_size", default=(default,) if default else (), required=required,
+                        multiple=True, metavar="CxHxW", help=help)
 
 
 def input_dtype_option(fn: F) -> F:
     """``--input-dtype DTYPE`` into the ``input_dtype`` parameter (text; the library parses it)."""
     return click.option("--input-dtype", "input_dtype", default=None, metavar="DTYPE", help=INPUT_DTYPE_HELP)(fn)
+
+
+def input_dtypes_option(fn: F) -> F:
+    """``--input-dtype DTYPE`` (repeatable, or ``NAME=DTYPE``) into ``input_dtype``; parse with
+    :func:`parse_inputs_and_dtypes`."""
+    return click.option("--input-dtype", "input_dtype", multiple=True, metavar="DTYPE", help=INPUT_DTYPE_HELP)(fn)
 
 
 def parse_opts(opts: tuple[str, ...]) -> dict[str, Any]:
@@ -57,5 +67,13 @@ def load_model(ref: str, opts: tuple[str, ...]) -> nn.Module:
     return resolve_model(ref, **parse_opts(opts))
 
 
-def parse_input(text: str | None) -> tuple[int, ...] | None:
-    return parse_input_size(text) if text else None
+def parse_input(text: str | tuple[str, ...] | None) -> Any:
+    """One ``--input`` (text) or the repeated option's values as the library's ``input_size``."""
+    if not text:
+        return None
+    return parse_inputs((text,) if isinstance(text, str) else tuple(text))[0]
+
+
+def parse_inputs_and_dtypes(sizes: tuple[str, ...], dtypes: tuple[str, ...]) -> tuple[Any, Any]:
+    """``--input`` and ``--input-dtype`` values as ``(input_size, input_dtype)`` (see contract.parse_inputs)."""
+    return parse_inputs(tuple(sizes or ()), tuple(dtypes or ()))

@@ -9,15 +9,15 @@ import click
 
 from torchsmith._check import check, list_checks
 from torchsmith._check.plot import check_plot_path
-from torchsmith.cli._common import load_model, model_options, parse_input
+from torchsmith.cli._common import input_dtypes_option, input_option, load_model, model_options, parse_inputs_and_dtypes
 from torchsmith.errors import ConfigError
 
 
 @click.command("check")
 @click.argument("model")
 @model_options
-@click.option("--input", "input_size", default=None, metavar="CxHxW",
-              help="Input size without the batch dimension, e.g. 3x32x32 (default: the model's default_input_size).")
+@input_option()
+@input_dtypes_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Report as text for people or JSON for tools.")
 @click.option("--checks", "checks", default=None, metavar="ID,ID",
@@ -26,8 +26,8 @@ from torchsmith.errors import ConfigError
                    + ", ".join(c.name for c in list_checks()) + ".")
 @click.option("--plot", "plot", default=None, metavar="FILE.png",
               help="Also write a PNG of the per-layer activation/gradient statistics.")
-def command(model: str, opts: tuple[str, ...], input_size: str | None, fmt: str, checks: str | None,
-            plot: str | None) -> None:
+def command(model: str, opts: tuple[str, ...], input_size: tuple[str, ...], input_dtype: tuple[str, ...], fmt: str,
+            checks: str | None, plot: str | None) -> None:
     """Check MODEL for classic model-building mistakes by running a copy of it.
 
     MODEL is a zoo name, path/to/file.py:Class, package.module:attr or a
@@ -38,14 +38,17 @@ def command(model: str, opts: tuple[str, ...], input_size: str | None, fmt: str,
       torchsmith check resnet18 --opt stem=cifar --opt num_classes=10
       torchsmith check path/to/net.py:Net --input 3x32x32 --format json
       torchsmith check lenet --checks input-mutated,signal --plot stats.png
+      torchsmith check siamese.py:Net --input 1x28x28 --input 1x28x28
+      torchsmith check rnn.py:Net --input x=20x8 --input lengths=() --input-dtype lengths=long
       torchsmith check resnet20 --checks all          # adds the slow torch.compile graph-break check
     """
     if plot is not None and not plot.lower().endswith(".png"):
         raise ConfigError(f"--plot writes a PNG; give a file name ending in .png, not {plot!r}")
     if plot is not None:
         check_plot_path(plot)  # before the checks run: a bad path should not cost a whole check
+    size, dtype = parse_inputs_and_dtypes(input_size, input_dtype)
     net = load_model(model, opts)
-    report = check(net, parse_input(input_size), checks=checks)
+    report = check(net, size, checks=checks, input_dtype=dtype)
     if plot is not None:
         if not report.layer_stats:
             raise ConfigError("--plot needs the 'signal' check (its per-layer statistics); add it to --checks")

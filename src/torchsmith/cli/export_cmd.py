@@ -7,7 +7,7 @@ import json
 import click
 
 from torchsmith._export import FORMAT_NAMES, ExportReport, ExportVerificationError, export
-from torchsmith.cli._common import load_model, model_options, parse_input
+from torchsmith.cli._common import input_dtypes_option, input_option, load_model, model_options, parse_inputs_and_dtypes
 
 
 @click.command("export")
@@ -18,8 +18,8 @@ from torchsmith.cli._common import load_model, model_options, parse_input
 @click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), default=None,
               help="exported (torch.export .pt2), onnx or torchscript. Default: from the --out suffix, "
                    "else exported.")
-@click.option("--input", "input_size", default=None, metavar="CxHxW",
-              help="Input size without the batch dimension, e.g. 3x32x32, or 16 token ids. Default: the model's own.")
+@input_option()
+@input_dtypes_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True,
               help="Batch of the example input the export is traced with.")
 @click.option("--static-batch", is_flag=True, help="Fix the batch dimension instead of making it dynamic.")
@@ -33,7 +33,8 @@ from torchsmith.cli._common import load_model, model_options, parse_input
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random check inputs.")
 @click.option("--format-report", "report_format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="How to print the report.")
-def command(model: str, opts: tuple[str, ...], out: str, fmt: str | None, input_size: str | None, batch_size: int,
+def command(model: str, opts: tuple[str, ...], out: str, fmt: str | None, input_size: tuple[str, ...],
+            input_dtype: tuple[str, ...], batch_size: int,
             static_batch: bool, opset: int | None, trace: bool, atol: float, rtol: float, keep_failed: bool,
             seed: int, report_format: str) -> None:
     """Export MODEL to FILE and verify it against the eager model.
@@ -54,10 +55,12 @@ def command(model: str, opts: tuple[str, ...], out: str, fmt: str | None, input_
       torchsmith export resnet18 --opt num_classes=10 --input 3x64x64 --out r18.ts --format-report json
       torchsmith export net.py:Net --input 3x32x32 --format torchscript --trace --out net.ts
       torchsmith export hf:bert --opt num_hidden_layers=2 --opt hidden_size=128 --input 16 --out bert.pt2
+      torchsmith export net.py:Net --input image=3x64x64 --input meta=10 --out net.onnx
     """
+    size, dtype = parse_inputs_and_dtypes(input_size, input_dtype)
     net = load_model(model, opts)
     try:
-        report = export(net, out, format=fmt, input_size=parse_input(input_size), batch_size=batch_size,
+        report = export(net, out, format=fmt, input_size=size, input_dtype=dtype, batch_size=batch_size,
                         dynamic_batch=not static_batch, opset=opset, atol=atol, rtol=rtol, trace=trace,
                         keep_failed=keep_failed, seed=seed)
     except ExportVerificationError as e:

@@ -10,12 +10,11 @@ import click
 from rich.console import Console
 from torch import nn
 
-from torchsmith._summary import parse_dtype, rich_summary, summary
-from torchsmith._summary._inputs import parse_dim
+from torchsmith._summary import rich_summary, summary
 from torchsmith._summary.diagram_render import check_diagram_path, dot_available
-from torchsmith.cli._common import model_options, parse_opts
-from torchsmith.contract import InputSpec, input_spec
-from torchsmith.errors import ConfigError, TorchsmithError
+from torchsmith.cli._common import INPUT_HELP, input_dtypes_option, input_option, model_options, parse_opts
+from torchsmith.contract import InputSpec, forward_inputs, input_spec, parse_inputs
+from torchsmith.errors import ConfigError, DeclaredSizeError, TorchsmithError
 from torchsmith.registry import build_on_meta
 from torchsmith.resolve import resolve_model
 from torchsmith.views import (
@@ -30,17 +29,7 @@ from torchsmith.views import (
 
 FORMATS = ("table", "text", "json", "markdown", "csv", "mermaid")
 REAL_WEIGHTS_LIMIT = 500_000_000  # --params builds real weights (for mean/std) up to 2 GB in fp32
-
-
-def parse_cli_input(text: str) -> tuple[Any, ...]:
-    """``"3x32x32"`` -> (3, 32, 32); names stay names: ``"T=128"`` -> ("T=128",), ``"3xHxW"`` -> (3, "H", "W")."""
-    parts = [p.strip() for p in text.replace(",", "x").split("x")]
-    if not parts or any(not p for p in parts):
-        raise ConfigError(f"--input {text!r} is not a size like 3x32x32 (names such as T=128 are allowed)")
-    dims = tuple(int(p) if p.isdigit() else p for p in parts)
-    for d in dims:
-        parse_dim(d)  # validates, with a clear message
-    return dims
+REAL_FALLBACK_BYTES = 1 << 30  # a summary that meta tensors cannot run is retried on a real build this small
 
 
 def _build(ref: str, opts: tuple[str, ...], meta: bool) -> nn.Module:
@@ -53,12 +42,10 @@ def _build(ref: str, opts: tuple[str, ...], meta: bool) -> nn.Module:
 @click.command("show")
 @click.argument("model")
 @model_options
-@click.option("--input", "input_text", metavar="CxHxW",
-              help="Input size without the batch dim (default: the model's own). Names keep a dim symbolic: "
-                   "3xHxW, T=128.")
+@input_option(help=INPUT_HELP + " Names keep a dim symbolic: 3xHxW, T=128.")
 @click.option("--batch", default="1", show_default=True, metavar="N|NAME",
               help="Batch size; a name such as B keeps it symbolic in shapes and FLOPs.")
-@click.option("--input-dtype", default=None, metavar="DTYPE", help="Input dtype, e.g. long for token ids.")
+@input_dtypes_option
 @click.option("--depth", type=click.IntRange(min=0), default=3, show_default=True,
               help="Deepest module level shown (the tree and the flow too).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
@@ -77,7 +64,7 @@ def _build(ref: str, opts: tuple[str, ...], meta: bool) -> nn.Module:
 @click.option("--modules", "views", flag_value="modules", multiple=True, help="The module tree.")
 @click.option("--buffers", "views", flag_value="buffers", multiple=True, help="Buffers, persistent or not.")
 @click.option("--hooks", "views", flag_value="hooks", multiple=True, help="Every registered hook, by module.")
-def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: str, input_dtype: str | None,
+def command(model: str, opts: tuple[str, ...], input_size: tuple[str, ...], batch: str, input_dtype: tuple[str, ...],
             depth: int, fmt: str, flow: bool, diagram_path: str | None, explain: bool, dtype: str | None, expand: bool,
             views: tuple[str, ...]) -> None:
     """Show MODEL layer by layer: shapes, parameters, MACs/FLOPs, memory, on the meta device.
@@ -106,13 +93,14 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
     if diagram_path:
         check_diagram_path(diagram_path)  # before the forward: a typo in the suffix fails at once
     net = _build(model, opts, meta=True)
-    size = None
-    declared = _declared_input(net) if input_text is None else None  # (C, H, W), (T,) ... from the contract
-    if input_text is not None:
-        size = tuple(parse_cli_input(input_text))
+    size, in_dtype = parse_inputs(input_size, input_dtype, symbolic=True,
+                                  input_names=[n for n, _ in forward_inputs(net)])
+    declared = _declared_input(net) if size is None else None  # (C, H, W), (T,) ... from the contract
+    if size is not None:
+        pass
     elif declared is not None:
         size = tuple(declared.size)
-        input_dtype = input_dtype or str(declared.dtype)
+        in_dtype = in_dtype or declared.dtype
     elif diagram_path or explain or fmt == "mermaid":
         raise ConfigError(f"the input size of {type(net).__name__} is not known, and the diagram and the explanation "
                           "come from a forward pass; give --input (e.g. --input 3x32x32)")
@@ -125,9 +113,8 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
         click.echo(f"note: the input size of {type(net).__name__} is not known (no default_input_size, config or "
                    "telling first layer); give --input (e.g. --input 3x32x32) for shapes, FLOPs and memory", err=True)
         return
-    size = tuple(d if isinstance(d, int) else f"{d[0]}={d[1]}" if isinstance(d, tuple) else d for d in size)
     try:
-        result = summary(net, size, batch_size=batch, input_dtype=parse_dtype(input_dtype), dtype=dtype, depth=depth)
+        result = _summarise(net, model, opts, size, batch, in_dtype, dtype, depth)
     except TorchsmithError as e:
         partial = getattr(e, "partial", None)
         if partial is not None and partial.rows and not flow:
@@ -147,13 +134,26 @@ def command(model: str, opts: tuple[str, ...], input_text: str | None, batch: st
     click.echo(result.render("text" if fmt == "table" else fmt, depth=depth, collapse=not expand))
 
 
+def _summarise(net: nn.Module, model: str, opts: tuple[str, ...], size: Any, batch: str, in_dtype: Any,
+               dtype: str | None, depth: int) -> Any:
+    """The summary of the model built on meta; of a real build where meta tensors cannot run it and its weights
+    are small (a data-dependent ``if``, ``.item()``): the API falls back to real tensors the same way."""
+    try:
+        return summary(net, size, batch_size=batch, input_dtype=in_dtype, dtype=dtype, depth=depth)
+    except TorchsmithError:
+        if not any(p.is_meta for p in net.parameters()) or count_parameters(net) * 4 > REAL_FALLBACK_BYTES:
+            raise
+    real = _build(model, opts, meta=False)
+    return summary(real, size, batch_size=batch, input_dtype=in_dtype, dtype=dtype, depth=depth)
+
+
 def _declared_input(net: nn.Module) -> InputSpec | None:
     """What the model says about its input (default_input_size, a library config, its first layer), or None."""
     try:
         return input_spec(net)
-    except ConfigError as e:
-        if "default_input_size is" in str(e):  # a declared size that is wrong: the user must hear it
-            raise
+    except DeclaredSizeError:
+        raise  # a declared size that is wrong: the user must hear it
+    except ConfigError:
         return None
 
 
