@@ -9,6 +9,7 @@ import ast
 import importlib
 import importlib.util
 import inspect
+import json
 import re
 import subprocess
 import sys
@@ -235,3 +236,80 @@ def test_only_the_cli_imports_the_facade() -> None:
                 if any(importlib.util.find_spec(f"torchsmith.{a.name}") is None for a in node.names):
                     bad.append(f"{rel}:{node.lineno}")
     assert bad == [], "library modules importing the facade: " + ", ".join(bad)
+
+
+# --- what each everyday path imports (issue 19) ---------------------------------------------------------
+
+#: Imported by none of the everyday paths below: seconds of import time, and memory, none of them needs.
+_HEAVY = ("torch._dynamo", "torch._inductor", "sympy", "torch.fx.experimental.symbolic_shapes")
+
+_LOADED = """
+import json, sys
+import torch
+before = set(sys.modules)
+{code}
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def _loaded(code: str) -> set[str]:
+    """The modules that ``code`` imports in a fresh process on top of a bare ``import torch``."""
+    done = subprocess.run([sys.executable, "-c", _LOADED.format(code=code)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _under(modules: set[str], *roots: str) -> list[str]:
+    return sorted(m for m in modules if any(m == r or m.startswith(r + ".") for r in roots))
+
+
+def test_import_torchsmith_loads_only_the_facade_and_the_zoo() -> None:
+    loaded = _loaded("import torchsmith")
+    assert _under(loaded, *_HEAVY, "rich", "torchsmith._summary", "torchsmith._check", "torchsmith._export",
+                  "torchsmith._capture", "torchsmith.train", "torchsmith.cli", "torchsmith.demo") == []
+    assert {"torchsmith.models", "torchsmith.library", "torchsmith.registry"} <= loaded  # the zoo is registered
+
+
+@pytest.mark.parametrize("name", ["lenet", "resnet20"])
+def test_a_small_summary_imports_neither_dynamo_nor_sympy_nor_rich(name: str) -> None:
+    loaded = _loaded(f"import torchsmith as ts\ns = ts.summary({name!r})\nstr(s)\nassert s.forward_flops > 0")
+    assert _under(loaded, *_HEAVY, "rich", "torchsmith._check", "torchsmith._export", "torchsmith.train") == []
+
+
+def test_torchsmith_show_lenet_imports_no_dynamo() -> None:
+    loaded = _loaded("from torchsmith.cli import main\nmain(['show', 'lenet'], prog_name='torchsmith', "
+                     "standalone_mode=False)")
+    assert _under(loaded, *_HEAVY, "torchsmith._check", "torchsmith._export", "torchsmith.train") == []
+    assert "torchsmith.cli.show_cmd" in loaded
+
+
+@pytest.mark.parametrize("args", [["--help"], ["models"]])
+def test_help_and_models_import_no_other_command(args: list[str]) -> None:
+    loaded = _loaded(f"from torchsmith.cli import main\nmain({args!r}, prog_name='torchsmith', standalone_mode=False)")
+    commands = _under(loaded, "torchsmith.cli")
+    assert set(commands) <= {"torchsmith.cli", "torchsmith.cli.models_cmd"}, commands
+    assert _under(loaded, *_HEAVY, "rich", "torchsmith._summary") == []
+
+
+def test_the_facade_table_types_and_all_agree() -> None:
+    """Each public name is in ``_EXPORTS`` under the module that holds it, imported for type checkers, in __all__."""
+    tree = ast.parse((SRC / "__init__.py").read_text())
+    guarded = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    typed = {(node.module, a.name) for node in ast.walk(guarded) if isinstance(node, ast.ImportFrom)
+             for a in node.names}
+    table = {(module, name) for module, names in ts._EXPORTS.items() for name in names}
+    assert typed == table
+    assert set(ts.__all__) == {name for _, name in table} | {"__version__"}
+    for module, name in sorted(table):
+        assert getattr(importlib.import_module(module), name) is getattr(ts, name), name
+    assert set(ts.__all__) <= set(dir(ts))
+
+
+def test_every_cli_command_is_one_table_line_with_its_own_help() -> None:
+    from torchsmith.cli import COMMANDS, main
+
+    for name, (module, summary) in COMMANDS.items():
+        command = importlib.import_module(f"torchsmith.cli.{module}").command
+        assert command.name == name and main.commands[name] is command
+        assert inspect.cleandoc(command.help or "").split("\n\n")[0].replace("\n", " ") == summary, name
