@@ -164,21 +164,24 @@ def _unknown_output_types(out: Any) -> list[str]:
 
 
 def _cache_option(model: nn.Module) -> Any:
-    """The model's config when it has ``use_cache=True`` (a transformers decoder that returns its KV cache)."""
-    config = getattr(model, "config", None)
-    return config if getattr(config, "use_cache", None) is True else None
+    """Every config in the model with ``use_cache=True`` (a transformers decoder that returns its KV cache; an
+    encoder-decoder's decoder stack holds a config of its own), or None when there is none."""
+    configs = {id(c): c for m in model.modules() if getattr(c := getattr(m, "config", None), "use_cache", None) is True}
+    return list(configs.values()) or None
 
 
 @contextlib.contextmanager
-def _without_cache(config: Any) -> Iterator[None]:
-    if config is None:
+def _without_cache(configs: Any) -> Iterator[None]:
+    if configs is None:
         yield
         return
-    config.use_cache = False  # the check's deep copy's config: the user's model keeps its own
+    for config in configs:
+        config.use_cache = False  # the check's deep copy's configs: the user's model keeps its own
     try:
         yield
     finally:
-        config.use_cache = True
+        for config in configs:
+            config.use_cache = True
 
 
 @register_check(

@@ -108,12 +108,13 @@ class InputSpec:
         batch = parse_dim(batch_size)
         if input_size is None:
             try:
-                contract = input_spec(model)
+                contract = model_inputs(model, input_dtype=input_dtype if isinstance(input_dtype, Mapping) else None)
             except ConfigError as e:
                 raise ConfigError(f"{e}; pass one sample's size without the batch: input_size=(3, 32, 32)") from None
-            input_size = contract.size
+            input_size = contract.sizes()  # one size; or, for an encoder-decoder, input_ids and decoder_input_ids
             if input_dtype is None:
-                input_dtype = contract.dtype
+                input_dtype = contract.primary.dtype if contract.single else {
+                    n: s.dtype for n, s in zip(contract.names, contract.specs)}
         keywords: tuple[str, ...] = ()
         if isinstance(input_size, Mapping) or isinstance(input_dtype, Mapping):
             # Keyword inputs ({"image": (3, 224, 224), "meta": (10,)}) or dtypes by name: the contract reads them.
