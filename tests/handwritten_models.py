@@ -662,8 +662,9 @@ class ZeroInitMLP(Handwritten):
     def __init__(self) -> None:
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 3)
-        nn.init.zeros_(self.fc1.weight)
-        nn.init.zeros_(self.fc1.bias)
+        for layer in (self.fc1, self.fc2):  # "initialise everything to 0.1": every hidden unit the same
+            nn.init.constant_(layer.weight, 0.1)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(torch.tanh(self.fc1(x)))
@@ -685,10 +686,26 @@ class HookInForward(Handwritten):
         return self.fc(x)
 
 
+class RecordingNet(Handwritten):
+    """Keeps the last outputs in a Python list (a debugging habit): read-only calls must not append to it."""
+
+    INPUT = (8,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 3)
+        self.history: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x)
+        self.history.append(y.detach())
+        return y
+
+
 HANDWRITTEN: list[type[Handwritten]] = [
     TutorialNet, ViewNet, LazyLeNet, LazyMLP, NiNBlockNet, MiniGoogLeNet, DenseBlockNet, SmallResNet, UNet,
     DCGANGenerator, DCGANDiscriminator, VAE, SamplingVAE, CharRNN, WordLSTM, GRUClassifier, PackedLSTMClassifier,
     PackedLSTM, StatefulRNN, TinyGPT, HandViT, AudioConv1d, Volume3d, TabularMLP, SiameseNet, ImageMetaNet,
     DictOutputNet, SpectralNormD, HardCodedFlatten, InPlaceInput, PlainListLayers, TensorNotBuffer,
-    DataDependentIf, LayerInForward, ZeroInitMLP, HookInForward,
+    DataDependentIf, LayerInForward, ZeroInitMLP, HookInForward, RecordingNet,
 ]

@@ -357,7 +357,7 @@ def _meta_forward(model: nn.Module, x: torch.Tensor, pre_hook: Any = None, hooke
                 setattr(m, a, type(d)())
             if pre_hook is not None and isinstance(m, hooked):
                 m.register_forward_pre_hook(pre_hook)
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):  # a layer built in forward draws its init
             torch.func.functional_call(model, tensors, (x,), tie_weights=False, strict=False)
         return True
     except Exception:
@@ -616,8 +616,9 @@ def scan_unregistered(model: nn.Module) -> list[tuple[str, str, Any]]:
     found: list[tuple[str, str, Any]] = []
     seen: set[int] = set()
     for owner, module in model.named_modules():
+        managed = _hook_managed(module)
         for attr, value in vars(module).items():
-            if attr in MODULE_ATTRS:
+            if attr in MODULE_ATTRS or attr in managed:
                 continue
             base = f"{owner}.{attr}" if owner else attr
             for path, obj in walk_held(value, base):
@@ -630,6 +631,16 @@ def scan_unregistered(model: nn.Module) -> list[tuple[str, str, Any]]:
                     seen.add(id(obj))
                     found.append((path, owner, obj))
     return found
+
+
+def _hook_managed(module: nn.Module) -> set[str]:
+    """Attributes that torch's own hooks recompute before every forward from registered parameters:
+    ``nn.utils.spectral_norm``'s and ``weight_norm``'s ``weight`` (from ``weight_orig`` / ``weight_g``, ``weight_v``)."""
+    names = set()
+    for hook in getattr(module, "_forward_pre_hooks", {}).values():
+        if type(hook).__module__.startswith("torch.nn.utils") and isinstance(getattr(hook, "name", None), str):
+            names.add(hook.name)
+    return names
 
 
 def unregistered_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -41,7 +41,7 @@ from torchsmith._check.registry import (
     register_check,
 )
 from torchsmith._check.report import CheckReport, Finding, LayerStat
-from torchsmith._check.runtime import collect_hooks, strip_hooks
+from torchsmith._check.runtime import collect_hooks, hook_counts, strip_hooks
 from torchsmith.contract import copy_model, input_spec, materialise_lazy, model_inputs
 from torchsmith.errors import ConfigError, TorchsmithError, UnknownNameError
 
@@ -160,10 +160,11 @@ def check(model: nn.Module, input_size: Any = None, *,
     # and the user's hooks must not see it.
     spec = inputs.primary
     size = spec.size
-    held = {id(obj): path for path, _, obj in scan_unregistered(work) if isinstance(obj, nn.Module)}
+    unregistered = scan_unregistered(work)
+    held = {id(obj): path for path, _, obj in unregistered if isinstance(obj, nn.Module)}
     ctx = Context(model=work, original=model, input_size=size, device=device, dtype=dtype, seed=seed, hooks=hooks,
                   held=held, token_range=spec.vocab_size if spec.kind == "tokens" else None, spec=spec,
-                  inputs=inputs, lazy_modules=lazy_modules)
+                  inputs=inputs, lazy_modules=lazy_modules, hook_counts=hook_counts(work), unregistered_at_start=unregistered)
     try:  # made here, not inside a check, so that an input too large to allocate is one clear error
         _ = ctx.x
     except RuntimeError as e:

@@ -82,6 +82,10 @@ class Context:
     spec: InputSpec | None = None  # the contract's reading of the input (fixed size, where it came from)
     inputs: ModelInputs | None = None  # every input when forward takes several; the probe varies the first
     lazy_modules: set[str] = field(default_factory=set)  # paths of nn.Lazy* modules, sized by the first batch
+    hook_counts: dict[str, int] = field(default_factory=dict)  # user hooks per module before any check ran
+    # (would-be path, owner, object) of what the copy holds unregistered before any run: what forward itself
+    # caches in plain attributes later (a list of past outputs) is not the model's state.
+    unregistered_at_start: list[tuple[str, str, Any]] = field(default_factory=list)
     hooks: list[HookInfo] = field(default_factory=list)
     layer_stats: list[Any] = field(default_factory=list)  # filled by the signal check
     held: dict[int, str] = field(default_factory=dict)  # id -> would-be path of modules in plain containers

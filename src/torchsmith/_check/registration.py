@@ -65,7 +65,7 @@ def _shape(t: torch.Tensor) -> str:
 )
 def check_registration(ctx: Context) -> list[Finding]:
     """Modules in plain lists/dicts, tensors as plain attributes, layers created inside forward."""
-    held = scan_unregistered(ctx.model)  # before any run, so state forward caches is not counted
+    held = ctx.unregistered_at_start  # before any run, so state forward caches is not counted
     tracer = ctx.train_run()
     called = {id(m): caller for m, caller in tracer.unregistered.values()}
     findings: list[Finding] = []

@@ -3,12 +3,15 @@ unused parameters, and hooks left on the model."""
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
 from collections import defaultdict
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchsmith._check._context import Context, HookInfo, SkipCheck, make_finding
 from torchsmith._check._run import flat_tensors
@@ -19,6 +22,8 @@ __all__ = [
     "check_input_mutated", "check_determinism", "check_non_finite", "check_devices_dtypes",
     "check_unused_parameters", "check_hooks", "collect_hooks", "strip_hooks",
 ]
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
 
 
 def _shape(t: torch.Tensor | tuple[int, ...] | None) -> str:
@@ -152,6 +157,17 @@ def check_determinism(ctx: Context) -> list[Finding]:
     # Two more runs that fingerprint every module output name the first module that differs.
     ta, tb = ctx.fingerprinted(ctx.x.clone()), ctx.fingerprinted(ctx.x.clone())
     module, kind, diff, diff_text = describe_divergence(ta, tb, out_a, out_b)
+    draw = _first_random_draw(ctx)
+    if draw is not None:
+        op, function, where, module = draw
+        return [make_finding(
+            "nondeterministic-eval", module,
+            f"two eval-mode calls on the same input differ (largest output difference {diff_text}): {op} in "
+            f"{function} ({where}) of {module or '(model)'} draws random numbers in eval mode",
+            f"draw only in training: `if not self.training: return mu` before the sampling in {function} (or "
+            "`if self.training:` around it); to sample at inference on purpose, seed a torch.Generator and pass it",
+            max_output_diff=diff, op=op, function=function, where=where,
+        )]
     return [make_finding(
         "nondeterministic-eval", module,
         f"two eval-mode calls on the same input differ (largest output difference "
@@ -161,6 +177,56 @@ def check_determinism(ctx: Context) -> list[Finding]:
         "them, pass training=self.training to F.dropout, and keep random noise behind `if self.training`",
         max_output_diff=diff,
     )]
+
+
+#: Ops that draw fresh random numbers into a new tensor: sampling in forward. In-place fills (``uniform_``,
+#: ``normal_``) are left out: they are how a layer built in forward initialises, which has its own finding.
+_RANDOM_OPS = frozenset({"randn", "randn_like", "rand", "rand_like", "randint", "randint_like", "normal",
+                         "bernoulli", "native_dropout", "multinomial", "randperm", "poisson", "rrelu_with_noise"})
+
+
+class _RandomDraws(TorchDispatchMode):
+    """Records the first sampling op of a forward with the user's frame that called it."""
+
+    def __init__(self, paths: dict[int, str]) -> None:
+        super().__init__()
+        self.paths = paths
+        self.found: tuple[str, str, str, str] | None = None
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if self.found is None and func.overloadpacket.__name__ in _RANDOM_OPS:
+            self.found = self._caller(f"aten.{func.overloadpacket.__name__}")
+        return func(*args, **(kwargs or {}))
+
+    def _caller(self, op: str) -> tuple[str, str, str, str]:
+        frame = inspect.currentframe()
+        function, where, module = "forward", "", ""
+        while frame is not None:
+            code = frame.f_code
+            if not code.co_filename.startswith(_TORCH_DIR) and code.co_filename != __file__:
+                function, where = code.co_name, f"{os.path.basename(code.co_filename)}:{frame.f_lineno}"
+                owner = frame.f_locals.get("self")
+                module = self.paths.get(id(owner), "") if isinstance(owner, nn.Module) else ""
+                break
+            frame = frame.f_back
+        return op, function, where, module
+
+
+def _first_random_draw(ctx: Context) -> tuple[str, str, str, str] | None:
+    """(op, function, file:line, module path) of the first op that samples in an eval-mode forward, or None."""
+    model = ctx.model
+    paths = {id(m): n for n, m in model.named_modules()}
+    mode = _RandomDraws(paths)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), mode:
+            ctx.call(model, ctx.x.clone())
+    except Exception:
+        pass
+    finally:
+        model.train(was)
+    return mode.found
 
 
 # --------------------------------------------------------------------------- NaN / Inf
@@ -328,12 +394,36 @@ _GLOBAL_HOOKS = {
 
 
 def _is_torch_machinery(hook: Any) -> bool:
-    """Hooks torch utilities install as part of a model (weight_norm, spectral_norm, pruning, lazy init)."""
+    """Hooks that are part of how a model works, not leftovers: those torch utilities install (weight_norm,
+    spectral_norm, pruning, lazy init) and those an installed library's code registers (transformers 5 captures
+    hidden states and attentions with forward hooks; accelerate and peft install theirs)."""
     owner = getattr(hook, "__self__", hook)
     mod = type(owner).__module__ or ""
     if mod.startswith(("torch.nn.utils", "torch.ao.", "torch.nn.modules.lazy")):
         return True
-    return getattr(hook, "__name__", "") == "_infer_parameters"
+    if getattr(hook, "__name__", "") == "_infer_parameters":
+        return True
+    return _library_code(hook)
+
+
+_LIBRARY_DIRS = ("site-packages", "dist-packages")
+
+
+def _library_code(hook: Any) -> bool:
+    """Whether the hook's function is defined in an installed package (not in the user's own files)."""
+    fn = getattr(hook, "func", hook)  # functools.partial
+    fn = getattr(fn, "__func__", fn)  # a bound method
+    call = vars(type(fn)).get("__call__")  # a callable object: its class's __call__
+    code = getattr(fn, "__code__", None) or getattr(call, "__code__", None)
+    filename = getattr(code, "co_filename", "") or ""
+    if not filename:
+        return False
+    parts = os.path.normpath(filename).split(os.sep)
+    where = next((i for i, d in enumerate(parts) if d in _LIBRARY_DIRS), None)
+    if where is None or where + 1 >= len(parts):
+        return False
+    # torchsmith's own hooks (a capture left open) are leftovers even when torchsmith is installed as a package.
+    return parts[where + 1] != "torchsmith"
 
 
 def _hook_name(hook: Any) -> str:
@@ -360,6 +450,17 @@ def collect_hooks(model: nn.Module) -> list[HookInfo]:
         for hook in (getattr(glob, attr, None) or {}).values():
             found.append(HookInfo("", kind, _hook_name(hook)))
     return found
+
+
+def hook_counts(model: nn.Module) -> dict[str, int]:
+    """How many hooks that are not torch's or a library's machinery each module holds, by path."""
+    counts: dict[str, int] = {}
+    for path, module in model.named_modules():
+        n = sum(1 for attr in _HOOK_DICTS for h in (getattr(module, attr, None) or {}).values()
+                if not _is_torch_machinery(h))
+        if n:
+            counts[path] = n
+    return counts
 
 
 def strip_hooks(model: nn.Module) -> None:
@@ -397,4 +498,20 @@ def check_hooks(ctx: Context) -> list[Finding]:
             "(or use a context manager such as torchsmith's capture)",
             hooks=[f"{h.kind}:{h.name}" for h in hooks], process_wide=is_global,
         ))
+    # A hook that forward registers on every call: none is there on a fresh model, so count after the runs.
+    try:
+        ctx.eval_runs()  # the train-mode run and two eval-mode runs: three forwards
+    except SkipCheck:
+        pass
+    before = ctx.hook_counts
+    for module, n in hook_counts(ctx.model).items():
+        added = n - before.get(module, 0)
+        if added > 0 and not any(f.module == module for f in findings):
+            findings.append(make_finding(
+                "hook-left", module,
+                f"forward registers hooks on {module or '(model)'}: {added} more after three forward passes than "
+                "before them, so they pile up and run again on every later call",
+                "register hooks once, in __init__ or from outside the model, and keep the handle to remove them; "
+                "never call register_*_hook inside forward",
+                added=added, registered_by_forward=True))
     return findings

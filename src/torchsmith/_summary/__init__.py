@@ -144,7 +144,8 @@ def summary(
     # the real run that follows fails too, the input really is wrong, and that first error is the one to give.
     unexplained: tuple[Trace, str, int] | None = None
     for i, how in enumerate(attempts):
-        trace = _attempt(how, model, ref, model_options, spec, mode, replay)
+        with torch.random.fork_rng(devices=[]):  # a forward that samples or builds a layer must not move the RNG
+            trace = _attempt(how, model, ref, model_options, spec, mode, replay)
         if trace.error is None:
             break
         limited = _device_limited(trace.error)
