@@ -635,7 +635,8 @@ def scan_unregistered(model: nn.Module) -> list[tuple[str, str, Any]]:
 
 def _hook_managed(module: nn.Module) -> set[str]:
     """Attributes that torch's own hooks recompute before every forward from registered parameters:
-    ``nn.utils.spectral_norm``'s and ``weight_norm``'s ``weight`` (from ``weight_orig`` / ``weight_g``, ``weight_v``)."""
+    ``nn.utils.spectral_norm``'s and ``weight_norm``'s ``weight`` (from ``weight_orig``, or ``weight_g`` and
+    ``weight_v``)."""
     names = set()
     for hook in getattr(module, "_forward_pre_hooks", {}).values():
         if type(hook).__module__.startswith("torch.nn.utils") and isinstance(getattr(hook, "name", None), str):

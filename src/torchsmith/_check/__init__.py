@@ -164,7 +164,8 @@ def check(model: nn.Module, input_size: Any = None, *,
     held = {id(obj): path for path, _, obj in unregistered if isinstance(obj, nn.Module)}
     ctx = Context(model=work, original=model, input_size=size, device=device, dtype=dtype, seed=seed, hooks=hooks,
                   held=held, token_range=spec.vocab_size if spec.kind == "tokens" else None, spec=spec,
-                  inputs=inputs, lazy_modules=lazy_modules, hook_counts=hook_counts(work), unregistered_at_start=unregistered)
+                  inputs=inputs, lazy_modules=lazy_modules, hook_counts=hook_counts(work),
+                  unregistered_at_start=unregistered)
     try:  # made here, not inside a check, so that an input too large to allocate is one clear error
         _ = ctx.x
     except RuntimeError as e:
