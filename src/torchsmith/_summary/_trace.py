@@ -461,8 +461,10 @@ def run_trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], n
     try:
         if cache is not None:
             cache.attach()
-        with context if context is not None else nullcontext(), torch.enable_grad(), dynamo_free(), \
-                _Recorder(tracer, before_op):
+        # Only meta tensors reach torch's Python meta kernels (CPU stand-ins run C++ ones): see _nodynamo.py.
+        on_meta = any(x.is_meta for x in _tensors((args, kwargs)))
+        with context if context is not None else nullcontext(), torch.enable_grad(), \
+                dynamo_free() if on_meta else nullcontext(), _Recorder(tracer, before_op):
             try:
                 out = model(*args, **kwargs)
             except Exception as e:
