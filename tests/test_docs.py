@@ -105,3 +105,34 @@ def test_readme_links_point_at_files_that_exist() -> None:
     missing = [link for link in links if link and not (ROOT / link).exists()]
     assert not missing, f"README.md links to missing files: {missing}"
     assert text.index("docs/architecture.md") < len(text) // 10, "README.md links docs/architecture.md early"
+
+
+def _documented_args(doc: str) -> list[str]:
+    """The parameter names of a Google-style ``Args:`` section."""
+    lines = doc.splitlines()
+    if "Args:" not in lines:
+        return []
+    names = []
+    for line in lines[lines.index("Args:") + 1:]:
+        if line and not line.startswith(" "):
+            break
+        m = re.match(r"^    (\**\w+)( \(.*\))?:", line)
+        if m:
+            names.append(m.group(1).lstrip("*"))
+    return names
+
+
+def _facade_functions() -> list[str]:
+    return [n for n in ts.__all__ if inspect.isfunction(inspect.unwrap(getattr(ts, n)))]
+
+
+@pytest.mark.parametrize("name", _facade_functions())
+def test_every_facade_function_documents_its_arguments_and_result(name: str) -> None:
+    """The reference is generated from docstrings, so each function's says what every argument is and what
+    comes back (Google style, as the API pages render it)."""
+    fn = inspect.unwrap(getattr(ts, name))
+    doc = inspect.getdoc(fn) or ""
+    params = [p for p in inspect.signature(fn).parameters if p != "self"]
+    undocumented = sorted(set(params) - set(_documented_args(doc)))
+    assert not undocumented, f"ts.{name}'s docstring has no Args entry for {undocumented}"
+    assert re.search(r"^(Returns|Yields):$", doc, re.M), f"ts.{name}'s docstring has no Returns: section"
