@@ -32,7 +32,7 @@ from torchsmith.train.progress import Reporter
 from torchsmith.train.result import TrainResult
 from torchsmith.views import format_tree, module_tree
 
-__all__ = ["run_demo", "DemoResult", "demo_config", "model_summary_text"]
+__all__ = ["run_demo", "DemoResult", "demo_config", "model_summary_text", "TinyGPT", "run_lm_demo", "LMDemoResult"]
 
 
 def demo_config(out_dir: str | Path, *, epochs: int = 15, seed: int = 0) -> TrainConfig:
@@ -247,3 +247,59 @@ class _Block(torch.nn.Module):
         y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, c))
         return x + self.out(torch.nn.functional.gelu(self.fc(self.ln_2(x))))
+
+
+@dataclass
+class LMDemoResult:
+    """What ``torchsmith demo --task lm`` did: the loss per epoch, a sample, where the run went."""
+
+    train: TrainResult
+    prompt: str
+    sample: str
+    out_dir: Path
+    seconds: float
+
+    @property
+    def losses(self) -> list[float]:
+        return [float(r["train_loss"]) for r in self.train.history]
+
+    @property
+    def loss_fell(self) -> bool:
+        return len(self.losses) >= 2 and self.losses[-1] < self.losses[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"losses": self.losses, "loss_fell": self.loss_fell, "prompt": self.prompt, "sample": self.sample,
+                "out_dir": str(self.out_dir), "seconds": self.seconds, "train": self.train.to_dict()}
+
+    def __str__(self) -> str:
+        f = self.train.final
+        return "\n".join([
+            f"TinyGPT, {len(self.losses)} epochs on the shipped corpus (text:corpus, bytes as tokens) in "
+            f"{self.seconds:.1f}s",
+            "train loss by epoch: " + " -> ".join(f"{v:.3f}" for v in self.losses),
+            f"test loss {f.get('test_loss', float('nan')):.3f}, perplexity {f.get('test_ppl', float('nan')):.2f}",
+            f"sample after {self.prompt!r}:", "  " + self.sample.replace("\n", "\n  "),
+            f"run directory: {self.out_dir}"])
+
+
+def run_lm_demo(out_dir: str | Path | None = None, *, epochs: int = 10, seed: int = 0,
+                reporter: Reporter | None = None, threads: int | None = 2) -> LMDemoResult:
+    """Train :class:`TinyGPT` on the shipped corpus (next-byte prediction), then sample from it."""
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="torchsmith-lm-demo-"))
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(seed)
+        model = TinyGPT(block_size=64)
+        cfg = TrainConfig(data="text:corpus", epochs=epochs, batch_size=16, seq_len=64, lr=3e-3, weight_decay=0.1,
+                          seed=seed, device="cpu", out_dir=str(out), log_every=4, plot=False)
+        t0 = time.perf_counter()
+        result = fit(model, None, cfg, reporter=reporter)
+        prompt = "The smith "
+        idx = torch.tensor([list(prompt.encode())])
+        ids = model.eval().generate(idx, 160, generator=torch.Generator().manual_seed(seed))
+        sample = bytes(ids[0].tolist()).decode("utf-8", errors="replace")
+        return LMDemoResult(result, prompt, sample, out, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from torchsmith._format import human_bytes
-from torchsmith._memory._blocks import Blocks
 from torchsmith._memory._tracker import Peak
+from torchsmith._summary._blocks import Blocks
 
 __all__ = ["Distributed", "apply_strategy"]
 

@@ -12,7 +12,6 @@ inputs that checkpointing keeps and the recomputation in backward.
 
 from __future__ import annotations
 
-import copy
 import functools
 import itertools
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ from torchsmith._memory._tracker import LiveTracker, Peak
 from torchsmith._summary._saved import SavedStorages, storage_of
 from torchsmith.errors import ConfigError
 
-__all__ = ["Knobs", "StepRecord", "fake_copy", "run_training_step", "run_inference", "make_optimizer",
+__all__ = ["Knobs", "StepRecord", "run_training_step", "run_inference", "make_optimizer",
            "PRECISIONS", "OPTIMIZERS"]
 
 #: precision -> (dtype of the weights, autocast dtype or None)
@@ -67,29 +66,6 @@ class StepRecord:
     @property
     def peak(self) -> Peak:
         return max(self.peaks.values(), key=lambda p: p.bytes)
-
-
-# --------------------------------------------------------------------------- the model on fake tensors
-def fake_copy(model: nn.Module, fake_mode: Any, dtype: torch.dtype | None = None) -> nn.Module:
-    """A deep copy of ``model`` whose parameters and buffers are fake CPU tensors (ties kept).
-
-    ``dtype`` converts the floating-point ones (pure bf16 training). The original, on meta or real,
-    is not touched.
-    """
-    memo: dict[int, Any] = {}
-    with fake_mode:
-        for t in itertools.chain(model.parameters(), model.buffers()):
-            if t is None or id(t) in memo:
-                continue
-            dt = dtype if dtype is not None and t.is_floating_point() else t.dtype
-            f = torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=dt, device="cpu")
-            memo[id(t)] = nn.Parameter(f, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else f
-        for module in model.modules():
-            for value in vars(module).values():
-                if isinstance(value, torch.Tensor) and id(value) not in memo:
-                    memo[id(value)] = torch.empty_strided(tuple(value.shape), tuple(value.stride()),
-                                                          dtype=value.dtype, device="cpu")
-    return copy.deepcopy(model, memo)
 
 
 def make_optimizer(name: str, params: list[nn.Parameter], foreach: bool | None) -> torch.optim.Optimizer:

@@ -10,9 +10,7 @@ checked against a full run in the tests).
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,24 +19,19 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from torchsmith._format import parse_dtype
-from torchsmith._memory._blocks import Blocks, repeated_blocks
 from torchsmith._memory._distributed import apply_strategy
 from torchsmith._memory._knobs import check_optimizer, check_positive, check_precision, check_strategy
-from torchsmith._memory._step import PRECISIONS, Knobs, StepRecord, fake_copy, run_inference, run_training_step
+from torchsmith._memory._step import PRECISIONS, Knobs, StepRecord, run_inference, run_training_step
 from torchsmith._memory._tracker import CATEGORIES, Peak
 from torchsmith._memory.result import MemoryPlan, ModuleMemory, Num
+from torchsmith._summary._blocks import Blocks, repeated_blocks, truncated, worth_scaling
 from torchsmith._summary._inputs import InputSpec
+from torchsmith._summary._saved import affine_text, fake_copy, fake_inputs
 from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError, UnknownNameError
 from torchsmith.registry import build_on_meta
 from torchsmith.resolve import resolve_model
 
-__all__ = ["memory", "memory_plans", "build_model", "check_knobs", "SCALE_PARAMS", "SCALE_BLOCKS"]
-
-#: A model is scaled from two and three of its blocks (not run whole) above this many parameters ...
-SCALE_PARAMS = 1_000_000_000
-#: ... when its longest run of identical blocks is at least this long.
-SCALE_BLOCKS = 8
-
+__all__ = ["memory", "memory_plans", "build_model", "check_knobs", "input_dtypes"]
 
 def memory(
     model_or_name: nn.Module | str,
@@ -70,7 +63,8 @@ def memory(
             built on meta with ``model_options``.
         input_size: one sample's shape without the batch (default: what the model declares).
         batch_size: per device and per micro-batch; a name (``"B"``, ``"B=16"``) makes the figures formulas.
-        input_dtype, input_data: as in :func:`torchsmith.summary`.
+        input_dtype: the input's dtype, one per input for several (as in :func:`torchsmith.summary`).
+        input_data: real arguments to take shapes and dtypes from (as in :func:`torchsmith.summary`).
         optimizer: ``"sgd"``, ``"sgd-momentum"``, ``"adam"`` or ``"adamw"``.
         precision: ``"fp32"``, ``"bf16-mixed"`` / ``"fp16-mixed"`` (autocast, fp32 weights) or ``"bf16"``.
         foreach: the optimizer's ``foreach`` (None: torch's default for CPU tensors, one parameter at a time;
@@ -78,10 +72,12 @@ def memory(
         grad_accumulation: micro-batches per optimizer step (gradients stay allocated between them).
         checkpointing: True checkpoints the repeated blocks (``torch.utils.checkpoint``), or a list of
             module names.
-        world_size, strategy: devices and ``"ddp"`` (default when ``world_size > 1``) or ``"fsdp"``.
+        world_size: the number of devices.
+        strategy: ``"ddp"`` (default when ``world_size > 1``) or ``"fsdp"``.
         kv_seq_len: tokens of a decoder's KV cache in ``inference`` (default: the input's length).
         scale_blocks: run two and three of the repeated blocks and scale to all of them (None: for
             models over 1B parameters with 8 or more identical blocks).
+        **model_options: options for building ``model_or_name`` when it is a name.
 
     Returns:
         A :class:`MemoryPlan`: ``activations``, ``peak``, ``by_category``, ``when``, ``by_module``,
@@ -194,8 +190,7 @@ def _should_scale(model: nn.Module, blocks: Blocks | None, scale: bool | None) -
         return False
     if scale is not None:
         return bool(scale)
-    n = sum(p.numel() for p in model.parameters())
-    return n > SCALE_PARAMS and blocks.stack_length >= SCALE_BLOCKS
+    return worth_scaling(model, blocks)
 
 
 # --------------------------------------------------------------------------- running
@@ -220,13 +215,13 @@ class _Runner:
         return _extrapolate(two, three, self.blocks.stack, self.blocks.stack_length)
 
     def _once(self, batch: int | None, keep: int | None) -> _Run:
-        with _truncated(self.model, self.blocks, keep):
+        with truncated(self.model, self.blocks, keep):
             names = {n for n, _ in self.model.named_modules()}
             knobs = replace(self.knobs, checkpoint=tuple(n for n in self.knobs.checkpoint if n in names))
             fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
             weights = PRECISIONS[knobs.precision][0]
             fake = fake_copy(self.model, fake_mode, dtype=weights if weights != torch.float32 else None)
-            args, kwargs = _fake_inputs(self.spec, batch, fake_mode, weights)
+            args, kwargs = fake_inputs(self.spec, batch, fake_mode, weights)
             step = _guarded(lambda: run_training_step(fake, args, kwargs, knobs, fake_mode), self.model)
             inference = _guarded(lambda: run_inference(fake, args, kwargs, knobs.precision, fake_mode), self.model)
         return _Run(batch, step, inference)
@@ -247,50 +242,6 @@ def _guarded(fn: Any, model: nn.Module) -> Any:
                          f"{str(e).splitlines()[0][:300] if str(e) else ''}") from e
     except NotImplementedError as e:
         raise SummaryError(f"{type(model).__name__} cannot run on fake tensors: {e}") from e
-
-
-@contextmanager
-def _truncated(model: nn.Module, blocks: Blocks | None, keep: int | None) -> Iterator[None]:
-    """The stack of identical blocks cut to its first ``keep`` entries while the block runs (put back after)."""
-    if blocks is None or keep is None or blocks.stack is None:
-        yield
-        return
-    container = model.get_submodule(blocks.stack)
-    saved = dict(container._modules)
-    container._modules = dict(itertools.islice(saved.items(), keep))  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        container._modules = saved  # type: ignore[assignment]
-
-
-def _fake_inputs(spec: InputSpec, batch: int | None, fake_mode: FakeTensorMode,
-                 weights: torch.dtype) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The inputs as fake CPU tensors at ``batch``; floating inputs in the weights' dtype (pure bf16)."""
-    def fake(t: torch.Tensor) -> torch.Tensor:
-        dt = weights if t.is_floating_point() and weights != torch.float32 else t.dtype
-        with fake_mode:
-            return torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=dt, device="cpu")
-
-    if spec.data is None:
-        assert batch is not None
-        sized = InputSpec(sizes=[(batch, *s[1:]) for s in spec.sizes], dtypes=spec.dtypes)
-        args, kwargs = sized.meta_args()
-    else:
-        args, kwargs = spec.meta_args()
-    return _map(args, fake), _map(kwargs, fake)
-
-
-def _map(obj: Any, fn: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, tuple):
-        return tuple(_map(o, fn) for o in obj)
-    if isinstance(obj, list):
-        return [_map(o, fn) for o in obj]
-    if isinstance(obj, dict):
-        return {k: _map(v, fn) for k, v in obj.items()}
-    return obj
 
 
 def _extrapolate(two: _Run, three: _Run, stack: str, length: int) -> _Run:
@@ -403,20 +354,12 @@ def _when(peak: Peak) -> str:
 def _formula(v1: int, v2: int, b1: int, b2: int, symbol: str) -> Num:
     slope = (v2 - v1) / (b2 - b1)
     const = v1 - slope * b1
-    return _affine(const, slope, symbol)
-
-
-def _affine(const: float, slope: float, symbol: str) -> Num:
-    c, s = int(round(const)), int(round(slope))
-    if s == 0:
-        return c
-    term = f"{s}*{symbol}" if s != 1 else symbol
-    return term if c == 0 else f"{term} + {c}" if c > 0 else f"{term} - {-c}"
+    return affine_text(const, slope, symbol)
 
 
 def _formula_from_lines(lines: list[tuple[float, float]], b: int, symbol: str) -> Num:
     a, s = max(lines, key=lambda ab: ab[0] + ab[1] * b)
-    return _affine(a, s, symbol)
+    return affine_text(a, s, symbol)
 
 
 def _verify_symbolic(plan: MemoryPlan, third: _Run, batch: tuple[str, int]) -> None:
@@ -490,7 +433,7 @@ def _kv_cache(model: nn.Module, spec: InputSpec, precision: str, seq: int | None
     per_sample = 2 * layers * kv_heads * head_dim * seq * size
     batch = spec.sizes[0][0] if spec.data is None else 1
     if isinstance(batch, tuple):
-        return _affine(0, per_sample, batch[0]), seq
+        return affine_text(0, per_sample, batch[0]), seq
     return per_sample * batch, seq
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith._memory._blocks import repeated_blocks
 from torchsmith._memory._knobs import check_positive, check_precision, parse_memory
 from torchsmith._memory.compute import build_model, check_knobs, input_dtypes, memory_plans
 from torchsmith._memory.render import render_ways, rich_ways, ways_html
 from torchsmith._memory.result import FRAGMENTATION_MARGIN, Num
 from torchsmith._summary import summary
+from torchsmith._summary._blocks import repeated_blocks
 from torchsmith._summary._inputs import InputSpec
 from torchsmith.errors import ConfigError, TorchsmithError
 

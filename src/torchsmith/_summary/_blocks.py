@@ -1,4 +1,4 @@
-"""The model's repeated blocks: what activation checkpointing wraps, FSDP shards one by one, and a plan scales.
+"""The model's repeated blocks: what activation checkpointing wraps, FSDP shards one by one, and what is scaled.
 
 A block is a module that sits in a ``ModuleList`` or ``nn.Sequential`` next to other modules of its own
 type and parameter shapes: a transformer's layers, a ResNet stage's blocks. Those are the units
@@ -8,11 +8,21 @@ qualify (a ResNet's ``BasicBlock`` and its stages), the type whose instances hol
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["Blocks", "repeated_blocks", "block_signature"]
+__all__ = ["Blocks", "repeated_blocks", "block_signature", "truncated", "worth_scaling", "SCALE_PARAMS",
+           "SCALE_BLOCKS"]
+
+#: A model is measured with two and three of its blocks and scaled (not run whole) above this many
+#: parameters ...
+SCALE_PARAMS = 1_000_000_000
+#: ... when its longest run of identical blocks is at least this long.
+SCALE_BLOCKS = 8
 
 
 @dataclass(frozen=True)
@@ -65,3 +75,29 @@ def repeated_blocks(model: nn.Module) -> Blocks | None:
             if all(block_signature(x) == sig for x in children[1:]) and len(children) > length:
                 stack, length = cname, len(children)
     return Blocks(names=names, type=kind, stack=stack, stack_length=length)
+
+
+def worth_scaling(model: nn.Module, blocks: Blocks | None) -> bool:
+    """True for a large model with a long run of identical blocks (a 405B decoder's 126 layers)."""
+    if blocks is None or blocks.stack is None or blocks.stack_length < SCALE_BLOCKS:
+        return False
+    return sum(p.numel() for p in model.parameters()) > SCALE_PARAMS
+
+
+@contextmanager
+def truncated(model: nn.Module, blocks: Blocks | None, keep: int | None) -> Iterator[None]:
+    """The stack of identical blocks cut to its first ``keep`` entries inside the block (put back after).
+
+    Figures with all ``n`` blocks follow from runs with 2 and 3 of them: each further block adds what the
+    third added (``v2 + (n - 2) * (v3 - v2)``), which holds for blocks of one signature.
+    """
+    if blocks is None or keep is None or blocks.stack is None:
+        yield
+        return
+    container = model.get_submodule(blocks.stack)
+    saved = dict(container._modules)
+    container._modules = dict(itertools.islice(saved.items(), keep))  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        container._modules = saved  # type: ignore[assignment]

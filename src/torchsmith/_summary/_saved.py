@@ -3,21 +3,29 @@
 A forward in train mode with grad enabled, under ``torch.autograd.graph.saved_tensors_hooks``: every tensor
 an op saves for its backward passes through the pack hook. Counted once per storage (a view saves
 nothing new), this is what a training step holds at the end of its forward, on real tensors and the same
-on meta or fake ones, whose storages have the real byte size. The summary's ``memory.activations`` and the
-memory plan (:mod:`torchsmith._memory`) both count with :class:`SavedStorages`.
+on meta or fake ones, whose storages have the real byte size. The summary's ``memory.activations``
+(:func:`training_activations`) and the memory plan (:mod:`torchsmith._memory`) both count with
+:class:`SavedStorages`, on fake CPU tensors (meta kernels may pick another attention backend than CPU).
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.module_tracker import ModuleTracker
 
-__all__ = ["SavedStorages", "storage_of", "innermost_module", "saved_bytes"]
+from torchsmith._summary._blocks import repeated_blocks, truncated, worth_scaling
+from torchsmith._summary._inputs import InputSpec
+from torchsmith._summary._stand_in import value_guard, zero_copy, zero_inputs
+
+__all__ = ["SavedStorages", "storage_of", "innermost_module", "training_activations", "fake_copy", "fake_inputs",
+           "affine_text"]
 
 
 def storage_of(t: torch.Tensor) -> Any:
@@ -85,19 +93,126 @@ def innermost_module(modules: ModuleTracker | None) -> str:
     return max(parents, key=len) if parents else ""
 
 
-def saved_bytes(model: nn.Module, run: Callable[[], Any]) -> Any:
-    """Bytes saved for backward by ``run()`` (a forward of ``model``), in train mode; the modes are put back.
+def training_activations(model: nn.Module, spec: InputSpec, dtype: torch.dtype | None = None,
+                         cpu: bool = False) -> int | str:
+    """Bytes a train-mode forward of ``model`` saves for backward at ``spec``'s size, on fake tensors.
 
-    ``model`` is a copy the caller owns (meta, fake or real); the count is an int, or a SymInt when the
-    input had symbolic dims.
+    ``dtype`` converts the floating-point weights and inputs (pure low-precision training). A named batch
+    gives a formula ``"a*B + c"`` from two batch sizes; a large model with a long run of identical blocks
+    is run with two and three of them and scaled (see :func:`truncated`). Raises what the forward raises.
     """
-    modes = [(m, m.training) for m in model.modules()]
-    model.train()
+    blocks = repeated_blocks(model)
+    scale = worth_scaling(model, blocks)
+
+    def at(batch: int | None) -> int:
+        if not scale:
+            return _forward_saved(model, spec, batch, dtype, cpu)
+        assert blocks is not None
+        with truncated(model, blocks, 2):
+            two = _forward_saved(model, spec, batch, dtype)
+        with truncated(model, blocks, 3):
+            three = _forward_saved(model, spec, batch, dtype)
+        return two + (blocks.stack_length - 2) * (three - two)
+
+    if spec.data is not None:
+        return at(None)
+    batch = spec.sizes[0][0]
+    if isinstance(batch, int):
+        return at(batch)
+    name, hint = batch
+    v1, v2 = at(hint), at(2 * hint)
+    slope = (v2 - v1) / hint
+    return affine_text(v1 - slope * hint, slope, name)
+
+
+def _forward_saved(model: nn.Module, spec: InputSpec, batch: int | None, dtype: torch.dtype | None,
+                   cpu: bool = False) -> int:
+    weights = dtype if dtype is not None and dtype.is_floating_point else torch.float32
+    if cpu:  # a small model the summary ran on CPU stand-ins: the bytes fake CPU tensors give, without dynamo
+        saved_bytes = _cpu_saved(model, spec, batch, weights)
+        if saved_bytes is not None:
+            return saved_bytes
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fake = fake_copy(model, fake_mode, dtype=weights if weights != torch.float32 else None)
+    args, kwargs = fake_inputs(spec, batch, fake_mode, weights)
+    fake.train()
+    with fake_mode, torch.enable_grad(), SavedStorages() as saved:
+        out = fake(*args, **kwargs)
+    del out
+    return int(saved.total)
+
+
+def _cpu_saved(model: nn.Module, spec: InputSpec, batch: int | None, weights: torch.dtype) -> int | None:
+    """What a train-mode forward saves, on zero-valued CPU stand-ins (_stand_in.py); None if it read a value."""
+    target = zero_copy(model, None if weights == torch.float32 else weights)
+    inputs = zero_inputs(spec, batch, None if weights == torch.float32 else weights)
+    if target is None or inputs is None:
+        return None
+    target.train()
     try:
-        with torch.enable_grad(), SavedStorages() as saved:
-            out = run()
+        with value_guard() as guard, torch.enable_grad(), SavedStorages() as saved:
+            out = target(*inputs[0], **inputs[1])
         del out
-        return saved.total
-    finally:
-        for m, training in modes:
-            m.training = training
+    except Exception:  # the fake-tensor pass runs and reports it
+        return None
+    return None if guard.tripped is not None else int(saved.total)
+
+
+def affine_text(const: float, slope: float, symbol: str) -> int | str:
+    """``"57232*B + 247080"`` (the summary's way of writing a formula); an int when nothing grows with B."""
+    c, s = int(round(const)), int(round(slope))
+    if s == 0:
+        return c
+    term = f"{s}*{symbol}" if s != 1 else symbol
+    return term if c == 0 else f"{term} + {c}" if c > 0 else f"{term} - {-c}"
+
+
+def fake_copy(model: nn.Module, fake_mode: Any, dtype: torch.dtype | None = None) -> nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers are fake CPU tensors (ties kept).
+
+    ``dtype`` converts the floating-point ones (pure bf16 training). The original, on meta or real,
+    is not touched.
+    """
+    memo: dict[int, Any] = {}
+    with fake_mode:
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            if t is None or id(t) in memo:
+                continue
+            dt = dtype if dtype is not None and t.is_floating_point() else t.dtype
+            f = torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=dt, device="cpu")
+            memo[id(t)] = nn.Parameter(f, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else f
+        for module in model.modules():
+            for value in vars(module).values():
+                if isinstance(value, torch.Tensor) and id(value) not in memo:
+                    memo[id(value)] = torch.empty_strided(tuple(value.shape), tuple(value.stride()),
+                                                          dtype=value.dtype, device="cpu")
+    return copy.deepcopy(model, memo)
+
+
+def fake_inputs(spec: InputSpec, batch: int | None, fake_mode: FakeTensorMode,
+                 weights: torch.dtype) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The inputs as fake CPU tensors at ``batch``; floating inputs in the weights' dtype (pure bf16)."""
+    def fake(t: torch.Tensor) -> torch.Tensor:
+        dt = weights if t.is_floating_point() and weights != torch.float32 else t.dtype
+        with fake_mode:
+            return torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=dt, device="cpu")
+
+    if spec.data is None:
+        assert batch is not None
+        sized = InputSpec(sizes=[(batch, *s[1:]) for s in spec.sizes], dtypes=spec.dtypes)
+        args, kwargs = sized.meta_args()
+    else:
+        args, kwargs = spec.meta_args()
+    return _map(args, fake), _map(kwargs, fake)
+
+
+def _map(obj: Any, fn: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, tuple):
+        return tuple(_map(o, fn) for o in obj)
+    if isinstance(obj, list):
+        return [_map(o, fn) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _map(v, fn) for k, v in obj.items()}
+    return obj

@@ -90,7 +90,12 @@ class GraphStep:
 
 @dataclass
 class MemoryEstimate:
-    """Bytes needed for a chosen dtype; activations are every forward op's output (an upper bound)."""
+    """Bytes needed for a chosen dtype.
+
+    ``activations`` is what a train-mode forward saves for backward, once per storage (a parameter that an
+    op saves included), counted on fake tensors as :func:`torchsmith.memory` counts it; the peak of a
+    training step is :func:`torchsmith.memory`'s ``peak``.
+    """
 
     dtype: str
     parameters: int

@@ -402,7 +402,7 @@ class _Run:
         first = st.step_in_epoch if epoch == st.epoch else 0
         batches = train_loader.epoch(first)
         acc = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, seen (this rank)
-        if first and st.partial:
+        if first and st.partial and info.is_main:  # the sums of every rank so far: counted once, on rank 0
             acc += torch.tensor(st.partial, dtype=torch.float64, device=self.device)
         if self.tb is not None and first and st.partial:
             self.tb.start_epoch(st.partial[0], st.partial[2])
@@ -436,7 +436,7 @@ class _Run:
             if not last and (stop_now or (cfg.save_every_steps and st.global_step % cfg.save_every_steps == 0)):
                 now = time.perf_counter()
                 epoch_time += now - t_read
-                st.epoch, st.step_in_epoch, st.partial = epoch, step, acc.tolist()
+                st.epoch, st.step_in_epoch, st.partial = epoch, step, all_reduce_sum(acc.clone(), info).tolist()
                 st.data_rng = train_loader.epoch_rng_state()
                 self._save(st, tools.optimizer, tools.scheduler, tools.scaler, best=False)
                 t_read = time.perf_counter()
