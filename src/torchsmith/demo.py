@@ -282,7 +282,7 @@ class LMDemoResult:
             f"run directory: {self.out_dir}"])
 
 
-def run_lm_demo(out_dir: str | Path | None = None, *, epochs: int = 10, seed: int = 0,
+def run_lm_demo(out_dir: str | Path | None = None, *, epochs: int = 8, seed: int = 0,
                 reporter: Reporter | None = None, threads: int | None = 2) -> LMDemoResult:
     """Train :class:`TinyGPT` on the shipped corpus (next-byte prediction), then sample from it."""
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="torchsmith-lm-demo-"))
@@ -292,7 +292,7 @@ def run_lm_demo(out_dir: str | Path | None = None, *, epochs: int = 10, seed: in
     try:
         torch.manual_seed(seed)
         model = TinyGPT(block_size=64)
-        cfg = TrainConfig(data="text:corpus", epochs=epochs, batch_size=16, seq_len=64, lr=3e-3, weight_decay=0.1,
+        cfg = TrainConfig(data="text:corpus", epochs=epochs, batch_size=16, seq_len=64, lr=1e-2, weight_decay=0.1,
                           seed=seed, device="cpu", out_dir=str(out), log_every=4, plot=False)
         t0 = time.perf_counter()
         result = fit(model, None, cfg, reporter=reporter)
