@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from torchsmith.checkpoint._atomic import fsync_dir
@@ -120,10 +122,6 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
 
 def rng_to_json() -> dict[str, Any]:
     """The torch, numpy and python RNG states as plain JSON data."""
-    import random
-
-    import numpy as np
-
     kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
     version, internal, gauss = random.getstate()
     return {"torch": torch.get_rng_state().tolist(),
@@ -132,10 +130,6 @@ def rng_to_json() -> dict[str, Any]:
 
 
 def rng_from_json(state: dict[str, Any], where: str) -> None:
-    import random
-
-    import numpy as np
-
     try:
         torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
         kind, keys, pos, has_gauss, cached = state["numpy"]

@@ -9,6 +9,7 @@ import click
 from torchsmith.checkpoint import checkpoint_info, convert_checkpoint, diff_checkpoints, load_into
 from torchsmith.cli._common import load_model, model_options
 from torchsmith.errors import CheckpointError, ConfigError
+from torchsmith.train.shards import consolidate as merge
 
 
 @click.group("ckpt")
@@ -148,7 +149,6 @@ def consolidate(run_dir: str, out: str, model_ref: str | None, opts: tuple[str, 
     Example:
       torchsmith ckpt consolidate runs/gpt gpt.safetensors
     """
-    from torchsmith.train.shards import consolidate as merge
 
     model = load_model(model_ref, opts) if model_ref else None
     click.echo(f"wrote {merge(run_dir, out, model=model)}")

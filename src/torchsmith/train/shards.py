@@ -9,6 +9,7 @@ hashes, that :func:`torchsmith.load` opens on one device.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,6 @@ def consolidate(run_dir: str | Path, out: str | Path, model: nn.Module | None = 
 def _rebuild(run: Path) -> nn.Module:
     if (run / MODEL).is_file():
         return load_run_model(run / MODEL, run)
-    import json
 
     try:
         ref = (json.loads((run / "config.json").read_text()).get("extra") or {}).get("model")
