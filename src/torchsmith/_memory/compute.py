@@ -10,7 +10,7 @@ checked against a full run in the tests).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,7 +31,7 @@ from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithE
 from torchsmith.registry import build_on_meta
 from torchsmith.resolve import resolve_model
 
-__all__ = ["memory", "memory_plans", "build_model", "check_knobs", "input_dtypes"]
+__all__ = ["memory", "memory_plans", "build_model", "check_knobs", "check_batch", "input_dtypes"]
 
 def memory(
     model_or_name: nn.Module | str,
@@ -88,6 +88,7 @@ def memory(
         ShapeError, SummaryError: the input does not fit the model, or fake tensors cannot run it.
     """
     knobs, strategy = check_knobs(optimizer, precision, foreach, grad_accumulation, world_size, strategy)
+    check_batch(batch_size)
     model, label = build_model(model_or_name, model_options)
     spec = InputSpec.build(model, input_size, input_data, input_dtypes(input_dtype), batch_size)
     return memory_plans(model, label, spec, knobs, checkpointing, [(world_size, strategy)], kv_seq_len,
@@ -147,9 +148,20 @@ def check_knobs(optimizer: str, precision: str, foreach: bool | None, grad_accum
 
 
 def input_dtypes(input_dtype: Any) -> Any:
+    """One dtype, one per input, or one per keyword input, as the summary takes them (names parsed)."""
+    if isinstance(input_dtype, Mapping):
+        return {k: parse_dtype(v) for k, v in input_dtype.items()}
     if isinstance(input_dtype, (list, tuple)):
         return [parse_dtype(d) for d in input_dtype]
     return parse_dtype(input_dtype)
+
+
+def check_batch(batch_size: Any) -> None:
+    """A positive int or a name ("B", "B=16"); "-1", 0 and 2.5 fail with the spelling that works."""
+    text = str(batch_size).strip()
+    if isinstance(batch_size, bool) or isinstance(batch_size, float) or (
+            isinstance(batch_size, int) and batch_size < 1) or text.lstrip("-").isdigit() and int(text) < 1:
+        raise ConfigError(f"batch_size must be a positive integer or a name like 'B', not {batch_size!r}")
 
 
 def build_model(model_or_name: nn.Module | str, options: dict[str, Any]) -> tuple[nn.Module, str]:

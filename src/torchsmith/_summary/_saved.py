@@ -11,6 +11,7 @@ on meta or fake ones, whose storages have the real byte size. The summary's ``me
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import weakref
 from typing import Any
@@ -199,7 +200,7 @@ def fake_inputs(spec: InputSpec, batch: int | None, fake_mode: FakeTensorMode,
 
     if spec.data is None:
         assert batch is not None
-        sized = InputSpec(sizes=[(batch, *s[1:]) for s in spec.sizes], dtypes=spec.dtypes)
+        sized = dataclasses.replace(spec, sizes=[(batch, *s[1:]) for s in spec.sizes])
         args, kwargs = sized.meta_args()
     else:
         args, kwargs = spec.meta_args()
