@@ -282,7 +282,7 @@ class LMDemoResult:
             f"run directory: {self.out_dir}"])
 
 
-def run_lm_demo(out_dir: str | Path | None = None, *, epochs: int = 8, seed: int = 0,
+def run_lm_demo(out_dir: str | Path | None = None, *, epochs: int = 20, seed: int = 0,
                 reporter: Reporter | None = None, threads: int | None = 2) -> LMDemoResult:
     """Train :class:`TinyGPT` on the shipped corpus (next-byte prediction), then sample from it."""
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="torchsmith-lm-demo-"))

@@ -16,7 +16,7 @@ from torchsmith.train.progress import make_reporter
               help="Where the run's files go (default: a new temporary directory).")
 @click.option("--task", type=click.Choice(("digits", "lm")), default="digits", show_default=True,
               help="digits: LeNet on the shipped digits; lm: a tiny GPT on the shipped text, then a sample.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default: 15 digits, 8 lm).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default: 15 digits, 20 lm).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="torch threads while training (0: torch's default).")
@@ -38,7 +38,7 @@ def command(out: str | None, task: str, epochs: int | None, seed: int, threads: 
     # The demo's stages and progress are its output: stdout, unless JSON was asked for.
     reporter = make_reporter("none" if as_json else progress, sys.stdout)
     if task == "lm":
-        lm = run_lm_demo(out, epochs=epochs or 8, seed=seed, reporter=reporter, threads=threads or None)
+        lm = run_lm_demo(out, epochs=epochs or 20, seed=seed, reporter=reporter, threads=threads or None)
         reporter.close()
         click.echo(json.dumps(lm.to_dict(), indent=2, default=str) if as_json else str(lm))
         if not lm.loss_fell:
