@@ -41,7 +41,7 @@ from torchsmith.spec import build as build_spec
 __all__ = ["InputSpec", "input_spec", "rebuild", "rebuild_source", "device_dtype", "output_tensors",
            "primary_output", "is_token_dtype", "lazy_tensors", "copy_model", "materialise_lazy", "ModelInputs",
            "model_inputs", "forward_inputs", "is_several", "parse_inputs", "is_length_name",
-           "scan_unregistered", "walk_held", "unregistered_layers", "MODULE_ATTRS"]
+           "scan_unregistered", "walk_held", "unregistered_layers", "MODULE_ATTRS", "fresh_lazy"]
 
 #: Token-id models get a sequence this long when nothing says otherwise (capped by the model's maximum).
 DEFAULT_SEQ_LEN = 32
@@ -670,9 +670,15 @@ def copy_model(model: nn.Module) -> nn.Module:
     memo: dict[int, Any] = {}
     for t in (*model.parameters(), *model.buffers()):
         if is_lazy(t) and id(t) not in memo:
-            kind = UninitializedParameter if isinstance(t, UninitializedParameter) else UninitializedBuffer
-            memo[id(t)] = kind(requires_grad=t.requires_grad, device=t.device, dtype=t.dtype)
+            memo[id(t)] = fresh_lazy(t)
     return copy.deepcopy(model, memo)
+
+
+def fresh_lazy(t: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """A new uninitialised tensor of ``t``'s kind (parameter or buffer) and dtype, on ``device`` or ``t``'s."""
+    kind = UninitializedParameter if isinstance(t, UninitializedParameter) else UninitializedBuffer
+    # torch's stubs omit the device/dtype keywords its constructors take
+    return kind(requires_grad=t.requires_grad, device=device or t.device, dtype=t.dtype)  # type: ignore[call-arg]
 
 
 def materialise_lazy(model: nn.Module, input_size: Any = None, *,
@@ -825,7 +831,7 @@ def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any =
         config = _hf_config(model)
         if config is not None and getattr(config, "is_encoder_decoder", False) and spec.kind == "tokens" and \
                 any(n == "decoder_input_ids" for n, _ in params):
-            names = (getattr(model, "main_input_name", "input_ids"), "decoder_input_ids")
+            names: tuple[str, ...] = (str(getattr(model, "main_input_name", "input_ids")), "decoder_input_ids")
             return ModelInputs((spec, spec), names, keyword=True)
         return ModelInputs((spec,), (params[0][0] if params else "input",))
     required = [n for n, needed in params if needed]
@@ -840,7 +846,7 @@ def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any =
     if isinstance(input_size, Mapping):
         names = tuple(str(k) for k in input_size)
         known = {n for n, _ in params}
-        takes_kwargs = _takes_var_kwargs(model)
+        takes_kwargs = _takes(model, inspect.Parameter.VAR_KEYWORD)
         unknown = [n for n in names if n not in known]
         if unknown and not takes_kwargs and params:
             raise ConfigError(f"{type(model).__name__}.forward has no input named {unknown[0]!r}; its inputs are "
@@ -849,7 +855,7 @@ def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any =
         keyword = True
     else:
         sizes = list(input_size)
-        if params and len(sizes) > len(params) and not _takes_var_args(model):
+        if params and len(sizes) > len(params) and not _takes(model, inspect.Parameter.VAR_POSITIONAL):
             raise ConfigError(f"{len(sizes)} input sizes for {type(model).__name__}.forward, which takes "
                               f"{len(params)} ({', '.join(n for n, _ in params)})")
         names = tuple(params[i][0] if i < len(params) else f"input{i}" for i in range(len(sizes)))
@@ -872,16 +878,11 @@ def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any =
     return ModelInputs(tuple(specs), names, keyword)
 
 
-def _takes_var_kwargs(model: nn.Module) -> bool:
+def _takes(model: nn.Module, kind: inspect._ParameterKind) -> bool:
+    """Whether forward has a ``*args`` (VAR_POSITIONAL) or ``**kwargs`` (VAR_KEYWORD) parameter; True when its
+    signature cannot be read (a builtin forward may take anything)."""
     try:
-        return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(model.forward).parameters.values())
-    except (TypeError, ValueError):
-        return True
-
-
-def _takes_var_args(model: nn.Module) -> bool:
-    try:
-        return any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(model.forward).parameters.values())
+        return any(p.kind == kind for p in inspect.signature(model.forward).parameters.values())
     except (TypeError, ValueError):
         return True
 

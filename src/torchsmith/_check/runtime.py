@@ -23,7 +23,8 @@ __all__ = [
     "check_unused_parameters", "check_hooks", "collect_hooks", "strip_hooks",
 ]
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
+TORCH_DIR = os.path.dirname(torch.__file__)  # a frame in torch's own code, not the model's
+
 
 
 def _shape(t: torch.Tensor | tuple[int, ...] | None) -> str:
@@ -203,7 +204,7 @@ class _RandomDraws(TorchDispatchMode):
         function, where, module = "forward", "", ""
         while frame is not None:
             code = frame.f_code
-            if not code.co_filename.startswith(_TORCH_DIR) and code.co_filename != __file__:
+            if not code.co_filename.startswith(TORCH_DIR) and code.co_filename != __file__:
                 function, where = code.co_name, f"{os.path.basename(code.co_filename)}:{frame.f_lineno}"
                 owner = frame.f_locals.get("self")
                 module = self.paths.get(id(owner), "") if isinstance(owner, nn.Module) else ""

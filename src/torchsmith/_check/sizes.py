@@ -24,7 +24,6 @@ size that was fixed by accident (a Linear whose in_features fit one size).
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import torch
@@ -34,13 +33,12 @@ from torchsmith._check._context import Context, describe_error, make_finding
 from torchsmith._check._run import Tracer, flat_tensors
 from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
-from torchsmith._check.runtime import outputs_close
+from torchsmith._check.runtime import TORCH_DIR, outputs_close
 from torchsmith.contract import InputSpec, input_spec
 from torchsmith.errors import TorchsmithError
 
 __all__ = ["check_input_sizes", "spatial_dims"]
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
 
 _SPATIAL_TYPES: tuple[type, ...] = (
     nn.modules.conv._ConvNd,
@@ -135,9 +133,9 @@ def _rejected_on_purpose(error: BaseException) -> bool:
         tb = tb.tb_next
     if code is None:
         return False
-    if code.co_name == "_assert" and code.co_filename.startswith(_TORCH_DIR):
+    if code.co_name == "_assert" and code.co_filename.startswith(TORCH_DIR):
         return True  # torch._assert called by the model (torchvision's ViT: "Wrong image height! Expected 224")
-    return not code.co_filename.startswith(_TORCH_DIR)
+    return not code.co_filename.startswith(TORCH_DIR)
 
 
 def _spec_built(model: nn.Module) -> bool:

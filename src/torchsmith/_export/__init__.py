@@ -32,7 +32,15 @@ from torch.nn.parameter import is_lazy
 
 from torchsmith._export.formats import FORMATS, SUFFIXES, Example, Runner, Written, flatten_outputs
 from torchsmith._export.report import BatchCheck, ExportReport, ExportVerificationError, format_bytes
-from torchsmith.contract import ModelInputs, copy_model, device_dtype, lazy_tensors, materialise_lazy, model_inputs
+from torchsmith.contract import (
+    ModelInputs,
+    copy_model,
+    device_dtype,
+    is_several,
+    lazy_tensors,
+    materialise_lazy,
+    model_inputs,
+)
 from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError, describe_error
 
 __all__ = ["export", "ExportReport", "BatchCheck", "ExportVerificationError", "FORMAT_NAMES", "format_bytes"]
@@ -112,7 +120,7 @@ def export(
     lazy_note = None
     if lazy_tensors(model):  # sized on a copy: the exported weights are the copy's fresh initialisation
         model = copy_model(model)
-        lazy_note = materialise_lazy(model, None if _several(input_size) else input_size)
+        lazy_note = materialise_lazy(model, None if is_several(input_size) else input_size)
         unwrapped = [*unwrapped, f"{lazy_note} on a copy (the model itself is not changed)"]
     spec = _resolve_input(model, input_size, input_dtype)
     batches = _resolve_batches(batch_size, dynamic_batch, check_batch_sizes)
@@ -190,7 +198,7 @@ def _scratch_dir(target: Path) -> Path:
         raise ConfigError(f"cannot write into {target.parent}: {e.strerror}; choose a folder you can write to") from e
 
 
-def _write(fmt: str, model: nn.Module, example: torch.Tensor, scratch: Path, dynamic_batch: bool, opset: int | None,
+def _write(fmt: str, model: nn.Module, example: Example, scratch: Path, dynamic_batch: bool, opset: int | None,
            trace: bool) -> tuple[Written, float, list[str]]:
     """Export to ``scratch``: what was written, the seconds it took and the exporter's warnings."""
     exporter_warnings: list[str] = []
@@ -232,11 +240,6 @@ def _resolve_format(format: str | None, target: Path) -> str:
 
 def _suffix_for(fmt: str) -> str:
     return {"exported": ".pt2", "onnx": ".onnx", "torchscript": ".ts"}[fmt]
-
-
-def _several(input_size: Any) -> bool:
-    return isinstance(input_size, dict) or (isinstance(input_size, (list, tuple)) and bool(input_size)
-                                            and all(isinstance(s, (list, tuple)) for s in input_size))
 
 
 def _resolve_input(model: nn.Module, input_size: Any, input_dtype: Any) -> ModelInputs:

@@ -19,7 +19,6 @@ which the summary uses for its activations figure too.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,22 +27,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
 
 from torchsmith._summary._saved import innermost_module, storage_of
+from torchsmith.contract import output_tensors
 
 __all__ = ["LiveTracker", "Peak", "CATEGORIES"]
 
 #: The categories a byte belongs to, in the order a plan shows them.
 CATEGORIES = ("parameters", "buffers", "gradients", "optimizer_state", "activations", "temporaries")
-
-
-def _tensors(obj: Any) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _tensors(o)
 
 
 @dataclass
@@ -135,7 +124,7 @@ class LiveTracker(TorchDispatchMode):
     # ------------------------------------------------------------------ the mode
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
-        for t in _tensors(out):
+        for t in output_tensors(out):
             st = storage_of(t)
             if st is not None and id(st) not in self._live:
                 self._register(st, "temporaries")

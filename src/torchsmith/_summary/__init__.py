@@ -33,7 +33,7 @@ from torchsmith.registry import build_on_meta
 from torchsmith.resolve import resolve_model
 
 __all__ = ["summary", "ModelSummary", "LayerRow", "MemoryEstimate", "FlowEvent", "render_summary",
-           "rich_summary", "parse_dtype", "Diagram", "Explanation"]
+           "rich_summary", "parse_dtype", "Diagram", "Explanation", "REAL_FALLBACK_BYTES"]
 
 RUN_META, RUN_FAKE, RUN_REAL = "meta", "fake tensors", "real tensors (batch 1)"
 
@@ -336,14 +336,14 @@ def _device_limited(e: BaseException) -> bool:
 #: matmul's meta kernel that wants bf16, ``.item()``) fails in ways no message test can list, and a real
 #: batch of 1 of a small model costs milliseconds. A genuinely wrong input fails there too, with torch's
 #: own message on real tensors.
-_REAL_FALLBACK_BYTES = 1 << 30
+REAL_FALLBACK_BYTES = 1 << 30
 
 
 def _cheap_to_run(model: nn.Module) -> bool:
     tensors = [*model.parameters(), *model.buffers()]
     if any(t.is_meta for t in tensors):
         return False
-    return sum(t.numel() * t.element_size() for t in tensors) < _REAL_FALLBACK_BYTES
+    return sum(t.numel() * t.element_size() for t in tensors) < REAL_FALLBACK_BYTES
 
 
 def _first_line(e: BaseException) -> str:

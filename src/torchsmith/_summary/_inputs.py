@@ -12,7 +12,7 @@ each without the batch.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +100,7 @@ class InputSpec:
 
     @classmethod
     def build(cls, model: nn.Module, input_size: Any, input_data: Any,
-              input_dtype: torch.dtype | Sequence[torch.dtype] | None, batch_size: Any = 1) -> InputSpec:
+              input_dtype: Any, batch_size: Any = 1) -> InputSpec:
         if input_data is not None:
             if input_size is not None:
                 raise ConfigError("give input_size or input_data, not both")

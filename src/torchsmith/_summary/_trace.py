@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
+from torch.nn.parameter import is_lazy
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchsmith._summary._cache import BlockCache
@@ -27,6 +27,7 @@ from torchsmith._summary._flops import FLOP_FORMULAS, op_flops
 from torchsmith._summary._inputs import Namer
 from torchsmith._summary._nodynamo import dynamo_free
 from torchsmith._summary.result import FlowEvent, GraphStep, LayerRow
+from torchsmith.contract import fresh_lazy
 
 __all__ = ["Trace", "meta_copy", "run_trace", "module_modes", "restore_modes", "expected_input"]
 
@@ -421,8 +422,7 @@ def meta_copy(model: nn.Module) -> nn.Module:
     memo: dict[int, Any] = {}
     for t in itertools.chain(model.parameters(), model.buffers()):
         if id(t) not in memo and t is not None and is_lazy(t):  # nn.Lazy*: sized on meta by a dry run
-            kind = UninitializedParameter if isinstance(t, UninitializedParameter) else UninitializedBuffer
-            memo[id(t)] = kind(requires_grad=t.requires_grad, device="meta", dtype=t.dtype)
+            memo[id(t)] = fresh_lazy(t, "meta")
         elif id(t) not in memo and t is not None:
             m = torch.empty_like(t, device="meta")
             memo[id(t)] = nn.Parameter(m, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else m

@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from torch import nn
 
-from torchsmith._summary import rich_summary, summary
+from torchsmith._summary import REAL_FALLBACK_BYTES, rich_summary, summary
 from torchsmith._summary.diagram_render import check_diagram_path, dot_available
 from torchsmith.cli._common import INPUT_HELP, input_dtypes_option, input_option, model_options, parse_opts
 from torchsmith.contract import InputSpec, forward_inputs, input_spec, parse_inputs
@@ -29,7 +29,6 @@ from torchsmith.views import (
 
 FORMATS = ("table", "text", "json", "markdown", "csv", "mermaid")
 REAL_WEIGHTS_LIMIT = 500_000_000  # --params builds real weights (for mean/std) up to 2 GB in fp32
-REAL_FALLBACK_BYTES = 1 << 30  # a summary that meta tensors cannot run is retried on a real build this small
 
 
 def _build(ref: str, opts: tuple[str, ...], meta: bool) -> nn.Module:

@@ -9,13 +9,14 @@ slice of every global batch in training and a strided share in evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from torchsmith.data.arrays import ArrayDataset
+from torchsmith.data.loader import ResumableOrder
 from torchsmith.data.tokens import TokenStream
 from torchsmith.errors import DataError
 
@@ -25,7 +26,7 @@ __all__ = ["ArrayLoader", "WindowLoader", "Batch"]
 Batch = Any
 
 
-class _Seeded:
+class _Seeded(ResumableOrder):
     """The generator, its per-epoch state and the rank geometry shared by both loaders."""
 
     def __init__(self, batch_size: int, seed: int, rank: int, world_size: int, device: torch.device | str) -> None:
@@ -42,17 +43,6 @@ class _Seeded:
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch_start_state: torch.Tensor = self.generator.get_state()
 
-    def get_rng_state(self) -> list[int]:
-        return [int(b) for b in self.generator.get_state().tolist()]
-
-    def epoch_rng_state(self) -> list[int]:
-        return [int(b) for b in self.epoch_start_state.tolist()]
-
-    def set_rng_state(self, state: Sequence[int]) -> None:
-        try:
-            self.generator.set_state(torch.tensor(list(state), dtype=torch.uint8))
-        except (RuntimeError, TypeError, ValueError, OverflowError) as e:
-            raise DataError(f"the saved data-order state does not fit this loader's generator: {e}") from e
 
 
 class ArrayLoader(_Seeded):

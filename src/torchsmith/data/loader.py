@@ -38,7 +38,33 @@ class _Plan:
     flips: torch.Tensor | None     # (N,) bool, per drawing position
 
 
-class DeviceLoader:
+class ResumableOrder:
+    """The data order's generator state, for an exact resume: what every loader here saves and restores.
+
+    A subclass sets ``generator`` (a seeded ``torch.Generator``) and ``epoch_start_state`` (its state when the
+    current epoch began).
+    """
+
+    generator: torch.Generator
+    epoch_start_state: torch.Tensor
+
+    def get_rng_state(self) -> list[int]:
+        """The generator state (a list of ints, JSON-safe) the next epoch will start from."""
+        return [int(b) for b in self.generator.get_state().tolist()]
+
+    def epoch_rng_state(self) -> list[int]:
+        """The generator state the current epoch started from (for a checkpoint taken mid-epoch)."""
+        return [int(b) for b in self.epoch_start_state.tolist()]
+
+    def set_rng_state(self, state: Sequence[int]) -> None:
+        """Restore a state from :meth:`get_rng_state` or :meth:`epoch_rng_state`."""
+        try:
+            self.generator.set_state(torch.tensor(list(state), dtype=torch.uint8))
+        except (RuntimeError, TypeError, ValueError, OverflowError) as e:
+            raise DataError(f"the saved data-order state does not fit this loader's generator: {e}") from e
+
+
+class DeviceLoader(ResumableOrder):
     """Batches ``(x, y)`` of float images (normalised) and int64 labels from an in-memory dataset.
 
     ``batch_size`` is the global batch: with ``world_size`` ranks, each rank
@@ -96,22 +122,6 @@ class DeviceLoader:
     @property
     def num_samples(self) -> int:
         return len(self.data)
-
-    # ------------------------------------------------------------------ state for exact resume
-    def get_rng_state(self) -> list[int]:
-        """The generator state (a list of ints, JSON-safe) the next epoch will start from."""
-        return [int(b) for b in self.generator.get_state().tolist()]
-
-    def epoch_rng_state(self) -> list[int]:
-        """The generator state the current epoch started from (for a checkpoint taken mid-epoch)."""
-        return [int(b) for b in self.epoch_start_state.tolist()]
-
-    def set_rng_state(self, state: Sequence[int]) -> None:
-        """Restore a state from :meth:`get_rng_state` or :meth:`epoch_rng_state`."""
-        try:
-            self.generator.set_state(torch.tensor(list(state), dtype=torch.uint8))
-        except (RuntimeError, TypeError, ValueError, OverflowError) as e:
-            raise DataError(f"the saved data-order state does not fit this loader's generator: {e}") from e
 
     # ------------------------------------------------------------------ iteration
     def epoch(self, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
