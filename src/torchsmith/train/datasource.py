@@ -88,7 +88,8 @@ def _given_splits(model: nn.Module, given: ModelInput, data: DataSplits, task: s
         return TrainingData(data, Task("causal-lm", "the data is a token stream", smoothing),
                             seq_len or (given.spec.size[0] if given.spec and given.spec.size else 64))
     if data.kind == "arrays":
-        name = data.train.task if task == "auto" else task
+        train: Any = data.train  # an ArrayDataset: its targets' dtype chose the task
+        name = train.task if task == "auto" else task
         return TrainingData(data, Task(name, "the data's targets", smoothing))
     return TrainingData(fitted_splits(model, given, data), Task("classification", "labelled images", smoothing))
 

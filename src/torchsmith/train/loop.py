@@ -286,26 +286,29 @@ class _Run:
 
     def _loaders(self) -> tuple[Any, Any]:
         cfg, info, s = self.cfg, self.info, self.splits
+        train: Any = s.train  # a TokenStream, ArrayDataset or ImageDataset, by s.kind
+        test: Any = s.test
+        geo: dict[str, Any]
         if s.kind == "stream":
             t, geo = self.seq_len or 64, {"device": self.device, "rank": info.rank, "world_size": info.world_size}
             if cfg.batch_size % info.world_size:
                 raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must divide evenly among "
                                   f"{info.world_size} ranks; use a multiple of {info.world_size}")
-            train_w = WindowLoader(s.train, batch_size=cfg.batch_size, seq_len=t, shuffle=True, seed=cfg.seed, **geo)
-            windows = (len(s.test) - 1) // t
+            train_w = WindowLoader(train, batch_size=cfg.batch_size, seq_len=t, shuffle=True, seed=cfg.seed, **geo)
+            windows = (len(test) - 1) // t
             if windows < info.world_size:
                 raise DataError(f"{s.name}'s test split holds {windows} windows of {t} tokens, fewer than one per "
                                 f"rank; use a shorter --seq-len or more text")
             cap = min(windows, 8 * cfg.batch_size) // info.world_size * info.world_size
-            test_w = WindowLoader(s.test, batch_size=cfg.batch_size, seq_len=t, max_windows=cap, **geo)
+            test_w = WindowLoader(test, batch_size=cfg.batch_size, seq_len=t, max_windows=cap, **geo)
             return train_w, test_w
         if s.kind == "arrays":
-            kw = keyword_inputs(self.model, s.train.names)
+            kw = keyword_inputs(self.model, train.names)
             geo = {"device": self.device, "rank": info.rank, "world_size": info.world_size, "dtype": self.input_dtype,
                    "keywords": kw}
             eval_batch = -(-cfg.eval_batch_size // info.world_size) * info.world_size
-            return (ArrayLoader(s.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed, **geo),
-                    ArrayLoader(s.test, batch_size=eval_batch, **geo))
+            return (ArrayLoader(train, batch_size=cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed, **geo),
+                    ArrayLoader(test, batch_size=eval_batch, **geo))
         common = {"mean": s.mean, "std": s.std, "device": self.device, "rank": info.rank,
                   "world_size": info.world_size, "channels_last": cfg.channels_last, "dtype": self.input_dtype}
         if cfg.batch_size % info.world_size:
@@ -506,6 +509,7 @@ class _Run:
         info = self.info
         all_reduce_sum(acc, info)
         loss_sum, correct, seen = acc.tolist()
+        t_correct: float
         if self.task.name == "classification" and self.splits.kind == "images":
             t_loss, t_correct, t_count, _ = run_eval(self.model, test_loader, self.splits.num_classes,
                                                      autocast=tools.autocast, dist=info, given=self.input,

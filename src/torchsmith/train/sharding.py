@@ -131,12 +131,12 @@ def grad_sync(net: nn.Module, sync: bool) -> Iterator[None]:
     """Gradients are reduced over ranks only when ``sync`` (the last microbatch of an accumulated step)."""
     if sync:
         yield
-    elif hasattr(net, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter skipped, unsharded grads kept
-        net.set_requires_gradient_sync(False)
+    elif callable(set_sync := getattr(net, "set_requires_gradient_sync", None)):  # FSDP2: no reduce-scatter
+        set_sync(False)  # the unsharded gradients are kept until the last microbatch
         try:
             yield
         finally:
-            net.set_requires_gradient_sync(True)
+            set_sync(True)
     elif isinstance(net, nn.parallel.DistributedDataParallel):
         with net.no_sync():
             yield

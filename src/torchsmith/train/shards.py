@@ -55,7 +55,7 @@ def restore_shards(path: Path, model: nn.Module, optimizer: torch.optim.Optimize
 
     doc = read_trainer_state(path)
     msd, osd = get_state_dict(model, optimizer)
-    state = {"model": msd, "optim": osd}
+    state: dict[str, Any] = {"model": msd, "optim": osd}
     load_sharded(path, state)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     try:
@@ -70,7 +70,8 @@ def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The whole model's state dict on the CPU of rank 0 (every rank must call: it gathers the shards)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    return get_model_state_dict(model, options=_options(full=True))
+    # A full state dict holds plain CPU tensors only; torch types its values more widely.
+    return get_model_state_dict(model, options=_options(full=True))  # type: ignore[return-value]
 
 
 def write_consolidated(template: nn.Module, state: dict[str, torch.Tensor], path: Path) -> Path:
