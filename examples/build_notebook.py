@@ -64,10 +64,19 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from IPython.display import display
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import torchsmith as ts
 
+# What the lesson writes (a training run, checkpoints, reports) goes here, emptied at the start, so the
+# notebook runs any number of times and leaves nothing beside itself.
+OUT = Path(tempfile.gettempdir()) / "torchsmith-lesson"
+shutil.rmtree(OUT, ignore_errors=True)
+OUT.mkdir(parents=True)
 torch.manual_seed(0)
-print("torch", torch.__version__, "| torchsmith", ts.__version__)
+print("torch", torch.__version__, "| torchsmith", ts.__version__, "| files go to", OUT)
 """),
     # ------------------------------------------------------------------ 1. layers
     md("""
@@ -703,7 +712,7 @@ from torchsmith.train import make_reporter
 
 model = FixedLeNet()
 config = ts.TrainConfig(input_size=(3, 32, 32), epochs=4, batch_size=64, lr=3e-3, seed=0, device="cpu",
-                        out_dir="runs/lenet-digits")
+                        out_dir=OUT / "runs" / "lenet-digits")
 result = ts.fit(model, "digits", config, reporter=make_reporter())
 assert result.history[-1]["test_acc"] > 0.9
 assert result.best_checkpoint is not None and result.best_checkpoint.exists()
@@ -719,9 +728,9 @@ and lets loading run arbitrary code); to load, build the same architecture and
 `load_state_dict`. Load with `torch.load(..., weights_only=True)`.
 """),
     code("""
-torch.save(model.state_dict(), "lenet.pt")
+torch.save(model.state_dict(), OUT / "lenet.pt")
 fresh = FixedLeNet()
-missing_unexpected = fresh.load_state_dict(torch.load("lenet.pt", weights_only=True))
+missing_unexpected = fresh.load_state_dict(torch.load(OUT / "lenet.pt", weights_only=True))
 print(missing_unexpected)
 model.eval()
 fresh.eval()
@@ -736,7 +745,7 @@ LeNet with a 5-class head: the mismatched head is named, and `on_mismatch="reini
 re-initialises it while every other tensor loads.
 """),
     code("""
-path = ts.save(model, "lenet.safetensors")
+path = ts.save(model, OUT / "lenet.safetensors")
 fresh = FixedLeNet()
 load_report = ts.load_into(fresh, path)
 display(load_report)
@@ -762,8 +771,8 @@ from pathlib import Path
 
 from torchsmith.report import model_report, run_report, write_report
 
-page = write_report(model_report(FixedLeNet(), (3, 32, 32)), "lenet-report.html")
-run_page = write_report(run_report("runs/lenet-digits", evaluate=False), "run-report.html")
+page = write_report(model_report(FixedLeNet(), (3, 32, 32)), OUT / "lenet-report.html")
+run_page = write_report(run_report(OUT / "runs" / "lenet-digits", evaluate=False), OUT / "run-report.html")
 for p in (page, run_page):
     html = Path(p).read_text()
     print(f"{p}: {len(html) / 1024:.0f} KiB")

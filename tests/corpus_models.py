@@ -199,6 +199,10 @@ CORPUS: tuple[CorpusModel, ...] = (
     _text("opt", "opt", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=64, word_embed_proj_dim=32,
           max_position_embeddings=64, use_cache=False),
     _text("gpt2-lm", "gpt2", "causal-lm", n_embd=32, n_layer=2, n_head=2, n_positions=64, use_cache=False),
+    # ---- mixture-of-experts decoders (grouped matmuls whose meta kernel wants bf16: the summary runs them real)
+    _text("mixtral-lm", "mixtral", "causal-lm", num_local_experts=4, num_experts_per_tok=2, **_DEC),
+    _text("qwen2-moe", "qwen2_moe", moe_intermediate_size=16, shared_expert_intermediate_size=32, num_experts=4,
+          num_experts_per_tok=2, **_DEC),
     CorpusModel("torch:transformer-encoder", "torch", "transformer-encoder", "base", {}, (SEQ_LEN, 32)),
     # ---- encoder-decoder (BART makes its decoder input by shifting the encoder's)
     _text("bart", "bart", d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,

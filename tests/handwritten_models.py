@@ -28,6 +28,9 @@ class Handwritten(nn.Module):
 # --------------------------------------------------------------------------- CNNs as the tutorials write them
 class TutorialNet(Handwritten):
     """The PyTorch 60-minute blitz CIFAR net: conv-pool-conv-pool, ``torch.flatten``, three Linear layers."""
+    EXPECT = [("hard-coded-size", "fc1")]  # 16 * 5 * 5 fits 32x32 input only
+
+    
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,6 +52,9 @@ class ViewNet(Handwritten):
     """MNIST-style net flattening with ``x.view(x.size(0), -1)``."""
 
     INPUT = (1, 28, 28)
+    EXPECT = [("hard-coded-size", "fc")]  # 8 * 14 * 14 fits 28x28 input only
+
+    
 
     def __init__(self) -> None:
         super().__init__()
@@ -225,6 +231,9 @@ class DCGANGenerator(Handwritten):
 class DCGANDiscriminator(Handwritten):
     INPUT = (3, 16, 16)
     TASK = None
+    EXPECT = [("hard-coded-size", "")]  # .view(-1, 1) folds positions into the batch at other sizes
+
+    
 
     def __init__(self, ndf: int = 8) -> None:
         super().__init__()
@@ -335,6 +344,8 @@ class PackedLSTMClassifier(Handwritten):
     INPUT = [(12, 8), ()]
     DTYPES = {1: torch.long}
 
+    
+
     def __init__(self) -> None:
         super().__init__()
         self.lstm = nn.LSTM(8, 16, batch_first=True)
@@ -351,6 +362,8 @@ class PackedLSTM(Handwritten):
     """One input; the lengths are all full, packing inside forward (data-dependent on the CPU)."""
 
     INPUT = (10, 6)
+
+    
 
     def __init__(self) -> None:
         super().__init__()
@@ -445,14 +458,14 @@ class HandViT(Handwritten):
         n = (32 // patch) ** 2
         self.patch = nn.Conv2d(3, width, patch, patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
-        self.pos = nn.Parameter(torch.randn(1, n + 1, width) * 0.02)
+        self.pos_embedding = nn.Parameter(torch.randn(1, n + 1, width) * 0.02)
         layer = nn.TransformerEncoderLayer(width, 2, 64, dropout=0.0, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
         self.head = nn.Linear(width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch(x).flatten(2).transpose(1, 2)  # (B, 16, width)
-        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embedding
         return self.head(self.encoder(x)[:, 0])
 
 
@@ -553,6 +566,9 @@ class SpectralNormD(Handwritten):
 
     INPUT = (3, 16, 16)
     TASK = None
+    EXPECT = [("hard-coded-size", "fc")]  # 16 * 4 * 4 fits 16x16 input only
+
+    
 
     def __init__(self) -> None:
         super().__init__()
@@ -571,7 +587,7 @@ class HardCodedFlatten(Handwritten):
     """``x.view(-1, 400)`` ... with a batch hard-coded: ``view(2, -1)`` folds any other batch into the features."""
 
     INPUT = (3, 32, 32)
-    EXPECT = [("hard-coded-size", "")]
+    EXPECT = [("hard-coded-size", "fc")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -597,7 +613,8 @@ class InPlaceInput(Handwritten):
 
 class PlainListLayers(Handwritten):
     INPUT = (8,)
-    EXPECT = [("unregistered-submodule", "layers.0"), ("unregistered-submodule", "layers.1")]
+    EXPECT = [("unregistered-submodule", "layers.0"), ("unregistered-submodule", "layers.1"),
+              ("state-dict-roundtrip", "layers.0")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -645,7 +662,7 @@ class LayerInForward(Handwritten):
     """A layer built inside forward: new random weights every call, never trained."""
 
     INPUT = (8,)
-    EXPECT = [("unregistered-submodule", "")]
+    EXPECT = [("unregistered-submodule", ""), ("nondeterministic-eval", "<unregistered Linear>")]
 
     def __init__(self) -> None:
         super().__init__()

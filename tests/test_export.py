@@ -264,6 +264,22 @@ def test_model_whose_forward_needs_two_inputs_is_told_so_and_exports_with_two(tm
     assert named.passed
 
 
+def test_a_batch_fixed_by_the_code_exports_static_as_plain_torch_export_does(tmp_path: Path) -> None:
+    class FixedBatch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.view(2, -1))  # the batch written in
+
+    report = export(FixedBatch(), tmp_path / "m.pt2", input_size=(8,), timing_runs=1)
+    assert report.passed and not report.dynamic_batch and [c.batch_size for c in report.checks] == [2]
+    assert any("static batch 2: the model's code fixes the batch size" in n for n in report.notes)
+    with pytest.raises(ExportError, match="fixes the batch size"):  # other batches asked for: no silent fallback
+        export(FixedBatch(), tmp_path / "k.pt2", input_size=(8,), check_batch_sizes=[1, 5], timing_runs=1)
+
+
 def test_forward_that_writes_into_its_input_still_verifies(tmp_path: Path) -> None:
     class InPlace(nn.Module):
         def __init__(self) -> None:

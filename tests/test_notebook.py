@@ -32,31 +32,39 @@ def _builder():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
+@pytest.mark.timeout(400)
+def test_notebook_runs_top_to_bottom_twice_in_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Restart & Run All", twice: the second run must not trip over the first's files, and neither leaves a file
+    beside the notebook (the lesson writes into the folder it names, under the temporary directory)."""
     from nbclient.exceptions import CellExecutionError
 
     builder = _builder()
-    copy = tmp_path / NOTEBOOK.name
+    work, temp = tmp_path / "work", tmp_path / "tmp"
+    work.mkdir()
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # the kernel's tempfile.gettempdir()
+    copy = work / NOTEBOOK.name
     shutil.copyfile(NOTEBOOK, copy)
     before = NOTEBOOK.read_bytes()
-    nb = nbformat.read(copy, as_version=4)
-    for cell in nb.cells:  # start clean: the committed outputs must not stand in for a run
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    try:
-        builder.execute(nb, cwd=tmp_path, timeout=120)
-    except CellExecutionError as e:
-        pytest.fail(f"a cell of {NOTEBOOK.name} failed:\n{e}")
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.execution_count for c in code), "some code cells did not run"
-    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
-    assert not errors, errors
-    # It drew and trained: results rendered as HTML, the initialisation plot is an image, the diagrams are
-    # SVG, and the run wrote its checkpoint.
-    kinds = {kind for c in code for o in c.outputs for kind in o.get("data", {})}
-    assert {"text/html", "image/png", "image/svg+xml"} <= kinds, kinds
-    assert (tmp_path / "runs" / "lenet-digits" / "best.safetensors").exists()
+    for _ in range(2):
+        nb = nbformat.read(copy, as_version=4)
+        for cell in nb.cells:  # start clean: the committed outputs must not stand in for a run
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        try:
+            builder.execute(nb, cwd=work, timeout=120)
+        except CellExecutionError as e:
+            pytest.fail(f"a cell of {NOTEBOOK.name} failed:\n{e}")
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.execution_count for c in code), "some code cells did not run"
+        errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+        assert not errors, errors
+        # It drew and trained: results rendered as HTML, the initialisation plot is an image, the diagrams are
+        # SVG, and the run wrote its checkpoint where the lesson said.
+        kinds = {kind for c in code for o in c.outputs for kind in o.get("data", {})}
+        assert {"text/html", "image/png", "image/svg+xml"} <= kinds, kinds
+        assert (temp / "torchsmith-lesson" / "runs" / "lenet-digits" / "best.safetensors").exists()
+        assert sorted(p.name for p in work.iterdir()) == [NOTEBOOK.name], "the lesson wrote beside the notebook"
     assert NOTEBOOK.read_bytes() == before, "executing the copy changed the committed notebook"
 
 

@@ -442,3 +442,11 @@ def test_fit_takes_a_step_on_a_token_classifier_with_synthetic_ids():
     assert ts.evaluate(bert, ids).num_samples == 4
     with pytest.raises(DataError, match=r"takes token ids \(32 token ids < 100 .*synthetic data only"):
         fit(bert, "digits", epochs=1)
+
+
+def test_out_dir_may_be_a_path(tmp_path: Path) -> None:
+    """A pathlib.Path out_dir is kept as text: the run's checkpoints store the config without pickle."""
+    config = ts.TrainConfig(out_dir=tmp_path / "run", epochs=1, batch_size=32, device="cpu", num_samples=64)
+    assert config.out_dir == str(tmp_path / "run")
+    result = ts.fit(ts.create_model("lenet", **SMALL), "digits", config)
+    assert result.best_checkpoint is not None and result.best_checkpoint.exists()

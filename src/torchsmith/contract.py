@@ -41,13 +41,15 @@ from torchsmith.spec import build as build_spec
 __all__ = ["InputSpec", "input_spec", "rebuild", "rebuild_source", "device_dtype", "output_tensors",
            "primary_output", "is_token_dtype", "lazy_tensors", "copy_model", "materialise_lazy", "ModelInputs",
            "model_inputs", "forward_inputs", "is_several", "parse_inputs", "is_length_name",
-           "scan_unregistered", "walk_held", "unregistered_layers", "MODULE_ATTRS", "fresh_lazy"]
+           "scan_unregistered", "walk_held", "unregistered_layers", "MODULE_ATTRS", "fresh_lazy",
+           "learned_positions"]
 
 #: Token-id models get a sequence this long when nothing says otherwise (capped by the model's maximum).
 DEFAULT_SEQ_LEN = 32
 #: The spatial size tried first for a CNN that declares none; checked by a meta-device forward.
 _PROBE_SIDES = {1: (28, 32, 64), 3: (32, 64, 224)}
-_POS_EMBED = re.compile(r"(^|\.)(pos_embed|pos_embedding|position_embeddings?|absolute_pos_embed)(\.|$)")
+_POS_EMBED = re.compile(
+    r"(^|\.)(pos_embed|pos_embedding|pos_emb|position_embeddings?|positional_embeddings?|absolute_pos_embed)(\.|$)")
 
 HOW_TO_GIVE = "input_size=(3, 32, 32) in Python (one sample, without the batch), --input 3x32x32 at the command line"
 
@@ -177,6 +179,18 @@ def _pair(value: Any) -> tuple[int, int] | None:
         return value, value
     dims = int_dims(value) if isinstance(value, (tuple, list)) else None
     return (dims[-2], dims[-1]) if dims and len(dims) >= 2 else None
+
+
+def learned_positions(model: nn.Module) -> tuple[str, tuple[int, ...]] | None:
+    """The name and shape of a learned position table (a ViT's ``pos_embedding``), or None.
+
+    Such a table holds one row per patch of the input size the model was built for, so that size is the
+    model's by construction, not by accident.
+    """
+    for name, p in model.named_parameters():
+        if _POS_EMBED.search(name) and p.dim() >= 2:
+            return name, tuple(p.shape)
+    return None
 
 
 def _has_pos_embed(model: nn.Module) -> bool:
@@ -826,6 +840,7 @@ def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any =
     model the one input the contract finds. Raises :class:`ConfigError` for sizes or dtypes that do not fit.
     """
     params = forward_inputs(model)
+    required = [n for n, needed in params if needed]
     if input_size is None:
         spec = input_spec(model, input_dtype=_dtype_for(input_dtype, 0, None))
         config = _hf_config(model)
@@ -833,8 +848,11 @@ def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any =
                 any(n == "decoder_input_ids" for n, _ in params):
             names: tuple[str, ...] = (str(getattr(model, "main_input_name", "input_ids")), "decoder_input_ids")
             return ModelInputs((spec, spec), names, keyword=True)
+        if len(required) > 1:
+            raise ConfigError(f"{type(model).__name__}.forward requires {len(required)} inputs "
+                              f"({', '.join(required)}); give a size for each: input_size=[(...), (...)] in Python, "
+                              "--input SIZE once per input at the command line")
         return ModelInputs((spec,), (params[0][0] if params else "input",))
-    required = [n for n, needed in params if needed]
     if not is_several(input_size):
         if len(required) > 1:
             raise ConfigError(f"{type(model).__name__}.forward requires {len(required)} inputs ({', '.join(required)}) "

@@ -112,6 +112,28 @@ def _user_frames_of(e: BaseException) -> list[tuple[str, int]]:
     return frames
 
 
+def _inside_torch_layer(e: BaseException) -> str | None:
+    """``"torch/nn/modules/rnn.py:1093 (forward)"`` when the export failed inside one of torch's own layers or
+    nn utilities called by the model (an LSTM on a packed sequence), not in the model's own Python; else None.
+
+    That is a limit of torch.export, not a model-building mistake: the finding is a warning, not an error.
+    """
+    torch_dir = os.path.dirname(torch.__file__)
+    chain = []
+    tb = e.__traceback__
+    while tb is not None:
+        chain.append((tb.tb_frame.f_code.co_filename, tb.tb_lineno, tb.tb_frame.f_code.co_name))
+        tb = tb.tb_next
+    last_user = max((i for i, f in enumerate(chain) if not f[0].startswith(torch_dir)), default=None)
+    if last_user is None:
+        return None
+    for filename, line, name in chain[last_user + 1:]:
+        rel = os.path.relpath(filename, torch_dir)
+        if rel.startswith(("nn/modules/", "nn/utils/")) and name not in ("_call_impl", "_wrapped_call_impl"):
+            return f"torch/{rel}:{line} ({name})"
+    return None
+
+
 def _reason(e: BaseException) -> str:
     return describe_error(e, limit=400)
 
@@ -226,6 +248,16 @@ def check_exportable(ctx: Context) -> list[Finding]:
         if unknown and option is None:
             fix = (f"return tensors (or tuples, dicts, dataclasses of them) instead of {', '.join(unknown)}, or "
                    "register that type with torch.utils._pytree.register_pytree_node; " + fix)
+        in_torch = _inside_torch_layer(e) if not unknown else None
+        if in_torch is not None:
+            return [make_finding(
+                "not-exportable", module,
+                f"torch.export.export fails{how} inside torch's own code at {in_torch}, called by "
+                f"{module or '(model)'}: {_reason(e)}; the model is built right, torch.export does not trace this "
+                "layer use (a packed sequence, for one)",
+                "nothing to fix for eager training and TorchScript; to export, feed the layer padded tensors "
+                "(with a mask) instead of a PackedSequence, or keep that part of the model outside the export",
+                severity="warning", error=_reason(e), data_dependent=data_dependent, inside_torch=in_torch)]
         return [make_finding(
             "not-exportable", module,
             f"torch.export.export fails{how} in {module or '(model)'}{why}: {_reason(e)}",

@@ -34,7 +34,7 @@ from torchsmith._check._run import Tracer, flat_tensors
 from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
 from torchsmith._check.runtime import TORCH_DIR, outputs_close
-from torchsmith.contract import InputSpec, input_spec
+from torchsmith.contract import InputSpec, input_spec, learned_positions
 from torchsmith.errors import TorchsmithError
 
 __all__ = ["check_input_sizes", "spatial_dims"]
@@ -279,6 +279,15 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
                         f"({_size(ctx.input_size)}), so this instance accepts that size only; {text}",
                         "nothing to fix: a freshly built model sizes itself on whatever input it first sees",
                         size=list(size2), **observed))
+                elif (positions := learned_positions(model)) is not None:
+                    table, table_shape = positions
+                    findings.append(make_finding(
+                        "fixed-input-size", tracer.failed_in or "",
+                        f"the model's learned position embedding {table} ({_size(table_shape)}) has one row per "
+                        f"position of a {_size(ctx.input_size)} input, so that size is the model's own; {text}",
+                        "nothing to fix if one input size is intended; declare it (self.default_input_size = "
+                        f"{tuple(ctx.input_size)}), or interpolate the position table to accept others",
+                        size=list(size2), position_table=table, **observed))
                 elif (isinstance(err, TorchsmithError) and _declares_size(model)) or _rejected_on_purpose(err):
                     findings.append(make_finding(
                         "fixed-input-size", tracer.failed_in or "",

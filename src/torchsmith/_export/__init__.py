@@ -136,7 +136,18 @@ def export(
         model.eval()
         _eager_forward(model, example)
         scratch = tmpdir / target.name  # same name as the target: an ONNX .data file refers to it by name
-        written, export_seconds, exporter_warnings = _write(fmt, model, example, scratch, dynamic_batch, opset, trace)
+        try:
+            written, export_seconds, exporter_warnings = _write(fmt, model, example, scratch, dynamic_batch, opset,
+                                                                trace)
+        except ExportError as e:
+            if not (dynamic_batch and check_batch_sizes is None and _batch_fixed_by_code(e)):
+                raise
+            # What torch.export.export does without dynamic shapes: the file takes the example's batch only.
+            written, export_seconds, exporter_warnings = _write(fmt, model, example, scratch, False, opset, trace)
+            dynamic_batch, batches = False, [batch_size]
+            written.notes.append(f"static batch {batch_size}: the model's code fixes the batch size (a reshape "
+                                 "with the batch written in), so a dynamic batch cannot be exported; "
+                                 "`torchsmith check` names the line")
         files = [scratch, *written.extra_files]
         runner = _load(fmt, scratch, device)
         checks = [_check(model, runner, b, spec, seed + 1 + i, device, dtype, atol, rtol, timing_runs)
@@ -240,6 +251,20 @@ def _resolve_format(format: str | None, target: Path) -> str:
 
 def _suffix_for(fmt: str) -> str:
     return {"exported": ".pt2", "onnx": ".onnx", "torchscript": ".ts"}[fmt]
+
+
+def _batch_fixed_by_code(e: BaseException) -> bool:
+    """Whether torch.export refused the dynamic batch because the model's code specialises it (its
+    ``ConstraintViolationError``), found in the exception's chain by its class."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        kind = type(cur)
+        if kind.__name__ == "ConstraintViolationError" and kind.__module__.startswith("torch."):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def _resolve_input(model: nn.Module, input_size: Any, input_dtype: Any) -> ModelInputs:

@@ -74,6 +74,17 @@ def parse_input(text: str | tuple[str, ...] | None) -> Any:
     return parse_inputs((text,) if isinstance(text, str) else tuple(text))[0]
 
 
+def dtype_texts(values: tuple[str, ...]) -> str | dict[str, str] | None:
+    """Repeated ``--input-dtype`` values as a training config holds them: one name, or names by input."""
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    if not all("=" in v for v in values):
+        raise ConfigError(f"--input-dtype {list(values)}: give one dtype, or NAME=DTYPE for each input")
+    return {k.strip(): v.strip() for k, _, v in (v.partition("=") for v in values)}
+
+
 def parse_inputs_and_dtypes(sizes: tuple[str, ...], dtypes: tuple[str, ...]) -> tuple[Any, Any]:
     """``--input`` and ``--input-dtype`` values as ``(input_size, input_dtype)`` (see contract.parse_inputs)."""
     return parse_inputs(tuple(sizes or ()), tuple(dtypes or ()))

@@ -13,7 +13,7 @@ from torch import nn
 from torchsmith._summary import REAL_FALLBACK_BYTES, rich_summary, summary
 from torchsmith._summary.diagram_render import check_diagram_path, dot_available
 from torchsmith.cli._common import INPUT_HELP, input_dtypes_option, input_option, model_options, parse_opts
-from torchsmith.contract import InputSpec, forward_inputs, input_spec, parse_inputs
+from torchsmith.contract import ModelInputs, forward_inputs, model_inputs, parse_inputs
 from torchsmith.errors import ConfigError, DeclaredSizeError, TorchsmithError
 from torchsmith.registry import build_on_meta
 from torchsmith.resolve import resolve_model
@@ -97,9 +97,10 @@ def command(model: str, opts: tuple[str, ...], input_size: tuple[str, ...], batc
     declared = _declared_input(net) if size is None else None  # (C, H, W), (T,) ... from the contract
     if size is not None:
         pass
-    elif declared is not None:
-        size = tuple(declared.size)
-        in_dtype = in_dtype or declared.dtype
+    elif declared is not None:  # one input; or an encoder-decoder's input_ids and decoder_input_ids
+        size = declared.sizes()
+        in_dtype = in_dtype or (declared.primary.dtype if declared.single else
+                                {n: s.dtype for n, s in zip(declared.names, declared.specs)})
     elif diagram_path or explain or fmt == "mermaid":
         raise ConfigError(f"the input size of {type(net).__name__} is not known, and the diagram and the explanation "
                           "come from a forward pass; give --input (e.g. --input 3x32x32)")
@@ -146,10 +147,10 @@ def _summarise(net: nn.Module, model: str, opts: tuple[str, ...], size: Any, bat
     return summary(real, size, batch_size=batch, input_dtype=in_dtype, dtype=dtype, depth=depth)
 
 
-def _declared_input(net: nn.Module) -> InputSpec | None:
-    """What the model says about its input (default_input_size, a library config, its first layer), or None."""
+def _declared_input(net: nn.Module) -> ModelInputs | None:
+    """What the model says about its inputs (default_input_size, a library config, its first layer), or None."""
     try:
-        return input_spec(net)
+        return model_inputs(net)
     except DeclaredSizeError:
         raise  # a declared size that is wrong: the user must hear it
     except ConfigError:

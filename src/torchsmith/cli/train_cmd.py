@@ -12,7 +12,15 @@ from typing import Any
 import click
 import yaml
 
-from torchsmith.cli._common import input_dtype_option, input_option, load_model, model_options, parse_input, parse_opts
+from torchsmith.cli._common import (
+    dtype_texts,
+    input_dtypes_option,
+    input_option,
+    load_model,
+    model_options,
+    parse_input,
+    parse_opts,
+)
 from torchsmith.data import DATASETS
 from torchsmith.errors import ConfigError
 from torchsmith.train.config import AMP_MODES, DEVICES, OPTIMIZERS, SCHEDULES, STRATEGIES, TASK_NAMES, TrainConfig
@@ -71,7 +79,7 @@ def _default_out(model: str, data: str) -> str:
 @model_options
 @input_option(help="Input size without the batch dimension, e.g. 3x32x32; the data is resized and its channels "
                    "converted to fit (default: what the model declares).")
-@input_dtype_option
+@input_dtypes_option
 @click.option("--data", default=_DEFAULTS.data, show_default=True,
               help=f"Dataset: {', '.join(DATASETS)}, a folder of class sub-folders, arrays:PATH.npz (x/y or several "
                    f"named inputs), csv:PATH.csv, tokens:PATH.bin (uint16 ids), text:PATH.txt (text:corpus ships).")
@@ -150,6 +158,7 @@ def command(ctx: click.Context, model: str | None, opts: tuple[str, ...], progre
       torchsmith train net.py:AudioNet --input 1x16000 --data arrays:clips.npz --task regression
     """
     options["input_size"] = parse_input(options["input_size"])
+    options["input_dtype"] = dtype_texts(options["input_dtype"])
     given = {k: v for k, v in options.items()
              if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     if resume is not None:

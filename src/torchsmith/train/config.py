@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from torchsmith._format import parse_dtype
+from torchsmith.contract import is_several
 from torchsmith.data.base import AUGMENTS
 from torchsmith.errors import ConfigError, UnknownNameError
 from torchsmith.sizes import int_dims, parse_input_size
@@ -64,7 +66,7 @@ class TrainConfig:
     init: Any = None  # an init policy (preset name or dict) applied before training; None keeps the weights
     augment: str = "auto"
     crop_padding: int | None = None  # None: height / 8 (4 pixels at 32x32)
-    out_dir: str | None = None
+    out_dir: str | os.PathLike[str] | None = None  # a Path is kept as its text
     resume: str | None = None
     max_steps: int | None = None  # stop (and checkpoint) after this many steps in all
     save_every_steps: int | None = None  # also checkpoint every N steps, for crash-safe long epochs
@@ -74,8 +76,8 @@ class TrainConfig:
     sync_batchnorm: bool = False
     grad_clip: float | None = None
     plot: bool = True
-    input_size: tuple[int, ...] | None = None  # one sample without the batch; None: the model's own
-    input_dtype: str | None = None  # "float32", "bf16", "long" (token ids); None: what the model takes
+    input_size: Any = None  # one sample without the batch (or a list / dict of them); None: the model's own
+    input_dtype: Any = None  # "float32", "bf16", "long" (token ids), or {"lengths": "long"}; None: the model's
     tensorboard: bool = False  # event files in out_dir, for `tensorboard --logdir runs`
     task: str = "auto"  # classification | regression | causal-lm; auto: from the model's output and the data
     seq_len: int | None = None  # causal-lm: tokens per training window; None: the model contract's sequence
@@ -87,6 +89,8 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def __post_init__(self) -> None:
+        if isinstance(self.out_dir, os.PathLike):  # a pathlib.Path: kept as text, as the run's config.json holds it
+            self.out_dir = os.fspath(self.out_dir)
         if self.input_size is not None:
             self.input_size = _input_size(self.input_size)
         self.validate()
@@ -123,13 +127,18 @@ class TrainConfig:
             raise ConfigError(f"crop_padding must be >= 0, got {self.crop_padding}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive, got {self.grad_clip}")
-        if self.input_dtype is not None:
+        if isinstance(self.input_dtype, dict):
+            for value in self.input_dtype.values():
+                parse_dtype(value)
+        elif self.input_dtype is not None:
             parse_dtype(self.input_dtype)  # unknown names get close matches
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        if self.input_size is not None:
-            out["input_size"] = list(self.input_size)  # as JSON has it, so a saved config compares equal
+        if self.input_size is not None:  # as JSON has it, so a saved config compares equal
+            size = self.input_size
+            out["input_size"] = ({k: list(v) for k, v in size.items()} if isinstance(size, dict)
+                                 else [list(s) for s in size] if is_several(size) else list(size))
         return out
 
     @classmethod
@@ -148,8 +157,21 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _input_size(value: Any) -> tuple[int, ...]:
-    """``(3, 32, 32)``, ``[3, 32, 32]`` or ``"3x32x32"`` -> ``(3, 32, 32)``."""
+def _input_size(value: Any) -> Any:
+    """``(3, 32, 32)``, ``[3, 32, 32]`` or ``"3x32x32"`` -> ``(3, 32, 32)``; several inputs (a list or dict of
+    sizes, ``()`` for one number per sample) keep their form, each size a tuple."""
+    if isinstance(value, str):
+        return parse_input_size(value)
+    if isinstance(value, dict):
+        return {str(k): _one_size(v) for k, v in value.items()}
+    if is_several(value):
+        return [_one_size(v) for v in value]
+    return _one_size(value)
+
+
+def _one_size(value: Any) -> tuple[int, ...]:
+    if isinstance(value, (tuple, list)) and len(value) == 0:
+        return ()  # one number per sample (sequence lengths)
     if isinstance(value, str):
         return parse_input_size(value)
     dims = int_dims(value) if isinstance(value, (tuple, list)) else None

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.contract import device_dtype, primary_output
+from torchsmith.contract import ModelInputs, device_dtype, primary_output
 from torchsmith.data import DataSplits
-from torchsmith.data.arrays import load_csv, load_npz, load_synthetic_arrays
+from torchsmith.data.arrays import ArrayDataset, load_csv, load_npz, load_synthetic_arrays
 from torchsmith.data.tokens import load_text, load_token_file, synthetic_stream
 from torchsmith.errors import ConfigError, DataError
 from torchsmith.train.inputs import InputSizeError, ModelInput, fitted_splits, output_width
@@ -65,6 +65,8 @@ def training_data(model: nn.Module, given: ModelInput, data: str | DataSplits, *
     if lower.startswith(("arrays:", "csv:")) or lower.endswith(".csv"):
         return _arrays(key, task, seed, target, label_smoothing)
     spec = given.spec
+    if lower == "synthetic" and given.inputs is not None and not given.inputs.single:
+        return _synthetic_several(model, given.inputs, task, num_samples, seed, label_smoothing, device)
     if lower == "synthetic" and spec is not None:
         why = detect_causal_lm(model, spec, device) if task == "auto" else None
         if why is not None:
@@ -146,6 +148,47 @@ def _arrays(data: str, task: str, seed: int, target: str | None, smoothing: floa
     splits = DataSplits(train=train, test=test, name=train.name)
     notes.append(f"task {name}: {data} holds {train.describe()}")
     return TrainingData(splits, Task(name, f"{data}'s targets", smoothing), None, notes)
+
+
+def _synthetic_several(model: nn.Module, inputs: ModelInputs, task: str, num_samples: int, seed: int,
+                       smoothing: float, device: torch.device) -> TrainingData:
+    """Synthetic data for a forward that takes several inputs: each drawn as the contract draws it (ids below the
+    vocabulary, full lengths for a ``lengths`` input), random classes or regression targets of the output's shape."""
+    if task == "causal-lm":
+        raise DataError("--task causal-lm trains on one input of token ids; this model takes "
+                        f"{len(inputs.specs)} ({', '.join(inputs.names)})")
+    was = model.training
+    model.eval()
+    try:
+        args, kwargs = inputs.example(2, seed=seed, device=device)
+        with torch.no_grad():
+            out = primary_output(model(*args, **kwargs))
+    except Exception as e:
+        raise DataError(f"{type(model).__name__} cannot take inputs {inputs.describe()} ({e}); give the sizes it "
+                        "takes (--input NAME=SIZE once per input)") from e
+    finally:
+        model.train(was)
+    regression = task == "regression"
+    if not regression and not (out.dim() == 2 and out.is_floating_point()):
+        raise DataError(f"{type(model).__name__} returns shape {tuple(out.shape)}, not (batch, classes); train it "
+                        "with --task regression (targets of the output's shape) or on your own arrays")
+    classes = 0 if regression else int(out.shape[-1])
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n: int, offset: int) -> ArrayDataset:
+        a, k = inputs.example(n, seed=seed + offset)
+        xs = tuple(a) + tuple(k.values())
+        if regression:
+            return ArrayDataset(xs, torch.randn((n, *out.shape[1:]), generator=g), (), inputs.names,
+                                name="synthetic")
+        return ArrayDataset(xs, torch.randint(0, classes, (n,), generator=g), tuple(map(str, range(classes))),
+                            inputs.names, name="synthetic")
+
+    splits = DataSplits(train=make(num_samples, 0), test=make(max(1, num_samples // 10), 7919), name="synthetic")
+    name = "regression" if regression else "classification"
+    note = (f"task {name}: synthetic inputs {inputs.describe()}, "
+            + (f"{classes} classes" if classes else f"targets {tuple(out.shape[1:]) or 'scalar'}"))
+    return TrainingData(splits, Task(name, "synthetic data in the model's shape", smoothing), None, [note])
 
 
 def _synthetic_arrays(model: nn.Module, given: ModelInput, task: str, num_samples: int, seed: int,

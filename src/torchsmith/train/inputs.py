@@ -16,7 +16,16 @@ import torch
 from torch import nn
 
 from torchsmith._format import parse_dtype
-from torchsmith.contract import InputSpec, device_dtype, input_spec, is_token_dtype, primary_output
+from torchsmith.contract import (
+    InputSpec,
+    ModelInputs,
+    device_dtype,
+    input_spec,
+    is_several,
+    is_token_dtype,
+    model_inputs,
+    primary_output,
+)
 from torchsmith.data import DataSplits, load_dataset
 from torchsmith.errors import ConfigError, DataError, describe_error
 
@@ -46,6 +55,7 @@ class ModelInput:
 
     spec: InputSpec | None
     notes: list[str] = field(default_factory=list)
+    inputs: ModelInputs | None = None  # every input, when forward takes several; ``spec`` is the first
 
     @property
     def image_size(self) -> tuple[int, int, int] | None:
@@ -62,8 +72,11 @@ class ModelInput:
         return spec.dtype if spec is not None and spec.dtype.is_floating_point else None
 
 
-def parse_input_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
-    """``"long"``, ``"bf16"``, ``torch.float16`` -> a dtype; None stays None (unknown names get close matches)."""
+def parse_input_dtype(value: Any) -> Any:
+    """``"long"``, ``"bf16"``, ``torch.float16`` -> a dtype, ``{"lengths": "long"}`` -> one by name; None stays
+    None (unknown names get close matches)."""
+    if isinstance(value, dict):
+        return {k: parse_dtype(v) for k, v in value.items()}
     if value is None or isinstance(value, torch.dtype):
         return value
     return parse_dtype(value)
@@ -76,6 +89,12 @@ def model_input(model: nn.Module, input_size: Any = None, input_dtype: torch.dty
     the first forward decides (see :func:`misfit`).
     """
     dtype = parse_input_dtype(input_dtype)
+    if input_size is not None and is_several(input_size):
+        inputs = model_inputs(model, input_size, input_dtype=dtype)
+        return ModelInput(inputs.primary, [f"inputs: {inputs.describe()}"], inputs)
+    if isinstance(dtype, dict):
+        raise ConfigError(f"input dtypes by name ({', '.join(dtype)}) are for several inputs; give one size per "
+                          "input (--input NAME=SIZE) or one dtype")
     if input_size is not None:
         return ModelInput(input_spec(model, input_size, input_dtype=dtype))
     try:

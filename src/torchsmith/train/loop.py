@@ -415,7 +415,15 @@ class _Run:
         epoch_time, seen_at_read = 0.0, float(acc[2]) if first else 0.0
         step, stopped = first, False
         for x, y in batches:
-            loss, logits = self._step(tools, x, y)
+            try:
+                loss, logits = self._step(tools, x, y)
+            except TorchsmithError:
+                raise
+            except Exception as e:  # the probe ran at 2 samples: a size tied to the batch fails only here
+                raise TrainingError(f"the training step failed on a batch of {batch_size_of(x)} "
+                                    f"({_describe_batch(x)}) at epoch {epoch + 1}, step {step + 1}: "
+                                    f"{describe_error(e)}; the model ran on a batch of 2 before training, so a size "
+                                    "may be tied to the batch (`torchsmith check` finds it)") from e
             step += 1
             st.global_step += 1
             with torch.no_grad():  # stays on the device: no sync here
