@@ -420,6 +420,8 @@ class _Run:
             except TorchsmithError:
                 raise
             except Exception as e:  # the probe ran at 2 samples: a size tied to the batch fails only here
+                if self.info.world_size > 1:
+                    raise  # under torchrun a failing step is usually another rank: the distributed handler says so
                 raise TrainingError(f"the training step failed on a batch of {batch_size_of(x)} "
                                     f"({_describe_batch(x)}) at epoch {epoch + 1}, step {step + 1}: "
                                     f"{describe_error(e)}; the model ran on a batch of 2 before training, so a size "
