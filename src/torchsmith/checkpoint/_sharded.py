@@ -16,6 +16,7 @@ import json
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,9 @@ def load_sharded(path: Path, state: dict[str, Any]) -> None:
     import torch.distributed.checkpoint as dcp
 
     try:
-        dcp.load(state, checkpoint_id=str(path))
+        with warnings.catch_warnings():  # one process reading shards is what consolidate and a 1-rank resume mean
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+            dcp.load(state, checkpoint_id=str(path))
     except Exception as e:  # DCP raises CheckpointException with each rank's traceback
         raise CheckpointError(f"{path}: the sharded checkpoint does not fit this model "
                               f"({str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__})") \

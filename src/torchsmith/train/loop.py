@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from torchsmith.checkpoint import save
 from torchsmith.contract import device_dtype, primary_output
 from torchsmith.data import DataSplits, DeviceLoader
 from torchsmith.data.batches import ArrayLoader, WindowLoader
@@ -369,8 +370,16 @@ class _Run:
         elif self.resume_path is not None:
             st = run_state.restore(self.resume_path, cfg, self.splits, tools.optimizer, tools.scheduler, tools.scaler,
                                    train_loader)
+            if self.strategy == "fsdp":  # a whole-model checkpoint (one process or DDP) continued sharded
+                sharding.shard_optimizer_state(tools.optimizer)
             self.notes.append(f"resumed from {self.resume_path} at epoch {st.epoch + 1}, step {st.step_in_epoch}")
+        if self.resume_path is not None:
             self.resumed_from = {"epoch": st.epoch, "step": st.step_in_epoch}
+            saved = st.saved_world_size
+            if saved is not None and saved != info.world_size:
+                self.notes.append(f"resuming a run saved by {saved} rank{'s' if saved > 1 else ''} on "
+                                  f"{info.world_size}: the state is re-split and training continues, but not "
+                                  f"bit-identically (the batch is split and its gradients summed in another order)")
         if self.out_dir is not None and info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
@@ -389,11 +398,8 @@ class _Run:
         assert self.resume_path is not None
         doc = shards.restore_shards(self.resume_path, self.model, tools.optimizer, tools.scheduler)
         st = run_state.state_from_extra(doc, self.resume_path, self.cfg, self.splits, train_loader)
-        saved_world = int(doc.get("world_size", 1))
-        if saved_world != self.info.world_size:
-            self.notes.append(f"resuming a run saved by {saved_world} ranks on {self.info.world_size}: the shards are "
-                              f"re-split and training continues, but not bit-identically (sums are reduced in "
-                              f"another order)")
+        self.notes.append(f"resumed from {self.resume_path} (sharded) at epoch {st.epoch + 1}, step "
+                          f"{st.step_in_epoch}")
         return st
 
     def _train_epoch(self, epoch: int, st: run_state.RunState, tools: _Tools,
@@ -558,6 +564,9 @@ class _Run:
             full = shards.full_state(model)  # every rank gathers; rank 0 writes
             if self.out_dir is not None and self.info.is_main:
                 shards.write_consolidated(self.template, full, self.out_dir / run_state.MODEL)
+        elif self.out_dir is not None and self.info.is_main and (self.out_dir / run_state.MODEL).is_file():
+            # A sharded run continued by one process or DDP: its consolidated file follows, never left stale.
+            save(model, self.out_dir / run_state.MODEL)
         if self.out_dir is not None and self.info.is_main:
             files = run_state.files_in(self.out_dir)
             if cfg.plot and st.history:
@@ -581,7 +590,7 @@ class _Run:
     def _save(self, st: run_state.RunState, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
               best: bool) -> None:
         if self.out_dir is not None and self.strategy == "fsdp":  # every rank writes its shard
-            extra = run_state.extra_for(st, self.cfg, self.splits, scaler)
+            extra = run_state.extra_for(st, self.cfg, self.splits, scaler, self.info.world_size)
             shards.save_shards(self.out_dir, st.global_step, self.model, optimizer, scheduler, extra,
                                rank=self.info.rank, world_size=self.info.world_size)
             if self.info.is_main and st.history:
@@ -590,7 +599,7 @@ class _Run:
         if self.out_dir is None or not self.info.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        extra = run_state.extra_for(st, self.cfg, self.splits, scaler)
+        extra = run_state.extra_for(st, self.cfg, self.splits, scaler, self.info.world_size)
         run_state.save_checkpoint(self.model, self.out_dir / run_state.LAST, optimizer, scheduler, extra)
         if best:
             run_state.save_checkpoint(self.model, self.out_dir / run_state.BEST, optimizer, scheduler, extra)

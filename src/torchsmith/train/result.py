@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,11 @@ class TrainResult:
             lines.append(f"stopped after {self.global_step} steps, before the first epoch ended")
         if self.stopped_early:
             lines.append(f"stopped at max_steps={self.config.max_steps}; continue with --resume {self.out_dir}")
-        if self.best_epoch is not None and self.best_test_acc is not None:
+        if self.best_epoch is not None and self.task == "causal-lm" and len(self.history) >= self.best_epoch:
+            best = self.history[self.best_epoch - 1]
+            lines.append(f"best epoch {self.best_epoch} (lowest test loss): test loss {best['test_loss']:.4f}, "
+                         f"perplexity {best.get('test_ppl', math.exp(min(best['test_loss'], 700))):.2f}")
+        elif self.best_epoch is not None and self.best_test_acc is not None:
             lines.append(f"best epoch {self.best_epoch}: test accuracy {100 * self.best_test_acc:.2f}%")
         if self.train_seconds > 0 and self.task == "causal-lm" and self.seq_len:
             lines.append(f"throughput {self.images_per_s * self.seq_len:,.0f} tokens/s ({self.train_seconds:.1f}s in "

@@ -16,6 +16,7 @@ from torchsmith.checkpoint import load, load_into
 from torchsmith.errors import CheckpointError, TorchsmithError
 from torchsmith.resolve import resolve_model
 from torchsmith.train.config import TrainConfig
+from torchsmith.train.state import MODEL
 
 __all__ = ["run_config", "load_run_model", "model_reference"]
 
@@ -60,6 +61,8 @@ def load_run_model(ckpt: str | Path, run_dir: str | Path | None = None) -> nn.Mo
     """The model of checkpoint ``ckpt``, rebuilt from its own metadata (zoo and spec models) or else
     from the model reference its run recorded (``torchsmith train path/to/file.py:Class``)."""
     ckpt = Path(ckpt)
+    if ckpt.is_dir():  # a sharded checkpoint (FSDP): its weights load once the model is sharded
+        return _sharded_run_model(ckpt, Path(run_dir) if run_dir is not None else ckpt.parent.parent)
     try:
         return load(ckpt)
     except CheckpointError as e:
@@ -72,3 +75,20 @@ def load_run_model(ckpt: str | Path, run_dir: str | Path | None = None) -> nn.Mo
             raise CheckpointError(f"{e}; rebuilding the run's model {recorded['ref']} failed too: {rebuild}") from e
         load_into(model, ckpt)
         return model
+
+
+def _sharded_run_model(shard_dir: Path, run_dir: Path) -> nn.Module:
+    """The architecture of a sharded checkpoint's model: from the model reference its run recorded, else from the
+    run's consolidated file (written at the end of a run); the shards themselves hold weights only."""
+    recorded = _recorded_reference(run_dir / "config.json")
+    if recorded is not None:
+        try:
+            return resolve_model(recorded["ref"], **(recorded.get("opts") or {}))
+        except TorchsmithError as e:
+            raise CheckpointError(f"{shard_dir} holds a sharded checkpoint; rebuilding the run's model "
+                                  f"{recorded['ref']} for it failed: {e}") from e
+    consolidated = run_dir / MODEL
+    if consolidated.is_file():
+        return load(consolidated)
+    raise CheckpointError(f"{shard_dir} holds a sharded checkpoint (weights only) and {run_dir} records no model to "
+                          f"rebuild it from (no model reference in config.json, no {MODEL}); give the model")

@@ -24,7 +24,8 @@ from torchsmith._format import format_bytes
 from torchsmith.errors import ConfigError
 
 __all__ = ["repeated_blocks", "choose_strategy", "shard", "enable_checkpointing", "grad_sync", "meta_template",
-           "is_sharded"]
+           "is_sharded",
+           "shard_optimizer_state"]
 
 
 def repeated_blocks(model: nn.Module) -> list[nn.Module]:
@@ -120,6 +121,29 @@ def shard(model: nn.Module, *, bf16: bool) -> int:
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     return len(blocks)
+
+
+def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> int:
+    """Split a whole optimizer state (restored from a one-process checkpoint) like its sharded parameters.
+
+    ``optimizer.load_state_dict`` keeps each saved moment a plain full tensor beside a ``DTensor`` parameter;
+    every rank read the same file, so each keeps its own part (``distribute_tensor`` with no source rank: no
+    communication). Returns the number of tensors split.
+    """
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    split = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if not isinstance(p, DTensor) or not state:
+                continue
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and not isinstance(value, DTensor) and value.shape == p.shape:
+                    state[key] = distribute_tensor(value.to(p.device), p.device_mesh, p.placements,
+                                                   src_data_rank=None)
+                    split += 1
+    return split
 
 
 def is_sharded(model: nn.Module) -> bool:

@@ -9,7 +9,6 @@ hashes, that :func:`torchsmith.load` opens on one device.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,8 @@ from torchsmith.checkpoint._sharded import (
     rng_to_json,
     save_sharded,
 )
-from torchsmith.errors import CheckpointError, ConfigError, TorchsmithError
-from torchsmith.resolve import resolve_model
+from torchsmith.errors import CheckpointError, ConfigError
 from torchsmith.train.run import load_run_model
-from torchsmith.train.state import MODEL
 
 __all__ = ["save_shards", "restore_shards", "full_state", "write_consolidated", "consolidate"]
 
@@ -103,25 +100,15 @@ def consolidate(run_dir: str | Path, out: str | Path, model: nn.Module | None = 
                               f"directory of a `torchsmith train --strategy fsdp` run")
     run = Path(run_dir) if not (Path(run_dir) / ".metadata").is_file() else shard_dir.parent.parent
     if model is None:
-        model = _rebuild(run)
+        model = _rebuild(run, shard_dir)
     state = {"model": model.state_dict()}
     load_sharded(shard_dir, state)
     model.load_state_dict(state["model"])
     return save(model, out)
 
 
-def _rebuild(run: Path) -> nn.Module:
-    if (run / MODEL).is_file():
-        return load_run_model(run / MODEL, run)
-
+def _rebuild(run: Path, shard_dir: Path) -> nn.Module:
     try:
-        ref = (json.loads((run / "config.json").read_text()).get("extra") or {}).get("model")
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{run}: no {MODEL} and no readable config.json to rebuild the model from ({e}); pass "
-                          f"the model: consolidate(run_dir, out, model=...)") from e
-    if not isinstance(ref, dict) or not isinstance(ref.get("ref"), str):
-        raise ConfigError(f"{run} records no model reference; pass the model: consolidate(run_dir, out, model=...)")
-    try:
-        return resolve_model(ref["ref"], **(ref.get("opts") or {}))
-    except TorchsmithError as e:
-        raise ConfigError(f"{run}: rebuilding its model {ref['ref']} failed: {e}") from e
+        return load_run_model(shard_dir, run)
+    except CheckpointError as e:
+        raise ConfigError(f"{e}: consolidate(run_dir, out, model=...), or --model on the command line") from e

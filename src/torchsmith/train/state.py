@@ -44,6 +44,7 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_acc: float | None = None
     best_epoch: int | None = None
+    saved_world_size: int | None = None  # the ranks that wrote the checkpoint resumed from (None: not recorded)
 
 
 def resume_checkpoint(run_dir: str | Path) -> Path:
@@ -113,7 +114,8 @@ def state_from_extra(extra: dict[str, Any], path: Path, cfg: TrainConfig, splits
         raise CheckpointError(f"{path}: its trainer state is missing or from another torchsmith version")
     st = RunState(epoch=int(tr["epoch"]), step_in_epoch=int(tr["step_in_epoch"]), global_step=int(tr["global_step"]),
                   data_rng=list(tr["data_rng"]), partial=tr.get("partial"), history=list(tr.get("history") or []),
-                  best_acc=tr.get("best_acc"), best_epoch=tr.get("best_epoch"))
+                  best_acc=tr.get("best_acc"), best_epoch=tr.get("best_epoch"),
+                  saved_world_size=int(extra["world_size"]) if isinstance(extra.get("world_size"), int) else None)
     if st.step_in_epoch >= len(loader) > 0:
         raise CheckpointError(f"{path}: saved at step {st.step_in_epoch} of an epoch of {len(loader)} steps; the "
                               f"data changed since")
@@ -121,9 +123,10 @@ def state_from_extra(extra: dict[str, Any], path: Path, cfg: TrainConfig, splits
     return st
 
 
-def extra_for(st: RunState, cfg: TrainConfig, splits: DataSplits, scaler: Any) -> dict[str, Any]:
+def extra_for(st: RunState, cfg: TrainConfig, splits: DataSplits, scaler: Any, world_size: int) -> dict[str, Any]:
     """The checkpoint's ``extra``: plain JSON data (the generator state as a list of byte values)."""
     return {
+        "world_size": world_size,  # a resume on another number of ranks continues, but not bit-identically
         "trainer": {"version": _STATE_VERSION, "epoch": st.epoch, "step_in_epoch": st.step_in_epoch,
                     "global_step": st.global_step, "data_rng": st.data_rng, "partial": st.partial,
                     "history": st.history, "best_acc": st.best_acc, "best_epoch": st.best_epoch,
