@@ -22,7 +22,7 @@ from torch import nn
 from torchsmith.contract import forward_inputs, input_spec, is_length_name, model_inputs
 from torchsmith.errors import ConfigError
 
-__all__ = ["InputSpec", "Namer", "parse_dim", "declared_size"]
+__all__ = ["InputSpec", "Namer", "parse_dim", "declared_size", "meta_like"]
 
 #: Value a symbolic dim takes while tracing when none is given (``"B"``): not 0 or 1,
 #: which torch would specialise on, and small enough to pass checks like ``T <= block_size``.
@@ -31,6 +31,18 @@ DEFAULT_HINT = 8
 _NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\s*=\s*(\d+))?$")
 
 Dim = int | tuple[str, int]  # a fixed size, or (symbol name, tracing value)
+
+
+def meta_like(t: torch.Tensor) -> torch.Tensor:
+    """``torch.empty_like(t, device="meta")``, through the C++ kernel where the result is the same.
+
+    ``empty_like`` of a meta tensor runs torch's Python reference (``torch._refs.empty_like``), whose stride
+    logic imports sympy and torch's symbolic shapes (about half a second) the first time; for a dense tensor
+    (every parameter and input in practice) it keeps the strides, which ``empty_strided`` gives directly.
+    """
+    if t.layout == torch.strided and (t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)):
+        return torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype, device="meta")
+    return torch.empty_like(t, device="meta")
 
 
 def parse_dim(d: Any) -> Dim:
@@ -159,7 +171,7 @@ class InputSpec:
     def meta_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Inputs on the meta device: shapes and dtypes only, no storage."""
         if self.data is not None:
-            return _split(_map_tensors(self.data, lambda t: torch.empty_like(t, device="meta")))
+            return _split(_map_tensors(self.data, meta_like))
         args = tuple(torch.empty(tuple(_hint(d) for d in s), dtype=dt, device="meta")
                      for s, dt in zip(self.sizes, self.dtypes))
         return self._pack(args)
@@ -186,7 +198,7 @@ class InputSpec:
 
         with fake_mode:
             if self.data is not None:
-                args, kwargs = _split(_map_tensors(self.data, lambda t: torch.empty_like(t, device="meta")))
+                args, kwargs = _split(_map_tensors(self.data, meta_like))
             else:
                 args, kwargs = self._pack(tuple(torch.empty(tuple(dim(d) for d in s), dtype=dt, device="meta")
                                                 for s, dt in zip(self.sizes, self.dtypes)))

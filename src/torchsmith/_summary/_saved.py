@@ -14,15 +14,18 @@ import copy
 import dataclasses
 import itertools
 import weakref
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.overrides import TorchFunctionMode
 from torch.utils.module_tracker import ModuleTracker
 
 from torchsmith._summary._blocks import repeated_blocks, truncated, worth_scaling
 from torchsmith._summary._inputs import InputSpec
+from torchsmith._summary._nodynamo import dynamo_free
 from torchsmith._summary._stand_in import value_guard, zero_copy, zero_inputs
 
 __all__ = ["SavedStorages", "storage_of", "innermost_module", "training_activations", "fake_copy", "fake_inputs",
@@ -133,6 +136,9 @@ def _forward_saved(model: nn.Module, spec: InputSpec, batch: int | None, dtype: 
         saved_bytes = _cpu_saved(model, spec, batch, weights)
         if saved_bytes is not None:
             return saved_bytes
+    saved_bytes = _meta_saved(model, spec, batch, weights)
+    if saved_bytes is not None:
+        return saved_bytes
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     fake = fake_copy(model, fake_mode, dtype=weights if weights != torch.float32 else None)
     args, kwargs = fake_inputs(spec, batch, fake_mode, weights)
@@ -141,6 +147,62 @@ def _forward_saved(model: nn.Module, spec: InputSpec, batch: int | None, dtype: 
         out = fake(*args, **kwargs)
     del out
     return int(saved.total)
+
+
+class _CpuParity(TorchFunctionMode):
+    """Trips (and raises) on whatever could make a meta forward save other tensors than a fake CPU one.
+
+    Below autograd, fake tensors run the very meta kernels a meta forward runs; the two part only where a
+    composite op or the model's own code picks a path by device: attention (the CPU's flash kernel saves a
+    log-sum-exp where meta's math path saves the weights), the recurrent layers (mkldnn on the CPU), and code
+    that reads a tensor's device. Each is seen at the Python level, before it runs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tripped: str | None = None
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func in _DEVICE_READS or any(word in getattr(func, "__name__", "") for word in _DEVICE_PATHS):
+            self.tripped = self.tripped or getattr(func, "__name__", str(func))
+            raise _NotOnMeta(self.tripped)
+        return func(*args, **(kwargs or {}))
+
+
+class _NotOnMeta(Exception):
+    """The meta forward cannot stand in for the fake CPU one here."""
+
+
+#: Tensor properties a forward reads to pick a path by device, and words in the names of functions that do so.
+_DEVICE_READS = {getattr(torch.Tensor, name).__get__
+                 for name in ("device", "is_cpu", "is_cuda", "is_meta", "is_xpu", "is_mps", "is_mkldnn")
+                 if hasattr(torch.Tensor, name)}
+_DEVICE_PATHS = ("attention", "lstm", "gru", "rnn", "multi_head", "transformer", "mkldnn", "cudnn", "miopen",
+                 "_for_cpu", "get_device")
+
+
+def _meta_saved(model: nn.Module, spec: InputSpec, batch: int | None, weights: torch.dtype) -> int | None:
+    """What a train-mode forward saves, on meta tensors without dynamo; None where fake CPU tensors must run.
+
+    torch's fake tensors import ``torch._dynamo`` and sympy (seconds, the first time); a meta forward under
+    :func:`dynamo_free` gives the same storages wherever :class:`_CpuParity` lets it finish.
+    """
+    convert = None if weights == torch.float32 else weights
+    try:
+        target = _empty_copy(model, nullcontext(), "meta", convert)
+        args, kwargs = _empty_inputs(spec, batch, nullcontext(), "meta", weights)
+    except Exception:  # an attribute deepcopy cannot copy: the fake pass says what is wrong
+        return None
+    target.train()
+    guard = _CpuParity()
+    try:
+        with torch.random.fork_rng(devices=[]), dynamo_free(), guard, torch.enable_grad(), \
+                SavedStorages() as saved:
+            out = target(*args, **kwargs)
+        del out
+    except Exception:  # meta cannot run it (a value read) or must not (a device-picked path): fake tensors run
+        return None
+    return None if guard.tripped is not None else int(saved.total)
 
 
 def _cpu_saved(model: nn.Module, spec: InputSpec, batch: int | None, weights: torch.dtype) -> int | None:
@@ -174,29 +236,39 @@ def fake_copy(model: nn.Module, fake_mode: Any, dtype: torch.dtype | None = None
     ``dtype`` converts the floating-point ones (pure bf16 training). The original, on meta or real,
     is not touched.
     """
+    return _empty_copy(model, fake_mode, "cpu", dtype)
+
+
+def _empty_copy(model: nn.Module, context: Any, device: str, dtype: torch.dtype | None) -> nn.Module:
+    """A deep copy of ``model`` whose tensors are empty ones made on ``device`` under ``context`` (ties kept)."""
     memo: dict[int, Any] = {}
-    with fake_mode:
+    with context:
         for t in itertools.chain(model.parameters(), model.buffers()):
             if t is None or id(t) in memo:
                 continue
             dt = dtype if dtype is not None and t.is_floating_point() else t.dtype
-            f = torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=dt, device="cpu")
+            f = torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=dt, device=device)
             memo[id(t)] = nn.Parameter(f, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else f
         for module in model.modules():
             for value in vars(module).values():
                 if isinstance(value, torch.Tensor) and id(value) not in memo:
                     memo[id(value)] = torch.empty_strided(tuple(value.shape), tuple(value.stride()),
-                                                          dtype=value.dtype, device="cpu")
+                                                          dtype=value.dtype, device=device)
     return copy.deepcopy(model, memo)
 
 
 def fake_inputs(spec: InputSpec, batch: int | None, fake_mode: FakeTensorMode,
                  weights: torch.dtype) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The inputs as fake CPU tensors at ``batch``; floating inputs in the weights' dtype (pure bf16)."""
-    def fake(t: torch.Tensor) -> torch.Tensor:
+    return _empty_inputs(spec, batch, fake_mode, "cpu", weights)
+
+
+def _empty_inputs(spec: InputSpec, batch: int | None, context: Any, device: str,
+                  weights: torch.dtype) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def empty(t: torch.Tensor) -> torch.Tensor:
         dt = weights if t.is_floating_point() and weights != torch.float32 else t.dtype
-        with fake_mode:
-            return torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=dt, device="cpu")
+        with context:
+            return torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=dt, device=device)
 
     if spec.data is None:
         assert batch is not None
@@ -204,7 +276,7 @@ def fake_inputs(spec: InputSpec, batch: int | None, fake_mode: FakeTensorMode,
         args, kwargs = sized.meta_args()
     else:
         args, kwargs = spec.meta_args()
-    return _map(args, fake), _map(kwargs, fake)
+    return _map(args, empty), _map(kwargs, empty)
 
 
 def _map(obj: Any, fn: Any) -> Any:

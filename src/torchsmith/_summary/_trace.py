@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchsmith._summary._cache import BlockCache
 from torchsmith._summary._flops import FLOP_FORMULAS, op_flops
-from torchsmith._summary._inputs import Namer
+from torchsmith._summary._inputs import Namer, meta_like
 from torchsmith._summary._nodynamo import dynamo_free
 from torchsmith._summary.result import FlowEvent, GraphStep, LayerRow
 from torchsmith.contract import fresh_lazy
@@ -424,12 +424,12 @@ def meta_copy(model: nn.Module) -> nn.Module:
         if id(t) not in memo and t is not None and is_lazy(t):  # nn.Lazy*: sized on meta by a dry run
             memo[id(t)] = fresh_lazy(t, "meta")
         elif id(t) not in memo and t is not None:
-            m = torch.empty_like(t, device="meta")
+            m = meta_like(t)
             memo[id(t)] = nn.Parameter(m, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else m
     for module in model.modules():
         for value in vars(module).values():
             if isinstance(value, torch.Tensor) and id(value) not in memo:
-                memo[id(value)] = torch.empty_like(value, device="meta")
+                memo[id(value)] = meta_like(value)
     return copy.deepcopy(model, memo)
 
 
