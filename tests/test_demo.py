@@ -51,8 +51,8 @@ def test_demo_lm_learns_and_samples(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("PYTEST_XDIST_WORKER", None)
     out = tmp_path / "lm"
-    proc = subprocess.run([sys.executable, "-m", "torchsmith", "demo", "--task", "lm", "--epochs", "2", "--threads", "1",
-                           "--out", str(out), "--progress", "none", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "torchsmith", "demo", "--task", "lm", "--epochs", "2",
+                           "--threads", "1", "--out", str(out), "--progress", "none", "--json"],
                           capture_output=True, text=True, env=env, timeout=200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
