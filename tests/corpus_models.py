@@ -27,6 +27,7 @@ _AUTO = {
     "image-classification": "AutoModelForImageClassification",
     "sequence-classification": "AutoModelForSequenceClassification",
     "causal-lm": "AutoModelForCausalLM",
+    "semantic-segmentation": "AutoModelForSemanticSegmentation",
 }
 CLASSIFIER_HEADS = ("image-classification", "sequence-classification")
 NUM_LABELS = 4
@@ -166,6 +167,11 @@ CORPUS: tuple[CorpusModel, ...] = (
     _vision("bit", "bit", embedding_size=32, hidden_sizes=[128, 128], depths=[1, 1]),  # GroupNorm of 32 groups
     _vision("poolformer", "poolformer", hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1], num_encoder_blocks=4),
     # ---- vision transformers
+    # segmentation: the decode head reads the encoder's hidden states, which transformers captures with forward
+    # hooks it installs on the first call (a probe that drops them breaks every later forward)
+    _vision("segformer-seg", "segformer", "semantic-segmentation", num_encoder_blocks=2, depths=[1, 1],
+            sr_ratios=[2, 1], hidden_sizes=[16, 32], num_attention_heads=[1, 2], decoder_hidden_size=32,
+            num_labels=3, patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2]),
     _vision("vit", "vit", **_VIT),
     _vision("vit-cls", "vit", "image-classification", **_VIT),
     _vision("deit", "deit", **_VIT),

@@ -64,6 +64,15 @@ def _materialised(cls: type[Handwritten]) -> nn.Module:
     return model
 
 
+def module_layout(model: nn.Module) -> dict[str, tuple[Any, ...]]:
+    """Per module: its mode, its attribute names and the number of each kind of hook (what a probe could leave)."""
+    hook_dicts = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+                  "_state_dict_hooks", "_load_state_dict_pre_hooks")
+    return {name: (m.training, type(m).__name__, tuple(sorted(vars(m))),
+                   tuple(len(getattr(m, d, {})) for d in hook_dicts))
+            for name, m in model.named_modules(remove_duplicate=False)}
+
+
 def _errors_and_warnings(report: ts.CheckReport) -> set[tuple[str, str]]:
     return {(f.id, f.module) for f in report.findings if f.severity in ("error", "warning")}
 
@@ -76,6 +85,7 @@ def test_api(cls: type[Handwritten], tmp_path: Path) -> None:
     lazy = any(is_lazy(p) for p in model.parameters())
     before = None if lazy else {k: v.clone() for k, v in model.state_dict().items()}
     lists = {k: len(v) for k, v in vars(model).items() if isinstance(v, list)}
+    layout = module_layout(model)
     rng = torch.random.get_rng_state()
 
     # -- the summary: exact parameters ---------------------------------------------------------------------
@@ -97,6 +107,7 @@ def test_api(cls: type[Handwritten], tmp_path: Path) -> None:
     # -- read-only calls changed nothing -------------------------------------------------------------------
     assert torch.equal(rng, torch.random.get_rng_state())
     assert {k: len(v) for k, v in vars(model).items() if isinstance(v, list)} == lists
+    assert module_layout(model) == layout
     if before is not None:
         after = model.state_dict()
         assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)

@@ -38,6 +38,7 @@ from torchsmith.contract import (
     device_dtype,
     is_several,
     lazy_tensors,
+    leaves_model_as_found,
     materialise_lazy,
     model_inputs,
 )
@@ -51,6 +52,7 @@ OTHER_BATCHES = (1, 5)  # checked besides the export batch when the batch is dyn
 _LATENCY_BUDGET_S = 2.0  # per runtime and batch size: enough for a median, bounded for big models
 
 
+@leaves_model_as_found  # tracing runs the model's forward: a library's lazily installed hooks are taken back
 def export(
     model: nn.Module,
     path: str | os.PathLike[str],

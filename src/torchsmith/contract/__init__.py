@@ -11,6 +11,7 @@ Every command asks this module, never re-derives it with ``getattr`` in its own 
 * :func:`device_dtype` -- where the model lives.
 * :func:`output_tensors` / :func:`primary_output` -- the tensors of any output structure (tensor, tuple,
   named tuple, dict, dataclass, transformers ``ModelOutput``), skipping caches and other non-tensors.
+* :func:`as_found` -- a read-only call gives the model back with the attributes and hooks it had.
 
 ``input_size`` always means one sample *without* the batch dimension: ``(3, 32, 32)`` for images,
 ``(16,)`` for 16 token ids. The batch is its own argument (:meth:`InputSpec.example`).
@@ -18,6 +19,7 @@ Every command asks this module, never re-derives it with ``getattr`` in its own 
 
 from __future__ import annotations
 
+from torchsmith.contract._guard import as_found, hooks_set_aside, leaves_model_as_found
 from torchsmith.contract._input import (
     DEFAULT_SEQ_LEN,
     HOW_TO_GIVE,
@@ -51,4 +53,5 @@ __all__ = ["InputSpec", "input_spec", "rebuild", "rebuild_source", "device_dtype
            "primary_output", "is_token_dtype", "lazy_tensors", "copy_model", "materialise_lazy", "ModelInputs",
            "model_inputs", "forward_inputs", "is_several", "parse_inputs", "is_length_name",
            "scan_unregistered", "walk_held", "unregistered_layers", "MODULE_ATTRS", "fresh_lazy",
-           "learned_positions", "DEFAULT_SEQ_LEN", "HOW_TO_GIVE"]
+           "learned_positions", "DEFAULT_SEQ_LEN", "HOW_TO_GIVE", "as_found", "hooks_set_aside",
+           "leaves_model_as_found"]

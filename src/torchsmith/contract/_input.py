@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
+from torchsmith.contract._guard import hooks_set_aside
 from torchsmith.errors import ConfigError, DeclaredSizeError
 from torchsmith.registry import ARCH_ATTR
 from torchsmith.sizes import int_dims, parse_input_size
@@ -322,37 +323,24 @@ def _runs_on_meta(model: nn.Module, size: tuple[int, ...], dtype: torch.dtype) -
     return _meta_forward(model, torch.empty((2, *size), dtype=dtype, device="meta"))
 
 
-_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-               "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs")
-
-
 def _meta_forward(model: nn.Module, x: torch.Tensor, pre_hook: Any = None, hooked: tuple[type, ...] = ()) -> bool:
     """Run ``model`` in eval mode on meta tensors (its own weights are not read): whether the forward succeeds.
 
-    The user's forward hooks are set aside meanwhile (a probe must not feed their recorders) and every module's
-    mode flag and hooks are put back afterwards, so the model is left exactly as it was.
+    The model's hooks are set aside meanwhile and it is left exactly as it was (:func:`hooks_set_aside`).
     """
     tensors = {n: torch.empty_like(t, device="meta") for n, t in model.named_parameters(remove_duplicate=False)}
     tensors.update({n: torch.empty_like(t, device="meta") for n, t in model.named_buffers(remove_duplicate=False)})
-    modules = list(model.modules())
-    saved = [(m, m.training, {a: getattr(m, a) for a in _HOOK_DICTS if hasattr(m, a)}) for m in modules]
     try:
-        for m, _, hooks in saved:
-            m.training = False  # the flag itself: train() would run user overrides
-            for a, d in hooks.items():
-                setattr(m, a, type(d)())
-            if pre_hook is not None and isinstance(m, hooked):
-                m.register_forward_pre_hook(pre_hook)
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):  # a layer built in forward draws its init
-            torch.func.functional_call(model, tensors, (x,), tie_weights=False, strict=False)
+        with hooks_set_aside(model):
+            if pre_hook is not None:
+                for m in model.modules():
+                    if isinstance(m, hooked):
+                        m.register_forward_pre_hook(pre_hook)
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):  # a layer built in forward draws its init
+                torch.func.functional_call(model, tensors, (x,), tie_weights=False, strict=False)
         return True
     except Exception:
         return False
-    finally:
-        for m, training, hooks in saved:
-            m.training = training
-            for a, d in hooks.items():
-                setattr(m, a, d)
 
 
 def _token_vocab(model: nn.Module, size: tuple[int, ...],

@@ -12,7 +12,8 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
-from torchsmith.contract._input import _HOOK_DICTS, HOW_TO_GIVE, input_spec
+from torchsmith.contract._guard import hooks_set_aside
+from torchsmith.contract._input import HOW_TO_GIVE, input_spec
 from torchsmith.errors import ConfigError
 
 # ---- modules and tensors held outside registration ------------------------------------------------------
@@ -138,22 +139,12 @@ def materialise_lazy(model: nn.Module, input_size: Any = None, *,
 
 
 def _dry_run(model: nn.Module, x: torch.Tensor) -> BaseException | None:
-    modules = list(model.modules())
-    saved = [(m, m.training, {a: getattr(m, a) for a in _HOOK_DICTS if hasattr(m, a)}) for m in modules]
+    def keep(m: nn.Module, attr: str) -> bool:  # a lazy module sizes itself in a pre-hook of its own
+        return isinstance(m, LazyModuleMixin) and attr.startswith("_forward_pre_hooks")
+
     try:
-        for m, _, hooks in saved:
-            m.training = False
-            for a, d in hooks.items():
-                if not (isinstance(m, LazyModuleMixin) and a.startswith("_forward_pre_hooks")):
-                    setattr(m, a, type(d)())  # a lazy module sizes itself in a pre-hook of its own: keep it
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with hooks_set_aside(model, keep), torch.no_grad(), torch.random.fork_rng(devices=[]):
             model(x)
         return None
     except Exception as e:
         return e
-    finally:
-        for m, training, hooks in saved:
-            m.training = training
-            for a, d in hooks.items():
-                if getattr(m, a) is not d:
-                    setattr(m, a, d)
