@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
+import torchsmith as ts
 from conftest import hook_count
 from torchsmith import capture, create_model
 from torchsmith._capture import feature_stats, match_layers, plot_features
@@ -135,7 +136,10 @@ def test_cli_features_from_image_and_dataset(tmp_path):
     (("features", "lenet", "--layers", "conv1", "--image", "nope.png"), "does not exist"),
     (("features", "lenet", "--layers", "conv1", "--plot", "adir.png"), "is a folder"),
     (("features", "lenet", "--layers", "conv1", "--plot", "afile/maps.png"), "for the plot does not exist"),
-    (("features", "two.py:Two", "--layers", "fc"), "Two cannot take input [1, 4]: Two.forward() missing 1"),
+    (("features", "two.py:Two", "--layers", "fc"), "Two.forward requires 2 inputs (x, y)"),
+    (("features", "two.py:Two", "--layers", "fc", "--input", "4", "--input", "3"), "Two cannot take input x: 4"),
+    (("features", "two.py:Two", "--layers", "fc", "--input", "4", "--input", "2", "--image", "in.png"),
+     "--image and --dataset need one image input"),
     (("features", "two.py:Bad", "--layers", "fc"), "Bad.default_input_size is 4; it should be a non-empty tuple"),
 ])
 def test_cli_features_errors(args, match, tmp_path):
@@ -254,3 +258,45 @@ def test_plots_leave_the_matplotlib_backend_and_pyplot_alone(tmp_path, lenet):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "maps.png", "signal.png"]
     finally:
         matplotlib.use(before)
+
+
+def test_features_of_a_model_with_several_inputs(tmp_path):
+    """Two positional inputs, or keyword inputs with their own dtype: the one input contract of every command."""
+    (tmp_path / "two.py").write_text(
+        "import torch, torch.nn as nn\n"
+        "class Siamese(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.encoder = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten())\n"
+        "    def forward(self, a, b):\n"
+        "        return (self.encoder(a) - self.encoder(b)).norm(dim=1)\n"
+        "class Tagged(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.emb = nn.Embedding(10, 3)\n"
+        "        self.fc = nn.Linear(8 + 3, 2)\n"
+        "    def forward(self, x, tag):\n"
+        "        return self.fc(torch.cat([x, self.emb(tag)], dim=1))\n")
+    import sys
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from two import Siamese, Tagged
+    finally:
+        sys.path.remove(str(tmp_path))
+    model = Siamese().train()
+    run = ts.features(model, "encoder.0", [(1, 8, 8), (1, 8, 8)])
+    assert [list(t.shape) for t in run.captured.calls("encoder.0")] == [[1, 4, 6, 6], [1, 4, 6, 6]]
+    assert run.describe_input() == "a: [1, 1, 8, 8], b: [1, 1, 8, 8]"
+    grads = ts.features(model, "encoder.0", [(1, 8, 8), (1, 8, 8)], what="grad")
+    assert grads.captured["encoder.0"].shape == (1, 4, 6, 6)
+    run = ts.features(Tagged(), ["emb", "fc"], {"x": (8,), "tag": ()}, input_dtype={"tag": torch.long})
+    assert run.captured["emb"].shape == (1, 3) and run.captured["fc"].shape == (1, 2)
+    assert model.training  # run in eval mode, given back in its own
+    result = CliRunner().invoke(main, ["features", f"{tmp_path / 'two.py'}:Tagged", "--layers", "fc",
+                                       "--input", "x=8", "--input", "tag=()", "--input-dtype", "tag=long"])
+    assert result.exit_code == 0, result.output
+    assert "x: [1, 8], tag: [1]" in result.stdout and "[1, 2]" in result.stdout
+    result = CliRunner().invoke(main, ["features", f"{tmp_path / 'two.py'}:Siamese", "--layers", "encoder.0",
+                                       "--input", "1x8x8", "--input", "1x8x8", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert sum(line.startswith("encoder.0,") for line in result.stdout.splitlines()) == 2  # one row per call

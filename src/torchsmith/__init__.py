@@ -26,6 +26,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "torchsmith._check": ("CheckInfo", "CheckReport", "Finding", "FindingInfo", "check", "list_checks",
                           "list_findings"),
     "torchsmith._export": ("ExportReport", "ExportVerificationError", "export"),
+    "torchsmith._features": ("FeatureRun", "features"),
     "torchsmith._memory": ("MemoryPlan", "memory"),
     "torchsmith._summary": ("ModelSummary", "summary"),
     "torchsmith.checkpoint": ("LoadReport", "load", "load_into", "load_training_state", "save"),
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors; at run t
     from torchsmith._capture import Captured, capture
     from torchsmith._check import CheckInfo, CheckReport, Finding, FindingInfo, check, list_checks, list_findings
     from torchsmith._export import ExportReport, ExportVerificationError, export
+    from torchsmith._features import FeatureRun, features
     from torchsmith._memory import MemoryPlan, memory
     from torchsmith._summary import ModelSummary, summary
     from torchsmith.checkpoint import LoadReport, load, load_into, load_training_state, save
@@ -131,6 +133,8 @@ __all__ = [
     "MemoryPlan",
     "capture",
     "Captured",
+    "features",
+    "FeatureRun",
     "build",
     "build_file",
     "load_spec",

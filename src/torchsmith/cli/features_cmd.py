@@ -8,13 +8,13 @@ import click
 import torch
 import torch.nn.functional as F
 
-from torchsmith._capture import PLOT_SUFFIXES, WHAT, capture, feature_stats, plot_features
+from torchsmith._capture import PLOT_SUFFIXES, WHAT, plot_features
+from torchsmith._features import features
 from torchsmith._plotting import check_plot_path
-from torchsmith.cli._common import load_model, model_options
-from torchsmith.contract import device_dtype, input_spec, primary_output
+from torchsmith.cli._common import input_dtypes_option, input_option, load_model, model_options, parse_inputs_and_dtypes
+from torchsmith.contract import device_dtype, model_inputs
 from torchsmith.data import load_dataset
-from torchsmith.errors import ConfigError, DataError, ShapeError, first_line
-from torchsmith.sizes import parse_input_size
+from torchsmith.errors import ConfigError, DataError
 from torchsmith.views import TableView
 
 
@@ -42,13 +42,6 @@ def load_image(path: str, size: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(img.unsqueeze(0), size=(h, w), mode="bilinear", align_corners=False)[0].contiguous()
 
 
-def _primary(out: object) -> torch.Tensor | None:
-    try:
-        return primary_output(out)
-    except ShapeError:  # no tensor at all: reported below as nothing to differentiate
-        return None
-
-
 def dataset_sample(name: str, index: int, size: tuple[int, ...]) -> torch.Tensor:
     """Image ``index`` of dataset ``name``'s test split (no downloads), as (C, H, W) floats in [0, 1]."""
     data = load_dataset(name, input_size=size).test
@@ -62,8 +55,8 @@ def dataset_sample(name: str, index: int, size: tuple[int, ...]) -> torch.Tensor
 @model_options
 @click.option("--layers", "layers", multiple=True, required=True, metavar="GLOB",
               help="Layers to capture, repeatable; * stays within a name part (layer* = layer1..4), ** crosses.")
-@click.option("--input", "input_text", metavar="CxHxW",
-              help="Input size without batch, e.g. 3x32x32 or 16 token ids (default: the model's own).")
+@input_option()
+@input_dtypes_option
 @click.option("--what", type=click.Choice(WHAT), default="output", show_default=True,
               help="Capture outputs, inputs, or the gradients of the outputs.")
 @click.option("--image", type=str, default=None, help="Feed this image (PNG) instead of random input.")
@@ -76,7 +69,8 @@ def dataset_sample(name: str, index: int, size: tuple[int, ...]) -> torch.Tensor
               help="Feature maps drawn per layer.")
 @click.option("--format", "fmt", type=click.Choice(("text", "json", "markdown", "csv")), default="text",
               show_default=True)
-def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_text: str | None, what: str,
+def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_size: tuple[str, ...],
+            input_dtype: tuple[str, ...], what: str,
             image: str | None, dataset: str | None, index: int, seed: int, plot_path: str | None,
             max_maps: int, fmt: str) -> None:
     """Run MODEL once and show the shape and statistics of the LAYERS' features.
@@ -92,6 +86,7 @@ def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_te
       torchsmith features lenet --opt in_channels=1 --opt input_size=8 --layers 'conv*' --dataset digits
       torchsmith features resnet18 --input 3x64x64 --layers layer1 --image cat.png --plot maps.png
       torchsmith features hf:bert --opt num_hidden_layers=2 --layers 'encoder.layer.*' --input 16
+      torchsmith features siamese.py:Siamese --layers 'encoder.*' --input 1x28x28 --input 1x28x28
     """
     if image and dataset:
         raise ConfigError("give --image or --dataset, not both")
@@ -100,39 +95,22 @@ def command(model: str, opts: tuple[str, ...], layers: tuple[str, ...], input_te
     if plot_path is not None:
         check_plot_path(plot_path, PLOT_SUFFIXES)  # before the forward, so a bad path wastes no run
     net = load_model(model, opts)
-    spec = input_spec(net, parse_input_size(input_text) if input_text else None)  # token ids for token models
-    size = spec.size
+    size, dtype = parse_inputs_and_dtypes(input_size, input_dtype)
+    x = None
     if image is not None or dataset is not None:
-        if len(size) != 3 or spec.kind == "tokens":
-            raise ConfigError(f"--image and --dataset need an image input CxHxW, but the input is {spec.describe()}")
-        x = (load_image(image, size) if image else dataset_sample(dataset or "", index, size)).unsqueeze(0)
-    else:
-        x = spec.example(1, seed=seed, device=device_dtype(net)[0])
-    if what == "grad" and x.is_floating_point():
-        # The input takes part in the graph, so a model with no parameters has feature gradients too.
-        x.requires_grad_(True)
-    was_training = net.training
-    net.eval()
-    try:
-        with capture(net, list(layers), what=what) as feats:
-            with torch.set_grad_enabled(what == "grad"):
-                try:
-                    out = net(x)
-                except (RuntimeError, ValueError, IndexError, TypeError) as e:
-                    raise ShapeError(f"{type(net).__name__} cannot take input {list(x.shape)}: "
-                                     f"{first_line(e)}; check --input") from e
-                if what == "grad":
-                    out = _primary(out)  # logits, last_hidden_state, or the first tensor of any structure
-                    if not isinstance(out, torch.Tensor) or not out.requires_grad:
-                        raise ConfigError(f"{type(net).__name__}'s output does not depend on its input through "
-                                          "differentiable ops, so there are no gradients to capture; use --what "
-                                          "output")
-                    out.float().sum().backward()
-    finally:
-        net.train(was_training)
-    stats = feature_stats(feats)
-    click.echo(TableView(f"{what} of {', '.join(feats.names)} for input {list(x.shape)}", stats).render(fmt))
+        spec = model_inputs(net, size, input_dtype=dtype)
+        shape = spec.primary.size
+        if not spec.single or len(shape) != 3 or spec.primary.kind == "tokens":
+            raise ConfigError(f"--image and --dataset need one image input CxHxW, but the input is {spec.describe()}")
+        x = (load_image(image, shape) if image else dataset_sample(dataset or "", index, shape)).unsqueeze(0)
+        x = x.to(device_dtype(net)[0])
+    run = features(net, list(layers), size, input_dtype=dtype, what=what, inputs=x, seed=seed)
+    feats = run.captured
+    click.echo(TableView(f"{what} of {', '.join(feats.names)} for input {run.describe_input()}",
+                         run.stats).render(fmt))
     if plot_path is not None:
-        written = plot_features(feats, plot_path, image=x[0] if x.dim() == 4 else None, max_maps=max_maps,
+        first = run.args[0] if run.args else None  # drawn first when it is an image
+        picture = first[0] if isinstance(first, torch.Tensor) and first.dim() == 4 else None
+        written = plot_features(feats, plot_path, image=picture, max_maps=max_maps,
                                 title=f"{type(net).__name__} ({model}): {what}")
         click.echo(f"wrote {written}", err=True)
