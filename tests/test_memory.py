@@ -9,14 +9,18 @@ wrote to fit the plan: the zoo, a hand-written GPT and a ViT from the hand-writt
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.checkpoint import checkpoint
 
 import torchsmith as ts
 from handwritten_models import HandViT, TinyGPT
@@ -48,13 +52,28 @@ class _LivePeak(TorchDispatchMode):
         return out
 
 
-def _real_peak(model: nn.Module, x: torch.Tensor, optimizer: str, precision: str) -> int:
+@contextlib.contextmanager
+def _checkpointed(model: nn.Module, names: tuple[str, ...]) -> Iterator[None]:
+    """Each named module's forward under ``torch.utils.checkpoint`` (non-reentrant), as a user writes it."""
+    modules = dict(model.named_modules())
+    for name in names:
+        forward = modules[name].forward
+        modules[name].forward = functools.partial(checkpoint, forward, use_reentrant=False)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for name in names:
+            del modules[name].forward
+
+
+def _real_peak(model: nn.Module, x: torch.Tensor, optimizer: str, precision: str,
+               checkpoint_names: tuple[str, ...] = ()) -> int:
     opt = (torch.optim.SGD(model.parameters(), lr=0.01) if optimizer == "sgd"
            else torch.optim.AdamW(model.parameters()))
     amp = {"bf16-mixed": torch.bfloat16}.get(precision)
     model.train()
     mode = _LivePeak()
-    with mode:
+    with mode, _checkpointed(model, checkpoint_names):
         for t in itertools.chain(model.parameters(), model.buffers(), (x,)):
             mode.note(t)
         for step in range(2):
@@ -73,7 +92,9 @@ def _real_peak(model: nn.Module, x: torch.Tensor, optimizer: str, precision: str
     return mode.peak
 
 
-def _real_saved(model: nn.Module, x: torch.Tensor) -> int:
+def _real_saved(model: nn.Module, x: torch.Tensor, checkpoint_names: tuple[str, ...] = ()) -> int:
+    """Bytes the forward keeps for backward, each storage once: what autograd saves, and under checkpointing
+    (whose own hooks hide what a checkpointed module saves) the inputs each checkpointed module keeps."""
     model.train()
     seen: dict[int, int] = {}
 
@@ -82,8 +103,19 @@ def _real_saved(model: nn.Module, x: torch.Tensor) -> int:
         seen[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
+    def keep_inputs(module: nn.Module, args: Any, kwargs: Any) -> None:
+        for t in torch.utils._pytree.tree_leaves((args, kwargs)):
+            if isinstance(t, torch.Tensor):
+                pack(t)
+
+    modules = dict(model.named_modules())
+    hooks = [modules[n].register_forward_pre_hook(keep_inputs, with_kwargs=True) for n in checkpoint_names]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _checkpointed(model, checkpoint_names):
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
     return sum(seen.values())
 
 

@@ -27,7 +27,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                           "list_findings"),
     "torchsmith._export": ("ExportReport", "ExportVerificationError", "export"),
     "torchsmith._features": ("FeatureRun", "features"),
-    "torchsmith._memory": ("MemoryPlan", "memory"),
+    "torchsmith._memory": ("MemoryPlan", "TrainingPlan", "memory", "plan_training"),
     "torchsmith._summary": ("ModelSummary", "summary"),
     "torchsmith.checkpoint": ("LoadReport", "load", "load_into", "load_training_state", "save"),
     "torchsmith.data": ("DataSplits", "DeviceLoader", "ImageDataset", "load_dataset"),
@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors; at run t
     from torchsmith._check import CheckInfo, CheckReport, Finding, FindingInfo, check, list_checks, list_findings
     from torchsmith._export import ExportReport, ExportVerificationError, export
     from torchsmith._features import FeatureRun, features
-    from torchsmith._memory import MemoryPlan, memory
+    from torchsmith._memory import MemoryPlan, TrainingPlan, memory, plan_training
     from torchsmith._summary import ModelSummary, summary
     from torchsmith.checkpoint import LoadReport, load, load_into, load_training_state, save
     from torchsmith.data import DataSplits, DeviceLoader, ImageDataset, load_dataset
@@ -131,6 +131,8 @@ __all__ = [
     "ModelSummary",
     "memory",
     "MemoryPlan",
+    "plan_training",
+    "TrainingPlan",
     "capture",
     "Captured",
     "features",

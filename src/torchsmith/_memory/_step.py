@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torch.utils.module_tracker import ModuleTracker
 
-from torchsmith._memory._tracker import LiveTracker, Peak
+from torchsmith._memory._tracker import LiveTracker, Peak, StepModules
 from torchsmith._summary._saved import SavedStorages, storage_of
 from torchsmith.errors import ConfigError
 
@@ -132,7 +132,7 @@ def run_training_step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str,
                       fake_mode: Any) -> StepRecord:
     """Two training steps of ``model`` (fake, in train mode) on the given fake inputs; the second is measured."""
     model.train()
-    modules = ModuleTracker()
+    modules = StepModules()
     tracker = LiveTracker(modules)
     params = [p for p in model.parameters() if p.requires_grad]
     owned = {id(st) for t in itertools.chain(model.parameters(), model.buffers()) if (st := storage_of(t)) is not None}
@@ -164,6 +164,7 @@ def run_training_step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str,
                     tracker.phase = "backward"
                     loss.backward()
                     del loss
+                    modules.drop_hooks()
                 tracker.phase = "optimizer"
                 opt.step()
                 for state in opt.state.values():

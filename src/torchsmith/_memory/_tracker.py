@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
 
 from torchsmith._summary._saved import innermost_module, storage_of
 from torchsmith.contract import output_tensors
 
-__all__ = ["LiveTracker", "Peak", "CATEGORIES"]
+__all__ = ["LiveTracker", "StepModules", "Peak", "CATEGORIES"]
 
 #: The categories a byte belongs to, in the order a plan shows them.
 CATEGORIES = ("parameters", "buffers", "gradients", "optimizer_state", "activations", "temporaries")
@@ -43,6 +44,39 @@ class Peak:
     bytes: int = 0
     by_category: dict[str, int] = field(default_factory=dict)
     module: str = ""
+
+
+class StepModules(ModuleTracker):
+    """``torch.utils.module_tracker.ModuleTracker`` that leaves a checkpoint's recomputation alone.
+
+    ModuleTracker registers a multi-grad hook on every module's inputs and outputs and keeps each handle
+    until it exits; a handle holds the autograd nodes it hooks. Under ``torch.utils.checkpoint`` the
+    forward runs again inside the backward, and those handles would keep every recomputed node, with the
+    tensors it saved, alive to the end of the step: measured on a real 4-block GPT, the step's peak rose
+    from 577 KB to 1,075 KB by observing it. In the backward, a module's forward (the recomputation) is
+    named while it runs and hooks nothing; the forward's own handles are dropped after each backward.
+    """
+
+    def _in_backward(self) -> bool:
+        return bool(torch._C._current_graph_task_id() != -1)
+
+    def _fw_pre_hook(self, mod: nn.Module, input: Any) -> None:
+        if self._in_backward():
+            self._get_append_fn(self._get_mod_name(mod), False)()
+            return
+        super()._fw_pre_hook(mod, input)
+
+    def _fw_post_hook(self, mod: nn.Module, input: Any, output: Any) -> None:
+        if self._in_backward():
+            self._get_pop_fn(self._get_mod_name(mod), False)()
+            return
+        super()._fw_post_hook(mod, input, output)
+
+    def drop_hooks(self) -> None:
+        """Remove the hooks of a finished backward (their nodes are no longer needed)."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
 
 
 class LiveTracker(TorchDispatchMode):
@@ -124,8 +158,43 @@ class LiveTracker(TorchDispatchMode):
     # ------------------------------------------------------------------ the mode
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
+        if func is _MKLDNN_RNN and _is_fake(out[3]):
+            out = (*out[:3], _sized_workspace(args, kwargs or {}, out[3]))
         for t in output_tensors(out):
             st = storage_of(t)
             if st is not None and id(st) not in self._live:
                 self._register(st, "temporaries")
         return out
+
+
+# --------------------------------------------------------------------------- kernels whose fake output is too small
+_MKLDNN_RNN = torch.ops.aten.mkldnn_rnn_layer.default
+_WORKSPACE_BYTES: dict[tuple[Any, ...], int] = {}
+
+
+def _is_fake(t: Any) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
+
+
+def _sized_workspace(args: Any, kwargs: dict[str, Any], fake: torch.Tensor) -> torch.Tensor:
+    """An ``nn.LSTM`` on the CPU runs oneDNN's ``mkldnn_rnn_layer``, which returns a workspace that autograd
+    saves for backward (204,800 bytes for 24 steps of 4 x 32 units). Its meta kernel returns an empty one,
+    so on fake tensors the LSTM's activations would be short by it. Its size is oneDNN's own (page-aligned
+    buffers for gates and states), so it is asked of oneDNN: the kernel runs once on real zeros of the same
+    shapes (one layer's input and weights; remembered per shape), and a fake workspace of that size replaces
+    the empty one."""
+    key = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else repr(a) for a in args) + tuple(
+        (k, repr(v)) for k, v in sorted(kwargs.items()))
+    if key not in _WORKSPACE_BYTES:
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        with _disable_current_modes():
+            real = [torch.zeros(a.shape, dtype=a.dtype) if isinstance(a, torch.Tensor) else a for a in args]
+            workspace = _MKLDNN_RNN(*real, **kwargs)[3]  # None out of training: nothing to save
+            _WORKSPACE_BYTES[key] = 0 if workspace is None else int(workspace.untyped_storage().nbytes())
+    n = _WORKSPACE_BYTES[key]
+    if n <= fake.untyped_storage().nbytes():
+        return fake
+    return torch.empty(n // fake.element_size(), dtype=fake.dtype, device=fake.device)

@@ -44,7 +44,7 @@ def memory(
     precision: str = "fp32",
     foreach: bool | None = None,
     grad_accumulation: int = 1,
-    checkpointing: bool | Sequence[str] = False,
+    checkpointing: bool | str | Sequence[str] = False,
     world_size: int = 1,
     strategy: str | None = None,
     kv_seq_len: int | None = None,
@@ -71,7 +71,7 @@ def memory(
             torch picks ``foreach=True`` on CUDA, so pass True to plan a GPU run).
         grad_accumulation: micro-batches per optimizer step (gradients stay allocated between them).
         checkpointing: True checkpoints the repeated blocks (``torch.utils.checkpoint``), or a list of
-            module names.
+            module names; as text, ``"blocks"`` or names separated by commas (``"features,classifier"``).
         world_size: the number of devices.
         strategy: ``"ddp"`` (default when ``world_size > 1``) or ``"fsdp"``.
         kv_seq_len: tokens of a decoder's KV cache in ``inference`` (default: the input's length).
@@ -95,7 +95,8 @@ def memory(
                         scale_blocks)[0]
 
 
-def memory_plans(model: nn.Module, label: str, spec: InputSpec, knobs: Knobs, checkpointing: bool | Sequence[str],
+def memory_plans(model: nn.Module, label: str, spec: InputSpec, knobs: Knobs,
+                 checkpointing: bool | str | Sequence[str],
                  layouts: Sequence[tuple[int, str | None]], kv_seq_len: int | None = None,
                  scale_blocks: bool | None = None) -> list[MemoryPlan]:
     """One plan per ``(world_size, strategy)`` layout from the same runs (the step is run once per batch size)."""
@@ -176,15 +177,23 @@ def build_model(model_or_name: nn.Module | str, options: dict[str, Any]) -> tupl
     raise ConfigError(f"memory() takes an nn.Module or a model name, not {type(model_or_name).__name__}")
 
 
-def _checkpoint_names(model: nn.Module, checkpointing: bool | Sequence[str], blocks: Blocks | None) -> tuple[str, ...]:
+def _checkpoint_names(model: nn.Module, checkpointing: bool | str | Sequence[str],
+                      blocks: Blocks | None) -> tuple[str, ...]:
     if checkpointing is False or checkpointing is None:
         return ()
+    if isinstance(checkpointing, str):  # as a command line gives it: "blocks", or "features,encoder"
+        text = checkpointing.strip()
+        checkpointing = True if text.lower() in ("blocks", "true", "yes", "1") else [
+            n.strip() for n in text.split(",") if n.strip()]
+        if not checkpointing:
+            raise ConfigError("checkpointing is empty; give 'blocks' (the repeated blocks) or module names, "
+                              "e.g. 'features,classifier'")
     if checkpointing is True:
         if blocks is None:
             raise ConfigError(f"{type(model).__name__} has no repeated blocks to checkpoint; name the modules "
                               "instead, e.g. checkpointing=['features', 'encoder']")
         return blocks.names
-    if isinstance(checkpointing, str) or not all(isinstance(n, str) for n in checkpointing):
+    if not all(isinstance(n, str) for n in checkpointing):
         raise ConfigError(f"checkpointing must be True, False or a list of module names, not {checkpointing!r}")
     known = {n for n, _ in model.named_modules() if n}
     for n in checkpointing:

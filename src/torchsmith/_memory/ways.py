@@ -100,8 +100,11 @@ def plan_training(
         world_size: devices; above 1 the table adds DDP and FSDP.
         precisions: the precisions to compare (``fp32``, ``bf16-mixed``, ``fp16-mixed``, ``bf16``).
         batch_size: the per-device batch whose peak is shown (``max_batch_size`` is worked out).
-        optimizer, foreach: as in :func:`torchsmith.memory`; ``foreach=True`` by default, as torch runs on CUDA.
+        optimizer: ``"sgd"``, ``"sgd-momentum"``, ``"adam"`` or ``"adamw"``, as :func:`torchsmith.memory` takes.
+        foreach: the optimizer's ``foreach``; True by default, as torch runs it on CUDA.
+        input_dtype: the input's dtype, one per input for several (as in :func:`torchsmith.memory`).
         margin: fraction of the device left free for fragmentation and the CUDA context.
+        **model_options: options for building ``model_or_name`` when it is a name.
 
     Returns:
         A :class:`TrainingPlan`, one :class:`Way` per row.

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval_cmd", "Evaluate a saved model on a dataset's test (or train) split."),
     "demo": ("demo_cmd", "Build LeNet, initialise it, summarise it, train it on digits, save it, load it back, "
                          "compare."),
+    "plan": ("plan_cmd", "Plan how to train MODEL: per-device peak, fit and largest batch for each way to train it."),
     "check": ("check_cmd", "Check MODEL for classic model-building mistakes by running a copy of it."),
     "report": ("report_cmd", "Write one self-contained HTML report about a model or a training run."),
 }

@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from torch import nn
 
+from torchsmith._memory import memory
 from torchsmith._summary import REAL_FALLBACK_BYTES, rich_summary, summary
 from torchsmith._summary.diagram_render import check_diagram_path, dot_available
 from torchsmith.cli._common import INPUT_HELP, input_dtypes_option, input_option, model_options, parse_opts
@@ -58,6 +59,20 @@ def _build(ref: str, opts: tuple[str, ...], meta: bool) -> nn.Module:
                    "and the receptive field of a CNN.")
 @click.option("--dtype", default=None, metavar="DTYPE", help="Dtype of the memory estimate (e.g. bf16).")
 @click.option("--expand", is_flag=True, help="Do not collapse repeated identical blocks into one 'xN' row.")
+@click.option("--memory", "plan_memory", is_flag=True,
+              help="Print the memory plan of one training step instead: the per-device peak, what holds it, and "
+                   "the activations each module saves (computed on fake tensors).")
+@click.option("--precision", default="fp32", show_default=True, metavar="NAME",
+              help="With --memory: fp32, bf16-mixed, fp16-mixed (autocast, fp32 weights) or bf16.")
+@click.option("--optimizer", default="adamw", show_default=True, metavar="NAME",
+              help="With --memory: sgd, sgd-momentum, adam or adamw.")
+@click.option("--checkpointing", default=None, is_flag=False, flag_value="blocks", metavar="[NAMES]",
+              help="With --memory: activation checkpointing of the repeated blocks, or of the modules named "
+                   "(comma-separated).")
+@click.option("--world-size", type=int, default=1, show_default=True, metavar="N",
+              help="With --memory: devices; the figures are per device.")
+@click.option("--strategy", default=None, metavar="ddp|fsdp", help="With --memory and --world-size > 1 "
+                                                                    "(default ddp).")
 @click.option("--params", "views", flag_value="params", multiple=True,
               help="Named parameters: shape, dtype, requires_grad, numel, mean/std.")
 @click.option("--modules", "views", flag_value="modules", multiple=True, help="The module tree.")
@@ -65,7 +80,8 @@ def _build(ref: str, opts: tuple[str, ...], meta: bool) -> nn.Module:
 @click.option("--hooks", "views", flag_value="hooks", multiple=True, help="Every registered hook, by module.")
 def command(model: str, opts: tuple[str, ...], input_size: tuple[str, ...], batch: str, input_dtype: tuple[str, ...],
             depth: int, fmt: str, flow: bool, diagram_path: str | None, explain: bool, dtype: str | None, expand: bool,
-            views: tuple[str, ...]) -> None:
+            plan_memory: bool, precision: str, optimizer: str, checkpointing: str | None, world_size: int,
+            strategy: str | None, views: tuple[str, ...]) -> None:
     """Show MODEL layer by layer: shapes, parameters, MACs/FLOPs, memory, on the meta device.
 
     MODEL is a zoo name, a library model (hf:NAME[:HEAD], hf:path/config.json, timm:NAME,
@@ -85,6 +101,9 @@ def command(model: str, opts: tuple[str, ...], input_size: tuple[str, ...], batc
       torchsmith show lenet --format mermaid
       torchsmith show net.py:LeNet --input 3x32x32 --explain
       torchsmith show resnet18 --opt stem=cifar --opt num_classes=10 --modules --depth 1
+      torchsmith show resnet20 --memory --batch 128 --optimizer sgd-momentum
+      torchsmith show hf:path/to/config.json --memory --precision bf16-mixed --checkpointing \\
+          --world-size 8 --strategy fsdp
     """
     if views:
         _show_views(model, opts, views, fmt, depth)
@@ -101,9 +120,9 @@ def command(model: str, opts: tuple[str, ...], input_size: tuple[str, ...], batc
         size = declared.sizes()
         in_dtype = in_dtype or (declared.primary.dtype if declared.single else
                                 {n: s.dtype for n, s in zip(declared.names, declared.specs)})
-    elif diagram_path or explain or fmt == "mermaid":
-        raise ConfigError(f"the input size of {type(net).__name__} is not known, and the diagram and the explanation "
-                          "come from a forward pass; give --input (e.g. --input 3x32x32)")
+    elif diagram_path or explain or fmt == "mermaid" or plan_memory:
+        raise ConfigError(f"the input size of {type(net).__name__} is not known, and the diagram, the explanation "
+                          "and the memory plan come from a forward pass; give --input (e.g. --input 3x32x32)")
     else:
         # Nothing to run: the structure and counts still help; say how to get the rest.
         if fmt == "json":  # still JSON: a pipe into a parser must not get a text tree
@@ -112,6 +131,12 @@ def command(model: str, opts: tuple[str, ...], input_size: tuple[str, ...], batc
             click.echo(format_tree(module_tree(net), title=f"{type(net).__name__} ({model})", max_depth=depth))
         click.echo(f"note: the input size of {type(net).__name__} is not known (no default_input_size, config or "
                    "telling first layer); give --input (e.g. --input 3x32x32) for shapes, FLOPs and memory", err=True)
+        return
+    if plan_memory:
+        plan = memory(net, size, batch_size=batch, input_dtype=in_dtype, optimizer=optimizer, precision=precision,
+                      checkpointing=checkpointing or False, world_size=world_size, strategy=strategy)
+        plan.model = f"{type(net).__name__} ({model})"
+        _print_plan(plan, fmt, depth)
         return
     try:
         result = _summarise(net, model, opts, size, batch, in_dtype, dtype, depth)
@@ -132,6 +157,18 @@ def command(model: str, opts: tuple[str, ...], input_size: tuple[str, ...], batc
         Console().print(rich_summary(result, depth=depth, collapse=not expand))
         return
     click.echo(result.render("text" if fmt == "table" else fmt, depth=depth, collapse=not expand))
+
+
+def _print_plan(plan: Any, fmt: str, depth: int) -> None:
+    """--memory: rich in a terminal, else text, markdown or JSON."""
+    if fmt == "table" and sys.stdout.isatty():
+        Console().print(plan)
+    elif fmt in ("json", "markdown"):
+        click.echo(plan.render(fmt, depth=depth))
+    elif fmt in ("table", "text"):
+        click.echo(plan.render("text", depth=depth))
+    else:
+        raise ConfigError(f"--memory prints table, text, markdown or json, not --format {fmt}")
 
 
 def _summarise(net: nn.Module, model: str, opts: tuple[str, ...], size: Any, batch: str, in_dtype: Any,
