@@ -7,7 +7,9 @@
 2. ``--part resnet``: the full default check on CIFAR ResNet-18 at 3x32x32 (target < 15 s on 2 cores), against
    one forward+backward and against the sum of running each check alone (what the shared runs save).
 
-Usage: python benchmarks/bench_check.py [--part corpus|resnet|both] [--repeat 2]
+Issue 19 asks more of the corpus figure: a median ratio of at most 1.5 (printed beside issue 12's 3).
+
+Usage: python benchmarks/bench_check.py [--part corpus|resnet|both] [--repeat 2] [--no-write]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torchsmith.contract import input_spec, output_tensors  # noqa: E402
 __all__ = ["DoctorTiming", "doctor_ratio", "CORPUS"]
 
 TARGET_RATIO = 3.0
+EVERYDAY_RATIO = 1.5  # issue 19's target for the same median
 CHECKS = [c.name for c in ts.list_checks()]  # in the order they run
 DEFAULT_CHECKS = [c.name for c in ts.list_checks() if c.default]
 
@@ -178,6 +181,7 @@ def corpus_section(repeat: int, names: list[str] | None = None) -> str:
     median = statistics.median(ratios)
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     verdict = "meets" if median <= TARGET_RATIO else "MISSES"
+    everyday = "meets" if median <= EVERYDAY_RATIO else "MISSES"
     return f"""## check: the doctor's time against one export plus one forward+backward (transformers models)
 
 `ts.check(model, input_size)` with the default checks, against its baseline in the same process: one plain
@@ -185,8 +189,8 @@ def corpus_section(repeat: int, names: list[str] | None = None) -> str:
 of the model contract's input). Random weights from `AutoConfig.for_model(...)` (real widths, fewer layers);
 each figure is the best of {repeat} runs after one untimed forward.
 
-**Median ratio {median:.2f}x** over {len(ratios)} models (target <= {TARGET_RATIO:.0f}x: {verdict});
-min {min(ratios):.2f}x, max {max(ratios):.2f}x.
+**Median ratio {median:.2f}x** over {len(ratios)} models (target <= {TARGET_RATIO:.0f}x: {verdict}; issue 19's
+<= {EVERYDAY_RATIO}x: {everyday}); min {min(ratios):.2f}x, max {max(ratios):.2f}x.
 
 | model | params | input | export s | fwd+bwd s | check s | ratio | errors/warnings/notes | slowest checks (s) |
 |---|---:|---|---:|---:|---:|---:|---|---|
@@ -299,14 +303,17 @@ def main() -> None:
     parser.add_argument("--part", choices=("corpus", "resnet", "both"), default="both")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement (best reported)")
     parser.add_argument("--models", default="", help="comma-separated corpus names (default: all)")
+    parser.add_argument("--no-write", action="store_true", help="print the tables, do not touch docs/benchmarks.md")
     args = parser.parse_args()
     if args.part in ("corpus", "both"):
         md = corpus_section(args.repeat, [n for n in args.models.split(",") if n] or None)
-        write_section("check-corpus", md)
+        if not args.no_write:
+            write_section("check-corpus", md)
         print(md)
     if args.part in ("resnet", "both"):
         md = resnet_section(args.repeat)
-        write_section("check", md)
+        if not args.no_write:
+            write_section("check", md)
         print(md)
 
 

@@ -69,7 +69,9 @@ def child(tool: str, case: str) -> dict:
         out["import_torchsmith_s"] = time.perf_counter() - t1
 
         t1 = time.perf_counter()
-        summary = torchsmith.summary  # the facade imports it on first use: timed apart, as `import torchinfo` is
+        # The facade imports the summary module and the zoo on first use: timed apart, as `import torchinfo` and
+        # torchinfo's side importing the zoo to build its model are.
+        summary = torchsmith.summary
         out["import_summary_s"] = time.perf_counter() - t1
 
         def run() -> object:
@@ -191,8 +193,9 @@ def main() -> None:
         f"Each figure is the median of {args.repeat} fresh processes. `first call`: the first `summary` in the "
         "process (for torchsmith the zoo name built on meta; for torchinfo the call alone, after building the real "
         "model), which pays for whatever torch imports lazily; the facade's lazy import of the summary module "
-        "(`torchsmith.summary` the first time it is named) is timed apart, as `import torchinfo` is, and shown in "
-        "brackets; `2nd call`: the same call again in that process; "
+        "and the zoo (`torchsmith.summary` the first time it is named) is timed apart, as `import torchinfo` and "
+        "torchinfo's building of the model are, and shown in brackets; "
+        "`2nd call`: the same call again in that process; "
         "`process`: wall time from start to exit, Python and `import torch` included; `peak RSS`: the process's "
         f"maximum resident memory. Bare `python -c 'import torch'`: {fmt_s(bare.get('process_s'))}, "
         f"{fmt_mb(bare.get('peak_rss_mb'))} peak RSS.",
@@ -245,8 +248,10 @@ def main() -> None:
         "(ratio >= 1); the 65B decoder's cold process at most 1.25x the baseline's, peak RSS within 150 MB of "
         "a bare `import torch`. A small model (LeNet, ResNet-20: under 4M parameters and 0.5 GFLOPs) is traced "
         "on zero-valued CPU stand-ins, with the meta pass's figures and without its Python meta kernels, "
-        "which import sympy on first use; a larger one runs on meta, where torch._dynamo is no longer "
-        "imported by the trace itself (the exact-activation pass on fake tensors still imports it). "
+        "which import sympy on first use; a larger one runs on meta (sympy imported), and so does its "
+        "exact-activation pass, without torch._dynamo, except where a CPU would pick another path (attention, "
+        "recurrent layers, code that reads a tensor's device: the decoders), which runs on fake tensors and "
+        "imports torch._dynamo. "
         "torchinfo's FLOPs miss functional ops (attention's matmuls) and count a Linear once per batch row, not "
         "per token; torchsmith's equal `torch.utils.flop_counter` on real tensors (tests/test_summary.py).",
     ]

@@ -264,11 +264,26 @@ def _under(modules: set[str], *roots: str) -> list[str]:
     return sorted(m for m in modules if any(m == r or m.startswith(r + ".") for r in roots))
 
 
-def test_import_torchsmith_loads_only_the_facade_and_the_zoo() -> None:
+def test_import_torchsmith_loads_only_the_facade_and_the_registry() -> None:
     loaded = _loaded("import torchsmith")
-    assert _under(loaded, *_HEAVY, "rich", "torchsmith._summary", "torchsmith._check", "torchsmith._export",
-                  "torchsmith._capture", "torchsmith.train", "torchsmith.cli", "torchsmith.demo") == []
-    assert {"torchsmith.models", "torchsmith.library", "torchsmith.registry"} <= loaded  # the zoo is registered
+    assert _under(loaded, *_HEAVY, "rich", "yaml", "torchsmith._summary", "torchsmith._check", "torchsmith._export",
+                  "torchsmith._capture", "torchsmith.train", "torchsmith.cli", "torchsmith.demo",
+                  "torchsmith.models", "torchsmith.library", "torchsmith.spec", "torchsmith.init") == []
+    assert "torchsmith.registry" in loaded
+
+
+@pytest.mark.parametrize("code", ["ts.list_models()", "ts.create_model('lenet')", "ts.build_file",
+                                  "ts.registry.source_of('hf:bert')", "ts.resolve_model('lenet')"])
+def test_the_zoo_and_the_library_register_before_the_first_lookup(code: str) -> None:
+    loaded = _loaded(f"import torchsmith as ts\n{code}")
+    assert {"torchsmith.models", "torchsmith.library"} <= loaded
+
+
+def test_a_spec_file_builds_with_the_zoos_layer_types_in_a_fresh_process(tmp_path: Path) -> None:
+    spec = tmp_path / "net.yaml"
+    spec.write_text("input: [4, 8, 8]\nlayers:\n  - basic_block: {out: 8, stride: 2}\n")
+    code = f"from torchsmith.resolve import resolve_model\nresolve_model({str(spec)!r})"
+    assert "torchsmith.models" in _loaded(code)
 
 
 @pytest.mark.parametrize("name", ["lenet", "resnet20"])

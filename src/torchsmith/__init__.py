@@ -17,8 +17,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from torchsmith import library, models  # noqa: F401  (importing them registers the zoo and the library sources)
+from torchsmith import registry as _registry
 from torchsmith._version import __version__
+
+#: The zoo and the library sources: they register when imported, which the registry does when first asked.
+_REGISTERING = ("torchsmith.models", "torchsmith.library")
+_registry.register_later(*_REGISTERING)
 
 #: module -> the public names it holds; each is imported from there when first asked for.
 _EXPORTS: dict[str, tuple[str, ...]] = {
@@ -79,9 +83,12 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors; at run t
 
 def __getattr__(name: str) -> Any:
     """A public name, imported from its module the first time it is asked for, then kept here."""
+    if f"torchsmith.{name}" in _REGISTERING:  # ts.models, ts.library: the subpackage itself
+        return importlib.import_module(f"torchsmith.{name}")
     module = _HOME.get(name)
     if module is None:
         raise AttributeError(f"module 'torchsmith' has no attribute {name!r}")
+    _registry.import_registrations()  # a name in use may meet a zoo model or layer type (ts.build of a spec)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # the next lookup is a plain module attribute
     return value

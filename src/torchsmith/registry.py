@@ -9,13 +9,16 @@ calls the builder registered with ``@register_source("hf")`` with ``"bert"``
 (see :mod:`torchsmith.library`).
 
 The registry never imports what registers in it: ``torchsmith.models`` imports the zoo's families, each of
-which calls ``@register_model``, and ``torchsmith.library`` registers its sources; the package
-``torchsmith`` imports both, so every name is registered once ``import torchsmith`` has run.
+which calls ``@register_model``, and ``torchsmith.library`` registers its sources. The package
+``torchsmith`` names both to :func:`register_later`, and the registry imports them the first time it is
+asked anything (a lookup, a listing or a new registration), so ``import torchsmith`` does not pay for the zoo
+and every name is registered before any is looked up.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import inspect
 import types
 import typing
@@ -28,7 +31,8 @@ from torch import nn
 from torchsmith.errors import ConfigError, TorchsmithError, UnknownNameError
 
 __all__ = ["register_model", "register_source", "source_of", "create_model", "list_models", "model_options",
-           "ARCH_ATTR", "build_on_meta"]
+           "ARCH_ATTR", "build_on_meta", "register_later",
+           "import_registrations"]
 
 _T = TypeVar("_T")
 
@@ -61,6 +65,23 @@ F = TypeVar("F", bound=Builder)
 
 _MODELS: dict[str, Builder] = {}
 _SOURCES: dict[str, Builder] = {}  # "hf" -> builder(ref, **options)
+_LATER: list[str] = []  # modules that register here, imported when the registry is first asked (register_later)
+
+
+def register_later(*modules: str) -> None:
+    """Import ``modules`` (each registers models or sources when imported) the first time the registry is asked.
+
+    The package ``torchsmith`` names the zoo and the library sources here, so ``import torchsmith`` stays cheap.
+    """
+    _LATER.extend(modules)
+
+
+def import_registrations() -> None:
+    """Import what :func:`register_later` named (once): after this every zoo model, zoo spec layer and library
+    source is registered. The registry's own lookups call it; so does anything that reads a table the zoo
+    fills elsewhere (the spec layer types) before asking the registry."""
+    while _LATER:
+        importlib.import_module(_LATER.pop(0))  # popped first: the module's own registrations come back here
 
 
 def register_model(fn: F | None = None, *, name: str | None = None) -> Any:
@@ -81,6 +102,7 @@ def register_model(fn: F | None = None, *, name: str | None = None) -> Any:
     """
 
     def decorator(builder: F) -> F:
+        import_registrations()  # a name the zoo holds is refused now, not when the zoo is imported later
         key = name or builder.__name__
         if key in _MODELS:
             raise ConfigError(f"model {key!r} is already registered (by {_MODELS[key].__module__})")
@@ -96,6 +118,7 @@ def register_source(prefix: str) -> Callable[[F], F]:
     """Register ``builder(ref, **options)`` for model names ``"<prefix>:<ref>"``; a prefix registers once."""
 
     def decorator(builder: F) -> F:
+        import_registrations()
         if prefix in _SOURCES:
             raise ConfigError(f"model source {prefix!r} is already registered (by {_SOURCES[prefix].__module__})")
         _SOURCES[prefix] = builder
@@ -108,6 +131,7 @@ def source_of(name: str) -> str | None:
     """The source prefix of ``name`` (``"hf"`` for ``"hf:bert"``), or None for a zoo name or anything else."""
     if not isinstance(name, str) or ":" not in name:
         return None
+    import_registrations()
     prefix = name.partition(":")[0]
     return prefix if prefix in _SOURCES else None
 
@@ -121,6 +145,7 @@ def list_models(pattern: str | None = None) -> list[str]:
     Returns:
         The matching names (library sources such as ``hf:`` are not listed; they take any model type).
     """
+    import_registrations()
     names = sorted(_MODELS)
     if pattern:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
@@ -130,6 +155,7 @@ def list_models(pattern: str | None = None) -> list[str]:
 def get_builder(name: str) -> Builder:
     if not isinstance(name, str):
         raise ConfigError(f"a model name is a string such as 'lenet', not {type(name).__name__}")
+    import_registrations()
     try:
         return _MODELS[name]
     except KeyError:

@@ -22,7 +22,7 @@ from torch import nn
 
 from torchsmith.checkpoint import load
 from torchsmith.errors import ConfigError, ModelLoadError, UnknownNameError
-from torchsmith.registry import create_model, list_models, source_of
+from torchsmith.registry import create_model, import_registrations, list_models, source_of
 from torchsmith.spec import build_file
 
 __all__ = ["resolve_model"]
@@ -53,6 +53,7 @@ def resolve_model(ref: str, **kwargs: Any) -> nn.Module:
     """
     if not isinstance(ref, str):
         raise ConfigError(f"a model reference is a string such as 'lenet' or 'hf:bert', not {type(ref).__name__}")
+    import_registrations()  # a spec file may use the zoo's layer types
     if source_of(ref) is not None:
         return create_model(ref, **kwargs)
     lowered = ref.lower()

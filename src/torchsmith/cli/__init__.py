@@ -19,6 +19,7 @@ import click
 
 from torchsmith import __version__
 from torchsmith.errors import TorchsmithError
+from torchsmith.registry import import_registrations
 
 __all__ = ["main", "COMMANDS"]
 
@@ -126,4 +127,5 @@ def main() -> None:
       torchsmith models 'resnet*'
       torchsmith show lenet
     """
+    import_registrations()  # any command may name a zoo model, or a spec layer type the zoo registers
 
