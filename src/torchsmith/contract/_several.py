@@ -13,7 +13,14 @@ import torch
 from torch import nn
 
 from torchsmith._format import parse_dtype
-from torchsmith.contract._input import InputSpec, _checked_size, _hf_config, input_spec, is_token_dtype
+from torchsmith.contract._input import (
+    DEFAULT_SEQ_LEN,
+    InputSpec,
+    _checked_size,
+    _hf_config,
+    input_spec,
+    is_token_dtype,
+)
 from torchsmith.errors import ConfigError
 from torchsmith.sizes import parse_input_size
 
@@ -115,6 +122,9 @@ def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any =
                 any(n == "decoder_input_ids" for n, _ in params):
             names: tuple[str, ...] = (str(getattr(model, "main_input_name", "input_ids")), "decoder_input_ids")
             return ModelInputs((spec, spec), names, keyword=True)
+        both = _vision_text(model, config, params, spec)
+        if both is not None:
+            return both
         if len(required) > 1:
             raise ConfigError(f"{type(model).__name__}.forward requires {len(required)} inputs "
                               f"({', '.join(required)}); give a size for each: input_size=[(...), (...)] in Python, "
@@ -145,12 +155,15 @@ def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any =
                               f"{len(params)} ({', '.join(n for n, _ in params)})")
         names = tuple(params[i][0] if i < len(params) else f"input{i}" for i in range(len(sizes)))
         keyword = False
-    specs = []
+    specs: list[InputSpec] = []
     for i, (name, size) in enumerate(zip(names, sizes)):
         dims = () if isinstance(size, (list, tuple)) and len(size) == 0 else _checked_size(size)
         dtype = _dtype_for(input_dtype, i, name)
         if i == 0 and dims:
             specs.append(input_spec(model, dims, input_dtype=dtype))
+        elif dtype is None and name.endswith("_ids") and dims:  # transformers' names: ids below the vocabulary
+            vocab = next((s.vocab_size for s in specs if s.kind == "tokens"), None) or _vocab(model)
+            specs.append(InputSpec(dims, torch.long, "tokens", vocab, False, "given"))
         else:
             dt = dtype or torch.get_default_dtype()
             kind = "tokens" if is_token_dtype(dt) else ("image" if len(dims) == 3 and dims[0] in (1, 3, 4)
@@ -161,6 +174,34 @@ def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any =
         raise ConfigError(f"{type(model).__name__}.forward requires {', '.join(missing)}; give a size for each "
                           f"(e.g. input_size={{'{missing[0]}': (16,)}}, --input {missing[0]}=16)")
     return ModelInputs(tuple(specs), names, keyword)
+
+
+def _vision_text(model: nn.Module, config: Any, params: list[tuple[str, bool]],
+                 spec: InputSpec) -> ModelInputs | None:
+    """A transformers vision-text model (CLIP, SigLIP, BLIP): token ids and pixels, sized from its two configs."""
+    names = {n for n, _ in params}
+    text, vision = getattr(config, "text_config", None), getattr(config, "vision_config", None)
+    if text is None or vision is None or not {"input_ids", "pixel_values"} <= names:
+        return None
+    side = getattr(vision, "image_size", None)
+    side = side[0] if isinstance(side, (list, tuple)) else side
+    if not isinstance(side, int) or side < 1:
+        return None
+    pixels = InputSpec((int(getattr(vision, "num_channels", 3)), side, side), torch.float32, "image", None,
+                       True, "config.vision_config.image_size")
+    vocab = getattr(text, "vocab_size", None)
+    ids = spec if spec.kind == "tokens" else InputSpec(
+        (DEFAULT_SEQ_LEN,), torch.long, "tokens", vocab if isinstance(vocab, int) else None, False,
+        "config.text_config")
+    return ModelInputs((ids, pixels), ("input_ids", "pixel_values"), keyword=True)
+
+
+def _vocab(model: nn.Module) -> int | None:
+    config = _hf_config(model)
+    vocab = getattr(config, "vocab_size", None) if config is not None else None
+    if not isinstance(vocab, int):
+        vocab = getattr(getattr(config, "text_config", None), "vocab_size", None)
+    return vocab if isinstance(vocab, int) and vocab > 0 else None
 
 
 def _takes(model: nn.Module, kind: inspect._ParameterKind) -> bool:
