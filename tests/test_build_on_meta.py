@@ -15,9 +15,9 @@ from torch import nn
 
 import torchsmith as ts
 from torchsmith import registry
+from torchsmith._meta import build_on_meta
 from torchsmith.cli import main
 from torchsmith.errors import ConfigError, UnknownNameError
-from torchsmith.registry import build_on_meta
 
 
 class WidthsFromTensors(nn.Module):

@@ -400,7 +400,7 @@ def test_content_not_the_suffix_decides_how_a_file_is_read(tmp_path: Path) -> No
         assert checkpoint_info(tmp_path / name).num_parameters == 6
         assert diff_checkpoints(tmp_path / name, tmp_path / "m.safetensors").identical
     convert_checkpoint(tmp_path / "st.pt", tmp_path / "out.safetensors")
-    with pytest.raises(ts.CheckpointError, match="it is a PyTorch .torch.save. file; torchsmith.load_into"):
+    with pytest.raises(ts.CheckpointError, match="torch.save.*torchsmith.load_into"):
         ts.load(tmp_path / "pickle.safetensors")
 
 

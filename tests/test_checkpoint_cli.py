@@ -53,7 +53,7 @@ def test_diff_convert_and_load_report(tmp_path: Path) -> None:
 
     code, out, _ = _run("load-report", "lenet", str(tmp_path / "plain.pt"), "--opt", "num_classes=4",
                         "--on-mismatch", "reinit")
-    assert code == 0 and "re-initialised with the model's init_policy: fc3.weight, fc3.bias" in out
+    assert code == 0 and "init_policy" in out and "fc3.weight, fc3.bias" in out
 
 
 def test_refused_load_prints_report_and_one_line_error() -> None:
@@ -62,7 +62,7 @@ def test_refused_load_prints_report_and_one_line_error() -> None:
     proc = subprocess.run([sys.executable, "-m", "torchsmith", "ckpt", "load-report", "lenet", "plain.pt",
                            "--opt", "num_classes=4"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert "shape mismatch: fc3.weight: source [10, 84] vs model [4, 84]" in proc.stdout
+    assert "fc3.weight" in proc.stdout and "[10, 84]" in proc.stdout and "[4, 84]" in proc.stdout
     assert proc.stderr.startswith("error: plain.pt does not fit LeNet") and proc.stderr.count("\n") == 1
     assert "on_mismatch='reinit'" in proc.stderr
     Path("plain.pt").unlink()

@@ -323,9 +323,10 @@ def test_a_file_that_is_neither_format_is_one_error_saying_what_it_holds(tmp_pat
         with pytest.raises(ts.CheckpointError) as info:
             read()
         text = str(info.value)
-        assert f"{path} is neither a safetensors file nor a PyTorch (torch.save) checkpoint" in text
-        assert "it has 25 bytes and starts with 80 07 68 65 6c 6c 6f 2c" in text
-        assert "0x80 starts a pickle too, but the bytes after it are not a pickle stream" in text
+        # the facts: the file, both formats it is not, its size and first bytes, why 0x80 is not a pickle here
+        assert str(path) in text and "safetensors" in text and "torch.save" in text
+        assert "25 bytes" in text and "80 07 68 65 6c 6c 6f 2c" in text
+        assert "0x80" in text and "not a pickle stream" in text
     with pytest.raises(ts.CheckpointError, match="starts with 80 07 68"):
         ts.load(path)
     result = CliRunner().invoke(main, ["ckpt", "info", str(path)])
@@ -363,7 +364,7 @@ def test_pickles_and_zips_are_still_told_by_their_structure(tmp_path: Path) -> N
         assert checkpoint_info(tmp_path / name).format.startswith("PyTorch pickle")
     # A damaged pickle: what the safe unpickler stopped at, never torch's advice to load unsafely.
     (tmp_path / "bad.pt").write_bytes(b"\x80\x02}q\x00<" + b"x" * 24)
-    with pytest.raises(ts.CheckpointError, match="safe .weights_only. unpickler stopped at: Unsupported operand 60"
+    with pytest.raises(ts.CheckpointError, match="weights_only.*Unsupported operand 60"
                        ) as info:
         load_into(model, tmp_path / "bad.pt")
     assert "weights_only` set to `False" not in str(info.value)

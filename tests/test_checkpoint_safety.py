@@ -226,10 +226,9 @@ def test_zip_bomb_like_sizes_do_not_hang(tmp_path: Path) -> None:
     bad = tmp_path / "huge.safetensors"
     header = b'{"w":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4398046511104]}}'
     bad.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 16)
-    start = time.perf_counter()
-    with pytest.raises(ts.CheckpointError, match="cover 4398046511104 bytes of data but the file holds 16"):
+    # A hang is caught by the suite's timeout (pytest-timeout); the fact here is what refuses it: the header.
+    with pytest.raises(ts.CheckpointError, match="4398046511104 bytes.*holds 16"):
         checkpoint_info(bad)
-    assert time.perf_counter() - start < 30  # a hang bound, not a benchmark: refused from the 100-byte header
     buf = io.BytesIO()
     torch.save({"w": torch.ones(3)}, buf)
     (tmp_path / "trunc.pt").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])

@@ -195,7 +195,7 @@ def test_a_load_hook_that_refuses_is_a_checkpoint_error_not_its_own(tmp_path: Pa
     with pytest.raises(ts.CheckpointError, match=r"failed in a module's load hook \(ValueError: version should be "
                                                  r"set to 1 or 2 instead of 9\)"):
         load_into(Net(), path)
-    with pytest.raises(ts.CheckpointError, match="cannot be loaded into the model its metadata names: ValueError"):
+    with pytest.raises(ts.CheckpointError, match="metadata names.*ValueError"):
         ts.load(path)
     result = CliRunner().invoke(main, ["ckpt", "load-report", ZOO, str(path)])
     assert result.exit_code == 1 and result.output.startswith("error: ") and "Traceback" not in result.output

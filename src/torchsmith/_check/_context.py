@@ -15,14 +15,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith._check._run import Tracer, flat_tensors
+from torchsmith._check._tracer import CheckTracer
 from torchsmith._check.registry import get_finding
 from torchsmith._check.report import Finding
-from torchsmith.contract import InputSpec, ModelInputs
+from torchsmith.contract import InputSpec, ModelInputs, output_tensors
+from torchsmith.errors import describe_error
 
-__all__ = ["Context", "SkipCheck", "HookInfo", "describe_error", "make_finding"]
+__all__ = ["Context", "SkipCheck", "UserHook", "make_finding", "BATCH", "QUOTE_LIMIT"]
 
 BATCH = 2  # samples in every probe batch: the smallest that BatchNorm accepts in train mode
+QUOTE_LIMIT = 300  # characters of a caught error a finding or a skip reason quotes (describe_error's limit)
 
 
 class SkipCheck(Exception):
@@ -30,20 +32,12 @@ class SkipCheck(Exception):
 
 
 @dataclass
-class HookInfo:
+class UserHook:
     """One hook found on the model before the check stripped its copy."""
 
     module: str
     kind: str  # "forward_pre", "forward", "backward", "backward_pre", "tensor_grad", "global_forward", ...
     name: str  # qualified name of the hook function
-
-
-def describe_error(e: BaseException, limit: int = 300) -> str:
-    """``TypeName: first line of the message`` cut to ``limit`` characters."""
-    text = str(e).strip().splitlines()
-    first = next((line.strip() for line in text if line.strip()), "")
-    out = f"{type(e).__name__}: {first}" if first else type(e).__name__
-    return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
 def make_finding(id: str, module: str, message: str, fix: str, severity: str | None = None,
@@ -86,16 +80,22 @@ class Context:
     # (would-be path, owner, object) of what the copy holds unregistered before any run: what forward itself
     # caches in plain attributes later (a list of past outputs) is not the model's state.
     unregistered_at_start: list[tuple[str, str, Any]] = field(default_factory=list)
-    hooks: list[HookInfo] = field(default_factory=list)
+    hooks: list[UserHook] = field(default_factory=list)
     layer_stats: list[Any] = field(default_factory=list)  # filled by the signal check
     held: dict[int, str] = field(default_factory=dict)  # id -> would-be path of modules in plain containers
     # Gradients after one small training step (signal.py's init-symmetry asks, rarely): computed once.
     after_a_step: dict[str, torch.Tensor | None] | None = None
-    _train: Tracer | None = None
-    _train_out: Any = None
-    _train_error: BaseException | None = None
-    _evals: list[tuple[Tracer, Any]] | None = None
-    _eval_error: str | None = None
+    # The shared runs, made on first use (not constructor arguments): the probe batch, the train-mode run
+    # (its tracer, output and input, or the exception of its forward and the module it came from) and the
+    # two eval-mode runs (or why they failed).
+    _x: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _train: CheckTracer | None = field(default=None, init=False, repr=False)
+    _train_out: Any = field(default=None, init=False, repr=False)
+    _x_train: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _train_error: BaseException | None = field(default=None, init=False, repr=False)
+    _failed_in: str = field(default="", init=False, repr=False)
+    _evals: list[tuple[CheckTracer, Any]] | None = field(default=None, init=False, repr=False)
+    _eval_error: str | None = field(default=None, init=False, repr=False)
 
     def make_input(self, size: tuple[int, ...] | None = None, batch: int = BATCH, seed: int = 0) -> torch.Tensor:
         """A standard-normal batch (batch, *size), or token ids for a token model; reproducible."""
@@ -119,25 +119,31 @@ class Context:
             return (), {**kwargs, self.inputs.names[0]: x}
         return (x, *args[1:]), {}
 
-    def call(self, model: nn.Module, x: torch.Tensor, tracer: Tracer | None = None) -> Any:
+    def call(self, model: nn.Module, x: torch.Tensor, tracer: CheckTracer | None = None) -> Any:
         """``model`` called on ``x`` and the other inputs (see :meth:`call_args`), through ``tracer`` if given."""
         args, kwargs = self.call_args(x)
         return tracer.run(model, *args, **kwargs) if tracer is not None else model(*args, **kwargs)
 
-    def tracer(self, x: torch.Tensor | None, **kwargs: Any) -> Tracer:
+    def tracer(self, x: torch.Tensor | None, **kwargs: Any) -> CheckTracer:
         """A tracer for the copy that names unregistered modules by where they are held."""
-        return Tracer(self.model, x, held=self.held, **kwargs)
+        return CheckTracer(self.model, x, held=self.held, **kwargs)
 
     @property
     def x(self) -> torch.Tensor:
-        if not hasattr(self, "_x"):
+        """The probe batch every check starts from (made once)."""
+        if self._x is None:
             self._x = self.make_input()
         return self._x
 
+    @property
+    def train_ran(self) -> bool:
+        """Whether a check asked for the train-mode run (it happened, or its forward failed)."""
+        return self._train is not None or self._train_error is not None
+
     # -- the train-mode run: forward + backward with statistics ---------------------------
-    def train_run(self) -> Tracer:
+    def train_run(self) -> CheckTracer:
         """Forward + backward in train mode at initialisation, traced; raises SkipCheck if forward fails."""
-        if self._train is None and self._train_error is None:
+        if not self.train_ran:
             self._do_train_run()
         if self._train_error is not None:
             raise SkipCheck("forward failed (see forward-failed)")
@@ -146,7 +152,7 @@ class Context:
 
     def forward_error(self) -> tuple[BaseException, str] | None:
         """The exception of the train-mode forward and the module it came from, or None."""
-        if self._train is None and self._train_error is None:
+        if not self.train_ran:
             self._do_train_run()
         if self._train_error is None:
             return None
@@ -182,7 +188,7 @@ class Context:
         sum is constant). Complex outputs (an FFT head) count by their real and imaginary parts: without
         them every parameter looked unused.
         """
-        outs = [(t, torch.view_as_real(t) if t.is_complex() else t) for t in flat_tensors(out)
+        outs = [(t, torch.view_as_real(t) if t.is_complex() else t) for t in output_tensors(out)
                 if (t.is_floating_point() or t.is_complex()) and t.requires_grad]
         if not outs:
             return None
@@ -196,11 +202,19 @@ class Context:
 
     @property
     def train_input(self) -> torch.Tensor:
+        """The batch the train-mode run took (raises SkipCheck if its forward failed)."""
         self.train_run()
+        assert self._x_train is not None
         return self._x_train
 
+    @property
+    def train_output(self) -> Any:
+        """What the train-mode forward returned (raises SkipCheck if it failed)."""
+        self.train_run()
+        return self._train_out
+
     # -- two eval-mode runs on the same input ------------------------------------------------
-    def eval_runs(self) -> list[tuple[Tracer, Any]]:
+    def eval_runs(self) -> list[tuple[CheckTracer, Any]]:
         """Two traced eval-mode forwards on the same input (no grad); raises SkipCheck if forward fails."""
         if self._eval_error is not None:
             raise SkipCheck(self._eval_error)
@@ -216,14 +230,14 @@ class Context:
                         out = self.call(self.model, x, tracer)
                     runs.append((tracer, out))
             except Exception as e:
-                self._eval_error = f"the eval-mode forward failed: {describe_error(e)}"
+                self._eval_error = f"the eval-mode forward failed: {describe_error(e, QUOTE_LIMIT)}"
                 raise SkipCheck(self._eval_error) from e
             finally:
                 self.model.train()
             self._evals = runs
         return self._evals
 
-    def fingerprinted(self, x: torch.Tensor, model: nn.Module | None = None) -> Tracer:
+    def fingerprinted(self, x: torch.Tensor, model: nn.Module | None = None) -> CheckTracer:
         """An eval-mode forward (no grad) of the copy, or of ``model``, that fingerprints every module output.
 
         Only for naming where two runs differ, after a check found that they do: it costs about twice a
@@ -232,7 +246,7 @@ class Context:
         model = self.model if model is None else model
         was = model.training
         model.eval()
-        tracer = Tracer(model, x, held=self.held if model is self.model else None, fingerprints=True)
+        tracer = CheckTracer(model, x, held=self.held if model is self.model else None, fingerprints=True)
         try:
             with torch.no_grad():
                 self.call(model, x, tracer)

@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith._check._context import Context, SkipCheck, describe_error, make_finding
+from torchsmith._check._context import QUOTE_LIMIT, Context, SkipCheck, make_finding
 from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
+from torchsmith.errors import describe_error
 
 __all__ = ["check_scriptable", "check_exportable", "check_graph_breaks", "locate"]
 
@@ -291,7 +292,7 @@ def check_graph_breaks(ctx: Context) -> list[Finding]:
     try:  # on use, not at the top: importing torch._dynamo costs ~0.8 s, about as much as `import torchsmith`
         import torch._dynamo as dynamo
     except Exception as e:  # pragma: no cover - platforms without dynamo
-        raise SkipCheck(f"torch._dynamo is not available here: {describe_error(e)}") from e
+        raise SkipCheck(f"torch._dynamo is not available here: {describe_error(e, QUOTE_LIMIT)}") from e
     explain = getattr(dynamo, "explain", None)
     if explain is None:
         raise SkipCheck("this torch has no torch._dynamo.explain")
@@ -303,7 +304,7 @@ def check_graph_breaks(ctx: Context) -> list[Finding]:
             args, kwargs = ctx.call_args(ctx.x.clone())
             out: Any = explain(model)(*args, **kwargs)
     except Exception as e:
-        raise SkipCheck(f"torch._dynamo.explain itself failed: {describe_error(e)}") from e
+        raise SkipCheck(f"torch._dynamo.explain itself failed: {describe_error(e, QUOTE_LIMIT)}") from e
     finally:
         model.train()
         with contextlib.suppress(Exception):

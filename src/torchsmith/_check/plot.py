@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from torchsmith._files import write_atomically
 from torchsmith._plotting import check_plot_path, new_figure
-from torchsmith.errors import ConfigError
+from torchsmith.errors import ConfigError, format_size
 
 if TYPE_CHECKING:
     from torchsmith._check.report import CheckReport
@@ -40,7 +40,7 @@ def plot_layer_stats(report: CheckReport, path: str | Path) -> Path:
         ax3.set_xticklabels([s.module or "(model)" for s in stats], rotation=90, fontsize=6)
     else:
         ax3.set_xlabel("layer (forward order)")
-    size = "x".join(map(str, report.input_size))
+    size = format_size(report.input_size)
     ax1.set_title(f"{report.model} at initialisation, input {size}")
     fig.tight_layout()
     return write_atomically(out, lambda f: fig.savefig(f, format="png"))

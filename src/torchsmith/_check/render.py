@@ -5,6 +5,8 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING
 
+from torchsmith.errors import format_size
+
 if TYPE_CHECKING:
     from torchsmith._check.report import CheckReport
 
@@ -15,7 +17,7 @@ _MARK = {"error": "ERROR", "warning": "WARN ", "info": "INFO "}
 
 def format_report(report: CheckReport, width: int = 100) -> str:
     """One block per finding (severity, id, module, what was seen, the fix), then a summary line."""
-    size = "x".join(map(str, report.input_size))
+    size = format_size(report.input_size)
     lines = [f"check {report.model} at input {size}: {len(report.checks)} checks"]
     for f in report.sorted_findings():
         lines.append(f"{_MARK[f.severity]} {f.id} [{f.where}]")

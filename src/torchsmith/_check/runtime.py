@@ -13,10 +13,11 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchsmith._check._context import Context, HookInfo, SkipCheck, make_finding
-from torchsmith._check._run import flat_tensors
+from torchsmith._check._context import Context, SkipCheck, UserHook, make_finding
 from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
+from torchsmith.contract import output_tensors
+from torchsmith.errors import format_size
 
 __all__ = [
     "check_input_mutated", "check_determinism", "check_non_finite", "check_devices_dtypes",
@@ -31,7 +32,7 @@ def _shape(t: torch.Tensor | tuple[int, ...] | None) -> str:
     if t is None:
         return "?"
     dims = tuple(t.shape) if isinstance(t, torch.Tensor) else tuple(t)
-    return "x".join(map(str, dims)) or "scalar"
+    return format_size(dims)
 
 
 def _owner(name: str) -> tuple[str, str]:
@@ -103,7 +104,7 @@ def first_divergence(calls_a: list[Any], calls_b: list[Any]) -> str | None:
 
 def max_output_diff(out_a: Any, out_b: Any) -> float | None:
     """Largest absolute difference between two outputs' tensors, or None when they do not pair up."""
-    ta, tb = list(flat_tensors(out_a)), list(flat_tensors(out_b))
+    ta, tb = output_tensors(out_a), output_tensors(out_b)
     if len(ta) != len(tb) or any(a.shape != b.shape for a, b in zip(ta, tb)):
         return None
     worst = 0.0
@@ -133,7 +134,7 @@ def describe_divergence(ta: Any, tb: Any, out_a: Any, out_b: Any) -> tuple[str, 
 
 
 def outputs_close(out_a: Any, out_b: Any) -> bool:
-    ta, tb = list(flat_tensors(out_a)), list(flat_tensors(out_b))
+    ta, tb = output_tensors(out_a), output_tensors(out_b)
     if len(ta) != len(tb) or any(a.shape != b.shape for a, b in zip(ta, tb)):
         return False
     return all(
@@ -358,7 +359,7 @@ def check_unused_parameters(ctx: Context) -> list[Finding]:
     if not params:
         raise SkipCheck("the model has no trainable parameters")
     if all(p.grad is None for _, p in params):
-        out_ok = any(t.requires_grad for t in flat_tensors(ctx._train_out))
+        out_ok = any(t.requires_grad for t in output_tensors(ctx.train_output))
         if not out_ok:
             raise SkipCheck("no output depends on a trainable parameter, so there was no backward")
     by_module: dict[str, list[tuple[str, torch.Tensor]]] = defaultdict(list)
@@ -434,22 +435,22 @@ def _hook_name(hook: Any) -> str:
     return type(hook).__qualname__
 
 
-def collect_hooks(model: nn.Module) -> list[HookInfo]:
+def collect_hooks(model: nn.Module) -> list[UserHook]:
     """Every forward/backward hook on the model's modules and parameters, and process-wide module hooks."""
-    found: list[HookInfo] = []
+    found: list[UserHook] = []
     for path, module in model.named_modules():
         for attr, kind in _HOOK_DICTS.items():
             for hook in (getattr(module, attr, None) or {}).values():
                 if not _is_torch_machinery(hook):
-                    found.append(HookInfo(path, kind, _hook_name(hook)))
+                    found.append(UserHook(path, kind, _hook_name(hook)))
     for name, p in model.named_parameters():
         for attr, kind in (("_backward_hooks", "tensor_grad"), ("_post_accumulate_grad_hooks", "post_accumulate")):
             for hook in (getattr(p, attr, None) or {}).values():
-                found.append(HookInfo(name, kind, _hook_name(hook)))
+                found.append(UserHook(name, kind, _hook_name(hook)))
     glob = torch.nn.modules.module
     for attr, kind in _GLOBAL_HOOKS.items():
         for hook in (getattr(glob, attr, None) or {}).values():
-            found.append(HookInfo("", kind, _hook_name(hook)))
+            found.append(UserHook("", kind, _hook_name(hook)))
     return found
 
 
@@ -485,7 +486,7 @@ def strip_hooks(model: nn.Module) -> None:
 )
 def check_hooks(ctx: Context) -> list[Finding]:
     """Hooks still registered when the model is handed over are usually leftovers of a capture."""
-    by_module: dict[tuple[str, bool], list[HookInfo]] = defaultdict(list)
+    by_module: dict[tuple[str, bool], list[UserHook]] = defaultdict(list)
     for h in ctx.hooks:
         by_module[(h.module, h.kind.startswith("global"))].append(h)
     findings = []

@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 from torchsmith._check._context import Context, SkipCheck, make_finding
-from torchsmith._check._run import Call
+from torchsmith._check._tracer import Call
 from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding, LayerStat
+from torchsmith.errors import format_size
 
 __all__ = ["check_init_symmetry", "check_signal", "layer_stats", "VANISH", "EXPLODE", "DEAD", "SATURATED"]
 
@@ -185,7 +186,7 @@ def check_init_symmetry(ctx: Context) -> list[Finding]:
         if stuck:
             findings.append(make_finding(
                 "symmetric-init", mod,
-                f"{stuck} of {p.shape[0]} {unit} of {name} ({kind}, {'x'.join(map(str, p.shape))}) start "
+                f"{stuck} of {p.shape[0]} {unit} of {name} ({kind}, {format_size(p.shape)}) start "
                 f"identical ({what}) and receive identical gradients, so training can never make them differ",
                 "initialise weights randomly (torchsmith.init_weights(model, 'kaiming'), or the layer's own "
                 "reset_parameters); zeros or a constant are only safe for biases and norm scales",

@@ -42,7 +42,7 @@ from torchsmith.contract import (
     materialise_lazy,
     model_inputs,
 )
-from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError, describe_error
+from torchsmith.errors import ConfigError, ExportError, TorchsmithError, UnknownNameError, describe_error, format_size
 
 __all__ = ["export", "ExportReport", "BatchCheck", "ExportVerificationError", "FORMAT_NAMES", "format_bytes"]
 
@@ -112,18 +112,7 @@ def export(
         ExportVerificationError: The written file does not match eager (the report is ``error.report``).
         ConfigError: A bad argument (format, suffix, batch sizes), or ONNX asked for without onnx installed.
     """
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"export needs an nn.Module, not {type(model).__name__}")
-    if not isinstance(path, (str, os.PathLike)):
-        raise ConfigError(f"path must be a file path (str or pathlib.Path), not {type(path).__name__}")
-    model, unwrapped = _unwrap(model)
-    target = Path(path)
-    fmt = _resolve_format(format, target)
-    lazy_note = None
-    if lazy_tensors(model):  # sized on a copy: the exported weights are the copy's fresh initialisation
-        model = copy_model(model)
-        lazy_note = materialise_lazy(model, None if is_several(input_size) else input_size)
-        unwrapped = [*unwrapped, f"{lazy_note} on a copy (the model itself is not changed)"]
+    model, target, fmt, notes = _door(model, path, format, input_size)
     spec = _resolve_input(model, input_size, input_dtype)
     batches = _resolve_batches(batch_size, dynamic_batch, check_batch_sizes)
     _check_options(fmt, atol, rtol, opset, trace, timing_runs, target)
@@ -138,18 +127,10 @@ def export(
         model.eval()
         _eager_forward(model, example)
         scratch = tmpdir / target.name  # same name as the target: an ONNX .data file refers to it by name
-        try:
-            written, export_seconds, exporter_warnings = _write(fmt, model, example, scratch, dynamic_batch, opset,
-                                                                trace)
-        except ExportError as e:
-            if not (dynamic_batch and check_batch_sizes is None and _batch_fixed_by_code(e)):
-                raise
-            # What torch.export.export does without dynamic shapes: the file takes the example's batch only.
-            written, export_seconds, exporter_warnings = _write(fmt, model, example, scratch, False, opset, trace)
-            dynamic_batch, batches = False, [batch_size]
-            written.notes.append(f"static batch {batch_size}: the model's code fixes the batch size (a reshape "
-                                 "with the batch written in), so a dynamic batch cannot be exported; "
-                                 "`torchsmith check` names the line")
+        written, export_seconds, exporter_warnings, dynamic_batch = _write_or_static(
+            fmt, model, example, scratch, dynamic_batch, opset, trace,
+            static_batch=batch_size if check_batch_sizes is None else None)
+        batches = batches if dynamic_batch else [batch_size]
         files = [scratch, *written.extra_files]
         runner = _load(fmt, scratch, device)
         checks = [_check(model, runner, b, spec, seed + 1 + i, device, dtype, atol, rtol, timing_runs)
@@ -160,7 +141,7 @@ def export(
             files=[str(target.with_name(f.name)) for f in files],
             file_size=sum(f.stat().st_size for f in files), export_seconds=export_seconds,
             opset=written.opset, seed=seed,
-            notes=[*unwrapped, _mode_note(model, modes), *written.notes, f"input: {spec.describe()}"],
+            notes=[*notes, _mode_note(model, modes), *written.notes, f"input: {spec.describe()}"],
             warnings=exporter_warnings,
         )
         del runner  # an ONNX session holds the file open; let it go before the file moves
@@ -177,6 +158,40 @@ def export(
 
 
 # ---- phases ----------------------------------------------------------------------------------------------
+
+
+def _door(model: nn.Module, path: Any, format: str | None, input_size: Any) -> tuple[nn.Module, Path, str, list[str]]:
+    """The model to export (unwrapped; lazy layers sized on a copy), the target path, the format, and notes."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"export needs an nn.Module, not {type(model).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"path must be a file path (str or pathlib.Path), not {type(path).__name__}")
+    model, notes = _unwrap(model)
+    target = Path(path)
+    fmt = _resolve_format(format, target)
+    if lazy_tensors(model):  # sized on a copy: the exported weights are the copy's fresh initialisation
+        model = copy_model(model)
+        lazy_note = materialise_lazy(model, None if is_several(input_size) else input_size)
+        notes = [*notes, f"{lazy_note} on a copy (the model itself is not changed)"]
+    return model, target, fmt, notes
+
+
+def _write_or_static(fmt: str, model: nn.Module, example: Example, scratch: Path, dynamic_batch: bool,
+                     opset: int | None, trace: bool,
+                     static_batch: int | None) -> tuple[Written, float, list[str], bool]:
+    """:func:`_write`, with a dynamic batch when asked; where the model's code fixes the batch, the example's
+    ``static_batch`` only (when given: the caller named no batch sizes to check), as ``torch.export.export``
+    does without dynamic shapes. Returns what :func:`_write` does and whether the batch is dynamic."""
+    try:
+        return (*_write(fmt, model, example, scratch, dynamic_batch, opset, trace), dynamic_batch)
+    except ExportError as e:
+        if not (dynamic_batch and static_batch is not None and _batch_fixed_by_code(e)):
+            raise
+    written, export_seconds, exporter_warnings = _write(fmt, model, example, scratch, False, opset, trace)
+    written.notes.append(f"static batch {static_batch}: the model's code fixes the batch size (a "
+                         "reshape with the batch written in), so a dynamic batch cannot be exported; "
+                         "`torchsmith check` names the line")
+    return written, export_seconds, exporter_warnings, False
 
 
 def _check_model_ready(model: nn.Module) -> None:
@@ -198,7 +213,7 @@ def _example(spec: ModelInputs, batch_size: int, seed: int, device: torch.device
         args, kwargs = spec.example(batch_size, seed=seed, device=device, dtype=dtype)
         return Example(args, kwargs, spec.names)
     except (RuntimeError, MemoryError) as e:  # e.g. a mistyped input size: 10**12 elements
-        shape = "x".join(str(d) for d in (batch_size, *spec.primary.size))
+        shape = format_size((batch_size, *spec.primary.size))
         raise ConfigError(f"an example input of shape {shape} cannot be allocated ({type(e).__name__}); "
                           "check input_size (--input)") from e
 

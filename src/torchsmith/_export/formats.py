@@ -23,7 +23,7 @@ from torch import nn
 
 from torchsmith._export.localise import describe_failure
 from torchsmith.contract import output_tensors
-from torchsmith.errors import ExportError
+from torchsmith.errors import ExportError, format_size
 
 __all__ = ["Written", "Example", "Runner", "FORMATS", "SUFFIXES", "flatten_outputs", "onnx_available"]
 
@@ -54,7 +54,7 @@ class Example:
         return fn(*self.args, **self.kwargs)
 
     def shapes(self) -> str:
-        return ", ".join("x".join(map(str, t.shape)) or "scalar" for t in self.tensors)
+        return ", ".join(format_size(t.shape) for t in self.tensors)
 
 
 Runner = Callable[[Example], list[torch.Tensor]]

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torchsmith._format import format_bytes
-from torchsmith.errors import ExportError
+from torchsmith.errors import ExportError, format_size
 from torchsmith.html.export import export_html
 
 __all__ = ["BatchCheck", "ExportReport", "ExportVerificationError", "format_bytes"]
@@ -110,7 +110,7 @@ class ExportReport:
 
     def __str__(self) -> str:
         status = "PASSED" if self.passed else "FAILED"
-        shape = "x".join(str(d) for d in self.input_shape)
+        shape = format_size(self.input_shape)
         lines = [
             f"export {self.format} -> {self.path}: {status}",
             f"  exporter     {self.exporter}" + (f", opset {self.opset}" if self.opset is not None else ""),

@@ -24,11 +24,11 @@ from torchsmith._memory._knobs import check_optimizer, check_positive, check_pre
 from torchsmith._memory._step import PRECISIONS, Knobs, StepRecord, run_inference, run_training_step
 from torchsmith._memory._tracker import CATEGORIES, Peak
 from torchsmith._memory.result import MemoryPlan, ModuleMemory, Num
+from torchsmith._meta import build_on_meta
 from torchsmith._summary._blocks import Blocks, repeated_blocks, truncated, worth_scaling
 from torchsmith._summary._inputs import InputSpec
 from torchsmith._summary._saved import affine_text, fake_copy, fake_inputs
 from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError, UnknownNameError
-from torchsmith.registry import build_on_meta
 from torchsmith.resolve import resolve_model
 
 __all__ = ["memory", "memory_plans", "build_model", "check_knobs", "check_batch", "input_dtypes"]

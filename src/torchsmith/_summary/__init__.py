@@ -19,6 +19,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from torchsmith._format import format_shapes, parse_dtype
+from torchsmith._meta import build_on_meta
 from torchsmith._summary._inputs import InputSpec, Namer, parse_dim
 from torchsmith._summary._saved import training_activations
 from torchsmith._summary._stand_in import run_stand_in
@@ -28,8 +29,7 @@ from torchsmith._summary.explain import Explanation
 from torchsmith._summary.render import render_summary, rich_summary
 from torchsmith._summary.result import FlowEvent, LayerRow, MemoryEstimate, ModelSummary
 from torchsmith.contract import input_spec, is_several, lazy_tensors, materialise_lazy, unregistered_layers
-from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError
-from torchsmith.registry import build_on_meta
+from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError, describe_error
 from torchsmith.resolve import resolve_model
 
 __all__ = ["summary", "ModelSummary", "LayerRow", "MemoryEstimate", "FlowEvent", "render_summary",
@@ -152,7 +152,7 @@ def summary(
         if i + 1 < len(attempts) and (limited or _cheap_to_run(model)):
             if not limited and unexplained is None:
                 unexplained = (trace, how, len(notes))
-            notes.append(f"{how} could not run the forward ({_first_line(trace.error)}); tried {attempts[i + 1]}")
+            notes.append(f"{how} could not run the forward ({describe_error(trace.error)}); tried {attempts[i + 1]}")
             continue
         if unexplained is not None:
             trace, how, kept = unexplained
@@ -346,11 +346,6 @@ def _cheap_to_run(model: nn.Module) -> bool:
     return sum(t.numel() * t.element_size() for t in tensors) < REAL_FALLBACK_BYTES
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
-
-
 def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str, mem_dtype: torch.dtype | None,
            notes: list[str], depth: int | None) -> ModelSummary:
     params = list(model.parameters())  # unique: a tied tensor is one entry
@@ -378,7 +373,7 @@ def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str
             activations = training_activations(model, spec, dt, cpu=trace.stand_in)
         except Exception as e:  # a model that runs only in eval mode or on real tensors (BatchNorm at batch 1)
             notes = notes + [f"activations: every forward op's output, an upper bound (a train-mode forward on "
-                             f"fake tensors failed: {_first_line(e)})"]
+                             f"fake tensors failed: {describe_error(e)})"]
     memory = MemoryEstimate(
         dtype=str(dt).removeprefix("torch."), parameters=nbytes(params), buffers=nbytes(buffers),
         gradients=trainable * size, sgd_momentum=trainable * size, adam_state=2 * trainable * size,
@@ -426,7 +421,7 @@ def _failure(trace: Trace, partial: ModelSummary, hint: str = "") -> TorchsmithE
     got = "" if innermost is None else f" on input {format_shapes(innermost.input_shapes)}"
     expected = f"; it expects {trace.expected}" if trace.expected else ""
     flow = partial.flow()
-    msg = (f"{where} failed{got}{expected}: {_first_line(e) if not isinstance(e, TorchsmithError) else str(e)}{hint}"
+    msg = (f"{where} failed{got}{expected}: {describe_error(e) if not isinstance(e, TorchsmithError) else str(e)}{hint}"
            + (f"; shape flow up to it: {flow}" if flow else ""))
     partial.error = msg
     partial.failed_module = None if innermost is None else innermost.name

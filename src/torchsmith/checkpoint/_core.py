@@ -22,13 +22,14 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
+from torchsmith._meta import build_on_meta
 from torchsmith._version import __version__
 from torchsmith.checkpoint import _format, _versions
 from torchsmith.checkpoint._atomic import commit_deferred, discard_deferred, fsync_dir, temp_files_for, writer_alive
 from torchsmith.checkpoint._codec import decode, encode
 from torchsmith.contract import input_spec, lazy_tensors, materialise_lazy
 from torchsmith.errors import CheckpointError, ConfigError, TorchsmithError
-from torchsmith.registry import ARCH_ATTR, build_on_meta, create_model
+from torchsmith.registry import ARCH_ATTR, create_model
 from torchsmith.spec import build as build_spec
 
 __all__ = ["save", "load", "load_training_state", "training_state_path", "FORMAT", "FORMAT_VERSION",
@@ -166,6 +167,21 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
         raise CheckpointError(f"save needs an nn.Module, not {type(model).__name__}")
     model = _unwrap(model)
     path = _target(path)
+    state = _sized_state(model, input_size)
+    for obj, key in ((optimizer, "optimizer"), (scheduler, "scheduler")):
+        if obj is not None and not callable(getattr(obj, "state_dict", None)):
+            raise CheckpointError(f"{key} must be a torch.optim {'Optimizer' if key == 'optimizer' else 'LRScheduler'}"
+                                  f" (an object with state_dict()), not {type(obj).__name__}")
+    tensors, meta = _weights_file(model, state)
+    training = None
+    if optimizer is not None or scheduler is not None or extra is not None:
+        training = _training_state(optimizer, scheduler, extra)
+    _write(path, tensors, meta, training)
+    return path
+
+
+def _sized_state(model: nn.Module, input_size: Any) -> dict[str, torch.Tensor]:
+    """The state dict to save, after sizing lazy layers by one dry run; refused while a tensor has no shape."""
     if lazy_tensors(model):
         materialise_lazy(model, input_size)
     state = model.state_dict()
@@ -174,10 +190,12 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
         raise CheckpointError(f"{type(model).__name__} has uninitialised lazy tensors ({', '.join(lazy[:4])}"
                               f"{' ...' if len(lazy) > 4 else ''}); run one forward pass on a sample batch so "
                               "its nn.Lazy* modules get their shapes, then save")
-    for obj, key in ((optimizer, "optimizer"), (scheduler, "scheduler")):
-        if obj is not None and not callable(getattr(obj, "state_dict", None)):
-            raise CheckpointError(f"{key} must be a torch.optim {'Optimizer' if key == 'optimizer' else 'LRScheduler'}"
-                                  f" (an object with state_dict()), not {type(obj).__name__}")
+    return state
+
+
+def _weights_file(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                                                 dict[str, str]]:
+    """The weights file's tensors (tied ones once) and metadata (versions, architecture, aliases)."""
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "torch_version": torch.__version__,
             "torchsmith_version": _version()}
     meta.update(_arch_metadata(model))
@@ -188,34 +206,41 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
     tensors = {name: _format.prepare_tensor(name, t) for name, t in unique.items()}
     if aliases:
         meta["aliases"] = json.dumps(aliases, sort_keys=True)
+    return tensors, meta
 
-    train_tensors: dict[str, torch.Tensor] | None = None
-    train_doc = ""
-    if optimizer is not None or scheduler is not None or extra is not None:
-        train_tensors = {}
-        if extra is not None and not isinstance(extra, Mapping):
-            raise CheckpointError(f"extra must be a dict such as {{'epoch': 3}}, not {type(extra).__name__}")
-        doc = {
-            "optimizer": None if optimizer is None else encode(optimizer.state_dict(), train_tensors, "optimizer"),
-            "optimizer_class": None if optimizer is None else type(optimizer).__name__,
-            "scheduler": None if scheduler is None else encode(scheduler.state_dict(), train_tensors, "scheduler"),
-            "scheduler_class": None if scheduler is None else type(scheduler).__name__,
-            "rng": encode(_rng_state(), train_tensors, "rng"),
-            "extra": encode(dict(extra or {}), train_tensors, "extra"),
-        }
-        train_doc = json.dumps(doc, allow_nan=False)
-        train_tensors = {k: _format.prepare_tensor(k, t) for k, t in train_tensors.items()}
 
+def _training_state(optimizer: torch.optim.Optimizer | None, scheduler: Any,
+                    extra: Mapping[str, Any] | None) -> tuple[dict[str, torch.Tensor], str]:
+    """The training-state companion's tensors and its JSON document (optimizer, scheduler, RNG, extra)."""
+    train_tensors: dict[str, torch.Tensor] = {}
+    if extra is not None and not isinstance(extra, Mapping):
+        raise CheckpointError(f"extra must be a dict such as {{'epoch': 3}}, not {type(extra).__name__}")
+    doc = {
+        "optimizer": None if optimizer is None else encode(optimizer.state_dict(), train_tensors, "optimizer"),
+        "optimizer_class": None if optimizer is None else type(optimizer).__name__,
+        "scheduler": None if scheduler is None else encode(scheduler.state_dict(), train_tensors, "scheduler"),
+        "scheduler_class": None if scheduler is None else type(scheduler).__name__,
+        "rng": encode(_rng_state(), train_tensors, "rng"),
+        "extra": encode(dict(extra or {}), train_tensors, "extra"),
+    }
+    train_doc = json.dumps(doc, allow_nan=False)
+    return {k: _format.prepare_tensor(k, t) for k, t in train_tensors.items()}, train_doc
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str],
+           training: tuple[dict[str, torch.Tensor], str] | None) -> None:
+    """Write the weights, and the training-state companion when there is one, atomically as a pair."""
     companion = training_state_path(path)
-    if train_tensors is not None and companion == path:  # both files would get the same name: weights lost
+    if training is not None and companion == path:  # both files would get the same name: weights lost
         raise CheckpointError(f"{path.name} is the name of a training-state companion; save the weights under "
                               f"another name, e.g. {path.name.replace('.train', '', 1)} (the training state then "
                               f"goes to {path.name})")
-    if train_tensors is None:
+    if training is None:
         _format.write_safetensors(path, tensors, meta)
         if companion != path and companion.exists():
             companion.unlink()  # it described the weights this save replaced
-        return path
+        return
+    train_tensors, train_doc = training
     # Both files are written and fsynced under temp names first, then renamed back to back:
     # a crash while writing leaves the previous pair whole, never new weights beside old state.
     deferred: list[tuple[Path, Path]] = []
@@ -228,7 +253,6 @@ def save(model: nn.Module, path: PathLike, *, optimizer: torch.optim.Optimizer |
         commit_deferred(deferred)
     finally:
         discard_deferred(deferred)
-    return path
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

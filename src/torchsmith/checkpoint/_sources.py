@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from torchsmith.checkpoint import _format, _sniff, _versions
-from torchsmith.errors import CheckpointError
+from torchsmith.errors import CheckpointError, describe_error, first_line
 
 __all__ = ["SourceState", "read_state_dict", "state_from_object", "identify", "safe_torch_load", "find_pickle_globals",
            "UNSAFE_PICKLE_HELP"]
@@ -145,8 +145,7 @@ def safe_torch_load(path: Path) -> Any:
                                   + UNSAFE_PICKLE_HELP.format(path=path)) from None
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {_unpickler_reason(e)}") from None
     except Exception as e:  # zip, struct, EOF, Index, Memory, Runtime ...: all mean a malformed file
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
-                              f"{_first_line(e)})") from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({describe_error(e, 240)})") from None
 
 
 def _unpickler_reason(e: BaseException) -> str:
@@ -155,14 +154,9 @@ def _unpickler_reason(e: BaseException) -> str:
     text = str(e)
     match = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", text, re.DOTALL)
     if match is None:
-        return _first_line(e)
+        return first_line(e, 200) or type(e).__name__
     reason = " ".join(match.group(1).split())
     return f"the safe (weights_only) unpickler stopped at: {reason[:200]}; the file is damaged or is not a state dict"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
 
 
 def _is_state(obj: Any) -> bool:

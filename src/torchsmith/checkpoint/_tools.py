@@ -34,7 +34,7 @@ from torchsmith.checkpoint._core import (
 )
 from torchsmith.checkpoint._loadinto import load_into
 from torchsmith.checkpoint._sources import read_state_dict, state_from_object
-from torchsmith.errors import CheckpointError, ConfigError
+from torchsmith.errors import CheckpointError, ConfigError, format_size
 
 __all__ = ["TensorInfo", "CheckpointInfo", "CheckpointDiff", "checkpoint_info", "diff_checkpoints",
            "convert_checkpoint"]
@@ -88,7 +88,7 @@ class CheckpointInfo:
         lines += [f"  note: {n}" for n in self.notes]
         rows = [("tensor", "dtype", "shape", "elements")]
         for t in self.tensors:
-            shape = "x".join(map(str, t.shape)) or "scalar"
+            shape = format_size(t.shape)
             rows.append((t.name, t.dtype, shape + (f" (tied to {t.alias_of})" if t.alias_of else ""), f"{t.numel:,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines.append("")

@@ -11,12 +11,12 @@ from rich.console import Console
 from torch import nn
 
 from torchsmith._memory import memory
+from torchsmith._meta import build_on_meta
 from torchsmith._summary import REAL_FALLBACK_BYTES, rich_summary, summary
 from torchsmith._summary.diagram_render import check_diagram_path, dot_available
 from torchsmith.cli._common import INPUT_HELP, input_dtypes_option, input_option, model_options, parse_opts
 from torchsmith.contract import ModelInputs, forward_inputs, model_inputs, parse_inputs
 from torchsmith.errors import ConfigError, DeclaredSizeError, TorchsmithError
-from torchsmith.registry import build_on_meta
 from torchsmith.resolve import resolve_model
 from torchsmith.views import (
     buffer_view,

@@ -9,6 +9,7 @@ installs them again. :func:`hooks_set_aside` also sets the model's own forward h
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -69,7 +70,6 @@ def hooks_set_aside(model: nn.Module, keep: Callable[[nn.Module, str], bool] = l
 
 def leaves_model_as_found(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a function whose first argument is a model so that the model comes back :func:`as_found`."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:

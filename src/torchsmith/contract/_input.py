@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from torchsmith.contract._guard import hooks_set_aside
-from torchsmith.errors import ConfigError, DeclaredSizeError
+from torchsmith.errors import ConfigError, DeclaredSizeError, format_size
 from torchsmith.registry import ARCH_ATTR
 from torchsmith.sizes import int_dims, parse_input_size
 
@@ -81,7 +81,7 @@ class InputSpec:
 
     def describe(self) -> str:
         """``"3x32x32 image (config.image_size, fixed)"``, for reports."""
-        text = "x".join(map(str, self.size)) + (" token ids" if self.kind == "tokens" else f" {self.kind}")
+        text = format_size(self.size) + (" token ids" if self.kind == "tokens" else f" {self.kind}")
         if self.kind == "tokens" and self.vocab_size:
             text += f" < {self.vocab_size}"
         extras = [s for s in (self.source, "fixed" if self.fixed else "") if s]

@@ -139,14 +139,16 @@ def _reinit_copy(model: nn.Module) -> nn.Module:
 
 
 def device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """The device of the first parameter (or buffer) and the first floating dtype; cpu/float32 if none."""
-    device: torch.device | None = None
-    dtype: torch.dtype | None = None
-    for t in (*model.parameters(), *model.buffers()):
-        if device is None:
-            device = t.device
-        if dtype is None and t.is_floating_point():
-            dtype = t.dtype
-        if device is not None and dtype is not None:
-            break
-    return device or torch.device("cpu"), dtype or torch.float32
+    """Where ``model`` lives: the device of its first parameter (or buffer) and the first floating dtype.
+
+    The one rule every command asks (the doctor, export, training, rebuilding): the *first* tensor, because
+    the first layer is the one that meets the input, so the input must be made on its device and in its
+    dtype (the most common device would put the input of a model split across devices on the wrong one).
+    Tensors on the meta device are skipped while the model holds real ones (a half-materialised model lives
+    where its values are); a model all on meta lives on meta. cpu and float32 for a model with no tensors.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    real = [t for t in tensors if not t.is_meta] or tensors
+    device = real[0].device if real else torch.device("cpu")
+    dtype = next((t.dtype for t in real if t.is_floating_point()), torch.float32)
+    return device, dtype

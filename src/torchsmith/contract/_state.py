@@ -14,7 +14,7 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_l
 
 from torchsmith.contract._guard import hooks_set_aside
 from torchsmith.contract._input import HOW_TO_GIVE, input_spec
-from torchsmith.errors import ConfigError
+from torchsmith.errors import ConfigError, describe_error, format_size
 
 # ---- modules and tensors held outside registration ------------------------------------------------------
 
@@ -130,12 +130,12 @@ def materialise_lazy(model: nn.Module, input_size: Any = None, *,
     error = _dry_run(model, x)
     left = lazy_tensors(model)
     if error is not None or left:
-        why = f": {type(error).__name__}: {str(error).strip().splitlines()[0][:200]}" if error else (
+        why = f": {describe_error(error, 240)}" if error else (
             f"; {', '.join(left[:3])} stayed uninitialised (the forward does not use them)")
         raise ConfigError(f"the dry run that sizes {type(model).__name__}'s lazy layers failed at input "
-                          f"{'x'.join(map(str, spec.size))}{why}; give the input size the model takes "
+                          f"{format_size(spec.size)}{why}; give the input size the model takes "
                           f"({HOW_TO_GIVE})") from error
-    return f"materialised {len(lazy)} lazy tensors at {'x'.join(map(str, spec.size))}"
+    return f"materialised {len(lazy)} lazy tensors at {format_size(spec.size)}"
 
 
 def _dry_run(model: nn.Module, x: torch.Tensor) -> BaseException | None:

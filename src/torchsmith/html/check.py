@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from torchsmith.errors import format_size
 from torchsmith.html._page import Raw, badge, esc, fragment, img, table
 from torchsmith.html.plots import layer_stats_png
 
@@ -27,7 +28,7 @@ def finding_html(f: Finding) -> str:
 
 
 def check_body(report: CheckReport, *, plot: bool = True) -> str:
-    size = "x".join(map(str, report.input_size))
+    size = format_size(report.input_size)
     parts = [f'<div class="title">check {esc(report.model)} at input {esc(size)}: {len(report.checks)} checks</div>']
     findings = report.sorted_findings()
     parts += [finding_html(f) for f in findings]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from torchsmith._format import format_bytes
+from torchsmith.errors import format_size
 from torchsmith.html._page import badge, esc, fragment, kv_table, notes_list, table
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ __all__ = ["export_html", "export_body"]
 
 def export_body(report: ExportReport) -> str:
     status = badge("PASSED", "ok") if report.passed else badge("FAILED", "error")
-    shape = "x".join(str(d) for d in report.input_shape)
+    shape = format_size(report.input_shape)
     size = format_bytes(report.file_size) + (f" in {len(report.files)} files" if len(report.files) > 1 else "")
     parts = [f'<div class="title">export {esc(report.format)} &rarr; <code>{esc(report.path)}</code> {status}</div>',
              kv_table([

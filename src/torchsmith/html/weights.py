@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from torchsmith.errors import format_size
 from torchsmith.html._page import badge, esc, fragment, table
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ def init_body(report: InitReport) -> str:
     rows = []
     for r in report.records:
         args = ", ".join(f"{k}={v}" for k, v in r.args.items())
-        rows.append([r.name, "x".join(map(str, r.shape)) or "scalar", f"{r.scheme}({args})" if args else r.scheme,
+        rows.append([r.name, format_size(r.shape), f"{r.scheme}({args})" if args else r.scheme,
                      r.rule])
     state = badge("every parameter covered", "ok") if report.complete else badge("parameters left uncovered", "error")
     parts = [f'<div class="title">Initialisation: {len(report.records)} tensors {state}</div>',

@@ -32,7 +32,7 @@ from torchsmith.spec.registry import (
 )
 from torchsmith.spec.report import SpecRow
 
-__all__ = ["Builder", "TOP_KEYS", "build_model", "default_init"]
+__all__ = ["SpecBuilder", "TOP_KEYS", "build_model", "default_init"]
 
 TOP_KEYS = ("input", "layers", "blocks", "init", "name", "description")
 _CONTAINER_ARGS: dict[str, dict[str, Any]] = {
@@ -59,14 +59,14 @@ def _suggest(name: str, choices: list[str]) -> str:
     return ""
 
 
-class _Block:
+class _BlockDef:
     """A named block from the spec's ``blocks`` section: arguments with defaults and a body."""
 
     def __init__(self, name: str, args: dict[str, Any], layers: Any, where: Where) -> None:
         self.name, self.args, self.layers, self.where = name, args, layers, where
 
 
-class Builder:
+class SpecBuilder:
     """Builds one spec. ``rows`` collects the shape trace; ``activations`` the nonlinearities met, in order."""
 
     def __init__(self, spec: Any) -> None:
@@ -111,14 +111,14 @@ class Builder:
                               f"[3, 32, 32] or \"3x32x32\"; got {value!r}")
         return tuple(value)
 
-    def _blocks(self) -> dict[str, _Block]:
+    def _blocks(self) -> dict[str, _BlockDef]:
         raw = self.spec.get("blocks")
         if raw is None:
             return {}
         where = self._top("blocks")
         if not isinstance(raw, Mapping):
             raise where.error("`blocks` maps block names to their definitions ({args: {...}, layers: [...]})")
-        out: dict[str, _Block] = {}
+        out: dict[str, _BlockDef] = {}
         for name, body in raw.items():
             w = Where(f"blocks.{name}", line_of(raw, name), self.source)
             if not isinstance(name, str) or not name.isidentifier():
@@ -126,7 +126,7 @@ class Builder:
             if name in layer_types():
                 raise w.error(f"block name {name!r} is already a layer type; rename the block")
             if isinstance(body, list):
-                out[name] = _Block(name, {}, body, w)
+                out[name] = _BlockDef(name, {}, body, w)
                 continue
             if not isinstance(body, Mapping) or "layers" not in body:
                 raise w.error("a block is a list of layers or a mapping {args: {...}, layers: [...]}")
@@ -139,7 +139,7 @@ class Builder:
                 raise w.child(".args", line_of(body, "args")).error(
                     "`args` maps argument names (not `name`, which names each use) to defaults (null: required), "
                     "e.g. {out: null, stride: 1}")
-            out[name] = _Block(name, {k: REQUIRED if v is None else v for k, v in args.items()},
+            out[name] = _BlockDef(name, {k: REQUIRED if v is None else v for k, v in args.items()},
                                body["layers"], w.child(".layers", line_of(body, "layers")))
         return out
 
@@ -387,7 +387,7 @@ class Builder:
                           f"feature map whose channels grow and whose size shrinks by a whole stride; use "
                           f"`shortcut: auto` or give the shortcut layers", "residual")
 
-    def _block(self, block: _Block, args: dict[str, Any], shape: Shape, where: Where, mpath: str,
+    def _block(self, block: _BlockDef, args: dict[str, Any], shape: Shape, where: Where, mpath: str,
                stack: tuple[str, ...]) -> tuple[nn.Module, Shape]:
         if block.name in stack or len(stack) >= _MAX_BLOCK_DEPTH:
             raise where.error(f"block {block.name!r} uses itself ({' -> '.join([*stack, block.name])}); "
@@ -480,9 +480,9 @@ def default_init(activations: list[str]) -> dict[str, Any]:
 
 
 def build_model(spec: Mapping[str, Any], *, generator: torch.Generator | None,
-                meta: bool) -> tuple[SpecModel, Builder]:
+                meta: bool) -> tuple[SpecModel, SpecBuilder]:
     """Build ``spec`` (on the meta device when ``meta``) and initialise it; the model and the builder that traced it."""
-    builder = Builder(spec)
+    builder = SpecBuilder(spec)
     try:
         canonical = plain(spec)  # refuses anything a checkpoint could not store as JSON
     except SpecError as e:

@@ -261,23 +261,23 @@ _SpecDumper.add_representer(list, _represent_list)
 _SpecDumper.add_representer(LineList, _represent_list)
 
 
-class _Entry(dict):  # type: ignore[type-arg]
+class _BlockStyleEntry(dict):  # type: ignore[type-arg]
     """A one-key layer entry in a list, written in block style: ``- maxpool: 2``, not ``- {maxpool: 2}``."""
 
 
-def _represent_entry(dumper: yaml.SafeDumper, data: _Entry) -> yaml.MappingNode:
+def _represent_entry(dumper: yaml.SafeDumper, data: _BlockStyleEntry) -> yaml.MappingNode:
     return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=False)
 
 
-_SpecDumper.add_representer(_Entry, _represent_entry)
+_SpecDumper.add_representer(_BlockStyleEntry, _represent_entry)
 
 
 def _mark_entries(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _mark_entries(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_Entry({k: _mark_entries(v) for k, v in item.items()}) if isinstance(item, dict) and len(item) == 1
-                else _mark_entries(item) for item in value]
+        return [_BlockStyleEntry({k: _mark_entries(v) for k, v in item.items()})
+                if isinstance(item, dict) and len(item) == 1 else _mark_entries(item) for item in value]
     return value
 
 

@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from torchsmith._meta import build_on_meta
 from torchsmith.errors import ConfigError, SpecError
-from torchsmith.registry import ARCH_ATTR, build_on_meta, create_model
+from torchsmith.registry import ARCH_ATTR, create_model
 from torchsmith.sizes import int_dims, parse_input_size
 from torchsmith.spec.builder import build_model
 from torchsmith.spec.loader import plain

@@ -29,13 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith._check._context import Context, describe_error, make_finding
-from torchsmith._check._run import Tracer, flat_tensors
+from torchsmith._check._context import QUOTE_LIMIT, Context, make_finding
+from torchsmith._check._tracer import CheckTracer
 from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
 from torchsmith._check.runtime import TORCH_DIR, outputs_close
-from torchsmith.contract import InputSpec, input_spec, learned_positions
-from torchsmith.errors import TorchsmithError
+from torchsmith.contract import InputSpec, input_spec, learned_positions, output_tensors
+from torchsmith.errors import TorchsmithError, describe_error, format_size
 
 __all__ = ["check_input_sizes", "spatial_dims"]
 
@@ -67,10 +67,6 @@ def spatial_dims(model: nn.Module, input_size: tuple[int, ...]) -> int:
         return 0
     d = dims.pop()
     return d if len(input_size) == d + 1 else 0
-
-
-def _size(dims: tuple[int, ...]) -> str:
-    return "x".join(map(str, dims))
 
 
 def _declares_size(model: nn.Module) -> bool:
@@ -144,7 +140,7 @@ def _spec_built(model: nn.Module) -> bool:
     return isinstance(arch, dict) and "spec" in arch
 
 
-def _run(ctx: Context, x: torch.Tensor) -> tuple[Tracer, Any, BaseException | None]:
+def _run(ctx: Context, x: torch.Tensor) -> tuple[CheckTracer, Any, BaseException | None]:
     tracer = ctx.tracer(x)
     try:
         with torch.no_grad():
@@ -153,12 +149,13 @@ def _run(ctx: Context, x: torch.Tensor) -> tuple[Tracer, Any, BaseException | No
         return tracer, None, e
 
 
-def _why(ctx: Context, tracer: Tracer, error: BaseException, base: Tracer, where_text: str) -> tuple[str, dict]:
+def _why(ctx: Context, tracer: CheckTracer, error: BaseException, base: CheckTracer,
+         where_text: str) -> tuple[str, dict]:
     """Explain a failure at another size; for a Linear, say what its in_features was computed for."""
     path = tracer.failed_in or ""
     modules = dict(ctx.model.named_modules())
     module = modules.get(path)
-    observed: dict[str, Any] = {"error": describe_error(error)}
+    observed: dict[str, Any] = {"error": describe_error(error, QUOTE_LIMIT)}
     if isinstance(module, nn.Linear) and tracer.failed_shapes:
         got = tracer.failed_shapes[0]
         base_call = base.first_call(path)
@@ -167,13 +164,14 @@ def _why(ctx: Context, tracer: Tracer, error: BaseException, base: Tracer, where
         was = _flattened_from(base.calls, module.in_features)
         now = _flattened_from(tracer.calls, got[-1] if got else -1)
         text = (f"{path} (Linear) expects {module.in_features} input features"
-                + (f" = {_size(was[1])} flattened from the output of {was[0] or '(model)'}" if was else "")
-                + f" at {_size(ctx.input_size)} input; {where_text} it gets {got[-1] if got else '?'}"
-                + (f" = {_size(now[1])}" if now else f" (shape {_size(got)})")
+                + (f" = {format_size(was[1])} flattened from the output of {was[0] or '(model)'}" if was else "")
+                + f" at {format_size(ctx.input_size)} input; {where_text} it gets {got[-1] if got else '?'}"
+                + (f" = {format_size(now[1])}" if now else f" (shape {format_size(got)})")
                 + ": in_features was computed for one input size")
         return text, observed
     kind = f" ({type(module).__name__})" if module is not None else ""
-    return f"{where_text} the forward fails in {path or '(model)'}{kind}: {describe_error(error)}", observed
+    cause = describe_error(error, QUOTE_LIMIT)
+    return f"{where_text} the forward fails in {path or '(model)'}{kind}: {cause}", observed
 
 
 def _flattened_from(calls: list[Any], features: int) -> tuple[str, tuple[int, ...]] | None:
@@ -185,7 +183,7 @@ def _flattened_from(calls: list[Any], features: int) -> tuple[str, tuple[int, ..
     return None
 
 
-def _wrong_batch(base: Tracer, tracer: Tracer, base_batch: int, batch: int) -> str | None:
+def _wrong_batch(base: CheckTracer, tracer: CheckTracer, base_batch: int, batch: int) -> str | None:
     """First module whose output's batch dimension is not the input's batch (a reshape that folds samples)."""
     for cb, ct in zip(base.calls, tracer.calls):
         if cb.path != ct.path:
@@ -212,123 +210,137 @@ def check_input_sizes(ctx: Context) -> list[Finding]:
     ctx.train_run()
     (base, base_out), (_, again) = ctx.eval_runs()
     deterministic = outputs_close(base_out, again)  # if not, sample mixing cannot be told from noise
-    findings: list[Finding] = []
-    model = ctx.model
+    ctx.model.eval()
+    try:
+        findings, out1 = _batch_of_one(ctx, base, base_out, deterministic)
+        # Several inputs: their sizes may depend on each other (lengths, a mask), so only the batch is varied.
+        nd = spatial_dims(ctx.model, ctx.input_size) if ctx.inputs is None or ctx.inputs.single else 0
+        if nd and not any(f.id == "hard-coded-size" for f in findings):
+            findings += _twice_the_size(ctx, base, base_out, out1)
+    finally:
+        ctx.model.train()
+    return findings
+
+
+def _batch_of_one(ctx: Context, base: CheckTracer, base_out: Any,
+                  deterministic: bool) -> tuple[list[Finding], Any]:
+    """A batch of one: sizes tied to the batch, and samples mixing in eval. Returns the findings and the
+    output at batch 1 (None when that forward failed)."""
     x = ctx.x
     batch = x.shape[0]
-    model.eval()
-    try:
-        # -- a batch of one: sizes tied to the batch, and samples mixing in eval -------------
-        x1 = x[:1].clone()
-        tracer, out1, err = _run(ctx, x1)
-        if err is not None:
-            text, observed = _why(ctx, tracer, err, base, "with a batch of 1")
-            findings.append(make_finding("hard-coded-size", tracer.failed_in or "", text, _FIX,
-                                         batch=1, **observed))
-        else:
-            dims, wrong = _batch_dims(base_out, out1, batch)
-            pairs = _batch_pairs(base_out, out1, dims)
-            if wrong:
-                module = _wrong_batch(base, tracer, batch, 1) or ""
-                findings.append(make_finding(
-                    "hard-coded-size", module,
-                    f"with a batch of 1 the model's output has shape {_size(wrong[0])}, not batch 1; the first "
-                    f"module whose output has the wrong batch is {module or '(model)'}: a reshape fixes the batch",
-                    _FIX, batch=1, shapes=[list(w) for w in wrong]))
-            else:
-                full, one = [a for a, _ in pairs], [b for _, b in pairs]
-                mixed = _mixing(full, one) if deterministic else None
-                if mixed is not None:
-                    # Fingerprinted reruns of both batches name the first module where sample 0 changes.
-                    module = _first_sample_divergence(ctx.fingerprinted(x.clone()),
-                                                      ctx.fingerprinted(x1.clone())) or ""
-                    findings.append(make_finding(
-                        "batch-mixing", module,
-                        f"in eval mode the first sample's output changes by up to {mixed:.3g} when the other "
-                        f"samples of its batch are removed; the first module where it changes is "
-                        f"{module or '(model)'}: its output mixes samples (a reshape/view across the batch "
-                        "dimension, or statistics over the batch)",
-                        "keep the batch dimension apart: flatten with x.flatten(1) or x.view(x.size(0), -1), "
-                        "transpose/permute instead of view to reorder dimensions, and compute statistics per "
-                        "sample (dim=1...) in eval mode",
-                        max_change=mixed))
-        # -- twice the spatial size ---------------------------------------------------------
-        # Several inputs: their sizes may depend on each other (lengths, a mask), so only the batch is varied.
-        nd = spatial_dims(model, ctx.input_size) if ctx.inputs is None or ctx.inputs.single else 0
-        batch_broken = any(f.id == "hard-coded-size" for f in findings)
-        fixed = _declared_fixed(ctx) if nd and not batch_broken else None
-        if fixed is not None:
-            source = fixed.source if fixed.source != "given" else _declared_source(ctx)
-            findings.append(make_finding(
-                "fixed-input-size", "",
-                f"the model declares that it supports {_size(fixed.size)} input only ({source}); other spatial "
-                "sizes are not probed",
-                "nothing to fix if one input size is intended; build the model for another size to use one",
-                size=list(fixed.size), source=source))
-        elif nd and not batch_broken:
-            # A batch of one: 2x the spatial size already costs 2**nd times the base sample.
-            size2 = (ctx.input_size[0], *(2 * s for s in ctx.input_size[1:]))
-            tracer, out2, err = _run(ctx, ctx.make_input(size2, batch=1, seed=7))
-            where = f"at {_size(size2)} input (the model works at {_size(ctx.input_size)})"
-            if err is not None:
-                text, observed = _why(ctx, tracer, err, base, where)
-                if (tracer.failed_in or "") in ctx.lazy_modules:
-                    findings.append(make_finding(
-                        "fixed-input-size", tracer.failed_in or "",
-                        f"{tracer.failed_in} is a lazy layer: it took its size from the first batch "
-                        f"({_size(ctx.input_size)}), so this instance accepts that size only; {text}",
-                        "nothing to fix: a freshly built model sizes itself on whatever input it first sees",
-                        size=list(size2), **observed))
-                elif (positions := learned_positions(model)) is not None:
-                    table, table_shape = positions
-                    findings.append(make_finding(
-                        "fixed-input-size", tracer.failed_in or "",
-                        f"the model's learned position embedding {table} ({_size(table_shape)}) has one row per "
-                        f"position of a {_size(ctx.input_size)} input, so that size is the model's own; {text}",
-                        "nothing to fix if one input size is intended; declare it (self.default_input_size = "
-                        f"{tuple(ctx.input_size)}), or interpolate the position table to accept others",
-                        size=list(size2), position_table=table, **observed))
-                elif (isinstance(err, TorchsmithError) and _declares_size(model)) or _rejected_on_purpose(err):
-                    findings.append(make_finding(
-                        "fixed-input-size", tracer.failed_in or "",
-                        f"the model accepts only the input size it was built for; {where} it raises "
-                        f"{describe_error(err)}",
-                        "nothing to fix if one input size is intended; rebuild the model for another size",
-                        size=list(size2), **observed))
-                elif (declared := _declared_by_library(ctx)) is not None:
-                    findings.append(make_finding(
-                        "fixed-input-size", tracer.failed_in or "",
-                        f"the model declares its input as {_size(declared.size)} ({declared.source}); {text}",
-                        "nothing to fix if one input size is intended; build the model for another size (its "
-                        "config's image_size) to use one",
-                        size=list(size2), source=declared.source, **observed))
-                elif _spec_built(model):
-                    findings.append(make_finding(
-                        "fixed-input-size", tracer.failed_in or "",
-                        f"the spec declares its input as {_size(ctx.input_size)} and its sizes were inferred "
-                        f"from it; {where}: {text}",
-                        "nothing to fix if one input size is intended; change the spec's `input`, or put "
-                        "`adaptive_avgpool: 1` before `flatten` to accept any size",
-                        size=list(size2), **observed))
-                else:
-                    findings.append(make_finding("hard-coded-size", tracer.failed_in or "", text, _FIX,
-                                                 size=list(size2), **observed))
-            else:
-                base_dims = _batch_dims(base_out, out1, batch)[0] if out1 is not None else []
-                wrong = _lost_batch(out2, base_dims)
-                folded = (_wrong_batch(base, tracer, batch, 1) or "") if wrong else None
-                if folded is not None:
-                    call = tracer.first_call(folded)
-                    shape = _size(call.out_shape) if call is not None and call.out_shape else _size(wrong[0])
-                    findings.append(make_finding(
-                        "hard-coded-size", folded,
-                        f"{where} the output of {folded or '(model)'} has shape {shape}: its batch dimension is "
-                        "no longer 1 (the batch given), so a reshape with a fixed size folds spatial positions "
-                        "into the batch",
-                        _FIX, size=list(size2)))
-    finally:
-        model.train()
-    return findings
+    x1 = x[:1].clone()
+    tracer, out1, err = _run(ctx, x1)
+    if err is not None:
+        text, observed = _why(ctx, tracer, err, base, "with a batch of 1")
+        return [make_finding("hard-coded-size", tracer.failed_in or "", text, _FIX, batch=1, **observed)], out1
+    dims, wrong = _batch_dims(base_out, out1, batch)
+    if wrong:
+        module = _wrong_batch(base, tracer, batch, 1) or ""
+        return [make_finding(
+            "hard-coded-size", module,
+            f"with a batch of 1 the model's output has shape {format_size(wrong[0])}, not batch 1; the first "
+            f"module whose output has the wrong batch is {module or '(model)'}: a reshape fixes the batch",
+            _FIX, batch=1, shapes=[list(w) for w in wrong])], out1
+    pairs = _batch_pairs(base_out, out1, dims)
+    full, one = [a for a, _ in pairs], [b for _, b in pairs]
+    mixed = _mixing(full, one) if deterministic else None
+    if mixed is None:
+        return [], out1
+    # Fingerprinted reruns of both batches name the first module where sample 0 changes.
+    module = _first_sample_divergence(ctx.fingerprinted(x.clone()), ctx.fingerprinted(x1.clone())) or ""
+    return [make_finding(
+        "batch-mixing", module,
+        f"in eval mode the first sample's output changes by up to {mixed:.3g} when the other "
+        f"samples of its batch are removed; the first module where it changes is "
+        f"{module or '(model)'}: its output mixes samples (a reshape/view across the batch "
+        "dimension, or statistics over the batch)",
+        "keep the batch dimension apart: flatten with x.flatten(1) or x.view(x.size(0), -1), "
+        "transpose/permute instead of view to reorder dimensions, and compute statistics per "
+        "sample (dim=1...) in eval mode",
+        max_change=mixed)], out1
+
+
+def _twice_the_size(ctx: Context, base: CheckTracer, base_out: Any, out1: Any) -> list[Finding]:
+    """Twice the spatial size (a model that declares its one size is not probed): it must run, and keep
+    the batch."""
+    fixed = _declared_fixed(ctx)
+    if fixed is not None:
+        source = fixed.source if fixed.source != "given" else _declared_source(ctx)
+        return [make_finding(
+            "fixed-input-size", "",
+            f"the model declares that it supports {format_size(fixed.size)} input only ({source}); other spatial "
+            "sizes are not probed",
+            "nothing to fix if one input size is intended; build the model for another size to use one",
+            size=list(fixed.size), source=source)]
+    # A batch of one: 2x the spatial size already costs 2**nd times the base sample.
+    size2 = (ctx.input_size[0], *(2 * s for s in ctx.input_size[1:]))
+    tracer, out2, err = _run(ctx, ctx.make_input(size2, batch=1, seed=7))
+    where = f"at {format_size(size2)} input (the model works at {format_size(ctx.input_size)})"
+    if err is not None:
+        return [_failed_at_twice(ctx, tracer, err, base, size2, where)]
+    batch = ctx.x.shape[0]
+    base_dims = _batch_dims(base_out, out1, batch)[0] if out1 is not None else []
+    wrong = _lost_batch(out2, base_dims)
+    folded = (_wrong_batch(base, tracer, batch, 1) or "") if wrong else None
+    if folded is None:
+        return []
+    call = tracer.first_call(folded)
+    shape = format_size(call.out_shape) if call is not None and call.out_shape else format_size(wrong[0])
+    return [make_finding(
+        "hard-coded-size", folded,
+        f"{where} the output of {folded or '(model)'} has shape {shape}: its batch dimension is "
+        "no longer 1 (the batch given), so a reshape with a fixed size folds spatial positions "
+        "into the batch",
+        _FIX, size=list(size2))]
+
+
+def _failed_at_twice(ctx: Context, tracer: CheckTracer, err: BaseException, base: CheckTracer,
+                     size2: tuple[int, ...], where: str) -> Finding:
+    """Why the forward failed at twice the size, as a finding: a size the model owns on purpose (a lazy layer,
+    a learned position table, its own error, a library's or a spec's declared input) is ``fixed-input-size``;
+    anything else is ``hard-coded-size``. The rule table of this check: first match wins."""
+    model = ctx.model
+    text, observed = _why(ctx, tracer, err, base, where)
+    failed_in = tracer.failed_in or ""
+    if failed_in in ctx.lazy_modules:
+        return make_finding(
+            "fixed-input-size", failed_in,
+            f"{tracer.failed_in} is a lazy layer: it took its size from the first batch "
+            f"({format_size(ctx.input_size)}), so this instance accepts that size only; {text}",
+            "nothing to fix: a freshly built model sizes itself on whatever input it first sees",
+            size=list(size2), **observed)
+    if (positions := learned_positions(model)) is not None:
+        table, table_shape = positions
+        return make_finding(
+            "fixed-input-size", failed_in,
+            f"the model's learned position embedding {table} ({format_size(table_shape)}) has one row per "
+            f"position of a {format_size(ctx.input_size)} input, so that size is the model's own; {text}",
+            "nothing to fix if one input size is intended; declare it (self.default_input_size = "
+            f"{tuple(ctx.input_size)}), or interpolate the position table to accept others",
+            size=list(size2), position_table=table, **observed)
+    if (isinstance(err, TorchsmithError) and _declares_size(model)) or _rejected_on_purpose(err):
+        return make_finding(
+            "fixed-input-size", failed_in,
+            f"the model accepts only the input size it was built for; {where} it raises "
+            f"{describe_error(err, QUOTE_LIMIT)}",
+            "nothing to fix if one input size is intended; rebuild the model for another size",
+            size=list(size2), **observed)
+    if (declared := _declared_by_library(ctx)) is not None:
+        return make_finding(
+            "fixed-input-size", failed_in,
+            f"the model declares its input as {format_size(declared.size)} ({declared.source}); {text}",
+            "nothing to fix if one input size is intended; build the model for another size (its "
+            "config's image_size) to use one",
+            size=list(size2), source=declared.source, **observed)
+    if _spec_built(model):
+        return make_finding(
+            "fixed-input-size", failed_in,
+            f"the spec declares its input as {format_size(ctx.input_size)} and its sizes were inferred "
+            f"from it; {where}: {text}",
+            "nothing to fix if one input size is intended; change the spec's `input`, or put "
+            "`adaptive_avgpool: 1` before `flatten` to accept any size",
+            size=list(size2), **observed)
+    return make_finding("hard-coded-size", failed_in, text, _FIX, size=list(size2), **observed)
 
 
 def _batch_dims(base_out: Any, out1: Any, batch: int) -> tuple[list[int | None], list[tuple[int, ...]]]:
@@ -340,7 +352,7 @@ def _batch_dims(base_out: Any, out1: Any, batch: int) -> tuple[list[int | None],
     whose shape changes otherwise lost its batch (a reshape with a fixed size folded samples together): those
     shapes are returned second.
     """
-    base_ts, other_ts = list(flat_tensors(base_out)), list(flat_tensors(out1))
+    base_ts, other_ts = output_tensors(base_out), output_tensors(out1)
     if len(base_ts) != len(other_ts):
         return [], [tuple(t.shape) for t in other_ts[:1]]
     dims: list[int | None] = []
@@ -359,7 +371,7 @@ def _batch_dims(base_out: Any, out1: Any, batch: int) -> tuple[list[int | None],
 
 def _batch_pairs(base_out: Any, out: Any, dims: list[int | None]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(base, other) output tensors that have a batch dimension, each with that dimension moved first."""
-    base_ts, other_ts = list(flat_tensors(base_out)), list(flat_tensors(out))
+    base_ts, other_ts = output_tensors(base_out), output_tensors(out)
     if len(base_ts) != len(other_ts) or len(dims) != len(base_ts):
         return []
     return [(a.movedim(d, 0), b.movedim(d, 0)) for a, b, d in zip(base_ts, other_ts, dims) if d is not None]
@@ -367,7 +379,7 @@ def _batch_pairs(base_out: Any, out: Any, dims: list[int | None]) -> list[tuple[
 
 def _lost_batch(out: Any, dims: list[int | None]) -> list[tuple[int, ...]]:
     """Shapes of outputs (of a batch-of-1 run) whose batch dimension is no longer 1."""
-    ts = list(flat_tensors(out))
+    ts = output_tensors(out)
     if len(ts) != len(dims):
         return []
     return [tuple(t.shape) for t, d in zip(ts, dims) if d is not None and (t.dim() <= d or t.shape[d] != 1)]
@@ -387,7 +399,7 @@ def _mixing(full: list[torch.Tensor], one: list[torch.Tensor]) -> float | None:
     return worst
 
 
-def _first_sample_divergence(base: Tracer, one: Tracer) -> str | None:
+def _first_sample_divergence(base: CheckTracer, one: CheckTracer) -> str | None:
     for cb, c1 in zip(base.calls, one.calls):
         if cb.path != c1.path:
             return cb.path

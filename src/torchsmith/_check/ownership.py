@@ -14,13 +14,13 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchsmith._check._context import Context, SkipCheck, describe_error, make_finding
+from torchsmith._check._context import QUOTE_LIMIT, Context, SkipCheck, make_finding
 from torchsmith._check.registry import register_check
 from torchsmith._check.report import Finding
 from torchsmith._check.runtime import describe_divergence, outputs_close
 from torchsmith.contract import MODULE_ATTRS as _MODULE_ATTRS
 from torchsmith.contract import rebuild, rebuild_source, scan_unregistered, walk_held
-from torchsmith.errors import TorchsmithError
+from torchsmith.errors import TorchsmithError, describe_error, format_size
 
 __all__ = ["check_registration", "check_state_dict", "scan_unregistered"]
 
@@ -45,10 +45,6 @@ def _attributes(module: nn.Module) -> Iterator[tuple[str, Any]]:
     for attr, value in vars(module).items():
         if attr not in _MODULE_ATTRS:
             yield from walk_held(value, attr)
-
-
-def _shape(t: torch.Tensor) -> str:
-    return "x".join(map(str, t.shape)) or "scalar"
 
 
 @register_check(
@@ -90,7 +86,8 @@ def check_registration(ctx: Context) -> list[Finding]:
             severe = learnable or (used and obj.dim() > 0)
             findings.append(make_finding(
                 "unregistered-tensor", path,
-                f"{path} is a {'learnable ' if learnable else ''}tensor {_shape(obj)} ({obj.dtype}, {obj.device}) "
+                f"{path} is a {'learnable ' if learnable else ''}tensor {format_size(obj.shape)} "
+                f"({obj.dtype}, {obj.device}) "
                 f"held as a plain attribute of {owner or '(model)'}{', read by forward' if used else ''}: "
                 ".parameters(), .to() and state_dict do not see it"
                 + (", so an optimiser never updates it" if learnable else ""),
@@ -140,7 +137,7 @@ def _fresh_instance(ctx: Context) -> tuple[nn.Module, str]:
         except TorchsmithError:
             raise
         except Exception as e:
-            raise SkipCheck(f"cannot build a fresh instance ({how}): {describe_error(e)}") from e
+            raise SkipCheck(f"cannot build a fresh instance ({how}): {describe_error(e, QUOTE_LIMIT)}") from e
 
 
 class _SkipRandomFills(TorchDispatchMode):
@@ -232,7 +229,8 @@ def check_state_dict(ctx: Context) -> list[Finding]:
     except Exception as e:
         return [make_finding(
             "state-dict-roundtrip", "",
-            f"the state_dict does not survive torch.save / torch.load(weights_only=True): {describe_error(e)}",
+            "the state_dict does not survive torch.save / torch.load(weights_only=True): "
+            f"{describe_error(e, QUOTE_LIMIT)}",
             "keep only tensors (and plain numbers/strings) in state_dict; return plain data from get_extra_state")]
     fresh_sd = fresh.state_dict()
     if set(fresh_sd) != set(sd):
@@ -248,7 +246,7 @@ def check_state_dict(ctx: Context) -> list[Finding]:
     except Exception as e:
         return [make_finding(
             "state-dict-roundtrip", "",
-            f"load_state_dict into a fresh {type(fresh).__name__} ({how}) failed: {describe_error(e)}",
+            f"load_state_dict into a fresh {type(fresh).__name__} ({how}) failed: {describe_error(e, QUOTE_LIMIT)}",
             "keep tensor names and shapes a function of the constructor arguments only", built_with=how)]
     fresh.eval()
     x = ctx.x.clone()
@@ -258,7 +256,7 @@ def check_state_dict(ctx: Context) -> list[Finding]:
     except TorchsmithError:
         raise
     except Exception as e:
-        raise SkipCheck(f"the fresh instance's forward failed: {describe_error(e)}") from e
+        raise SkipCheck(f"the fresh instance's forward failed: {describe_error(e, QUOTE_LIMIT)}") from e
     if outputs_close(out_a, out_f):
         return []
     # Fingerprinted reruns of both name the first module whose output differs.

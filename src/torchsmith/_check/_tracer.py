@@ -1,6 +1,6 @@
 """Running a model under observation: which module ran, what it produced, what it touched.
 
-One :class:`Tracer` instruments one forward pass with process-wide module hooks
+One :class:`CheckTracer` instruments one forward pass with process-wide module hooks
 (so modules the model forgot to register are seen too) and a
 ``TorchFunctionMode`` (so functional activations and every tensor forward
 reads are seen). Everything is removed in ``finally``; the caller's model is
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from torchsmith.contract import output_tensors
 
-__all__ = ["Call", "Tracer", "ActStat", "flat_tensors", "first_tensor", "mean_std", "module_paths"]
+__all__ = ["Call", "CheckTracer", "ActStat", "first_tensor", "mean_std", "module_paths"]
 
 
 def module_paths(model: nn.Module) -> dict[int, str]:
@@ -30,18 +29,9 @@ def module_paths(model: nn.Module) -> dict[int, str]:
     return {id(m): p for p, m in model.named_modules()}
 
 
-def flat_tensors(obj: Any) -> Iterator[torch.Tensor]:
-    """Every tensor in a (nested) output: tensors, tuples, named tuples, lists, dicts, ``ModelOutput``, dataclasses.
-
-    The contract's reading of an output (:func:`torchsmith.contract.output_tensors`): non-tensor objects such as
-    a transformers ``DynamicCache`` are skipped, so every check sees the same tensors the other commands see.
-    """
-    return iter(output_tensors(obj))
-
-
 def first_tensor(obj: Any) -> torch.Tensor | None:
     """The first floating tensor of an output, or None."""
-    for t in flat_tensors(obj):
+    for t in output_tensors(obj):
         if t.is_floating_point() or t.is_complex():
             return t
     return None
@@ -115,7 +105,7 @@ _TANHS = {torch.tanh, torch.Tensor.tanh, F.tanh}
 class _Mode(TorchFunctionMode):
     """Sees every torch function call of the forward: the tensors it reads, activation outputs."""
 
-    def __init__(self, tracer: Tracer) -> None:
+    def __init__(self, tracer: CheckTracer) -> None:
         super().__init__()
         self.tracer = tracer
 
@@ -138,7 +128,7 @@ class _Mode(TorchFunctionMode):
         return out
 
 
-class Tracer:
+class CheckTracer:
     """Instrument one forward of ``model``: module calls, outputs, statistics, input mutation.
 
     ``x`` is the model input whose version counter is watched; ``stats`` adds
@@ -187,7 +177,7 @@ class Tracer:
         path, _ = self._path(module)
         self.stack.append(path)
         self._versions.append(self.x._version if self.x is not None else 0)
-        self._shapes.append([tuple(t.shape) for t in flat_tensors(args)])
+        self._shapes.append([tuple(t.shape) for t in output_tensors(args)])
 
     def _post(self, module: nn.Module, args: Any, output: Any) -> None:
         if not self.stack:  # a module called from one of our own hooks; not part of the model
@@ -207,7 +197,7 @@ class Tracer:
             call.out_shape = tuple(t.shape)
             with torch.no_grad():
                 # Every floating output counts (a NaN in a tuple's second tensor, a ModelOutput's attentions).
-                call.finite = all(self._finite(o) for o in flat_tensors(output)
+                call.finite = all(self._finite(o) for o in output_tensors(output)
                                   if o.is_floating_point() or o.is_complex())
                 d = t.detach()
                 d = d.abs() if d.is_complex() else d
