@@ -55,3 +55,37 @@ def test_show_gives_an_encoder_decoder_both_inputs() -> None:
     assert result.exit_code == 0, result.output
     assert "input (1, 32), (1, 32)" in result.output
     assert f"Total parameters: {sum(p.numel() for p in _build('t5', T5).parameters()):,}" in result.output
+
+
+WHISPER = dict(vocab_size=99, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+               decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16,
+               max_source_positions=30, max_target_positions=40, pad_token_id=1, bos_token_id=2, eos_token_id=3,
+               decoder_start_token_id=2, use_cache=False)
+CLIP = dict(text_config=dict(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=64, max_position_embeddings=32),
+            vision_config=dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=64), projection_dim=16)
+
+
+def _other(arch: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if arch == "whisper":
+        return transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(**WHISPER)).eval()
+    return transformers.CLIPModel(transformers.CLIPConfig(**CLIP)).eval()
+
+
+@pytest.mark.parametrize("arch,names,sizes", [
+    ("whisper", ("input_features", "decoder_input_ids"), [(16, 60), (32,)]),  # two frames per encoder position
+    ("clip", ("input_ids", "pixel_values"), [(32,), (3, 32, 32)]),
+])
+def test_speech_and_vision_text_models_get_every_input(arch: str, names: tuple[str, ...], sizes: list,
+                                                       tmp_path: Path) -> None:
+    model = _other(arch)
+    inputs = model_inputs(model)
+    assert inputs.keyword and inputs.names == names and [s.size for s in inputs.specs] == sizes
+    s = ts.summary(model)
+    assert s.total_params == sum(p.numel() for p in model.parameters())
+    args, kwargs = inputs.example(2)
+    with torch.no_grad():
+        model(*args, **kwargs)  # the inputs the contract names are the ones the model runs on
+    assert ts.export(model, tmp_path / "m.pt2", timing_runs=1).passed

@@ -116,8 +116,11 @@ def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any =
     params = forward_inputs(model)
     required = [n for n, needed in params if needed]
     if input_size is None:
-        spec = input_spec(model, input_dtype=_dtype_for(input_dtype, 0, None))
         config = _hf_config(model)
+        speech = _speech_to_text(model, config, params)
+        if speech is not None:
+            return speech
+        spec = input_spec(model, input_dtype=_dtype_for(input_dtype, 0, None))
         if config is not None and getattr(config, "is_encoder_decoder", False) and spec.kind == "tokens" and \
                 any(n == "decoder_input_ids" for n, _ in params):
             names: tuple[str, ...] = (str(getattr(model, "main_input_name", "input_ids")), "decoder_input_ids")
@@ -194,6 +197,22 @@ def _vision_text(model: nn.Module, config: Any, params: list[tuple[str, bool]],
         (DEFAULT_SEQ_LEN,), torch.long, "tokens", vocab if isinstance(vocab, int) else None, False,
         "config.text_config")
     return ModelInputs((ids, pixels), ("input_ids", "pixel_values"), keyword=True)
+
+
+def _speech_to_text(model: nn.Module, config: Any, params: list[tuple[str, bool]]) -> ModelInputs | None:
+    """A transformers speech encoder-decoder (Whisper): log-mel ``input_features`` of the length its encoder's
+    positions fix (two frames per position: the first convolution keeps the length, the second halves it),
+    and ``decoder_input_ids``."""
+    names = {n for n, _ in params}
+    mels, positions = getattr(config, "num_mel_bins", None), getattr(config, "max_source_positions", None)
+    if (getattr(model, "main_input_name", None) != "input_features" or not isinstance(mels, int)
+            or not isinstance(positions, int) or "decoder_input_ids" not in names):
+        return None
+    features = InputSpec((mels, 2 * positions), torch.float32, "tensor", None, True,
+                         "config.num_mel_bins and max_source_positions")
+    ids = InputSpec((min(DEFAULT_SEQ_LEN, int(getattr(config, "max_target_positions", DEFAULT_SEQ_LEN))),),
+                    torch.long, "tokens", _vocab(model), False, "config.vocab_size")
+    return ModelInputs((features, ids), ("input_features", "decoder_input_ids"), keyword=True)
 
 
 def _vocab(model: nn.Module) -> int | None:
