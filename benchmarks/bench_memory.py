@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import tempfile
 import time
@@ -219,7 +220,8 @@ brackets are to the measured peak.
 {extra}
 
 Made by `{how}` on {versions()}. Times are wall-clock seconds of one call in a process (the plan's first
-call includes importing and warming up fake tensors), measured while other jobs shared the cores.
+call includes importing and warming up fake tensors), measured while other jobs shared the cores (load average
+{os.getloadavg()[0]:.1f} at the end of the run): they are upper bounds.
 
 ## What is counted, and what is not
 
@@ -237,15 +239,17 @@ call includes importing and warming up fake tensors), measured while other jobs 
   weights outweigh the activations, the plan is low (15% on 6 blocks of width 96 at batch 1: the next block's
   all-gather and the reduce-scatter buffers are in flight at that peak). FSDP's `MixedPrecisionPolicy` is not
   modelled: a `bf16-mixed` plan is autocast's, whose cache keeps a bf16 copy of every weight through the forward.
-- transformers builds its attention mask from the input's values (a real run can skip the mask); on fake
-  tensors it cannot read them, so a transformers decoder's plan is high: +1.7% activations on a 2-layer Llama
-  in tests/test_memory.py, +6.6% activations and +4.2% peak on the 4-layer one above. Not yet fixed.
+- transformers reads the position ids' values to tell whether sequences are packed, and builds an attention mask
+  (and repeats the key/value heads) where it cannot; on fake tensors it cannot, so the plan answers that probe as
+  a real run with default positions does (one sequence per row). Before that, a 4-layer Llama's plan was 6.6%
+  high on activations and 4.2% on the peak.
 """)
     write_section("memory", f"""## Memory
 
 `ts.memory` against a real CPU step, with accelerate's and torchinfo's estimates; the table is in
 [Memory](memory.md). Peak ratio plan/measured: {", ".join(f"{r[0].split(' (')[0]} {r[4]}" for r in rows if r[4])};
-the 405B config planned in {rows[-1][8]}.
+the 405B config planned in {rows[-1][8]} (load average {os.getloadavg()[0]:.1f} on the cores: other jobs ran
+beside it).
 
 Command: `{how}`. Machine: {versions()}.""")
     print(f"wrote {DOC}")

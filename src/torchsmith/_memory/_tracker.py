@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils.module_tracker import ModuleTracker
 
 from torchsmith._summary._saved import innermost_module, storage_of
@@ -173,8 +174,6 @@ _WORKSPACE_BYTES: dict[tuple[Any, ...], int] = {}
 
 
 def _is_fake(t: Any) -> bool:
-    from torch._subclasses.fake_tensor import FakeTensor
-
     return isinstance(t, FakeTensor)
 
 
@@ -188,8 +187,6 @@ def _sized_workspace(args: Any, kwargs: dict[str, Any], fake: torch.Tensor) -> t
     key = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else repr(a) for a in args) + tuple(
         (k, repr(v)) for k, v in sorted(kwargs.items()))
     if key not in _WORKSPACE_BYTES:
-        from torch.utils._python_dispatch import _disable_current_modes
-
         with _disable_current_modes():
             real = [torch.zeros(a.shape, dtype=a.dtype) if isinstance(a, torch.Tensor) else a for a in args]
             workspace = _MKLDNN_RNN(*real, **kwargs)[3]  # None out of training: nothing to save
