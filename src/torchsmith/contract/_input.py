@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import is_lazy
 
 from torchsmith.contract._guard import hooks_set_aside
 from torchsmith.errors import ConfigError, DeclaredSizeError, format_size
@@ -312,11 +313,40 @@ def _max_len(model: nn.Module) -> int | None:
 
 def _probe(model: nn.Module, sizes: list[tuple[int, ...]], kind: str,
            source: str) -> tuple[tuple[int, ...], str, int | None, bool, str] | None:
-    """The first size a forward on meta tensors accepts (no weight memory; the model is not changed)."""
+    """The first size a forward on meta tensors accepts (no weight memory; the model is not changed).
+
+    A model whose forward cannot run on meta at all (``.item()``, a data-dependent shape: DETR's masks) and
+    whose weights are real and small is asked again with real zeros, under ``no_grad`` with its hooks set aside.
+    """
     for size in sizes:
         if _runs_on_meta(model, size, torch.float32):
             return size, kind, None, False, source
+    if not _cheap_to_run(model):
+        return None
+    for size in sizes[:2]:  # the smaller sizes: a real forward costs time
+        if _runs_real(model, size):
+            return size, kind, None, False, source
     return None
+
+
+#: A model with at most this many bytes of real weights may be probed with a real forward.
+REAL_PROBE_BYTES = 256 * 2**20
+
+
+def _cheap_to_run(model: nn.Module) -> bool:
+    tensors = [*model.parameters(), *model.buffers()]
+    return not any(t.is_meta or is_lazy(t) for t in tensors) and \
+        sum(t.numel() * t.element_size() for t in tensors) <= REAL_PROBE_BYTES
+
+
+def _runs_real(model: nn.Module, size: tuple[int, ...]) -> bool:
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    try:
+        with hooks_set_aside(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model(torch.zeros((2, *size), device=device))
+        return True
+    except Exception:
+        return False
 
 
 def _runs_on_meta(model: nn.Module, size: tuple[int, ...], dtype: torch.dtype) -> bool:

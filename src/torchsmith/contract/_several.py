@@ -117,9 +117,9 @@ def model_inputs(model: nn.Module, input_size: Any = None, *, input_dtype: Any =
     required = [n for n, needed in params if needed]
     if input_size is None:
         config = _hf_config(model)
-        speech = _speech_to_text(model, config, params)
-        if speech is not None:
-            return speech
+        encoder_decoder = _encoder_decoder_inputs(model, config, params)
+        if encoder_decoder is not None:
+            return encoder_decoder
         spec = input_spec(model, input_dtype=_dtype_for(input_dtype, 0, None))
         if config is not None and getattr(config, "is_encoder_decoder", False) and spec.kind == "tokens" and \
                 any(n == "decoder_input_ids" for n, _ in params):
@@ -199,20 +199,36 @@ def _vision_text(model: nn.Module, config: Any, params: list[tuple[str, bool]],
     return ModelInputs((ids, pixels), ("input_ids", "pixel_values"), keyword=True)
 
 
-def _speech_to_text(model: nn.Module, config: Any, params: list[tuple[str, bool]]) -> ModelInputs | None:
-    """A transformers speech encoder-decoder (Whisper): log-mel ``input_features`` of the length its encoder's
-    positions fix (two frames per position: the first convolution keeps the length, the second halves it),
-    and ``decoder_input_ids``."""
-    names = {n for n, _ in params}
-    mels, positions = getattr(config, "num_mel_bins", None), getattr(config, "max_source_positions", None)
-    if (getattr(model, "main_input_name", None) != "input_features" or not isinstance(mels, int)
-            or not isinstance(positions, int) or "decoder_input_ids" not in names):
+def _encoder_decoder_inputs(model: nn.Module, config: Any, params: list[tuple[str, bool]]) -> ModelInputs | None:
+    """A transformers encoder-decoder whose encoder does not read token ids, with ``decoder_input_ids``:
+
+    * speech (Whisper): log-mel ``input_features`` of the length its encoder's positions fix (two frames per
+      position: the first convolution keeps the length, the second halves it);
+    * images (``VisionEncoderDecoderModel``: TrOCR, Donut): ``pixel_values`` of its encoder's image size.
+    """
+    main = getattr(model, "main_input_name", None)
+    if "decoder_input_ids" not in {n for n, _ in params} or main not in ("input_features", "pixel_values"):
         return None
-    features = InputSpec((mels, 2 * positions), torch.float32, "tensor", None, True,
-                         "config.num_mel_bins and max_source_positions")
-    ids = InputSpec((min(DEFAULT_SEQ_LEN, int(getattr(config, "max_target_positions", DEFAULT_SEQ_LEN))),),
-                    torch.long, "tokens", _vocab(model), False, "config.vocab_size")
-    return ModelInputs((features, ids), ("input_features", "decoder_input_ids"), keyword=True)
+    if main == "input_features":
+        mels, positions = getattr(config, "num_mel_bins", None), getattr(config, "max_source_positions", None)
+        if not isinstance(mels, int) or not isinstance(positions, int):
+            return None
+        first = InputSpec((mels, 2 * positions), torch.float32, "tensor", None, True,
+                          "config.num_mel_bins and max_source_positions")
+        decoder = config
+    else:
+        encoder, decoder = getattr(config, "encoder", None), getattr(config, "decoder", None)
+        side = getattr(encoder, "image_size", None)
+        side = side[0] if isinstance(side, (list, tuple)) else side
+        if not isinstance(side, int) or decoder is None:
+            return None
+        first = InputSpec((int(getattr(encoder, "num_channels", 3)), side, side), torch.float32, "image", None,
+                          True, "config.encoder.image_size")
+    vocab = getattr(decoder, "vocab_size", None)
+    longest = getattr(decoder, "max_target_positions", None) or getattr(decoder, "max_position_embeddings", None)
+    ids = InputSpec((min(DEFAULT_SEQ_LEN, longest) if isinstance(longest, int) else DEFAULT_SEQ_LEN,),
+                    torch.long, "tokens", vocab if isinstance(vocab, int) else None, False, "config.vocab_size")
+    return ModelInputs((first, ids), (main, "decoder_input_ids"), keyword=True)
 
 
 def _vocab(model: nn.Module) -> int | None:
