@@ -168,6 +168,120 @@ def ddp_worker(out: str, name: str, n: int, batch_size: int) -> None:
         Path(out).write_text(json.dumps({"images_per_s": result.history[-1]["images_per_s"]}))
 
 
+
+# ---------------------------------------------------------------------------------------------- language model
+#: CPU: a 4-layer GPT of width 128 (0.84M parameters) on 128-byte windows; CUDA: GPT-2 small's shape (12 x 768)
+#: on 1024-byte windows, large enough for a GPU's utilisation to mean something.
+LM_SHAPES = {"cpu": {"n_layer": 4, "n_embd": 128, "n_head": 4, "seq": 128, "batch": 16, "repeat": 12},
+             "cuda": {"n_layer": 12, "n_embd": 768, "n_head": 12, "seq": 1024, "batch": 16, "repeat": 120}}
+#: Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, for model FLOPs utilisation.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+def lm_model(device_type: str) -> torch.nn.Module:
+    from gpt import GPT, GPTConfig
+
+    shape = LM_SHAPES[device_type]
+    torch.manual_seed(0)
+    return GPT(GPTConfig(n_layer=shape["n_layer"], n_embd=shape["n_embd"], n_head=shape["n_head"], vocab_size=256,
+                         block_size=shape["seq"]))
+
+
+def lm_text(folder: Path, device_type: str) -> Path:
+    """The shipped corpus repeated to a few dozen steps an epoch, written as a text file (bytes are the tokens)."""
+    from torchsmith.data.tokens import corpus_path
+
+    path = folder / "text.txt"
+    path.write_bytes(corpus_path().read_bytes() * LM_SHAPES[device_type]["repeat"])
+    return path
+
+
+def lm_config(device: torch.device, amp: str, **extra: object) -> ts.TrainConfig:
+    shape = LM_SHAPES[device.type]
+    return ts.TrainConfig(epochs=2, batch_size=shape["batch"], seq_len=shape["seq"], optimizer="adamw", lr=1e-3,
+                          weight_decay=0.1, schedule="constant", grad_clip=1.0, device=device.type, amp=amp,
+                          plot=False, log_every=10_000, **extra)  # type: ignore[arg-type]
+
+
+def lm_hand_loop(text: Path, device: torch.device, amp: str) -> tuple[float, float]:
+    """nanoGPT's loop (train.py's get_batch and step, no DDP): random windows of the byte stream, AdamW, clip
+    1.0, the loss read every 10 steps; (tokens/s, tokens per CPU-second) over one epoch's steps after 10 warm-up
+    steps. An epoch is as many steps as torchsmith's (the train split over batch x window)."""
+    shape = LM_SHAPES[device.type]
+    B, T = shape["batch"], shape["seq"]
+    raw = torch.frombuffer(bytearray(text.read_bytes()), dtype=torch.uint8)
+    data = raw[: int(0.9 * len(raw))].long()  # the train split, as torchsmith's text: data keeps 90%
+    model = lm_model(device.type).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    gen = torch.Generator().manual_seed(0)
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+
+    def get_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        ix = torch.randint(len(data) - T - 1, (B,), generator=gen)
+        x = torch.stack([data[i:i + T] for i in ix.tolist()])
+        y = torch.stack([data[i + 1:i + 1 + T] for i in ix.tolist()])
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def run(steps: int) -> None:
+        for it in range(steps):
+            x, y = get_batch()
+            with ctx:
+                logits = model(x)
+                loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if it % 10 == 0:
+                loss.item()
+
+    run(10)
+    sync(device)
+    steps = len(data) // (B * T)
+    t, c = time.perf_counter(), time.process_time()
+    run(steps)
+    sync(device)
+    tokens = steps * B * T
+    return tokens / (time.perf_counter() - t), tokens / (time.process_time() - c)
+
+
+def lm_torchsmith(text: Path, device: torch.device, amp: str) -> tuple[float, float]:
+    """``torchsmith.fit`` on ``text:`` for two epochs: the second epoch's (tokens/s, tokens per CPU-second; the
+    CPU figure counts the whole second epoch, its evaluation included)."""
+    clock = _EpochClock()
+    cfg = lm_config(device, amp)
+    result = ts.fit(lm_model(device.type), f"text:{text}", reporter=clock, config=cfg)
+    last, first = result.history[-1], result.history[-2]
+    tokens = (last["step"] - first["step"]) * cfg.batch_size * (cfg.seq_len or 0)
+    return float(last["tokens_per_s"]), tokens / (clock.marks[-1] - clock.marks[-2])
+
+
+def lm_torchrun(text: Path, strategy: str, procs: int) -> tuple[float, float]:
+    """``torchsmith.fit`` under ``torchrun --nproc-per-node procs`` (gloo, one thread per rank) with ``strategy``:
+    the second epoch's global tokens/s (the CPU-second figure is not measured: nan)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
+               str(Path(__file__).resolve()), "--lm-worker", str(out), "--text", str(text), "--strategy", strategy]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              timeout=600)
+        if proc.returncode != 0:
+            raise SystemExit(f"the {strategy} torchrun row failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        return float(json.loads(out.read_text())["tokens_per_s"]), float("nan")
+
+
+def lm_worker(out: str, text: str, strategy: str) -> None:
+    """One rank of :func:`lm_torchrun`."""
+    result = ts.fit(lm_model("cpu"), f"text:{text}", config=lm_config(torch.device("cpu"), "off", strategy=strategy))
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(out).write_text(json.dumps({"tokens_per_s": result.history[-1]["tokens_per_s"]}))
+
+
+def lm_flops_per_token(device_type: str) -> float:
+    """The summary's training FLOPs (forward + backward) of one window, per token."""
+    seq = LM_SHAPES[device_type]["seq"]
+    return float(ts.summary(lm_model(device_type), (seq,), input_dtype="long").training_flops) / seq
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=None, help="Training images (default 8192 CPU, 50000 GPU).")
@@ -180,7 +294,20 @@ def main() -> None:
     parser.add_argument("--ddp-worker", metavar="OUT", help=argparse.SUPPRESS)  # one rank of the torchrun row
     parser.add_argument("--model", default="lenet", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)
+    parser.add_argument("--lm", action="store_true",
+                        help="The language model instead: a GPT on bytes, torchsmith's loop vs nanoGPT's.")
+    parser.add_argument("--amp", choices=("off", "bf16"), default=None,
+                        help="--lm: autocast (default: bf16 on CUDA, off on CPU).")
+    parser.add_argument("--lm-worker", metavar="OUT", help=argparse.SUPPRESS)  # one rank of an LM torchrun row
+    parser.add_argument("--text", help=argparse.SUPPRESS)
+    parser.add_argument("--strategy", default="ddp", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.lm_worker:
+        lm_worker(args.lm_worker, args.text, args.strategy)
+        return
+    if args.lm:
+        lm_main(args)
+        return
     if args.ddp_worker:
         ddp_worker(args.ddp_worker, args.model, args.samples, args.batch)
         return
@@ -302,6 +429,83 @@ thread it is the throughput of one dedicated core, whatever else the machine is 
   and channels_last (targets on one H100: 3,000,000 and 80,000 images/s).
 """
     write_section("train", section)
+
+
+def lm_main(args: argparse.Namespace) -> None:
+    """The LM rows: nanoGPT's loop, torchsmith's, and (CPU) DDP and FSDP at ``--procs`` ranks; on CUDA, MFU."""
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    amp = args.amp or ("bf16" if device.type == "cuda" else "off")
+    shape = LM_SHAPES[device.type]
+    flops = lm_flops_per_token(device.type)
+    with tempfile.TemporaryDirectory() as tmp:
+        text = lm_text(Path(tmp), device.type)
+        runs: list[tuple[str, Callable[[], tuple[float, float]]]] = [
+            ("nanoGPT-style hand loop (plain PyTorch)", lambda: lm_hand_loop(text, device, amp)),
+            ("torchsmith (`fit`, text: data)", lambda: lm_torchsmith(text, device, amp))]
+        if device.type == "cpu" and args.procs > 1:
+            for strategy in ("ddp", "fsdp"):
+                runs.append((f"torchsmith under torchrun, {args.procs} ranks x 1 thread (gloo), {strategy.upper()}",
+                             functools.partial(lm_torchrun, text, strategy, args.procs)))
+        figs: dict[str, list[tuple[float, float]]] = {}
+        for rep in range(args.repeats):
+            shift = rep % len(runs)
+            for label, run in runs[shift:] + runs[:shift]:
+                figs.setdefault(label, []).append(run())
+                print(f"[{rep}] {label:70} {figs[label][-1][0]:12,.0f} tokens/s {figs[label][-1][1]:12,.0f} "
+                      f"per CPU-s", flush=True)
+    hand = runs[0][0]
+    peak = next((v for k, v in PEAK_BF16.items() if device.type == "cuda" and k in torch.cuda.get_device_name()),
+                None)
+
+    def cell(values: list[float], base: list[float]) -> str:
+        if any(math.isnan(v) for v in values):
+            return "n/a | n/a"
+        return f"{statistics.median(values):,.0f} | {statistics.median([v / b for v, b in zip(values, base)]):.2f}x"
+
+    rows = ["| loop | tokens/s | vs hand loop | tokens per CPU-second | vs hand loop | MFU |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for label, _ in runs:
+        wall, cpu = [f[0] for f in figs[label]], [f[1] for f in figs[label]]
+        mfu = f"{statistics.median(wall) * flops / peak:.1%}" if peak else "n/a"
+        rows.append(f"| {label} | {cell(wall, [f[0] for f in figs[hand]])} | {cell(cpu, [f[1] for f in figs[hand]])} "
+                    f"| {mfu} |")
+    table = "\n".join(rows)
+    print("\n" + table)
+    print(f"training FLOPs per token (torchsmith.summary): {flops / 1e6:.2f} MFLOP"
+          + (f"; peak bf16 {peak / 1e12:.0f} TFLOP/s" if peak else ""))
+    if args.no_write:
+        return
+    dev_name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    params = sum(p.numel() for p in lm_model(device.type).parameters())
+    section = f"""### Language model: torchsmith's loop against nanoGPT's (`benchmarks/bench_train.py --lm`)
+
+A GPT (benchmarks/gpt.py, nanoGPT's layout: {shape["n_layer"]} layers, width {shape["n_embd"]}, {params:,}
+parameters, tied head) on the shipped corpus repeated {shape["repeat"]}x as bytes (vocabulary 256), windows of
+{shape["seq"]} tokens, batch {shape["batch"]}, AdamW, gradient clip 1.0, {amp if amp != "off" else "fp32"}, on
+{dev_name} ({torch.get_num_threads()} torch threads in one process); median of {args.repeats} interleaved runs.
+The hand loop is nanoGPT's `train.py` without its DDP: `get_batch` stacking random windows, the loss read every
+10 steps, timed over an epoch's worth of steps after 10 warm-up steps; torchsmith's figure is its trainer's
+throughput over the steps of its second epoch. Training FLOPs per token from `torchsmith.summary`:
+{flops / 1e6:.2f} MFLOP.
+
+{table}
+
+- Command: `{command_line()}`
+- Machine: {machine()}
+"""
+    if hasattr(os, "getloadavg"):
+        section += f"- Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
+    if device.type == "cpu":
+        section += """- MFU needs a GPU's peak: `sh benchmarks/device_check.sh` runs this benchmark at bf16 on CUDA and
+  prints tokens/s and MFU (the summary's training FLOPs per token x tokens/s / the card's dense bf16 peak).
+- On a CPU, FSDP pays for its all-gather of every block's weights in forward and again in backward and a
+  reduce-scatter of its gradients, all through gloo over loopback; it exists to fit what one device cannot,
+  not to be faster than DDP where the model fits.
+"""
+    write_section("train-lm", section)
 
 
 if __name__ == "__main__":
