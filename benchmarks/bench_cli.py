@@ -34,6 +34,19 @@ COMMANDS = {
 }
 
 
+#: Where the time goes (python -X importtime and cProfile of each command), printed under the table.
+NOTES = (
+    "Where the time goes: `import torchsmith` imports the facade, the registry and the errors; the zoo and the "
+    "library sources (with the spec package and YAML they register into) are imported on the registry's first "
+    "lookup, which every command but `--help` makes. `show resnet50` runs torch's Python meta kernels (ResNet-50 "
+    "is past the CPU stand-in's bounds of 4M parameters and 0.5 GFLOPs), and those import sympy and torch's "
+    "symbolic shapes on first use, a third or more of a bare `import torch`: that is most of what remains over "
+    "the target. Its exact activations run on meta too, so `torch._dynamo` (which fake tensors import, more than "
+    "`import torch` costs on this machine) is no longer imported. `show` also imports rich for its table, even "
+    "into a pipe."
+)
+
+
 def wall(argv: list[str]) -> float:
     t = time.perf_counter()
     done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
@@ -99,6 +112,7 @@ def main() -> None:
     for command, target, r in rows:
         lines.append(f"| `{command}` | {r['command_s']:.2f} s | {r['torch_s']:.2f} s | {r['ratio']:.2f} "
                      f"({r['min_ratio']:.2f}-{r['max_ratio']:.2f}) | {target:.1f}x |")
+    lines += ["", NOTES]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
