@@ -1,6 +1,6 @@
-"""Encoder-decoders (T5, BART's conditional-generation head) built from small configs: the contract gives them
-``input_ids`` and ``decoder_input_ids`` unasked, and every command runs on them."""
-
+"""Encoder-decoders and other several-input library families built from small configs: T5 and BART get
+``input_ids`` and ``decoder_input_ids`` unasked, Whisper log-mel features, CLIP ids and pixels, a
+VisionEncoderDecoderModel pixels and decoder ids, DETR its image size; every command runs on them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,6 +69,21 @@ CLIP = dict(text_config=dict(vocab_size=99, hidden_size=32, num_hidden_layers=1,
 
 def _other(arch: str) -> torch.nn.Module:
     torch.manual_seed(0)
+    if arch == "vision-encoder-decoder":  # TrOCR's shape: a ViT encoder, a GPT-2 decoder with cross-attention
+        encoder = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=64)
+        decoder = transformers.GPT2Config(vocab_size=99, n_embd=32, n_layer=1, n_head=2, add_cross_attention=True,
+                                          is_decoder=True, use_cache=False)
+        config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+        config.decoder_start_token_id = config.pad_token_id = 0
+        return transformers.VisionEncoderDecoderModel(config).eval()
+    if arch == "detr":  # a ResNet backbone from transformers; its masks call .item(), so meta cannot size it
+        backbone = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1],
+                                             out_features=["stage4"])
+        return transformers.DetrForObjectDetection(transformers.DetrConfig(
+            use_timm_backbone=False, backbone_config=backbone, use_pretrained_backbone=False, d_model=32,
+            encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+            encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=5, num_labels=3)).eval()
     if arch == "whisper":
         return transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(**WHISPER)).eval()
     return transformers.CLIPModel(transformers.CLIPConfig(**CLIP)).eval()
@@ -77,12 +92,15 @@ def _other(arch: str) -> torch.nn.Module:
 @pytest.mark.parametrize("arch,names,sizes", [
     ("whisper", ("input_features", "decoder_input_ids"), [(16, 60), (32,)]),  # two frames per encoder position
     ("clip", ("input_ids", "pixel_values"), [(32,), (3, 32, 32)]),
+    ("vision-encoder-decoder", ("pixel_values", "decoder_input_ids"), [(3, 32, 32), (32,)]),
+    ("detr", ("pixel_values",), [(3, 32, 32)]),
 ])
 def test_speech_and_vision_text_models_get_every_input(arch: str, names: tuple[str, ...], sizes: list,
                                                        tmp_path: Path) -> None:
     model = _other(arch)
     inputs = model_inputs(model)
-    assert inputs.keyword and inputs.names == names and [s.size for s in inputs.specs] == sizes
+    assert inputs.keyword == (len(names) > 1) and inputs.names == names
+    assert [s.size for s in inputs.specs] == sizes
     s = ts.summary(model)
     assert s.total_params == sum(p.numel() for p in model.parameters())
     args, kwargs = inputs.example(2)
