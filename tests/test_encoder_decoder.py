@@ -1,6 +1,7 @@
 """Encoder-decoders and other several-input library families built from small configs: T5 and BART get
 ``input_ids`` and ``decoder_input_ids`` unasked, Whisper log-mel features, CLIP ids and pixels, a
 VisionEncoderDecoderModel pixels and decoder ids, DETR its image size; every command runs on them."""
+
 from __future__ import annotations
 
 from pathlib import Path
