@@ -292,6 +292,13 @@ def test_a_small_summary_imports_neither_dynamo_nor_sympy_nor_rich(name: str) ->
     assert _under(loaded, *_HEAVY, "rich", "torchsmith._check", "torchsmith._export", "torchsmith.train") == []
 
 
+def test_a_resnet50_summary_imports_no_dynamo() -> None:
+    # Past the CPU stand-in's bounds: the trace and the exact activations both run on meta. torch's Python meta
+    # kernels import sympy, but fake tensors (which import torch._dynamo) are not needed for a convnet.
+    loaded = _loaded("import torchsmith as ts\ns = ts.summary('resnet50')\nassert s.memory.activations > 0")
+    assert _under(loaded, "torch._dynamo", "torch._inductor", "rich", "torchsmith._check", "torchsmith.train") == []
+
+
 def test_torchsmith_show_lenet_imports_no_dynamo() -> None:
     loaded = _loaded("from torchsmith.cli import main\nmain(['show', 'lenet'], prog_name='torchsmith', "
                      "standalone_mode=False)")
