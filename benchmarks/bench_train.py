@@ -480,12 +480,14 @@ def lm_main(args: argparse.Namespace) -> None:
         return
     dev_name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     params = sum(p.numel() for p in lm_model(device.type).parameters())
+    threads = torch.get_num_threads()
     section = f"""### Language model: torchsmith's loop against nanoGPT's (`benchmarks/bench_train.py --lm`)
 
 A GPT (benchmarks/gpt.py, nanoGPT's layout: {shape["n_layer"]} layers, width {shape["n_embd"]}, {params:,}
 parameters, tied head) on the shipped corpus repeated {shape["repeat"]}x as bytes (vocabulary 256), windows of
 {shape["seq"]} tokens, batch {shape["batch"]}, AdamW, gradient clip 1.0, {amp if amp != "off" else "fp32"}, on
-{dev_name} ({torch.get_num_threads()} torch threads in one process); median of {args.repeats} interleaved runs.
+{dev_name} ({threads} torch thread{"s" if threads > 1 else ""} in one process); median of {args.repeats}
+interleaved runs.
 The hand loop is nanoGPT's `train.py` without its DDP: `get_batch` stacking random windows, the loss read every
 10 steps, timed over an epoch's worth of steps after 10 warm-up steps; torchsmith's figure is its trainer's
 throughput over the steps of its second epoch. Training FLOPs per token from `torchsmith.summary`:
@@ -497,7 +499,14 @@ throughput over the steps of its second epoch. Training FLOPs per token from `to
 - Machine: {machine()}
 """
     if hasattr(os, "getloadavg"):
-        section += f"- Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
+        load = os.getloadavg()[0]
+        section += f"- Load average (1 min) at the end: {load:.1f} on {os.cpu_count()} cores\n"
+        if load > (os.cpu_count() or 1) + 1:
+            section += """- The machine was shared with other jobs during this run: wall-clock figures swing between
+  repeats, and two torchrun processes take a larger share of a crowded machine than one process does, so the torchrun
+  rows' wall ratios to the one-process hand loop overstate them. The per-CPU-second figures (one thread, the
+  process's own CPU time) and DDP against FSDP (measured in the same repeats) are the comparisons that hold.
+"""
     if device.type == "cpu":
         section += """- MFU needs a GPU's peak: `sh benchmarks/device_check.sh` runs this benchmark at bf16 on CUDA and
   prints tokens/s and MFU (the summary's training FLOPs per token x tokens/s / the card's dense bf16 peak).
