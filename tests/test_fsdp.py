@@ -108,9 +108,7 @@ def _rank(ranks: Path, name: str, rank: int = 0) -> dict:
     return json.loads((ranks / f"{name}-rank{rank}.json").read_text())
 
 
-@pytest.mark.slow
-@GLOO
-def test_fsdp_and_ddp_match_one_process_and_each_other(ranks: Path, text: Path, tmp_path: Path) -> None:
+def _fsdp_and_ddp_match_one_process_and_each_other(ranks: Path, text: Path, tmp_path: Path) -> None:
     single, history = _one_process(text, tmp_path / "one")
     fsdp, ddp = _rank(ranks, "fsdp")["history"], _rank(ranks, "ddp")["history"]
     assert fsdp[-1]["train_loss"] < fsdp[0]["train_loss"]  # it learns
@@ -132,9 +130,7 @@ def test_fsdp_and_ddp_match_one_process_and_each_other(ranks: Path, text: Path, 
         assert torch.allclose(fresh.eval()(probe), torch.load(ranks / "fsdp-logits.pt"), atol=1e-5)
 
 
-@pytest.mark.slow
-@GLOO
-def test_each_rank_holds_half_of_every_parameter(ranks: Path) -> None:
+def _each_rank_holds_half_of_every_parameter(ranks: Path) -> None:
     for rank in (0, 1):
         local = _rank(ranks, "fsdp", rank)["local"]
         assert local, "FSDP parameters are DTensors"
@@ -145,9 +141,7 @@ def test_each_rank_holds_half_of_every_parameter(ranks: Path) -> None:
     assert "strategy fsdp" in notes and "task causal-lm" in notes
 
 
-@pytest.mark.slow
-@GLOO
-def test_sharded_resume_is_bit_identical(ranks: Path) -> None:
+def _sharded_resume_is_bit_identical(ranks: Path) -> None:
     whole, resumed = _rank(ranks, "fsdp")["history"], _rank(ranks, "part")["history"]
     assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in whole]
     assert torch.equal(torch.load(ranks / "part-logits-fsdp-model.pt"), torch.load(ranks / "fsdp-logits.pt"))
@@ -163,15 +157,24 @@ def test_sharded_resume_is_bit_identical(ranks: Path) -> None:
     assert merged.keys() == b.keys() and all(torch.equal(merged[k], b[k]) for k in b)
 
 
-@pytest.mark.slow
-@GLOO
-def test_a_transformers_decoder_consolidates_for_ts_load(ranks: Path) -> None:
+def _a_transformers_decoder_consolidates_for_ts_load(ranks: Path) -> None:
     model = ts.load(ranks / "hf" / "model.safetensors")  # rebuilt from its metadata on one device
     probe = torch.arange(64).remainder(256).view(2, 32)
     with torch.no_grad():
         assert torch.allclose(model.eval()(probe).logits, torch.load(ranks / "hf-logits.pt"), atol=1e-5)
     history = _rank(ranks, "hf")["history"]
     assert history[-1]["train_loss"] < 5.5  # log(256) = 5.55 at the start
+
+
+@pytest.mark.slow
+@GLOO
+def test_fsdp_and_ddp_under_two_ranks(ranks: Path, text: Path, tmp_path: Path) -> None:
+    """The checks above, in one test: each test of this module that asks for the torchrun job would start its
+    own under pytest-xdist (a module fixture is per worker), and the job is most of the time."""
+    _fsdp_and_ddp_match_one_process_and_each_other(ranks, text, tmp_path)
+    _each_rank_holds_half_of_every_parameter(ranks)
+    _sharded_resume_is_bit_identical(ranks)
+    _a_transformers_decoder_consolidates_for_ts_load(ranks)
 
 
 @pytest.mark.slow

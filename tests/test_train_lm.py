@@ -102,10 +102,7 @@ def _last(history: list[dict]) -> tuple[float, float]:
     return history[-1]["train_loss"], history[-1]["test_loss"]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-@GLOO
-def test_clipping_and_accumulation_on_sharded_gradients_equal_ddp(ranks: Path, text: Path) -> None:
+def _clipping_and_accumulation_on_sharded_gradients_equal_ddp(ranks: Path, text: Path) -> None:
     fsdp, ddp = _last(_rank(ranks, "fsdp-clip")["history"]), _last(_rank(ranks, "ddp-clip")["history"])
     # The same global batch, clipped to the same total norm: FSDP clips the norm over every rank's shard, as
     # DDP does over its whole replica. Float tolerance (sums reduced in another order).
@@ -123,10 +120,7 @@ def test_clipping_and_accumulation_on_sharded_gradients_equal_ddp(ranks: Path, t
     assert abs(unclipped[0] - single[0]) > 1e-2, (unclipped, single)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-@GLOO
-def test_activation_checkpointing_changes_nothing_but_memory(ranks: Path, text: Path) -> None:
+def _activation_checkpointing_changes_nothing_but_memory(ranks: Path, text: Path) -> None:
     # Under FSDP: the blocks recompute in backward, and the losses are those of the run that kept activations.
     with_ckpt = _rank(ranks, "fsdp-clip-ckpt")
     assert any("activation checkpointing: 2 blocks" in n for n in with_ckpt["notes"]), with_ckpt["notes"]
@@ -152,10 +146,7 @@ def test_checkpointing_a_model_without_repeated_blocks_is_one_clear_error(text: 
                                           checkpointing=True))
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-@GLOO
-def test_resume_at_another_world_size_continues_and_says_so(ranks: Path, text: Path, tmp_path: Path) -> None:
+def _resume_at_another_world_size_continues_and_says_so(ranks: Path, text: Path, tmp_path: Path) -> None:
     # Saved by 2 FSDP ranks, continued by one process.
     result = resume(ranks / "part2", TinyGPT(block_size=32))
     assert any("saved by 2 ranks on 1" in n and "not bit-identically" in n for n in result.notes), result.notes
@@ -172,3 +163,14 @@ def test_resume_at_another_world_size_continues_and_says_so(ranks: Path, text: P
     assert any("saved by 1 rank on 2" in n and "not bit-identically" in n for n in from1["notes"]), from1["notes"]
     assert from1["history"][-1]["train_loss"] == pytest.approx(whole[-1]["train_loss"], abs=1e-3)
     assert from1["history"][-1]["test_loss"] == pytest.approx(whole[-1]["test_loss"], abs=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@GLOO
+def test_two_rank_lm_training(ranks: Path, text: Path, tmp_path: Path) -> None:
+    """The checks above, in one test: each test of this module that asks for the torchrun job would start its
+    own under pytest-xdist (a module fixture is per worker), and the job is most of the time."""
+    _clipping_and_accumulation_on_sharded_gradients_equal_ddp(ranks, text)
+    _activation_checkpointing_changes_nothing_but_memory(ranks, text)
+    _resume_at_another_world_size_continues_and_says_so(ranks, text, tmp_path)
