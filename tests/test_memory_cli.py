@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 import torchsmith as ts
 from test_memory import _real_peak, _real_saved
+from torchsmith.cli import main
 
 GPT_FILE = Path(__file__).parent / "handwritten_models.py"
 
@@ -58,7 +60,7 @@ def test_plan_rows_for_every_way_and_the_one_device_peak_measured() -> None:
     assert ddp["peak"] > one["peak"]  # gradient buckets: one more copy of the gradients
 
 
-@pytest.mark.parametrize("args,says", [
+BAD = [
     (("show", "lenet", "--memory", "--optimizer", "adamx"), "adamx"),
     (("show", "lenet", "--memory", "--world-size", "0"), "world_size"),
     (("show", "lenet", "--memory", "--batch", "-1"), "-1"),
@@ -66,10 +68,20 @@ def test_plan_rows_for_every_way_and_the_one_device_peak_measured() -> None:
     (("plan", "lenet", "--device-memory", "12XB"), "12XB"),
     (("plan", "lenet", "--device-memory", "8GB", "--world-size", "0"), "world_size"),
     (("plan", "lenet", "--device-memory", "8GB", "--precision", "fp8"), "fp8"),
-])
-def test_bad_input_is_one_line_and_a_non_zero_exit(args: tuple[str, ...], says: str) -> None:
-    proc = _run(*args, ok=False)
-    assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr and proc.stdout == ""
+]
+
+
+@pytest.mark.parametrize("args,says", BAD)
+def test_bad_input_is_one_line_and_exit_1(args: tuple[str, ...], says: str) -> None:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], result.stderr
+    assert result.stdout == "" and isinstance(result.exception, SystemExit)  # sys.exit(1) at the CLI boundary
+
+
+def test_bad_input_in_a_real_process_has_no_traceback() -> None:
+    proc = _run(*BAD[0][0], ok=False)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "adamx" in proc.stderr
+    assert "Traceback" not in proc.stderr
