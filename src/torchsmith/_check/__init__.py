@@ -31,6 +31,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 # The check modules register their checks on import (the order of the run is each check's ``order``).
 from torchsmith._check import compile, input_sizes, ownership, runtime, signal  # noqa: F401
 from torchsmith._check._context import BATCH, QUOTE_LIMIT, Context, SkipCheck, make_finding
+from torchsmith._check.batch_written import batch_written_in
 from torchsmith._check.ownership import scan_unregistered
 from torchsmith._check.registry import (
     CheckInfo,
@@ -171,6 +172,9 @@ def _forward_failed(ctx: Context, given: object) -> Finding | None:
     if failure is None:
         return None
     error, path = failure
+    written_in = batch_written_in(ctx)  # x.view(64, -1): the model runs at the batch its code names
+    if written_in is not None:
+        return written_in
     shape = tuple(ctx.x.shape)
     return make_finding(
         "forward-failed", path,

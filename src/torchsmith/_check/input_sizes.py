@@ -241,6 +241,16 @@ def _batch_of_one(ctx: Context, base: CheckTracer, base_out: Any,
             f"with a batch of 1 the model's output has shape {format_size(wrong[0])}, not batch 1; the first "
             f"module whose output has the wrong batch is {module or '(model)'}: a reshape fixes the batch",
             _FIX, batch=1, shapes=[list(w) for w in wrong])], out1
+    reduced = _reduced_away(base_out, out1, dims) if deterministic else None
+    if reduced is not None:
+        module = _wrong_batch(base, tracer, batch, 1) or ""
+        return [make_finding(
+            "batch-mixing", module,
+            f"the model's output has shape {format_size(reduced)} for a batch of {batch} and for a batch of 1, "
+            "and its values change with the other samples: the batch was reduced away (a sum, mean or "
+            "reshape across samples), so no sample gets an output of its own",
+            "keep the batch dimension: reduce over the features (dim=1...), not over dim 0, and flatten with "
+            "x.flatten(1)", shape=list(reduced))], out1
     pairs = _batch_pairs(base_out, out1, dims)
     full, one = [a for a, _ in pairs], [b for _, b in pairs]
     mixed = _mixing(full, one) if deterministic else None
@@ -364,9 +374,29 @@ def _batch_dims(base_out: Any, out1: Any, batch: int) -> tuple[list[int | None],
         found = [d for d in range(a.dim()) if a.dim() == b.dim() and a.shape[d] == batch and b.shape[d] == 1
                  and all(a.shape[e] == b.shape[e] for e in range(a.dim()) if e != d)]
         dims.append(found[0] if found else None)
-        if not found:
+        if not found and not _batch_by_batch(a, b, batch):
             wrong.append(tuple(b.shape))
     return dims, wrong
+
+
+def _reduced_away(base_out: Any, out1: Any, dims: list[int | None]) -> tuple[int, ...] | None:
+    """The shape of the first output when no output follows the batch, the first is not a scalar (a loss) and
+    its values differ between the batch and its first sample alone: samples folded into one output."""
+    base_ts, one_ts = output_tensors(base_out), output_tensors(out1)
+    if not dims or any(d is not None for d in dims) or not base_ts or len(base_ts) != len(one_ts):
+        return None
+    a, b = base_ts[0], one_ts[0]
+    if a.dim() == 0 or a.shape != b.shape or not a.is_floating_point() or not a.numel():
+        return None
+    diff = float((a.double() - b.double()).abs().max())
+    return tuple(a.shape) if diff > 1e-4 * float(a.double().abs().max()) + 1e-5 else None
+
+
+def _batch_by_batch(a: torch.Tensor, b: torch.Tensor, batch: int) -> bool:
+    """Whether every dimension that changed is the batch: a similarity of each sample with each (CLIP's
+    ``logits_per_image``, ``(B, B)``) pairs samples by design and follows the batch in two dimensions."""
+    changed = [d for d in range(a.dim()) if a.dim() == b.dim() and a.shape[d] != b.shape[d]]
+    return a.dim() == b.dim() and len(changed) > 1 and all(a.shape[d] == batch and b.shape[d] == 1 for d in changed)
 
 
 def _batch_pairs(base_out: Any, out: Any, dims: list[int | None]) -> list[tuple[torch.Tensor, torch.Tensor]]:
