@@ -627,3 +627,14 @@ ts.register_layer(_WithCallableDefault, name="test_spec_fn_default")
 def test_describe_layer_types_with_a_default_that_is_not_json():
     rows = {name: args for name, args, _ in describe_layer_types()}  # was a TypeError from json.dumps
     assert rows["test_spec_fn_default"].startswith("fn=\"<built-in method tanh")
+
+
+def test_the_zoo_layer_types_are_there_without_the_facade() -> None:
+    """``import torchsmith`` registers the zoo lazily; code that reads the spec tables directly still sees it."""
+    import subprocess
+    import sys
+
+    code = ("from torchsmith.spec.registry import get_layer_type, layer_types; "
+            "assert get_layer_type('basic_block') is not None and 'bottleneck' in layer_types()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from torchsmith.errors import ConfigError, SpecError
+from torchsmith.registry import import_registrations
 from torchsmith.sizes import int_dims
 
 __all__ = ["LayerType", "register_layer", "get_layer_type", "layer_types", "Shape", "fmt_shape", "REQUIRED",
@@ -182,9 +183,11 @@ def _layer_type(key: str, obj: Any, shorthand: str | None, activation: str | Non
 
 
 def get_layer_type(name: str) -> LayerType | None:
+    import_registrations()  # the zoo registers its layer types (basic_block, bottleneck) when first imported
     return _LAYERS.get(name)
 
 
 def layer_types() -> list[str]:
     """Every layer type a spec may name: the registered ones and the containers."""
+    import_registrations()
     return sorted([*_LAYERS, *CONTAINER_TYPES])

@@ -19,7 +19,7 @@ from torch import nn
 
 from torchsmith._meta import build_on_meta
 from torchsmith.errors import ConfigError, SpecError
-from torchsmith.registry import ARCH_ATTR, create_model
+from torchsmith.registry import ARCH_ATTR, create_model, import_registrations
 from torchsmith.sizes import int_dims, parse_input_size
 from torchsmith.spec.builder import build_model
 from torchsmith.spec.loader import plain
@@ -55,6 +55,7 @@ def register_spec_writer(cls: type[nn.Module], writer: W | None = None) -> Any:
 
 
 def _family_writer(model: nn.Module) -> SpecWriter | None:
+    import_registrations()  # the zoo registers its families' writers when first imported
     for cls in type(model).__mro__:
         if cls in _FAMILIES:
             return _FAMILIES[cls]
