@@ -631,9 +631,6 @@ def test_describe_layer_types_with_a_default_that_is_not_json():
 
 def test_the_zoo_layer_types_are_there_without_the_facade() -> None:
     """``import torchsmith`` registers the zoo lazily; code that reads the spec tables directly still sees it."""
-    import subprocess
-    import sys
-
     code = ("from torchsmith.spec.registry import get_layer_type, layer_types; "
             "assert get_layer_type('basic_block') is not None and 'bottleneck' in layer_types()")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
