@@ -174,3 +174,30 @@ def test_two_rank_lm_training(ranks: Path, text: Path, tmp_path: Path) -> None:
     _clipping_and_accumulation_on_sharded_gradients_equal_ddp(ranks, text)
     _activation_checkpointing_changes_nothing_but_memory(ranks, text)
     _resume_at_another_world_size_continues_and_says_so(ranks, text, tmp_path)
+
+
+class NanoGPTStyle(torch.nn.Module):
+    """nanoGPT's interface (model.py): ``forward(idx, targets=None) -> (logits, loss)``, every position's logits
+    when given the targets, the last position's only without them (its inference shortcut)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gpt = TinyGPT(block_size=32)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple:
+        logits = self.gpt(idx)  # (B, T, vocab)
+        if targets is None:
+            return logits[:, [-1], :], None
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))  # needs contiguous
+        return logits, loss
+
+
+def test_a_nanogpt_style_model_trains_with_its_targets_passed(text: Path) -> None:
+    torch.manual_seed(0)
+    model = NanoGPTStyle()
+    result = fit(model, None, TrainConfig(data=f"text:{text}", **{**PART, "epochs": 2}))
+    assert result.task == "causal-lm" and any("given its targets" in n for n in result.notes), result.notes
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    # The same weights and windows as TinyGPT trained directly: passing the targets changes nothing else.
+    _, direct = _one_process(text, PART)
+    assert result.history[-1]["test_loss"] == pytest.approx(direct[-1]["test_loss"], abs=1e-5)

@@ -22,7 +22,7 @@ from torchsmith.data.arrays import ArrayDataset, load_csv, load_npz, load_synthe
 from torchsmith.data.tokens import load_text, load_token_file, synthetic_stream
 from torchsmith.errors import ConfigError, DataError
 from torchsmith.train.inputs import InputSizeError, ModelInput, fitted_splits, output_width
-from torchsmith.train.tasks import TASKS, Task, detect_causal_lm, forward
+from torchsmith.train.tasks import TASKS, Task, detect_causal_lm, forward, takes_targets
 
 __all__ = ["TrainingData", "training_data", "keyword_inputs"]
 
@@ -87,7 +87,8 @@ def training_data(model: nn.Module, given: ModelInput, data: str | DataSplits, *
 def _given_splits(model: nn.Module, given: ModelInput, data: DataSplits, task: str, seq_len: int | None,
                   smoothing: float) -> TrainingData:
     if data.kind == "stream":
-        return TrainingData(data, Task("causal-lm", "the data is a token stream", smoothing),
+        return TrainingData(data, Task("causal-lm", "the data is a token stream", smoothing,
+                                       targets=takes_targets(model)),
                             seq_len or (given.spec.size[0] if given.spec and given.spec.size else 64))
     if data.kind == "arrays":
         train: Any = data.train  # an ArrayDataset: its targets' dtype chose the task
@@ -130,7 +131,7 @@ def _stream(model: nn.Module, given: ModelInput, data: str, task: str, seq_len: 
     splits = DataSplits(train=train, test=test, name=data if kind != "synthetic" else "synthetic")
     notes = [f"task causal-lm: {why}; next-token cross-entropy on random windows of {t} tokens "
              f"(--seq-len to change)"]
-    return TrainingData(splits, Task("causal-lm", why, smoothing), t, notes)
+    return TrainingData(splits, Task("causal-lm", why, smoothing, targets=takes_targets(model)), t, notes)
 
 
 def _arrays(data: str, task: str, seed: int, target: str | None, smoothing: float) -> TrainingData:

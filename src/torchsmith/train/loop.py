@@ -53,7 +53,7 @@ from torchsmith.train.metrics import plot_metrics, write_metrics
 from torchsmith.train.optim import build_optimizer, build_scheduler
 from torchsmith.train.progress import Reporter
 from torchsmith.train.result import TrainResult
-from torchsmith.train.tasks import batch_size_of, chunk, forward, perplexity, run_eval_task
+from torchsmith.train.tasks import batch_size_of, chunk, perplexity, run_eval_task
 from torchsmith.train.tensorboard import TensorBoardLog, require_tensorboard
 
 __all__ = ["fit", "resolve_device", "seed_everything"]
@@ -268,7 +268,7 @@ class _Run:
         self.model.eval()
         try:
             with torch.no_grad():
-                raw = forward(self.model, x)
+                raw = self.task.forward(self.model, x, y)
         except TorchsmithError:
             raise
         except Exception as e:
@@ -470,7 +470,7 @@ class _Run:
         if cfg.grad_accum > 1:
             return self._accumulated_step(tools, x, y)
         with tools.autocast:
-            logits = primary_output(forward(tools.net, x))  # a tensor, or the logits of a ModelOutput / dict
+            logits = primary_output(self.task.forward(tools.net, x, y))  # a tensor, or a ModelOutput / dict's logits
             loss = self.task.loss(logits, y)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -501,7 +501,7 @@ class _Run:
         for i, (xi, yi) in enumerate(zip(xs, ys)):
             with sharding.grad_sync(tools.net, i == len(xs) - 1):
                 with tools.autocast:
-                    out = primary_output(forward(tools.net, xi))
+                    out = primary_output(self.task.forward(tools.net, xi, yi))
                     part = self.task.loss(out, yi) * (self.task.count(yi) / total)  # a share of the batch's mean
                 (scaler.scale(part) if scaler is not None else part).backward()
             outs.append(out.detach())

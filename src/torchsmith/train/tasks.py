@@ -9,6 +9,7 @@ dict of keyword inputs).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -20,19 +21,31 @@ from torch import nn
 from torchsmith.contract import InputSpec, primary_output
 from torchsmith.errors import DataError, TorchsmithError, describe_error
 
-__all__ = ["Task", "TASKS", "forward", "detect_causal_lm", "run_eval_task"]
+__all__ = ["Task", "TASKS", "forward", "takes_targets", "detect_causal_lm", "run_eval_task"]
 
 #: ``--task`` values; ``auto`` decides from the model's output and the data.
 TASKS = ("auto", "classification", "regression", "causal-lm")
 
 
-def forward(net: nn.Module, x: Any) -> Any:
-    """``net(**x)`` for a dict of keyword inputs, ``net(*x)`` for a tuple, else ``net(x)``."""
+def forward(net: nn.Module, x: Any, targets: torch.Tensor | None = None) -> Any:
+    """``net(**x)`` for a dict of keyword inputs, ``net(*x)`` for a tuple, else ``net(x)``; ``targets=`` too when
+    given (a nanoGPT-style language model, see :func:`takes_targets`)."""
+    extra = {} if targets is None else {"targets": targets}
     if isinstance(x, dict):
-        return net(**x)
+        return net(**x, **extra)
     if isinstance(x, tuple):
-        return net(*x)
-    return net(x)
+        return net(*x, **extra)
+    return net(x, **extra)
+
+
+def takes_targets(model: nn.Module) -> bool:
+    """Whether ``model.forward`` has a ``targets`` parameter, as nanoGPT's ``GPT.forward(idx, targets=None)``:
+    given the targets it returns every position's logits (and its own loss), without them the last position's
+    only, so a language model of this kind is trained with its targets passed in."""
+    try:
+        return "targets" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def batch_size_of(x: Any) -> int:
@@ -58,6 +71,12 @@ class Task:
     name: str
     reason: str = "given"
     label_smoothing: float = 0.0
+    targets: bool = False  # causal-lm: the model's forward takes the targets (nanoGPT); see takes_targets
+
+    def forward(self, net: nn.Module, x: Any, y: torch.Tensor) -> Any:
+        """The model's output on batch ``x``; its targets ``y`` passed in where the model takes them."""
+        # Contiguous: the windows' targets are a view one token along (nanoGPT's loss calls .view on them).
+        return forward(net, x, y.contiguous() if self.targets else None)
 
     @property
     def has_accuracy(self) -> bool:
@@ -125,14 +144,17 @@ def detect_causal_lm(model: nn.Module, spec: InputSpec | None, device: torch.dev
     model.eval()
     try:
         with torch.no_grad():
-            out = primary_output(model(x))
+            out = primary_output(model(x, targets=x) if takes_targets(model) else model(x))
     except Exception:
         return None
     finally:
         model.train(was)
     if out.dim() == 3 and tuple(out.shape[:2]) == (2, t) and out.shape[2] == spec.vocab_size:
         config = getattr(model, "config", None)
-        what = f"{type(model).__name__} (transformers config)" if config is not None else type(model).__name__
+        hf = config is not None and type(config).__module__.startswith("transformers")
+        what = f"{type(model).__name__} (transformers config)" if hf else type(model).__name__
+        if takes_targets(model):
+            what += " (given its targets, as nanoGPT's GPT takes them)"
         return f"{what} returns (B, T, {spec.vocab_size}) logits over its {spec.vocab_size}-id vocabulary"
     return None
 
@@ -148,7 +170,7 @@ def run_eval_task(model: nn.Module, loader: Any, task: Task, num_classes: int, *
         with torch.no_grad(), (autocast if autocast is not None else contextlib.nullcontext()):
             for x, y in loader.epoch():
                 try:
-                    out = primary_output(forward(model, x)).float()
+                    out = primary_output(task.forward(model, x, y)).float()
                 except TorchsmithError:
                     raise
                 except Exception as e:
