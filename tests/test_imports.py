@@ -303,6 +303,9 @@ def test_torchsmith_show_lenet_imports_no_dynamo() -> None:
     loaded = _loaded("from torchsmith.cli import main\nmain(['show', 'lenet'], prog_name='torchsmith', "
                      "standalone_mode=False)")
     assert _under(loaded, *_HEAVY, "torchsmith._check", "torchsmith._export", "torchsmith.train") == []
+    # The memory engine (torch.export, the distributed tools) and rich (a pipe gets text) are --memory's and a
+    # terminal's alone.
+    assert _under(loaded, "torchsmith._memory", "torch.export", "torch.distributed._tools", "rich") == []
     assert "torchsmith.cli.show_cmd" in loaded
 
 

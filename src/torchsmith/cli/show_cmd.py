@@ -7,10 +7,9 @@ import sys
 from typing import Any
 
 import click
-from rich.console import Console
 from torch import nn
 
-from torchsmith._memory import memory
+import torchsmith
 from torchsmith._meta import build_on_meta
 from torchsmith._summary import REAL_FALLBACK_BYTES, rich_summary, summary
 from torchsmith._summary.diagram_render import check_diagram_path, dot_available
@@ -133,8 +132,10 @@ def command(model: str, opts: tuple[str, ...], input_size: tuple[str, ...], batc
                    "telling first layer); give --input (e.g. --input 3x32x32) for shapes, FLOPs and memory", err=True)
         return
     if plan_memory:
-        plan = memory(net, size, batch_size=batch, input_dtype=in_dtype, optimizer=optimizer, precision=precision,
-                      checkpointing=checkpointing or False, world_size=world_size, strategy=strategy)
+        # The facade imports the memory engine (torch.export, the distributed tools) on first use: --memory only.
+        plan = torchsmith.memory(net, size, batch_size=batch, input_dtype=in_dtype, optimizer=optimizer,
+                                 precision=precision, checkpointing=checkpointing or False, world_size=world_size,
+                                 strategy=strategy)
         plan.model = f"{type(net).__name__} ({model})"
         _print_plan(plan, fmt, depth)
         return
@@ -154,6 +155,8 @@ def command(model: str, opts: tuple[str, ...], input_size: tuple[str, ...], batc
         _picture_and_arithmetic(result, diagram_path, explain, fmt, depth, expand)
         return
     if fmt == "table" and sys.stdout.isatty():
+        from rich.console import Console  # a terminal only: a pipe gets plain text
+
         Console().print(rich_summary(result, depth=depth, collapse=not expand))
         return
     click.echo(result.render("text" if fmt == "table" else fmt, depth=depth, collapse=not expand))
@@ -162,6 +165,8 @@ def command(model: str, opts: tuple[str, ...], input_size: tuple[str, ...], batc
 def _print_plan(plan: Any, fmt: str, depth: int) -> None:
     """--memory: rich in a terminal, else text, markdown or JSON."""
     if fmt == "table" and sys.stdout.isatty():
+        from rich.console import Console
+
         Console().print(plan)
     elif fmt in ("json", "markdown"):
         click.echo(plan.render(fmt, depth=depth))
