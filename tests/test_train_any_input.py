@@ -137,3 +137,53 @@ def test_a_model_whose_output_does_not_fit_the_targets_is_told_how(tmp_path):
     np.savez(tmp_path / "reg.npz", x=np.zeros((32, 16), np.float32), y=np.zeros((32, 3), np.float32))
     with pytest.raises(DataError, match=r"regression targets are \(2, 3\)"):
         fit(Tabular(outputs=1), f"arrays:{tmp_path / 'reg.npz'}", TrainConfig(**FAST))  # type: ignore[arg-type]
+
+
+class AutoEncoder(nn.Module):  # image in, image out: not (batch, classes)
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.dec = nn.ConvTranspose2d(4, 1, 4, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.enc(x)
+        return self.dec(torch.relu(z)), z
+
+
+class ScalarHead(nn.Module):  # one value per sample, squeezed: (B,)
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(10, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x).squeeze(-1)
+
+
+class PairToSequence(nn.Module):  # two inputs, per-step outputs (B, T, 3)
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.fc(a + b)
+
+
+@pytest.mark.parametrize("model,size,target", [
+    (AutoEncoder, (1, 16, 16), "(1, 16, 16)"),
+    (ScalarHead, (10,), "scalar"),
+    (PairToSequence, [(5, 8), (5, 8)], "(5, 3)"),
+])
+def test_synthetic_data_for_a_model_that_does_not_classify_is_regression_and_says_so(model, size, target):
+    """auto: (batch, classes) logits are a classifier; any other output learns targets of its shape with MSE."""
+    torch.manual_seed(0)
+    result = fit(model(), "synthetic", TrainConfig(**FAST, input_size=size))  # type: ignore[arg-type]
+    notes = " ".join(result.notes)
+    assert result.task == "regression", notes
+    assert "task regression chosen" in notes and "--task classification" in notes and target in notes
+    assert result.history[0]["test_loss"] > 0
+
+
+def test_a_classifier_on_synthetic_data_stays_a_classifier():
+    torch.manual_seed(0)
+    result = fit(Tabular(outputs=3), "synthetic", TrainConfig(**FAST))  # type: ignore[arg-type]
+    assert result.task == "classification" and "regression chosen" not in " ".join(result.notes)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.contract import ModelInputs, device_dtype, primary_output
+from torchsmith.contract import InputSpec, ModelInputs, device_dtype, primary_output
 from torchsmith.data import DataSplits
 from torchsmith.data.arrays import ArrayDataset, load_csv, load_npz, load_synthetic_arrays
 from torchsmith.data.tokens import load_text, load_token_file, synthetic_stream
@@ -72,6 +72,11 @@ def training_data(model: nn.Module, given: ModelInput, data: str | DataSplits, *
         if why is not None:
             return _stream(model, given, key, "causal-lm", seq_len, num_samples, seed, tokenizer, label_smoothing,
                            device, why)
+        chosen = _regression_unless_logits(model, spec, device) if task == "auto" else None
+        if chosen is not None:  # an autoencoder, a per-step or scalar head: not (batch, classes) logits
+            made = _synthetic_arrays(model, given, "regression", num_samples, seed, label_smoothing, device)
+            made.notes.insert(0, chosen)
+            return made
         if spec.kind == "tensor" or task == "regression":
             return _synthetic_arrays(model, given, task, num_samples, seed, label_smoothing, device)
     if task == "regression":
@@ -169,7 +174,8 @@ def _synthetic_several(model: nn.Module, inputs: ModelInputs, task: str, num_sam
                         "takes (--input NAME=SIZE once per input)") from e
     finally:
         model.train(was)
-    regression = task == "regression"
+    regression = task == "regression" or (task == "auto" and not _are_logits(out))
+    notes = [] if regression == (task == "regression") else [_AUTO_REGRESSION.format(shape=tuple(out.shape))]
     if not regression and not (out.dim() == 2 and out.is_floating_point()):
         raise DataError(f"{type(model).__name__} returns shape {tuple(out.shape)}, not (batch, classes); train it "
                         "with --task regression (targets of the output's shape) or on your own arrays")
@@ -189,7 +195,31 @@ def _synthetic_several(model: nn.Module, inputs: ModelInputs, task: str, num_sam
     name = "regression" if regression else "classification"
     note = (f"task {name}: synthetic inputs {inputs.describe()}, "
             + (f"{classes} classes" if classes else f"targets {tuple(out.shape[1:]) or 'scalar'}"))
-    return TrainingData(splits, Task(name, "synthetic data in the model's shape", smoothing), None, [note])
+    return TrainingData(splits, Task(name, "synthetic data in the model's shape", smoothing), None, [*notes, note])
+
+
+_AUTO_REGRESSION = ("task regression chosen: the model's output {shape} for a batch of 2 is not (batch, classes) "
+                    "logits, so it learns random targets of that shape with mean squared error (give --task "
+                    "classification to insist on classes)")
+
+
+def _are_logits(out: Any) -> bool:
+    """(batch, classes) floats with at least two classes: what a classifier returns."""
+    return isinstance(out, torch.Tensor) and out.dim() == 2 and out.is_floating_point() and out.shape[1] >= 2
+
+
+def _regression_unless_logits(model: nn.Module, spec: InputSpec, device: torch.device) -> str | None:
+    """The note that says regression was chosen when synthetic data meets a model that does not classify."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = primary_output(forward(model, spec.example(2, device=device)))
+    except Exception:
+        return None  # the classification path says what is wrong with the input
+    finally:
+        model.train(was)
+    return None if _are_logits(out) else _AUTO_REGRESSION.format(shape=tuple(out.shape))
 
 
 def _synthetic_arrays(model: nn.Module, given: ModelInput, task: str, num_samples: int, seed: int,
