@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -22,15 +21,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils.checkpoint import checkpoint
-from torch.utils.module_tracker import ModuleTracker
 
+from torchsmith._fake import unpacked_sequences
 from torchsmith._memory._tracker import LiveTracker, Peak, StepModules
 from torchsmith._summary._saved import SavedStorages, storage_of
-from torchsmith.errors import ConfigError
+from torchsmith.errors import ConfigError, TorchsmithError
 
-__all__ = ["Knobs", "StepRecord", "run_training_step", "run_inference", "make_optimizer",
+__all__ = ["Knobs", "StepRecord", "StepFailed", "run_training_step", "run_inference", "make_optimizer",
            "PRECISIONS", "OPTIMIZERS"]
 
 #: precision -> (dtype of the weights, autocast dtype or None)
@@ -68,6 +66,37 @@ class StepRecord:
     @property
     def peak(self) -> Peak:
         return max(self.peaks.values(), key=lambda p: p.bytes)
+
+
+class StepFailed(Exception):
+    """A step (training or inference) raised ``cause``, an exception that is not a TorchsmithError.
+
+    ``op`` is the aten op it stopped at (``"aten._local_scalar_dense"``), None when it stopped in Python code
+    (a hook, a ``.to()`` that fake tensors refuse).
+    """
+
+    def __init__(self, cause: BaseException, op: str | None) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause, self.op = cause, op
+
+
+def _op_name(func: Any) -> str | None:
+    if func is None:
+        return None
+    packet = getattr(func, "_overloadpacket", None)
+    return f"aten.{packet.__name__}" if packet is not None else str(func)
+
+
+@contextmanager
+def _failures(tracker: LiveTracker) -> Iterator[None]:
+    """Any exception of the model's step, other than our own, as one :class:`StepFailed` naming the op."""
+    try:
+        yield
+    except TorchsmithError:
+        raise
+    except Exception as e:
+        func = getattr(e, "func", None) or tracker.failed_op  # fake tensors' exceptions carry the op
+        raise StepFailed(e, _op_name(func)) from e
 
 
 def make_optimizer(name: str, params: list[nn.Parameter], foreach: bool | None) -> torch.optim.Optimizer:
@@ -124,34 +153,6 @@ def checkpointed(model: nn.Module, names: tuple[str, ...]) -> Iterator[None]:
             m.__dict__.pop("forward", None)
 
 
-@contextmanager
-def unpacked_sequences() -> Iterator[None]:
-    """transformers' mask code as it runs on real token ids: one sequence per row, so no mask where none is needed.
-
-    ``transformers.masking_utils.find_packed_sequence_indices`` reads the position ids' values to tell whether
-    several sequences are packed in a row; on a fake tensor it cannot, assumes they may be, and builds an
-    explicit attention mask. A real run with the default positions finds none and passes ``is_causal`` to SDPA
-    with the key/value heads unrepeated (``enable_gqa``); with the mask, each layer saves the mask and the
-    repeated keys and values (+6.6% activations on a 4-layer Llama). The synthetic inputs of a plan never pack
-    sequences, so on fake position ids the answer is the real one: None. Real position ids are asked as before;
-    the function is put back on exit. Nothing is imported: a model that is not transformers' is untouched.
-    """
-    masking = sys.modules.get("transformers.masking_utils")
-    find = getattr(masking, "find_packed_sequence_indices", None)
-    if find is None:
-        yield
-        return
-
-    def find_on_real(position_ids: torch.Tensor) -> Any:
-        return None if isinstance(position_ids, FakeTensor) else find(position_ids)
-
-    masking.find_packed_sequence_indices = find_on_real  # type: ignore[union-attr]
-    try:
-        yield
-    finally:
-        masking.find_packed_sequence_indices = find  # type: ignore[union-attr]
-
-
 def _autocast(precision: str) -> AbstractContextManager[Any]:
     amp = PRECISIONS[precision][1]
     return torch.autocast("cpu", dtype=amp) if amp is not None else nullcontext()
@@ -160,7 +161,12 @@ def _autocast(precision: str) -> AbstractContextManager[Any]:
 # --------------------------------------------------------------------------- the steps
 def run_training_step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], knobs: Knobs,
                       fake_mode: Any) -> StepRecord:
-    """Two training steps of ``model`` (fake, in train mode) on the given fake inputs; the second is measured."""
+    """Two training steps of ``model`` (in train mode) on the given inputs; the second is measured.
+
+    ``fake_mode`` is the ``FakeTensorMode`` the model's tensors and the inputs belong to, or a null context for
+    a model and inputs on real CPU tensors (the fallback for a model fake tensors cannot run). Raises
+    :class:`StepFailed` for whatever the model's step raised.
+    """
     model.train()
     modules = StepModules()
     tracker = LiveTracker(modules)
@@ -169,7 +175,8 @@ def run_training_step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str,
     handles = [p.register_post_accumulate_grad_hook(lambda p: tracker.add(p.grad, "gradients")) for p in params]
     saved: SavedStorages | None = None
     try:
-        with fake_mode, modules, tracker, checkpointed(model, knobs.checkpoint), unpacked_sequences():
+        with _failures(tracker), fake_mode, modules, tracker, checkpointed(model, knobs.checkpoint), \
+                unpacked_sequences():
             for p in model.parameters():
                 tracker.add(p, "parameters")
             for b in model.buffers():
@@ -218,10 +225,10 @@ def run_inference(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
                   fake_mode: Any) -> Peak:
     """The peak of one eval forward under ``no_grad`` (weights, buffers, the input and what the forward makes)."""
     model.eval()
-    modules = ModuleTracker()
+    modules = StepModules()
     tracker = LiveTracker(modules)
     try:
-        with fake_mode, modules, tracker, torch.no_grad(), unpacked_sequences():
+        with _failures(tracker), fake_mode, modules, tracker, torch.no_grad(), unpacked_sequences():
             for p in model.parameters():
                 tracker.add(p, "parameters")
             for b in model.buffers():

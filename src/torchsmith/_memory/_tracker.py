@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensor
-from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
 
+from torchsmith._fake import sized_output
 from torchsmith._summary._saved import innermost_module, storage_of
 from torchsmith.contract import output_tensors
 
@@ -65,13 +65,22 @@ class StepModules(ModuleTracker):
         if self._in_backward():
             self._get_append_fn(self._get_mod_name(mod), False)()
             return
-        super()._fw_pre_hook(mod, input)
+        try:
+            super()._fw_pre_hook(mod, input)  # names the module, then hooks its inputs' autograd nodes
+        except AssertionError:
+            # register_multi_grad_hook: "Expected gradient function to be set", for a tensor that needs a
+            # gradient yet has no autograd node (transformers' Mamba hands one to its conv kernel's layer).
+            # The module is named by then; only its backward goes unnamed, and its bytes count the same.
+            pass
 
     def _fw_post_hook(self, mod: nn.Module, input: Any, output: Any) -> None:
         if self._in_backward():
             self._get_pop_fn(self._get_mod_name(mod), False)()
             return
-        super()._fw_post_hook(mod, input, output)
+        try:
+            super()._fw_post_hook(mod, input, output)
+        except AssertionError:  # as in _fw_pre_hook
+            pass
 
     def drop_hooks(self) -> None:
         """Remove the hooks of a finished backward (their nodes are no longer needed)."""
@@ -99,6 +108,7 @@ class LiveTracker(TorchDispatchMode):
         self.phases: list[str] = []
         self.modules = modules
         self._finalizers: list[Any] = []
+        self.failed_op: Any = None  # the last op that raised (the step may have caught it)
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -158,40 +168,15 @@ class LiveTracker(TorchDispatchMode):
 
     # ------------------------------------------------------------------ the mode
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        if func is _MKLDNN_RNN and _is_fake(out[3]):
-            out = (*out[:3], _sized_workspace(args, kwargs or {}, out[3]))
+        kwargs = kwargs or {}
+        try:
+            out = func(*args, **kwargs)
+        except Exception:
+            self.failed_op = func  # the op a failed step stopped at, for its error
+            raise
+        out = sized_output(func, args, kwargs, out)  # oneDNN's LSTM workspace, empty on fake tensors
         for t in output_tensors(out):
             st = storage_of(t)
             if st is not None and id(st) not in self._live:
                 self._register(st, "temporaries")
         return out
-
-
-# --------------------------------------------------------------------------- kernels whose fake output is too small
-_MKLDNN_RNN = torch.ops.aten.mkldnn_rnn_layer.default
-_WORKSPACE_BYTES: dict[tuple[Any, ...], int] = {}
-
-
-def _is_fake(t: Any) -> bool:
-    return isinstance(t, FakeTensor)
-
-
-def _sized_workspace(args: Any, kwargs: dict[str, Any], fake: torch.Tensor) -> torch.Tensor:
-    """An ``nn.LSTM`` on the CPU runs oneDNN's ``mkldnn_rnn_layer``, which returns a workspace that autograd
-    saves for backward (204,800 bytes for 24 steps of 4 x 32 units). Its meta kernel returns an empty one,
-    so on fake tensors the LSTM's activations would be short by it. Its size is oneDNN's own (page-aligned
-    buffers for gates and states), so it is asked of oneDNN: the kernel runs once on real zeros of the same
-    shapes (one layer's input and weights; remembered per shape), and a fake workspace of that size replaces
-    the empty one."""
-    key = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else repr(a) for a in args) + tuple(
-        (k, repr(v)) for k, v in sorted(kwargs.items()))
-    if key not in _WORKSPACE_BYTES:
-        with _disable_current_modes():
-            real = [torch.zeros(a.shape, dtype=a.dtype) if isinstance(a, torch.Tensor) else a for a in args]
-            workspace = _MKLDNN_RNN(*real, **kwargs)[3]  # None out of training: nothing to save
-            _WORKSPACE_BYTES[key] = 0 if workspace is None else int(workspace.untyped_storage().nbytes())
-    n = _WORKSPACE_BYTES[key]
-    if n <= fake.untyped_storage().nbytes():
-        return fake
-    return torch.empty(n // fake.element_size(), dtype=fake.dtype, device=fake.device)

@@ -10,7 +10,9 @@ checked against a full run in the tests).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,17 +23,18 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torchsmith._format import parse_dtype
 from torchsmith._memory._distributed import apply_strategy
 from torchsmith._memory._knobs import check_optimizer, check_positive, check_precision, check_strategy
-from torchsmith._memory._step import PRECISIONS, Knobs, StepRecord, run_inference, run_training_step
+from torchsmith._memory._real import real_copy, real_inputs, too_big_to_run
+from torchsmith._memory._step import PRECISIONS, Knobs, StepFailed, StepRecord, run_inference, run_training_step
 from torchsmith._memory._tracker import CATEGORIES, Peak
 from torchsmith._memory.result import MemoryPlan, ModuleMemory, Num
 from torchsmith._meta import build_on_meta
 from torchsmith._summary._blocks import Blocks, repeated_blocks, truncated, worth_scaling
 from torchsmith._summary._inputs import InputSpec
 from torchsmith._summary._saved import affine_text, fake_copy, fake_inputs
-from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError, UnknownNameError
+from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError, UnknownNameError, describe_error
 from torchsmith.resolve import resolve_model
 
-__all__ = ["memory", "memory_plans", "build_model", "check_knobs", "check_batch", "input_dtypes"]
+__all__ = ["memory", "memory_plans", "build_model", "real_builder", "check_knobs", "check_batch", "input_dtypes"]
 
 def memory(
     model_or_name: nn.Module | str,
@@ -92,18 +95,22 @@ def memory(
     model, label = build_model(model_or_name, model_options)
     spec = InputSpec.build(model, input_size, input_data, input_dtypes(input_dtype), batch_size)
     return memory_plans(model, label, spec, knobs, checkpointing, [(world_size, strategy)], kv_seq_len,
-                        scale_blocks)[0]
+                        scale_blocks, real_builder(model_or_name, model_options))[0]
 
 
 def memory_plans(model: nn.Module, label: str, spec: InputSpec, knobs: Knobs,
                  checkpointing: bool | str | Sequence[str],
                  layouts: Sequence[tuple[int, str | None]], kv_seq_len: int | None = None,
-                 scale_blocks: bool | None = None) -> list[MemoryPlan]:
-    """One plan per ``(world_size, strategy)`` layout from the same runs (the step is run once per batch size)."""
+                 scale_blocks: bool | None = None, rebuild: Callable[[], nn.Module] | None = None) -> list[MemoryPlan]:
+    """One plan per ``(world_size, strategy)`` layout from the same runs (the step is run once per batch size).
+
+    ``rebuild`` builds the model with real weights when it is on meta (a name), for a model fake tensors cannot
+    run (see ``_real``).
+    """
     blocks = repeated_blocks(model)
     knobs = replace(knobs, checkpoint=_checkpoint_names(model, checkpointing, blocks))
     scale = _should_scale(model, blocks, scale_blocks)
-    runner = _Runner(model, spec, knobs, blocks if scale else None)
+    runner = _Runner(model, spec, knobs, blocks if scale else None, rebuild)
     batch = spec.sizes[0][0] if spec.data is None else None
     notes: list[str] = []
     first: _Run
@@ -117,6 +124,8 @@ def memory_plans(model: nn.Module, label: str, spec: InputSpec, knobs: Knobs,
         assert batch is not None
         first, second = runner.run(batch[1]), runner.run(2 * batch[1])
     third = runner.run(3 * batch[1]) if isinstance(batch, tuple) else None
+    if runner.real_note is not None:
+        notes.append(runner.real_note)
     kv = _kv_cache(model, spec, knobs.precision, kv_seq_len)
     plans = []
     for world_size, strategy in layouts:
@@ -177,6 +186,14 @@ def build_model(model_or_name: nn.Module | str, options: dict[str, Any]) -> tupl
     raise ConfigError(f"memory() takes an nn.Module or a model name, not {type(model_or_name).__name__}")
 
 
+def real_builder(model_or_name: nn.Module | str, options: dict[str, Any]) -> Callable[[], nn.Module] | None:
+    """For a model given by name: builds it with real weights (the real-step fallback of ``_real``)."""
+    if not isinstance(model_or_name, str):
+        return None
+    name = model_or_name
+    return lambda: resolve_model(name, **options)
+
+
 def _checkpoint_names(model: nn.Module, checkpointing: bool | str | Sequence[str],
                       blocks: Blocks | None) -> tuple[str, ...]:
     if checkpointing is False or checkpointing is None:
@@ -225,8 +242,18 @@ class _Run:
 
 
 class _Runner:
-    def __init__(self, model: nn.Module, spec: InputSpec, knobs: Knobs, blocks: Blocks | None) -> None:
+    """Runs the step per batch size: on fake tensors, or on real CPU tensors where fake tensors cannot run it.
+
+    ``real_note`` says when (and why) the real fallback ran (``_real``); ``rebuild`` builds a model given by
+    name with real weights, for that fallback.
+    """
+
+    def __init__(self, model: nn.Module, spec: InputSpec, knobs: Knobs, blocks: Blocks | None,
+                 rebuild: Callable[[], nn.Module] | None = None) -> None:
         self.model, self.spec, self.knobs, self.blocks = model, spec, knobs, blocks
+        self.rebuild = rebuild
+        self.real_note: str | None = None
+        self._rebuilt: nn.Module | None = None
 
     def run(self, batch: int | None) -> _Run:
         if self.blocks is None:
@@ -239,30 +266,79 @@ class _Runner:
         with truncated(self.model, self.blocks, keep):
             names = {n for n, _ in self.model.named_modules()}
             knobs = replace(self.knobs, checkpoint=tuple(n for n in self.knobs.checkpoint if n in names))
-            fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
             weights = PRECISIONS[knobs.precision][0]
-            fake = fake_copy(self.model, fake_mode, dtype=weights if weights != torch.float32 else None)
-            args, kwargs = fake_inputs(self.spec, batch, fake_mode, weights)
-            step = _guarded(lambda: run_training_step(fake, args, kwargs, knobs, fake_mode), self.model)
-            inference = _guarded(lambda: run_inference(fake, args, kwargs, knobs.precision, fake_mode), self.model)
+            convert = weights if weights != torch.float32 else None
+            try:
+                fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+                fake = fake_copy(self.model, fake_mode, dtype=convert)
+                args, kwargs = fake_inputs(self.spec, batch, fake_mode, weights)
+                with _quiet_fake_tensors():
+                    step = run_training_step(fake, args, kwargs, knobs, fake_mode)
+                    inference = run_inference(fake, args, kwargs, knobs.precision, fake_mode)
+            except StepFailed as failed:
+                real = self._real_copy(keep, convert)
+                if real is None:
+                    raise _step_error(self.model, failed, too_big_to_run(self.model) or _NO_WEIGHTS) from failed
+                args, kwargs = real_inputs(self.spec, batch, real, weights)
+                try:
+                    with torch.random.fork_rng(devices=[]):  # dropout draws must not move the caller's RNG
+                        step = run_training_step(real, args, kwargs, knobs, nullcontext())
+                        inference = run_inference(real, args, kwargs, knobs.precision, nullcontext())
+                except StepFailed as again:  # not fake tensors' limit: the model fails on real tensors too
+                    raise _step_error(self.model, again, None) from again
+                self.real_note = (f"measured on a real CPU step: {_what_failed(failed)}; inputs are seeded, so "
+                                  "what depends on their values (an MoE router's choice) is for those inputs")
         return _Run(batch, step, inference)
 
+    def _real_copy(self, keep: int | None, dtype: torch.dtype | None) -> nn.Module | None:
+        if too_big_to_run(self.model) is not None:
+            return None
+        on_meta = any(t.is_meta for t in self.model.parameters())
+        if not on_meta:
+            return real_copy(self.model, None, dtype)
+        if keep is not None or self.rebuild is None:
+            return None  # a truncated model is not rebuilt as it is
+        if self._rebuilt is None:
+            self._rebuilt = self.rebuild()
+        return real_copy(self._rebuilt, None, dtype)
 
-def _guarded(fn: Any, model: nn.Module) -> Any:
+
+_NO_WEIGHTS = ("its weights are on the meta device, so no real step can run instead; pass the model built with "
+               "real weights (e.g. from_config on the CPU) to measure the step on real CPU tensors")
+
+
+def _what_failed(failed: StepFailed) -> str:
+    if failed.op is not None:
+        return f"{failed.op} cannot run on fake tensors ({type(failed.cause).__name__})"
+    return f"fake tensors cannot run it ({describe_error(failed.cause, 160)})"
+
+
+def _step_error(model: nn.Module, failed: StepFailed, why_not_real: str | None) -> TorchsmithError:
+    """One TorchsmithError for a failed step: fake tensors' limit (and why no real step ran), or the model's own."""
+    e, name = failed.cause, type(model).__name__
+    kind = type(e).__name__
+    limit = (isinstance(e, NotImplementedError) or "fake" in kind.lower() or "DataDependent" in kind
+             or "DynamicOutputShape" in kind)
+    if why_not_real is not None and limit:
+        return SummaryError(f"{name} cannot run on fake tensors ({failed.op or kind}: {describe_error(e, 200)}), "
+                            f"and {why_not_real}; its memory cannot be planned without running it")
+    if isinstance(e, (RuntimeError, ValueError, IndexError)) and not limit:
+        return ShapeError(f"the training step of {name} failed: {describe_error(e, 300)}")
+    return SummaryError(f"the training step of {name} failed ({failed.op or 'in Python code'}): "
+                        f"{describe_error(e, 300)}" + (f"; {why_not_real}" if why_not_real else ""))
+
+
+@contextmanager
+def _quiet_fake_tensors() -> Iterator[None]:
+    """FakeTensorMode logs a full traceback when an op fails before raising it; the failure reaches the user as
+    one TorchsmithError (or the real step runs instead), so that log would only spill onto stderr."""
+    log = logging.getLogger("torch._subclasses.fake_tensor")
+    was = log.disabled
+    log.disabled = True
     try:
-        return fn()
-    except TorchsmithError:
-        raise
-    except (RuntimeError, ValueError, IndexError) as e:
-        kind = type(e).__name__
-        if isinstance(e, NotImplementedError) or "fake" in kind.lower() or "DataDependent" in kind:
-            raise SummaryError(f"{type(model).__name__} cannot run on fake tensors ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:200] if str(e) else ''}); its memory cannot be planned "
-                               "without running it") from e
-        raise ShapeError(f"the training step of {type(model).__name__} failed: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:300] if str(e) else ''}") from e
-    except NotImplementedError as e:
-        raise SummaryError(f"{type(model).__name__} cannot run on fake tensors: {e}") from e
+        yield
+    finally:
+        log.disabled = was
 
 
 def _extrapolate(two: _Run, three: _Run, stack: str, length: int) -> _Run:

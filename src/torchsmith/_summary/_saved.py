@@ -3,7 +3,8 @@
 A forward in train mode with grad enabled, under ``torch.autograd.graph.saved_tensors_hooks``: every tensor
 an op saves for its backward passes through the pack hook. Counted once per storage (a view saves
 nothing new), this is what a training step holds at the end of its forward, on real tensors and the same
-on meta or fake ones, whose storages have the real byte size. The summary's ``memory.activations``
+on meta or fake ones, whose storages have the real byte size (where a fake forward would differ from a real
+one, :mod:`torchsmith._fake` closes the gap for both). The summary's ``memory.activations``
 (:func:`training_activations`) and the memory plan (:mod:`torchsmith._memory`) both count with
 :class:`SavedStorages`, on fake CPU tensors (meta kernels may pick another attention backend than CPU).
 """
@@ -23,6 +24,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.overrides import TorchFunctionMode
 from torch.utils.module_tracker import ModuleTracker
 
+from torchsmith._fake import SizedWorkspaces, unpacked_sequences
 from torchsmith._summary._blocks import repeated_blocks, truncated, worth_scaling
 from torchsmith._summary._inputs import InputSpec
 from torchsmith._summary._nodynamo import dynamo_free
@@ -143,7 +145,9 @@ def _forward_saved(model: nn.Module, spec: InputSpec, batch: int | None, dtype: 
     fake = fake_copy(model, fake_mode, dtype=weights if weights != torch.float32 else None)
     args, kwargs = fake_inputs(spec, batch, fake_mode, weights)
     fake.train()
-    with fake_mode, torch.enable_grad(), SavedStorages() as saved:
+    # As the memory plan's step runs (torchsmith._fake): oneDNN's LSTM workspace at its real size, and
+    # transformers' packed-sequence probe answered as on real token ids.
+    with fake_mode, SizedWorkspaces(), unpacked_sequences(), torch.enable_grad(), SavedStorages() as saved:
         out = fake(*args, **kwargs)
     del out
     return int(saved.total)
@@ -196,7 +200,7 @@ def _meta_saved(model: nn.Module, spec: InputSpec, batch: int | None, weights: t
     target.train()
     guard = _CpuParity()
     try:
-        with torch.random.fork_rng(devices=[]), dynamo_free(), guard, torch.enable_grad(), \
+        with torch.random.fork_rng(devices=[]), dynamo_free(), guard, unpacked_sequences(), torch.enable_grad(), \
                 SavedStorages() as saved:
             out = target(*args, **kwargs)
         del out
