@@ -12,17 +12,15 @@ a class or a factory; classes and factories are called with the options given.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from torchsmith._code import CODE_ATTR, code_record, instantiate, load_attr
 from torchsmith.checkpoint import load
 from torchsmith.errors import ConfigError, ModelLoadError, UnknownNameError
-from torchsmith.registry import create_model, import_registrations, list_models, source_of
+from torchsmith.registry import ARCH_ATTR, create_model, import_registrations, list_models, source_of
 from torchsmith.spec import build_file
 
 __all__ = ["resolve_model"]
@@ -67,8 +65,11 @@ def resolve_model(ref: str, **kwargs: Any) -> nn.Module:
         return load(ref)
     if ":" in ref and not _looks_like_windows_path(ref):
         target, _, attr = ref.rpartition(":")
-        obj = _load_attr(target, attr)
-        return _instantiate(obj, ref, kwargs)
+        obj = load_attr(target, attr)
+        model = instantiate(obj, ref, kwargs)
+        if not hasattr(model, CODE_ATTR) and getattr(model, ARCH_ATTR, None) is None:  # for save: how to rebuild it
+            object.__setattr__(model, CODE_ATTR, code_record(target, attr, kwargs))
+        return model
     if ref.endswith(".py"):
         raise ModelLoadError(f"{ref!r} names a file but no class or factory in it; write it as {ref}:ClassName")
     if Path(ref).is_file():
@@ -89,71 +90,3 @@ def resolve_model(ref: str, **kwargs: Any) -> nn.Module:
 
 def _looks_like_windows_path(ref: str) -> bool:
     return len(ref) > 2 and ref[1] == ":" and ref[2] in "\\/"
-
-
-def _load_attr(target: str, attr: str) -> Any:
-    if not attr:
-        raise ModelLoadError(f"model reference {target}: names no attribute; write it as {target}:ClassName")
-    if target.endswith(".py") or "/" in target or "\\" in target:
-        path = Path(target)
-        if not path.is_file():
-            raise ModelLoadError(f"model file {target!r} does not exist")
-        name = f"_torchsmith_user_{abs(hash(str(path.resolve())))}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise ModelLoadError(f"cannot import {target!r} as Python source")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses and pickling look the module up by name
-        # The file's folder is importable while it runs, as under `python file.py`: a model file
-        # commonly imports its sibling modules (from blocks import Block).
-        folder = str(path.resolve().parent)
-        added = folder not in sys.path
-        if added:
-            sys.path.insert(0, folder)
-        try:
-            spec.loader.exec_module(module)
-        except SystemExit as e:  # a script run on import: its sys.exit() would end the caller silently
-            sys.modules.pop(name, None)
-            raise ModelLoadError(
-                f"importing {target!r} called sys.exit({e.code!r}); put its script code under "
-                "`if __name__ == '__main__':`") from None
-        except Exception as e:
-            sys.modules.pop(name, None)
-            raise ModelLoadError(f"importing {target!r} failed: {type(e).__name__}: {e}") from e
-        finally:
-            if added and folder in sys.path:
-                sys.path.remove(folder)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as e:
-            raise ModelLoadError(f"cannot import module {target!r}: {e}") from e
-        except SystemExit as e:
-            raise ModelLoadError(
-                f"importing {target!r} called sys.exit({e.code!r}); put its script code under "
-                "`if __name__ == '__main__':`") from None
-        except Exception as e:
-            raise ModelLoadError(f"importing {target!r} failed: {type(e).__name__}: {e}") from e
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        public = [n for n in dir(module) if not n.startswith("_")]
-        raise UnknownNameError(f"attribute of {target}", attr, public) from None
-
-
-def _instantiate(obj: Any, ref: str, kwargs: dict[str, Any]) -> nn.Module:
-    if isinstance(obj, nn.Module):
-        if kwargs:
-            raise ConfigError(f"{ref} is a model instance; options {sorted(kwargs)} cannot be applied to it")
-        return obj
-    if not callable(obj):
-        raise ModelLoadError(f"{ref} is a {type(obj).__name__}, not an nn.Module, class or factory")
-    try:
-        model = obj(**kwargs)
-    except TypeError as e:
-        raise ModelLoadError(f"calling {ref} failed: {e}") from e
-    except Exception as e:
-        raise ModelLoadError(f"building {ref} failed: {type(e).__name__}: {e}") from e
-    if not isinstance(model, nn.Module):
-        raise ModelLoadError(f"{ref} returned a {type(model).__name__}, not an nn.Module")
-    return model

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
+from torchsmith._code import CODE_ATTR, rebuild_from_code
 from torchsmith._meta import build_on_meta
 from torchsmith._version import __version__
 from torchsmith.checkpoint import _format, _versions
@@ -103,6 +104,12 @@ def _arch_metadata(model: nn.Module) -> dict[str, str]:
                                   f"{{'spec': {{...}}}}, not {arch!r:.80}")
         where = f"model option of {arch.get('name', 'spec')!r}"
         meta["arch"] = json.dumps(encode(dict(arch), None, where), allow_nan=False)
+    code = getattr(model, CODE_ATTR, None)
+    if arch is None and isinstance(code, Mapping):  # built from the user's file: load() builds it from there
+        try:
+            meta["code"] = json.dumps(encode(dict(code), None, f"option of {code.get('ref')}"), allow_nan=False)
+        except CheckpointError:
+            pass  # options that cannot be stored: the file loads with load_into, as any state dict
     try:  # informational: default_input_size, a library config or the first layer (the model contract)
         meta["input_size"] = json.dumps(list(input_spec(model).size))
     except ConfigError:
@@ -301,6 +308,20 @@ def read_arch(header: _format.Header) -> dict[str, Any] | None:
     return arch
 
 
+def _read_code(header: _format.Header) -> dict[str, Any] | None:
+    """The user-code reference recorded in a checkpoint's metadata (see :mod:`torchsmith._code`), or None."""
+    raw = header.metadata.get("code")
+    if raw is None:
+        return None
+    try:
+        code = decode(json.loads(raw), None, f"{header.path} code")
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{header.path}: metadata 'code' is not valid JSON") from None
+    if not isinstance(code, dict):
+        raise CheckpointError(f"{header.path}: metadata 'code' must be a mapping, not {code!r:.80}")
+    return code
+
+
 def build_from_arch(arch: Mapping[str, Any], *, meta: bool, source: Any = "checkpoint") -> nn.Module:
     """Build the model ``arch`` describes; on the meta device (no memory, no init) when ``meta``."""
     def build() -> nn.Module:
@@ -374,7 +395,8 @@ def _fill(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, aliase
     return model
 
 
-def load(path: PathLike, *, map_location: str | torch.device = "cpu", verify: bool = True) -> nn.Module:
+def load(path: PathLike, *, map_location: str | torch.device = "cpu", verify: bool = True,
+         trust_code: bool = False) -> nn.Module:
     """Rebuild the model saved at ``path``: its architecture from the metadata, its weights from the file.
 
     No class is unpickled: the model is built by ``create_model`` (or the spec builder) on the meta device and
@@ -384,6 +406,9 @@ def load(path: PathLike, *, map_location: str | torch.device = "cpu", verify: bo
         path: A checkpoint written by :func:`save`.
         map_location: The device the weights go to (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         verify: Check the sha256 of the data first; ``False`` skips it, for trusted files.
+        trust_code: A model saved from the user's own code (``torchsmith train net.py:Net``) is rebuilt from that
+            file when it is an ``nn.Module`` class and the file's bytes are the ones it was saved with; ``True``
+            also runs a changed file, a module's code or a factory.
 
     Returns:
         The rebuilt model, with the saved weights.
@@ -397,15 +422,21 @@ def load(path: PathLike, *, map_location: str | torch.device = "cpu", verify: bo
     header = _format.read_header(path)
     refuse_training_state(header.metadata, path)
     arch = read_arch(header)
-    if arch is None:
+    code = _read_code(header) if arch is None else None
+    if arch is None and code is None:
         raise CheckpointError(f"{path} holds weights but no architecture (it was not written by torchsmith.save "
-                              "from a zoo or spec model); build the model and use torchsmith.load_into(model, path)")
+                              "from a zoo, spec, library or file model); build the model and use "
+                              "torchsmith.load_into(model, path)")
     tensors, _ = _format.open_tensors(header, verify_hash=verify)
     raw_versions = header.metadata.get(_versions.KEY)
     versions = None if raw_versions is None else _versions.decode(raw_versions, str(path))
-    model = build_from_arch(arch, meta=True, source=path)
+    if arch is not None:
+        model = build_from_arch(arch, meta=True, source=path)
+    else:
+        assert code is not None
+        model = build_on_meta(lambda: rebuild_from_code(code, trust_code=trust_code, source=path))[0]
     model = _fill(model, tensors, path, _format._aliases(header), versions)
-    object.__setattr__(model, ARCH_ATTR, arch)
+    object.__setattr__(model, ARCH_ATTR if arch is not None else CODE_ATTR, arch if arch is not None else code)
     if device.type != "cpu":
         model = model.to(device)
     return model
