@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -28,8 +28,9 @@ from torch.utils._pytree import tree_map
 from torchsmith._summary import REAL_FALLBACK_BYTES
 from torchsmith._summary._inputs import InputSpec
 from torchsmith._summary._saved import fake_inputs
+from torchsmith.registry import ARCH_ATTR, create_model
 
-__all__ = ["real_copy", "real_inputs", "too_big_to_run"]
+__all__ = ["real_copy", "real_inputs", "too_big_to_run", "recorded_builder", "one_thread"]
 
 
 def too_big_to_run(model: nn.Module) -> str | None:
@@ -41,6 +42,16 @@ def too_big_to_run(model: nn.Module) -> str | None:
     if any(t.device.type not in ("cpu", "meta") for t in tensors):
         return "its weights are not on the CPU"
     return None
+
+
+def recorded_builder(model: nn.Module) -> Callable[[], nn.Module] | None:
+    """Builds ``model`` again with real weights from the record ``create_model`` put on it (a model built on
+    meta by name, as ``torchsmith show NAME --memory`` builds it); None without one."""
+    arch = getattr(model, ARCH_ATTR, None)
+    if not (isinstance(arch, Mapping) and isinstance(arch.get("name"), str)):
+        return None
+    name, kwargs = arch["name"], dict(arch.get("kwargs") or {})
+    return lambda: create_model(name, **kwargs)
 
 
 def real_copy(model: nn.Module, rebuild: Callable[[], nn.Module] | None, dtype: torch.dtype | None) -> nn.Module | None:
@@ -85,3 +96,15 @@ def real_inputs(spec: InputSpec, batch: int | None, model: nn.Module,
 
 def _if_tensor(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Any], Any]:
     return lambda x: fn(x) if isinstance(x, torch.Tensor) else x
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """A small model's real step on one thread: its kernels are tiny, and on a busy machine every further
+    thread spins at each barrier (a small Switch Transformer's plan: 12.7 s on 16 threads, 0.9 s on one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -23,7 +23,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torchsmith._format import parse_dtype
 from torchsmith._memory._distributed import apply_strategy
 from torchsmith._memory._knobs import check_optimizer, check_positive, check_precision, check_strategy
-from torchsmith._memory._real import real_copy, real_inputs, too_big_to_run
+from torchsmith._memory._real import one_thread, real_copy, real_inputs, recorded_builder, too_big_to_run
 from torchsmith._memory._step import PRECISIONS, Knobs, StepFailed, StepRecord, run_inference, run_training_step
 from torchsmith._memory._tracker import CATEGORIES, Peak
 from torchsmith._memory.result import MemoryPlan, ModuleMemory, Num
@@ -278,14 +278,14 @@ class _Runner:
             except StepFailed as failed:
                 real = self._real_copy(keep, convert)
                 if real is None:
-                    raise _step_error(self.model, failed, too_big_to_run(self.model) or _NO_WEIGHTS) from failed
+                    raise _step_error(self.model, failed, too_big_to_run(self.model) or _NO_WEIGHTS) from failed.cause
                 args, kwargs = real_inputs(self.spec, batch, real, weights)
                 try:
-                    with torch.random.fork_rng(devices=[]):  # dropout draws must not move the caller's RNG
+                    with torch.random.fork_rng(devices=[]), one_thread():  # the caller's RNG is not moved
                         step = run_training_step(real, args, kwargs, knobs, nullcontext())
                         inference = run_inference(real, args, kwargs, knobs.precision, nullcontext())
                 except StepFailed as again:  # not fake tensors' limit: the model fails on real tensors too
-                    raise _step_error(self.model, again, None) from again
+                    raise _step_error(self.model, again, None) from again.cause
                 self.real_note = (f"measured on a real CPU step: {_what_failed(failed)}; inputs are seeded, so "
                                   "what depends on their values (an MoE router's choice) is for those inputs")
         return _Run(batch, step, inference)
@@ -296,10 +296,11 @@ class _Runner:
         on_meta = any(t.is_meta for t in self.model.parameters())
         if not on_meta:
             return real_copy(self.model, None, dtype)
-        if keep is not None or self.rebuild is None:
+        rebuild = self.rebuild or recorded_builder(self.model)
+        if keep is not None or rebuild is None:
             return None  # a truncated model is not rebuilt as it is
         if self._rebuilt is None:
-            self._rebuilt = self.rebuild()
+            self._rebuilt = rebuild()
         return real_copy(self._rebuilt, None, dtype)
 
 
