@@ -113,8 +113,8 @@ def memory_plans(model: nn.Module, label: str, spec: InputSpec, knobs: Knobs,
     runner = _Runner(model, spec, knobs, blocks if scale else None, rebuild)
     batch = spec.sizes[0][0] if spec.data is None else None
     notes: list[str] = []
-    first: _Run
-    second: _Run | None
+    first: _StepRun
+    second: _StepRun | None
     if spec.data is not None:
         first, second = runner.run(None), None
         notes.append("input_data fixes the batch: the largest batch that fits is not worked out")
@@ -233,7 +233,7 @@ def _should_scale(model: nn.Module, blocks: Blocks | None, scale: bool | None) -
 
 # --------------------------------------------------------------------------- running
 @dataclass
-class _Run:
+class _StepRun:
     """One batch size: the training step and the eval forward (scaled to every block when asked)."""
 
     batch: int | None
@@ -255,14 +255,14 @@ class _Runner:
         self.real_note: str | None = None
         self._rebuilt: nn.Module | None = None
 
-    def run(self, batch: int | None) -> _Run:
+    def run(self, batch: int | None) -> _StepRun:
         if self.blocks is None:
             return self._once(batch, None)
         assert self.blocks.stack is not None
         two, three = self._once(batch, 2), self._once(batch, 3)
         return _extrapolate(two, three, self.blocks.stack, self.blocks.stack_length)
 
-    def _once(self, batch: int | None, keep: int | None) -> _Run:
+    def _once(self, batch: int | None, keep: int | None) -> _StepRun:
         with truncated(self.model, self.blocks, keep):
             names = {n for n, _ in self.model.named_modules()}
             knobs = replace(self.knobs, checkpoint=tuple(n for n in self.knobs.checkpoint if n in names))
@@ -288,7 +288,7 @@ class _Runner:
                     raise _step_error(self.model, again, None) from again.cause
                 self.real_note = (f"measured on a real CPU step: {_what_failed(failed)}; inputs are seeded, so "
                                   "what depends on their values (an MoE router's choice) is for those inputs")
-        return _Run(batch, step, inference)
+        return _StepRun(batch, step, inference)
 
     def _real_copy(self, keep: int | None, dtype: torch.dtype | None) -> nn.Module | None:
         if too_big_to_run(self.model) is not None:
@@ -342,7 +342,7 @@ def _quiet_fake_tensors() -> Iterator[None]:
         log.disabled = was
 
 
-def _extrapolate(two: _Run, three: _Run, stack: str, length: int) -> _Run:
+def _extrapolate(two: _StepRun, three: _StepRun, stack: str, length: int) -> _StepRun:
     """Figures with ``length`` blocks from runs with 2 and 3: each further block adds what the third added."""
     k = length - 2
 
@@ -367,11 +367,11 @@ def _extrapolate(two: _Run, three: _Run, stack: str, length: int) -> _Run:
     i2, i3 = two.inference, three.inference
     inference = Peak("inference", ext(i2.bytes, i3.bytes),
                      {c: ext(i2.by_category.get(c, 0), i3.by_category.get(c, 0)) for c in CATEGORIES}, i3.module)
-    return _Run(three.batch, step, inference)
+    return _StepRun(three.batch, step, inference)
 
 
 # --------------------------------------------------------------------------- the plan
-def _lines(first: _Run, second: _Run | None) -> list[tuple[float, float]]:
+def _lines(first: _StepRun, second: _StepRun | None) -> list[tuple[float, float]]:
     """The peak as ``max(a + b*B)``: one affine line per moment of the step (aligned timelines), else per phase."""
     if second is None or first.batch is None or second.batch is None:
         return [(float(first.step.peak.bytes), 0.0)]
@@ -395,7 +395,8 @@ def _envelope(lines: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def _assemble(model: nn.Module, label: str, spec: InputSpec, knobs: Knobs, world_size: int, strategy: str | None,
-              first: _Run, second: _Run | None, batch: Any, blocks: Blocks | None, notes: list[str]) -> MemoryPlan:
+              first: _StepRun, second: _StepRun | None, batch: Any, blocks: Blocks | None,
+              notes: list[str]) -> MemoryPlan:
     weights = PRECISIONS[knobs.precision][0]
     params = [p for p in model.parameters()]
     param_bytes = sum(_nbytes(p, weights) for p in params)
@@ -460,7 +461,7 @@ def _formula_from_lines(lines: list[tuple[float, float]], b: int, symbol: str) -
     return affine_text(a, s, symbol)
 
 
-def _verify_symbolic(plan: MemoryPlan, third: _Run, batch: tuple[str, int]) -> None:
+def _verify_symbolic(plan: MemoryPlan, third: _StepRun, batch: tuple[str, int]) -> None:
     """A third batch size must agree with the formulas; where it does not, say so."""
     b3 = third.batch or 0
     want = {"activations": third.step.activations}
@@ -482,7 +483,7 @@ def _evaluate(formula: Num, symbol: str, value: int) -> int:
 
 
 def _by_module(model: nn.Module, saved: dict[str, int], weights: torch.dtype, symbol: str | None,
-               second: _Run | None, first: _Run) -> list[ModuleMemory]:
+               second: _StepRun | None, first: _StepRun) -> list[ModuleMemory]:
     rolled = _rollup(saved)
     rolled2 = _rollup(second.step.saved_by_module) if second is not None and symbol else {}
     out = []

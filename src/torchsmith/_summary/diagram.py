@@ -158,7 +158,7 @@ def build_diagram(s: ModelSummary, depth: int | None = 3, collapse: bool = True)
     if not s.rows or not s.graph:
         raise ConfigError(f"the summary of {s.model} recorded no data flow to draw (it was made by an older "
                           "torchsmith, or the forward did not run); summarise the model again")
-    builder = _Builder(s, float("inf") if depth is None else depth, collapse)
+    builder = _DiagramBuilder(s, float("inf") if depth is None else depth, collapse)
     builder.assign_rows()
     builder.walk_steps()
     builder.prune()
@@ -171,7 +171,7 @@ def build_diagram(s: ModelSummary, depth: int | None = 3, collapse: bool = True)
                    notes=notes)
 
 
-class _Builder:
+class _DiagramBuilder:
     def __init__(self, s: ModelSummary, depth: float, collapse: bool) -> None:
         self.s = s
         self.rows = s.rows

@@ -149,7 +149,7 @@ class Explanation:
 # --------------------------------------------------------------------------- building
 def build_explanation(s: ModelSummary) -> Explanation:
     """Explain every layer of ``s`` in call order (see the module docstring)."""
-    b = _Builder(s)
+    b = _ExplanationBuilder(s)
     b.walk()
     b.receptive_fields()
     notes = []
@@ -160,7 +160,7 @@ def build_explanation(s: ModelSummary) -> Explanation:
     return Explanation(model=s.model, input=s.input, layers=b.entries, notes=notes, total_params=s.total_params)
 
 
-class _Builder:
+class _ExplanationBuilder:
     def __init__(self, s: ModelSummary) -> None:
         self.s = s
         self.rows = s.rows
