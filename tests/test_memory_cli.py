@@ -60,8 +60,22 @@ def test_plan_rows_for_every_way_and_the_one_device_peak_measured() -> None:
     assert ddp["peak"] > one["peak"]  # gradient buckets: one more copy of the gradients
 
 
+def test_fsdp_at_a_mixed_precision_is_not_planned_rather_than_planned_wrong() -> None:
+    """Autocast's figure would count a bf16 copy of every weight; FSDP2's MixedPrecisionPolicy is not modelled."""
+    with pytest.raises(ts.ConfigError, match="MixedPrecisionPolicy"):
+        ts.memory("lenet", batch_size=2, world_size=2, strategy="fsdp", precision="bf16-mixed")
+    plan = ts.plan_training("lenet", device_memory="1GB", world_size=2, precisions=("fp32", "bf16-mixed"),
+                            batch_size=2)
+    ways = {(r.way, r.precision) for r in plan.rows}
+    assert ("FSDP x2", "fp32") in ways and ("DDP x2", "bf16-mixed") in ways
+    assert ("FSDP x2", "bf16-mixed") not in ways
+    assert any("MixedPrecisionPolicy" in n for n in plan.notes)
+
+
 BAD = [
     (("show", "lenet", "--memory", "--optimizer", "adamx"), "adamx"),
+    (("show", "lenet", "--memory", "--precision", "bf16-mixed", "--world-size", "2", "--strategy", "fsdp"),
+     "MixedPrecisionPolicy"),
     (("show", "lenet", "--memory", "--world-size", "0"), "world_size"),
     (("show", "lenet", "--memory", "--batch", "-1"), "-1"),
     (("show", "lenet", "--memory", "--strategy", "fsdb", "--world-size", "2"), "fsdb"),

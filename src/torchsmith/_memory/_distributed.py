@@ -14,8 +14,9 @@ rank's live storages at their current size: FSDP2 frees an unsharded parameter b
 each rank's peak (tests/test_memory_fsdp.py). A gap: where one block's weights outweigh the activations
 (6 blocks of width 96 at batch 1), the backward's peak comes late, with the next block's all-gather and
 the reduce-scatter buffers in flight, and the plan is 15% low. Not modelled: FSDP's
-``MixedPrecisionPolicy`` (a bf16-mixed plan is autocast's, whose cache of bf16 weight copies lives
-through the forward), CPU offload, and the padding of shards to a multiple of world_size.
+``MixedPrecisionPolicy`` (so an FSDP plan at a mixed precision is refused: autocast's figure would count a
+bf16 copy of every weight, which FSDP2 does not hold), CPU offload, and the padding of shards to a multiple
+of world_size.
 """
 
 from __future__ import annotations

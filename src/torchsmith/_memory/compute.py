@@ -139,6 +139,14 @@ def memory_plans(model: nn.Module, label: str, spec: InputSpec, knobs: Knobs,
 
 
 # --------------------------------------------------------------------------- at the door
+#: Why an FSDP plan takes fp32 or bf16 only: autocast keeps a bf16 copy of every weight it casts until the forward
+#: ends, FSDP2's MixedPrecisionPolicy all-gathers bf16 shards instead, and that layout is not modelled.
+FSDP_MIXED = ("an FSDP plan at a mixed precision is not made: FSDP trains in bf16 through its MixedPrecisionPolicy "
+              "(bf16 all-gathers of fp32 shards), which the plan does not model, and autocast's figure would "
+              "count a bf16 copy of every weight; plan FSDP with precision='fp32' or 'bf16' (pure), or DDP / one "
+              "device at the mixed precision")
+
+
 def check_knobs(optimizer: str, precision: str, foreach: bool | None, grad_accumulation: int, world_size: int,
                  strategy: str | None) -> tuple[Knobs, str | None]:
     check_optimizer(optimizer)
@@ -153,6 +161,8 @@ def check_knobs(optimizer: str, precision: str, foreach: bool | None, grad_accum
         strategy = "ddp"
     if world_size == 1 and strategy is not None:
         strategy = None  # one device: nothing to divide or to copy
+    if strategy == "fsdp" and precision.endswith("-mixed"):
+        raise ConfigError(FSDP_MIXED)
     return Knobs(precision=precision, optimizer=optimizer, foreach=foreach,
                  grad_accumulation=grad_accumulation), strategy
 

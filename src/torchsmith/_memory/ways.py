@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from torchsmith._memory._knobs import check_positive, check_precision, parse_memory
-from torchsmith._memory.compute import build_model, check_knobs, input_dtypes, memory_plans, real_builder
+from torchsmith._memory.compute import FSDP_MIXED, build_model, check_knobs, input_dtypes, memory_plans, real_builder
 from torchsmith._memory.render import render_ways, rich_ways, ways_html
 from torchsmith._memory.result import FRAGMENTATION_MARGIN, Num
 from torchsmith._summary import summary
@@ -131,11 +131,15 @@ def plan_training(
         notes.append(f"{type(model).__name__} has no repeated blocks: no activation-checkpointing rows")
     rows = []
     for precision in dict.fromkeys(precisions):
+        # FSDP at a mixed precision is FSDP2's MixedPrecisionPolicy, which the plan does not model: no row.
+        here = [lay for lay in layouts if not (lay[1] == "fsdp" and precision.endswith("-mixed"))]
+        if len(here) < len(layouts) and FSDP_MIXED not in notes:
+            notes.append(FSDP_MIXED)
         for ckpt in checkpointing:
             knobs, _ = check_knobs(optimizer, precision, foreach, 1, 1, None)
-            plans = memory_plans(model, label, spec, knobs, ckpt, layouts,
+            plans = memory_plans(model, label, spec, knobs, ckpt, here,
                                  rebuild=real_builder(model_or_name, model_options))
-            for (ws, strategy), plan in zip(layouts, plans):
+            for (ws, strategy), plan in zip(here, plans):
                 way = names.get(ws, "") if strategy is None else f"{strategy.upper()} x{ws}"
                 rows.append(Way(way=way or "1 device", world_size=ws, strategy=strategy, precision=precision,
                                 checkpointing=ckpt, peak=plan.peak, fits=plan.fits(budget, margin),
