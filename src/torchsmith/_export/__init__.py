@@ -437,14 +437,16 @@ def _median_ms(eager: Callable[[], object], exported: Callable[[], object], runs
 def _mode_note(model: nn.Module, modes: dict[nn.Module, bool]) -> str:
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     drops = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
-    kinds = sorted({type(m).__name__ for m in norms + drops})
-    note = (f"exported in eval mode: BatchNorm uses its running statistics ({len(norms)} BatchNorm module(s)) "
-            f"and Dropout is off ({len(drops)} Dropout module(s))")
-    if kinds:
-        note += f"; types: {', '.join(kinds)}"
+    parts = ([f"BatchNorm uses its running statistics ({len(norms)} {_kinds(norms)})"] if norms else []) + \
+        ([f"Dropout is off ({len(drops)} {_kinds(drops)})"] if drops else [])
+    note = "exported in eval mode" + (f": {' and '.join(parts)}" if parts else "")
     if any(modes.values()):
         note += "; the model was in training mode and has been put back in it"
     return note
+
+
+def _kinds(modules: Sequence[nn.Module]) -> str:
+    return ", ".join(sorted({type(m).__name__ for m in modules}))
 
 
 def _fail(report: ExportReport, files: list[Path], target: Path, keep_failed: bool) -> None:
