@@ -146,7 +146,7 @@ class Context:
         if not self.train_ran:
             self._do_train_run()
         if self._train_error is not None:
-            raise SkipCheck("forward failed (see forward-failed)")
+            raise SkipCheck("the forward failed (see the error above)")
         assert self._train is not None
         return self._train
 
