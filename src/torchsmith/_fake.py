@@ -4,9 +4,12 @@ Both the summary's activations (:mod:`torchsmith._summary._saved`) and the memor
 (:mod:`torchsmith._memory`) run a train-mode forward on fake tensors and count what autograd saves; a
 real CPU step differs from that forward in two places, and both passes close them the same way here:
 
-* :func:`sized_output`: oneDNN's ``mkldnn_rnn_layer`` (``nn.LSTM`` on the CPU) returns a workspace that
-  autograd saves for backward; its meta kernel returns an empty one. Its real size is asked of oneDNN once
-  per shape, and a fake workspace of that size replaces the empty one (:class:`SizedWorkspaces` as a mode).
+* :func:`run_op`: two kernels whose meta version is not the CPU's. oneDNN's ``mkldnn_rnn_layer``
+  (``nn.LSTM`` on the CPU) returns a workspace that autograd saves for backward; its meta kernel returns an
+  empty one. Its real size is asked of oneDNN once per shape, and a fake workspace of that size replaces
+  the empty one. The grouped matmul of transformers' MoE experts (``aten._grouped_mm``) runs in fp32 on the
+  CPU, but its meta kernel copies the CUDA checks and wants bf16: the output's shape is asked of it in bf16
+  and given in the inputs' dtype. :class:`CpuKernels` applies it to every op run under it.
 * :func:`unpacked_sequences`: transformers' mask code reads the position ids' values to tell whether
   sequences are packed in a row; on fake or meta ids it cannot and builds an explicit mask (and repeats the
   key/value heads). The synthetic inputs never pack sequences, so the answer is the real one: None.
@@ -25,29 +28,45 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-__all__ = ["sized_output", "SizedWorkspaces", "unpacked_sequences"]
+__all__ = ["run_op", "CpuKernels", "unpacked_sequences"]
 
 _MKLDNN_RNN = torch.ops.aten.mkldnn_rnn_layer.default
+_GROUPED_MM = torch.ops.aten._grouped_mm.default
 _WORKSPACE_BYTES: dict[tuple[Any, ...], int] = {}  # shapes and options -> oneDNN's workspace bytes (a few entries)
 
 
-def sized_output(func: Any, args: Any, kwargs: dict[str, Any], out: Any) -> Any:
-    """``out`` of ``func``, with a fake LSTM workspace sized as oneDNN sizes the real one (else unchanged)."""
+def run_op(func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+    """``func(*args, **kwargs)``, as the CPU kernel would give it where fake tensors' meta kernel differs
+    (see the module docstring); any other op, or real tensors, run as they are."""
+    if func is _GROUPED_MM and isinstance(args[0], FakeTensor) and args[0].dtype != torch.bfloat16:
+        return _grouped_mm(args, kwargs)
+    out = func(*args, **kwargs)
     if func is _MKLDNN_RNN and isinstance(out[3], FakeTensor):
         return (*out[:3], _sized_workspace(args, kwargs, out[3]))
     return out
 
 
-class SizedWorkspaces(TorchDispatchMode):
-    """:func:`sized_output` for every op run under it (enter it inside the ``FakeTensorMode``)."""
+class CpuKernels(TorchDispatchMode):
+    """:func:`run_op` for every op run under it (enter it inside the ``FakeTensorMode``)."""
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
         return False  # nothing is compiled here; avoids importing torch._dynamo on the first op
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        return sized_output(func, args, kwargs, func(*args, **kwargs))
+        return run_op(func, args, kwargs or {})
+
+
+def _grouped_mm(args: Any, kwargs: dict[str, Any]) -> torch.Tensor:
+    """``aten._grouped_mm`` of fp32 (or fp16) fake inputs: its meta kernel accepts bf16 only (and an
+    ``out_dtype`` of bf16 only), so the output's shape and strides are asked of it in bf16 and an empty
+    tensor of those in the CPU kernel's dtype (the inputs', or ``out_dtype``) is returned."""
+    a, b, *rest = args
+    out_dtype = kwargs.get("out_dtype", rest[2] if len(rest) > 2 else None) or a.dtype
+    rest = rest[:2]  # offs, bias
+    kw = {k: v for k, v in kwargs.items() if k != "out_dtype"}
+    shaped = _GROUPED_MM(a.to(torch.bfloat16), b.to(torch.bfloat16), *rest, **kw)
+    return torch.empty_strided(shaped.shape, shaped.stride(), dtype=out_dtype, device=shaped.device)
 
 
 def _sized_workspace(args: Any, kwargs: dict[str, Any], fake: torch.Tensor) -> torch.Tensor:

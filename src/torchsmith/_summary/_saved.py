@@ -24,7 +24,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.overrides import TorchFunctionMode
 from torch.utils.module_tracker import ModuleTracker
 
-from torchsmith._fake import SizedWorkspaces, unpacked_sequences
+from torchsmith._fake import CpuKernels, unpacked_sequences
 from torchsmith._summary._blocks import repeated_blocks, truncated, worth_scaling
 from torchsmith._summary._inputs import InputSpec
 from torchsmith._summary._nodynamo import dynamo_free
@@ -145,9 +145,9 @@ def _forward_saved(model: nn.Module, spec: InputSpec, batch: int | None, dtype: 
     fake = fake_copy(model, fake_mode, dtype=weights if weights != torch.float32 else None)
     args, kwargs = fake_inputs(spec, batch, fake_mode, weights)
     fake.train()
-    # As the memory plan's step runs (torchsmith._fake): oneDNN's LSTM workspace at its real size, and
-    # transformers' packed-sequence probe answered as on real token ids.
-    with fake_mode, SizedWorkspaces(), unpacked_sequences(), torch.enable_grad(), SavedStorages() as saved:
+    # As the memory plan's step runs (torchsmith._fake): oneDNN's LSTM workspace at its real size, the MoE
+    # grouped matmul in fp32, and transformers' packed-sequence probe answered as on real token ids.
+    with fake_mode, CpuKernels(), unpacked_sequences(), torch.enable_grad(), SavedStorages() as saved:
         out = fake(*args, **kwargs)
     del out
     return int(saved.total)
