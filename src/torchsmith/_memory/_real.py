@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from torchsmith._summary import REAL_FALLBACK_BYTES
-from torchsmith._summary._inputs import InputSpec
+from torchsmith._summary._inputs import TracedInputs
 from torchsmith._summary._saved import fake_inputs
 from torchsmith.registry import ARCH_ATTR, create_model
 
@@ -70,7 +70,7 @@ def real_copy(model: nn.Module, rebuild: Callable[[], nn.Module] | None, dtype: 
     return target
 
 
-def real_inputs(spec: InputSpec, batch: int | None, model: nn.Module,
+def real_inputs(spec: TracedInputs, batch: int | None, model: nn.Module,
                 weights: torch.dtype) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The plan's inputs at ``batch`` as real, seeded CPU tensors (given data: a copy of it)."""
     def in_weights(t: torch.Tensor) -> torch.Tensor:

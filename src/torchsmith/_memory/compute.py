@@ -29,7 +29,7 @@ from torchsmith._memory._tracker import CATEGORIES, Peak
 from torchsmith._memory.result import MemoryPlan, ModuleMemory, Num
 from torchsmith._meta import build_on_meta
 from torchsmith._summary._blocks import Blocks, repeated_blocks, truncated, worth_scaling
-from torchsmith._summary._inputs import InputSpec
+from torchsmith._summary._inputs import TracedInputs
 from torchsmith._summary._saved import affine_text, fake_copy, fake_inputs
 from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError, UnknownNameError, describe_error
 from torchsmith.resolve import resolve_model
@@ -93,12 +93,12 @@ def memory(
     knobs, strategy = check_knobs(optimizer, precision, foreach, grad_accumulation, world_size, strategy)
     check_batch(batch_size)
     model, label = build_model(model_or_name, model_options)
-    spec = InputSpec.build(model, input_size, input_data, input_dtypes(input_dtype), batch_size)
+    spec = TracedInputs.build(model, input_size, input_data, input_dtypes(input_dtype), batch_size)
     return memory_plans(model, label, spec, knobs, checkpointing, [(world_size, strategy)], kv_seq_len,
                         scale_blocks, real_builder(model_or_name, model_options))[0]
 
 
-def memory_plans(model: nn.Module, label: str, spec: InputSpec, knobs: Knobs,
+def memory_plans(model: nn.Module, label: str, spec: TracedInputs, knobs: Knobs,
                  checkpointing: bool | str | Sequence[str],
                  layouts: Sequence[tuple[int, str | None]], kv_seq_len: int | None = None,
                  scale_blocks: bool | None = None, rebuild: Callable[[], nn.Module] | None = None) -> list[MemoryPlan]:
@@ -258,7 +258,7 @@ class _Runner:
     name with real weights, for that fallback.
     """
 
-    def __init__(self, model: nn.Module, spec: InputSpec, knobs: Knobs, blocks: Blocks | None,
+    def __init__(self, model: nn.Module, spec: TracedInputs, knobs: Knobs, blocks: Blocks | None,
                  rebuild: Callable[[], nn.Module] | None = None) -> None:
         self.model, self.spec, self.knobs, self.blocks = model, spec, knobs, blocks
         self.rebuild = rebuild
@@ -404,7 +404,7 @@ def _envelope(lines: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return sorted(keep)
 
 
-def _assemble(model: nn.Module, label: str, spec: InputSpec, knobs: Knobs, world_size: int, strategy: str | None,
+def _assemble(model: nn.Module, label: str, spec: TracedInputs, knobs: Knobs, world_size: int, strategy: str | None,
               first: _StepRun, second: _StepRun | None, batch: Any, blocks: Blocks | None,
               notes: list[str]) -> MemoryPlan:
     weights = PRECISIONS[knobs.precision][0]
@@ -521,7 +521,7 @@ _DECODERS = {"gpt2", "gpt_neo", "gptj", "llama", "mistral", "mixtral", "qwen2", 
              "gemma2", "opt", "falcon", "gpt_neox", "bloom", "olmo", "starcoder2"}
 
 
-def _kv_cache(model: nn.Module, spec: InputSpec, precision: str, seq: int | None) -> tuple[Num | None, int | None]:
+def _kv_cache(model: nn.Module, spec: TracedInputs, precision: str, seq: int | None) -> tuple[Num | None, int | None]:
     cfg = getattr(model, "config", None)
     if cfg is None or not (getattr(cfg, "model_type", "") in _DECODERS or "CausalLM" in type(model).__name__):
         return None, None

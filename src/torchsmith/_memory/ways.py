@@ -22,7 +22,7 @@ from torchsmith._memory.render import render_ways, rich_ways, ways_html
 from torchsmith._memory.result import FRAGMENTATION_MARGIN, Num
 from torchsmith._summary import summary
 from torchsmith._summary._blocks import repeated_blocks
-from torchsmith._summary._inputs import InputSpec
+from torchsmith._summary._inputs import TracedInputs
 from torchsmith.errors import ConfigError, TorchsmithError
 
 __all__ = ["plan_training", "TrainingPlan", "Way"]
@@ -120,7 +120,7 @@ def plan_training(
     for p in precisions:
         check_precision(p)
     model, label = build_model(model_or_name, model_options)
-    spec = InputSpec.build(model, input_size, None, input_dtypes(input_dtype), batch_size)
+    spec = TracedInputs.build(model, input_size, None, input_dtypes(input_dtype), batch_size)
     layouts: list[tuple[int, str | None]] = [(1, None)]
     if world_size > 1:
         layouts += [(world_size, "ddp"), (world_size, "fsdp")]
@@ -150,7 +150,7 @@ def plan_training(
                         device_memory=budget, world_size=world_size, margin=margin, rows=rows, notes=notes)
 
 
-def _flops_per_sample(model: nn.Module, spec: InputSpec) -> tuple[Num | None, list[str]]:
+def _flops_per_sample(model: nn.Module, spec: TracedInputs) -> tuple[Num | None, list[str]]:
     """Forward + backward FLOPs of one sample, from the summary (None, with a note, when it cannot run)."""
     sizes = [tuple(d if isinstance(d, int) else d[1] for d in s[1:]) for s in spec.sizes]
     try:

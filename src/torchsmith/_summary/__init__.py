@@ -20,7 +20,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from torchsmith._format import format_shapes, parse_dtype
 from torchsmith._meta import build_on_meta
-from torchsmith._summary._inputs import InputSpec, Namer, parse_dim
+from torchsmith._summary._inputs import Namer, TracedInputs, parse_dim
 from torchsmith._summary._saved import training_activations
 from torchsmith._summary._stand_in import run_stand_in
 from torchsmith._summary._trace import Trace, _tensors, meta_copy, module_modes, restore_modes, run_trace
@@ -128,7 +128,7 @@ def summary(
         model = meta_copy(model)
         notes.append(f"{materialise_lazy(model, _lazy_size(input_size), input_dtype=_one_dtype(in_dtype))} "
                      "(a dry run on the meta device; the model itself is not changed)")
-    spec = InputSpec.build(model, input_size, input_data, in_dtype, batch_size)
+    spec = TracedInputs.build(model, input_size, input_data, in_dtype, batch_size)
     held = unregistered_layers(model)
     if held:  # their parameters are not the model's: every figure below leaves them out
         shown = ", ".join(f"{path} ({type(m).__name__}, {sum(p.numel() for p in m.parameters()):,} parameters)"
@@ -225,7 +225,7 @@ def _build_on_meta(ref: str, options: dict[str, Any]) -> tuple[nn.Module, str]:
     return model, "meta" if on_meta else "cpu"
 
 
-def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any], spec: InputSpec,
+def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any], spec: TracedInputs,
              mode: str, replay: bool) -> Trace:
     if how == RUN_META and (quick := run_stand_in(model, spec, mode, replay)) is not None:
         return quick  # a small model: the meta pass on zero-valued CPU stand-ins, the same figures (_stand_in.py)
@@ -287,7 +287,7 @@ def _attempt(how: str, model: nn.Module, ref: str | None, options: dict[str, Any
                 b.copy_(value)
 
 
-def _full_size_args(spec: InputSpec, device: torch.device) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _full_size_args(spec: TracedInputs, device: torch.device) -> tuple[tuple[Any, ...], dict[str, Any]]:
     args, kwargs = spec.meta_args()
     conv = [torch.zeros(a.shape, dtype=a.dtype, device=device) if isinstance(a, torch.Tensor) else a for a in args]
     return tuple(conv), {k: torch.zeros(v.shape, dtype=v.dtype, device=device) if isinstance(v, torch.Tensor) else v
@@ -346,7 +346,7 @@ def _cheap_to_run(model: nn.Module) -> bool:
     return sum(t.numel() * t.element_size() for t in tensors) < REAL_FALLBACK_BYTES
 
 
-def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str, mem_dtype: torch.dtype | None,
+def _build(trace: Trace, model: nn.Module, label: str, spec: TracedInputs, how: str, mem_dtype: torch.dtype | None,
            notes: list[str], depth: int | None) -> ModelSummary:
     params = list(model.parameters())  # unique: a tied tensor is one entry
     buffers = [b for b in model.buffers() if b is not None]
@@ -388,7 +388,7 @@ def _build(trace: Trace, model: nn.Module, label: str, spec: InputSpec, how: str
         notes=notes, output_shapes=trace.output, events=trace.events, graph=trace.graph, depth=depth)
 
 
-def _input_bytes(spec: InputSpec) -> int | str:
+def _input_bytes(spec: TracedInputs) -> int | str:
     if spec.data is not None:
         return sum(t.numel() * t.element_size() for t in _tensors(spec.data))
     total = 0

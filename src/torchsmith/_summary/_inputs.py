@@ -22,7 +22,7 @@ from torch import nn
 from torchsmith.contract import forward_inputs, input_spec, is_length_name, model_inputs
 from torchsmith.errors import ConfigError
 
-__all__ = ["InputSpec", "Namer", "parse_dim", "declared_size", "meta_like"]
+__all__ = ["TracedInputs", "Namer", "parse_dim", "declared_size", "meta_like"]
 
 #: Value a symbolic dim takes while tracing when none is given (``"B"``): not 0 or 1,
 #: which torch would specialise on, and small enough to pass checks like ``T <= block_size``.
@@ -97,7 +97,7 @@ class Namer:
 
 
 @dataclass
-class InputSpec:
+class TracedInputs:
     """What to feed the model: sizes (with dtypes) or given data."""
 
     sizes: list[tuple[Dim, ...]] = field(default_factory=list)
@@ -112,7 +112,7 @@ class InputSpec:
 
     @classmethod
     def build(cls, model: nn.Module, input_size: Any, input_data: Any,
-              input_dtype: Any, batch_size: Any = 1) -> InputSpec:
+              input_dtype: Any, batch_size: Any = 1) -> TracedInputs:
         if input_data is not None:
             if input_size is not None:
                 raise ConfigError("give input_size or input_data, not both")

@@ -26,7 +26,7 @@ from torch.utils.module_tracker import ModuleTracker
 
 from torchsmith._fake import CpuKernels, unpacked_sequences
 from torchsmith._summary._blocks import repeated_blocks, truncated, worth_scaling
-from torchsmith._summary._inputs import InputSpec
+from torchsmith._summary._inputs import TracedInputs
 from torchsmith._summary._nodynamo import dynamo_free
 from torchsmith._summary._stand_in import value_guard, zero_copy, zero_inputs
 
@@ -99,7 +99,7 @@ def innermost_module(modules: ModuleTracker | None) -> str:
     return max(parents, key=len) if parents else ""
 
 
-def training_activations(model: nn.Module, spec: InputSpec, dtype: torch.dtype | None = None,
+def training_activations(model: nn.Module, spec: TracedInputs, dtype: torch.dtype | None = None,
                          cpu: bool = False) -> int | str:
     """Bytes a train-mode forward of ``model`` saves for backward at ``spec``'s size, on fake tensors.
 
@@ -131,7 +131,7 @@ def training_activations(model: nn.Module, spec: InputSpec, dtype: torch.dtype |
     return affine_text(v1 - slope * hint, slope, name)
 
 
-def _forward_saved(model: nn.Module, spec: InputSpec, batch: int | None, dtype: torch.dtype | None,
+def _forward_saved(model: nn.Module, spec: TracedInputs, batch: int | None, dtype: torch.dtype | None,
                    cpu: bool = False) -> int:
     weights = dtype if dtype is not None and dtype.is_floating_point else torch.float32
     if cpu:  # a small model the summary ran on CPU stand-ins: the bytes fake CPU tensors give, without dynamo
@@ -185,7 +185,7 @@ _DEVICE_PATHS = ("attention", "lstm", "gru", "rnn", "multi_head", "transformer",
                  "_for_cpu", "get_device")
 
 
-def _meta_saved(model: nn.Module, spec: InputSpec, batch: int | None, weights: torch.dtype) -> int | None:
+def _meta_saved(model: nn.Module, spec: TracedInputs, batch: int | None, weights: torch.dtype) -> int | None:
     """What a train-mode forward saves, on meta tensors without dynamo; None where fake CPU tensors must run.
 
     torch's fake tensors import ``torch._dynamo`` and sympy (seconds, the first time); a meta forward under
@@ -209,7 +209,7 @@ def _meta_saved(model: nn.Module, spec: InputSpec, batch: int | None, weights: t
     return None if guard.tripped is not None else int(saved.total)
 
 
-def _cpu_saved(model: nn.Module, spec: InputSpec, batch: int | None, weights: torch.dtype) -> int | None:
+def _cpu_saved(model: nn.Module, spec: TracedInputs, batch: int | None, weights: torch.dtype) -> int | None:
     """What a train-mode forward saves, on zero-valued CPU stand-ins (_stand_in.py); None if it read a value."""
     target = zero_copy(model, None if weights == torch.float32 else weights)
     inputs = zero_inputs(spec, batch, None if weights == torch.float32 else weights)
@@ -261,13 +261,13 @@ def _empty_copy(model: nn.Module, context: Any, device: str, dtype: torch.dtype 
     return copy.deepcopy(model, memo)
 
 
-def fake_inputs(spec: InputSpec, batch: int | None, fake_mode: FakeTensorMode,
+def fake_inputs(spec: TracedInputs, batch: int | None, fake_mode: FakeTensorMode,
                  weights: torch.dtype) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The inputs as fake CPU tensors at ``batch``; floating inputs in the weights' dtype (pure bf16)."""
     return _empty_inputs(spec, batch, fake_mode, "cpu", weights)
 
 
-def _empty_inputs(spec: InputSpec, batch: int | None, context: Any, device: str,
+def _empty_inputs(spec: TracedInputs, batch: int | None, context: Any, device: str,
                   weights: torch.dtype) -> tuple[tuple[Any, ...], dict[str, Any]]:
     def empty(t: torch.Tensor) -> torch.Tensor:
         dt = weights if t.is_floating_point() and weights != torch.float32 else t.dtype

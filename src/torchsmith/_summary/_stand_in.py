@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
-from torchsmith._summary._inputs import InputSpec, Namer
+from torchsmith._summary._inputs import Namer, TracedInputs
 from torchsmith._summary._inputs import _map_tensors as map_tensors
 from torchsmith._summary._inputs import _split as split_data
 from torchsmith._summary._trace import Trace, run_trace
@@ -134,7 +134,7 @@ def zero_copy(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module |
         return None
 
 
-def zero_inputs(spec: InputSpec, batch: int | None = None,
+def zero_inputs(spec: TracedInputs, batch: int | None = None,
                 dtype: torch.dtype | None = None) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
     """The inputs the meta pass would get (their shapes and dtypes, the given data's structure) as zeros, at
     ``batch`` if given, floating ones in ``dtype`` if given; None when symbolic or too big."""
@@ -155,7 +155,7 @@ def zero_inputs(spec: InputSpec, batch: int | None = None,
     return args, kwargs
 
 
-def run_stand_in(model: nn.Module, spec: InputSpec, mode: str, replay: bool) -> Trace | None:
+def run_stand_in(model: nn.Module, spec: TracedInputs, mode: str, replay: bool) -> Trace | None:
     """The meta pass's trace, run on a zero-valued CPU copy; None when the meta pass must run instead."""
     inputs = zero_inputs(spec)
     if inputs is None:

@@ -21,7 +21,7 @@ from torchsmith.init import init_weights, resolve_policy
 from torchsmith.registry import ARCH_ATTR
 from torchsmith.sizes import parse_input_size
 from torchsmith.spec.loader import LineDict, LineList, Where, line_of, plain
-from torchsmith.spec.modules import PadShortcut, Residual, SpecModel, SpecSequential
+from torchsmith.spec.modules import Residual, SpecModel, SpecPadShortcut, SpecSequential
 from torchsmith.spec.registry import (
     CONTAINER_TYPES,
     REQUIRED,
@@ -382,7 +382,7 @@ class SpecBuilder:
         if len(shape) == 3 and len(out) == 3 and out[0] >= shape[0]:
             stride = max(-(-i // o) for i, o in zip(shape[1:], out[1:]))
             if all((i - 1) // stride + 1 == o for i, o in zip(shape[1:], out[1:])):
-                return PadShortcut(stride, out[0] - shape[0])
+                return SpecPadShortcut(stride, out[0] - shape[0])
         raise where.error(f"pad: the body maps {fmt_shape(shape)} to {fmt_shape(out)}; a padding shortcut needs a "
                           f"feature map whose channels grow and whose size shrinks by a whole stride; use "
                           f"`shortcut: auto` or give the shortcut layers", "residual")

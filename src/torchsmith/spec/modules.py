@@ -13,7 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-__all__ = ["SpecSequential", "SpecModel", "Residual", "PadShortcut"]
+__all__ = ["SpecSequential", "SpecModel", "Residual", "SpecPadShortcut"]
 
 
 class SpecSequential(nn.Sequential):
@@ -58,7 +58,7 @@ class Residual(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-class PadShortcut(nn.Module):
+class SpecPadShortcut(nn.Module):
     """He et al.'s option A shortcut: subsample by ``stride``, zero-pad the new channels; no parameters.
 
     The paper's CIFAR ResNets use it, which is why their parameter counts have no
