@@ -88,53 +88,12 @@ def summary(
         ConfigError: A bad argument (an input size with the batch in front, an unknown mode or dtype).
         UnknownNameError: ``model_or_name`` names no model (with close matches).
     """
-    if mode not in ("eval", "train"):
-        raise ConfigError(f"mode must be 'eval' or 'train', not {mode!r}")
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-        raise ConfigError(f"depth must be an int, 0 or more (or None for every level), not {depth!r}")
-    if device != "meta":
-        try:
-            torch.device(device)
-        except (RuntimeError, TypeError) as e:
-            raise ConfigError(f"device {device!r} is not a device; use 'meta' (the default), 'cpu' or 'cuda'") from e
+    _check_arguments(mode, depth, device)
     mem_dtype = parse_dtype(dtype)
-    # One dtype for every input, or one per input (token ids and a float mask).
-    in_dtype: Any = ([parse_dtype(d) for d in input_dtype] if isinstance(input_dtype, (list, tuple))
-                     else {k: parse_dtype(d) for k, d in input_dtype.items()} if isinstance(input_dtype, Mapping)
-                     else parse_dtype(input_dtype))
+    in_dtype = _input_dtypes(input_dtype)
     notes: list[str] = []
-    ref: str | None = None
-    if isinstance(model_or_name, str):
-        ref = model_or_name
-        model, built_on = _build_on_meta(ref, model_options)
-        if built_on != "meta":
-            notes.append(f"built on {built_on}: {ref} could not be built on the meta device")
-        label = f"{type(model).__name__} ({ref})"
-    elif isinstance(model_or_name, nn.Module):
-        if model_options:
-            raise ConfigError(f"options {sorted(model_options)} apply only when the model is given by name")
-        model = model_or_name
-        label = type(model).__name__
-    else:
-        raise ConfigError(f"summary() takes an nn.Module or a model name, not {type(model_or_name).__name__}")
-
-    script_type = getattr(torch.jit, "ScriptModule", ())  # () if a future torch drops TorchScript
-    scripted = next((name for name, m in model.named_modules() if isinstance(m, script_type)), None)
-    if scripted is not None:  # TorchScript takes no module hooks, and its code cannot run on a meta copy
-        where = f"{type(model).__name__}.{scripted}" if scripted else type(model).__name__
-        raise SummaryError(f"{where} is TorchScript (torch.jit.script or trace), which summary cannot trace; "
-                           "summarise the nn.Module it was made from")
-    if lazy_tensors(model):  # nn.Lazy* layers: sized by a dry run of a meta copy, so the model is not changed
-        model = meta_copy(model)
-        notes.append(f"{materialise_lazy(model, _lazy_size(input_size), input_dtype=_one_dtype(in_dtype))} "
-                     "(a dry run on the meta device; the model itself is not changed)")
-    spec = TracedInputs.build(model, input_size, input_data, in_dtype, batch_size)
-    held = unregistered_layers(model)
-    if held:  # their parameters are not the model's: every figure below leaves them out
-        shown = ", ".join(f"{path} ({type(m).__name__}, {sum(p.numel() for p in m.parameters()):,} parameters)"
-                          for path, m in held[:3])
-        notes.append(f"not registered, so not counted: {shown}{' and more' if len(held) > 3 else ''}; they sit in a "
-                     "plain list, dict or attribute the model does not register: use nn.ModuleList / nn.ModuleDict")
+    model, ref, label = _model_of(model_or_name, model_options, notes)
+    model, spec = _prepared(model, input_size, input_data, in_dtype, batch_size, notes)
     if device == "meta":
         attempts = [RUN_FAKE, RUN_REAL] if spec.symbolic else [RUN_META, RUN_FAKE, RUN_REAL]
     else:
@@ -187,6 +146,65 @@ def summary(
                             "(its shape environment could not keep them symbolic here): figures are for those sizes")
     return result
 
+
+def _check_arguments(mode: str, depth: int | None, device: str) -> None:
+    """The arguments that need no model: the mode, the depth and the device."""
+    if mode not in ("eval", "train"):
+        raise ConfigError(f"mode must be 'eval' or 'train', not {mode!r}")
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        raise ConfigError(f"depth must be an int, 0 or more (or None for every level), not {depth!r}")
+    if device != "meta":
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ConfigError(f"device {device!r} is not a device; use 'meta' (the default), 'cpu' or 'cuda'") from e
+
+
+def _input_dtypes(input_dtype: Any) -> Any:
+    """One dtype for every input, or one per input (token ids and a float mask), parsed."""
+    if isinstance(input_dtype, (list, tuple)):
+        return [parse_dtype(d) for d in input_dtype]
+    if isinstance(input_dtype, Mapping):
+        return {k: parse_dtype(d) for k, d in input_dtype.items()}
+    return parse_dtype(input_dtype)
+
+
+def _model_of(model_or_name: Any, model_options: dict[str, Any],
+              notes: list[str]) -> tuple[nn.Module, str | None, str]:
+    """The model to summarise, the reference it was built from (None for a module) and its label."""
+    if isinstance(model_or_name, str):
+        model, built_on = _build_on_meta(model_or_name, model_options)
+        if built_on != "meta":
+            notes.append(f"built on {built_on}: {model_or_name} could not be built on the meta device")
+        return model, model_or_name, f"{type(model).__name__} ({model_or_name})"
+    if isinstance(model_or_name, nn.Module):
+        if model_options:
+            raise ConfigError(f"options {sorted(model_options)} apply only when the model is given by name")
+        return model_or_name, None, type(model_or_name).__name__
+    raise ConfigError(f"summary() takes an nn.Module or a model name, not {type(model_or_name).__name__}")
+
+
+def _prepared(model: nn.Module, input_size: Any, input_data: Any, in_dtype: Any, batch_size: Any,
+              notes: list[str]) -> tuple[nn.Module, TracedInputs]:
+    """Refuse TorchScript, size lazy layers on a meta copy, read the inputs, note unregistered layers."""
+    script_type = getattr(torch.jit, "ScriptModule", ())  # () if a future torch drops TorchScript
+    scripted = next((name for name, m in model.named_modules() if isinstance(m, script_type)), None)
+    if scripted is not None:  # TorchScript takes no module hooks, and its code cannot run on a meta copy
+        where = f"{type(model).__name__}.{scripted}" if scripted else type(model).__name__
+        raise SummaryError(f"{where} is TorchScript (torch.jit.script or trace), which summary cannot trace; "
+                           "summarise the nn.Module it was made from")
+    if lazy_tensors(model):  # nn.Lazy* layers: sized by a dry run of a meta copy, so the model is not changed
+        model = meta_copy(model)
+        notes.append(f"{materialise_lazy(model, _lazy_size(input_size), input_dtype=_one_dtype(in_dtype))} "
+                     "(a dry run on the meta device; the model itself is not changed)")
+    spec = TracedInputs.build(model, input_size, input_data, in_dtype, batch_size)
+    held = unregistered_layers(model)
+    if held:  # their parameters are not the model's: every figure below leaves them out
+        shown = ", ".join(f"{path} ({type(m).__name__}, {sum(p.numel() for p in m.parameters()):,} parameters)"
+                          for path, m in held[:3])
+        notes.append(f"not registered, so not counted: {shown}{' and more' if len(held) > 3 else ''}; they sit in a "
+                     "plain list, dict or attribute the model does not register: use nn.ModuleList / nn.ModuleDict")
+    return model, spec
 
 def _lazy_size(input_size: Any) -> Any:
     """The one input's size for a lazy model's dry run (symbolic dims at their tracing values)."""
