@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchsmith.errors import ConfigError, ModelLoadError, TorchsmithError, UnknownNameError, describe_error
+from torchsmith.errors import ConfigError, ModelLoadError, TorchsmithError, UnknownNameError, describe_error, first_line
 from torchsmith.registry import ARCH_ATTR, register_source
 
 __all__ = ["build_hf", "build_timm", "build_torchvision", "LIBRARY_PREFIXES", "HF_INSTALL"]
@@ -88,9 +88,9 @@ def build_hf(ref: str, **options: Any) -> nn.Module:
         if "Unrecognized configuration class" in str(e):
             raise ConfigError(f"{name}: transformers has no {head} model for {type(config).__name__}; choose "
                               f"another head, or none (hf:{body})") from None
-        raise ConfigError(f"building {name} failed: {_first_line(e)}; check the options") from e
+        raise ConfigError(f"building {name} failed: {first_line(e, 300)}; check the options") from e
     except Exception as e:
-        raise ConfigError(f"building {name} failed: {type(e).__name__}: {_first_line(e)}; check the options") from e
+        raise ConfigError(f"building {name} failed: {type(e).__name__}: {first_line(e, 300)}; check the options") from e
     if record is not None:
         object.__setattr__(model, ARCH_ATTR, record)
     return model
@@ -121,7 +121,7 @@ def _hf_config(transformers: Any, body: str, head: str | None, options: dict[str
     except Exception as e:
         given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "its defaults"
         raise ConfigError(f"the {model_type} config with {given} is invalid: {type(e).__name__}: "
-                          f"{_first_line(e)}") from e
+                          f"{first_line(e, 300)}") from e
     record = None
     if is_file:
         kwargs = {k: v for k, v in config.to_diff_dict().items() if k not in _FILE_FIELDS}
@@ -194,7 +194,7 @@ def build_timm(ref: str, **options: Any) -> nn.Module:
     try:
         return timm.create_model(ref, pretrained=False, **options)
     except Exception as e:
-        raise ConfigError(f"building timm:{ref} failed: {type(e).__name__}: {_first_line(e)}") from e
+        raise ConfigError(f"building timm:{ref} failed: {type(e).__name__}: {first_line(e, 300)}") from e
 
 
 @register_source("torchvision")
@@ -210,9 +210,4 @@ def build_torchvision(ref: str, **options: Any) -> nn.Module:
     try:
         return models.get_model(ref, weights=None, **options)
     except Exception as e:
-        raise ConfigError(f"building torchvision:{ref} failed: {type(e).__name__}: {_first_line(e)}") from e
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else ""
+        raise ConfigError(f"building torchvision:{ref} failed: {type(e).__name__}: {first_line(e, 300)}") from e
