@@ -42,8 +42,8 @@ NOTES = (
     "is past the CPU stand-in's bounds of 4M parameters and 0.5 GFLOPs), and those import sympy and torch's "
     "symbolic shapes on first use, a third or more of a bare `import torch`: that is most of what remains over "
     "the target. Its exact activations run on meta too, so `torch._dynamo` (which fake tensors import, more than "
-    "`import torch` costs on this machine) is no longer imported. `show` also imports rich for its table, even "
-    "into a pipe."
+    "`import torch` costs on this machine) is no longer imported. `show` imports rich only for a terminal "
+    "and the memory engine (torch.export, the distributed tools) only for `--memory`."
 )
 
 
