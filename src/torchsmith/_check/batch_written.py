@@ -10,17 +10,14 @@ line. Nothing is guessed from an error's text.
 
 from __future__ import annotations
 
-import inspect
-import os
 from typing import Any
 
 import torch
-from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from torchsmith._check._context import Context, make_finding
 from torchsmith._check.report import Finding
-from torchsmith._check.runtime import TORCH_DIR
+from torchsmith._check.runtime import user_caller
 
 __all__ = ["batch_written_in"]
 
@@ -43,7 +40,7 @@ class _Reshapes(TorchFunctionMode):
             x = args[0]
             if (shape and x.dim() >= 1 and x.shape[0] == self.batch and isinstance(shape[0], int)
                     and shape[0] > 1 and shape[0] != self.batch):
-                self.found.append((shape[0], shape, *_caller(self.paths)))
+                self.found.append((shape[0], shape, *user_caller(self.paths)))
         return func(*args, **(kwargs or {}))
 
 
@@ -54,19 +51,6 @@ def _requested(rest: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]
     if isinstance(shape, int):
         return (shape,)
     return ()
-
-
-def _caller(paths: dict[int, str]) -> tuple[str, str, str]:
-    """(function, file:line, module path) of the user's code that called the reshape."""
-    frame = inspect.currentframe()
-    while frame is not None:
-        code = frame.f_code
-        if not code.co_filename.startswith(TORCH_DIR) and code.co_filename != __file__:
-            owner = frame.f_locals.get("self")
-            module = paths.get(id(owner), "") if isinstance(owner, nn.Module) else ""
-            return code.co_name, f"{os.path.basename(code.co_filename)}:{frame.f_lineno}", module
-        frame = frame.f_back
-    return "forward", "", ""
 
 
 def batch_written_in(ctx: Context) -> Finding | None:

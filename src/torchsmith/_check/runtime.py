@@ -181,6 +181,9 @@ def check_determinism(ctx: Context) -> list[Finding]:
     )]
 
 
+#: The doctor's own files, skipped with torch's when the user's line is looked for.
+_CHECK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
 #: Ops that draw fresh random numbers into a new tensor: sampling in forward. In-place fills (``uniform_``,
 #: ``normal_``) are left out: they are how a layer built in forward initialises, which has its own finding.
 _RANDOM_OPS = frozenset({"randn", "randn_like", "rand", "rand_like", "randint", "randint_like", "normal",
@@ -201,17 +204,21 @@ class _RandomDraws(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
     def _caller(self, op: str) -> tuple[str, str, str, str]:
-        frame = inspect.currentframe()
-        function, where, module = "forward", "", ""
-        while frame is not None:
-            code = frame.f_code
-            if not code.co_filename.startswith(TORCH_DIR) and code.co_filename != __file__:
-                function, where = code.co_name, f"{os.path.basename(code.co_filename)}:{frame.f_lineno}"
-                owner = frame.f_locals.get("self")
-                module = self.paths.get(id(owner), "") if isinstance(owner, nn.Module) else ""
-                break
-            frame = frame.f_back
-        return op, function, where, module
+        return (op, *user_caller(self.paths))
+
+
+def user_caller(paths: dict[int, str]) -> tuple[str, str, str]:
+    """(function, file:line, module path) of the innermost frame outside torch and the doctor: the user's line
+    that called the op being looked at ("forward", "", "" when there is none)."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        code = frame.f_code
+        if not code.co_filename.startswith((TORCH_DIR, _CHECK_DIR)):
+            owner = frame.f_locals.get("self")
+            module = paths.get(id(owner), "") if isinstance(owner, nn.Module) else ""
+            return code.co_name, f"{os.path.basename(code.co_filename)}:{frame.f_lineno}", module
+        frame = frame.f_back
+    return "forward", "", ""
 
 
 def _first_random_draw(ctx: Context) -> tuple[str, str, str, str] | None:

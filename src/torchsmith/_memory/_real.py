@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ from torch.utils._pytree import tree_map
 from torchsmith._summary import REAL_FALLBACK_BYTES
 from torchsmith._summary._inputs import TracedInputs
 from torchsmith._summary._saved import fake_inputs
+from torchsmith._summary._stand_in import one_thread  # small kernels on one thread (see there)
 from torchsmith.registry import ARCH_ATTR, create_model
 
 __all__ = ["real_copy", "real_inputs", "too_big_to_run", "recorded_builder", "one_thread"]
@@ -96,15 +97,3 @@ def real_inputs(spec: TracedInputs, batch: int | None, model: nn.Module,
 
 def _if_tensor(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Any], Any]:
     return lambda x: fn(x) if isinstance(x, torch.Tensor) else x
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """A small model's real step on one thread: its kernels are tiny, and on a busy machine every further
-    thread spins at each barrier (a small Switch Transformer's plan: 12.7 s on 16 threads, 0.9 s on one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

@@ -28,7 +28,15 @@ from torchsmith._summary.diagram import Diagram
 from torchsmith._summary.explain import Explanation
 from torchsmith._summary.render import render_summary, rich_summary
 from torchsmith._summary.result import FlowEvent, LayerRow, MemoryEstimate, ModelSummary
-from torchsmith.contract import input_spec, is_several, lazy_tensors, materialise_lazy, unregistered_layers
+from torchsmith.contract import (
+    REAL_FALLBACK_BYTES,
+    cheap_to_run,
+    input_spec,
+    is_several,
+    lazy_tensors,
+    materialise_lazy,
+    unregistered_layers,
+)
 from torchsmith.errors import ConfigError, ShapeError, SummaryError, TorchsmithError, describe_error
 from torchsmith.resolve import resolve_model
 
@@ -108,7 +116,9 @@ def summary(
         if trace.error is None:
             break
         limited = _device_limited(trace.error)
-        if i + 1 < len(attempts) and (limited or _cheap_to_run(model)):
+        # A small real model runs on real tensors whatever the error said: an op without a meta kernel (a packed
+        # sequence's CPU batch_sizes, .item()) fails in ways no message test can list; a wrong input fails there too.
+        if i + 1 < len(attempts) and (limited or cheap_to_run(model)):
             if not limited and unexplained is None:
                 unexplained = (trace, how, len(notes))
             notes.append(f"{how} could not run the forward ({describe_error(trace.error)}); tried {attempts[i + 1]}")
@@ -347,21 +357,6 @@ def _device_limited(e: BaseException) -> bool:
         e = e.__cause__ or e.__context__  # type: ignore[assignment]
         seen += 1
     return False
-
-
-#: A model whose weights take less than this runs on real tensors when meta and fake tensors cannot run it,
-#: whatever the error said: an op without a meta kernel (a packed sequence's CPU batch_sizes, a grouped
-#: matmul's meta kernel that wants bf16, ``.item()``) fails in ways no message test can list, and a real
-#: batch of 1 of a small model costs milliseconds. A genuinely wrong input fails there too, with torch's
-#: own message on real tensors.
-REAL_FALLBACK_BYTES = 1 << 30
-
-
-def _cheap_to_run(model: nn.Module) -> bool:
-    tensors = [*model.parameters(), *model.buffers()]
-    if any(t.is_meta for t in tensors):
-        return False
-    return sum(t.numel() * t.element_size() for t in tensors) < REAL_FALLBACK_BYTES
 
 
 def _build(trace: Trace, model: nn.Module, label: str, spec: TracedInputs, how: str, mem_dtype: torch.dtype | None,

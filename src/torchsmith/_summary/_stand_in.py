@@ -40,7 +40,7 @@ from torchsmith._summary._inputs import _split as split_data
 from torchsmith._summary._trace import Trace, run_trace
 from torchsmith._summary._trace import _tensors as tensors
 
-__all__ = ["run_stand_in", "zero_copy", "zero_inputs", "value_guard", "ELEMENTS", "FLOPS"]
+__all__ = ["run_stand_in", "one_thread", "zero_copy", "zero_inputs", "value_guard", "ELEMENTS", "FLOPS"]
 
 #: Parameters + buffers, and inputs (batch included), above which the meta pass runs instead (16 MB in fp32).
 ELEMENTS = 4_000_000
@@ -165,7 +165,7 @@ def run_stand_in(model: nn.Module, spec: TracedInputs, mode: str, replay: bool) 
         return None
     target.train(mode == "train")
     guard = _Guard()
-    with _one_thread(), torch.random.fork_rng(devices=[]), sdpa_kernel(SDPBackend.MATH), guard:
+    with one_thread(), torch.random.fork_rng(devices=[]), sdpa_kernel(SDPBackend.MATH), guard:
         trace = run_trace(target, inputs[0], inputs[1], Namer(), replay=replay, before_op=guard.before_op)
     if guard.tripped is not None or trace.error is not None:
         return None
@@ -176,12 +176,12 @@ def run_stand_in(model: nn.Module, spec: TracedInputs, mode: str, replay: bool) 
 @contextmanager
 def value_guard() -> Iterator[_Guard]:
     """For a forward on stand-ins outside the trace: ``tripped`` says when it read a value."""
-    with _one_thread(), torch.random.fork_rng(devices=[]), _Guard() as guard:
+    with one_thread(), torch.random.fork_rng(devices=[]), _Guard() as guard:
         yield guard
 
 
 @contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
     """Small kernels on one thread: on a busy machine a second one spins at every barrier (10x slower)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -23,7 +23,9 @@ from torchsmith.contract._guard import as_found, hooks_set_aside, leaves_model_a
 from torchsmith.contract._input import (
     DEFAULT_SEQ_LEN,
     HOW_TO_GIVE,
+    REAL_FALLBACK_BYTES,
     InputSpec,
+    cheap_to_run,
     input_spec,
     is_token_dtype,
     learned_positions,
@@ -54,4 +56,4 @@ __all__ = ["InputSpec", "input_spec", "rebuild", "rebuild_source", "device_dtype
            "model_inputs", "forward_inputs", "is_several", "parse_inputs", "is_length_name",
            "scan_unregistered", "walk_held", "unregistered_layers", "MODULE_ATTRS", "fresh_lazy",
            "learned_positions", "DEFAULT_SEQ_LEN", "HOW_TO_GIVE", "as_found", "hooks_set_aside",
-           "leaves_model_as_found"]
+           "leaves_model_as_found", "REAL_FALLBACK_BYTES", "cheap_to_run"]

@@ -321,7 +321,7 @@ def _probe(model: nn.Module, sizes: list[tuple[int, ...]], kind: str,
     for size in sizes:
         if _runs_on_meta(model, size, torch.float32):
             return size, kind, None, False, source
-    if not _cheap_to_run(model):
+    if not cheap_to_run(model):
         return None
     for size in sizes[:2]:  # the smaller sizes: a real forward costs time
         if _runs_real(model, size):
@@ -329,14 +329,16 @@ def _probe(model: nn.Module, sizes: list[tuple[int, ...]], kind: str,
     return None
 
 
-#: A model with at most this many bytes of real weights may be probed with a real forward.
-REAL_PROBE_BYTES = 256 * 2**20
+#: A model with real weights under this many bytes may run on real CPU tensors where meta and fake tensors
+#: cannot (the input probe, the summary's fallback, the memory plan's real step).
+REAL_FALLBACK_BYTES = 1 << 30
 
 
-def _cheap_to_run(model: nn.Module) -> bool:
+def cheap_to_run(model: nn.Module) -> bool:
+    """Whether ``model``'s weights are real (not meta, not lazy) and under :data:`REAL_FALLBACK_BYTES`."""
     tensors = [*model.parameters(), *model.buffers()]
     return not any(t.is_meta or is_lazy(t) for t in tensors) and \
-        sum(t.numel() * t.element_size() for t in tensors) <= REAL_PROBE_BYTES
+        sum(t.numel() * t.element_size() for t in tensors) < REAL_FALLBACK_BYTES
 
 
 def _runs_real(model: nn.Module, size: tuple[int, ...]) -> bool:
